@@ -1,0 +1,1 @@
+"""Backends run attempts: local processes, Kubernetes Jobs."""

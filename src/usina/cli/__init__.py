@@ -1,0 +1,1 @@
+"""The usina command line."""

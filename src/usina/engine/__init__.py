@@ -1,0 +1,1 @@
+"""The engine: a level-triggered reconciler over the metadata store."""

@@ -1,0 +1,158 @@
+"""The Protocols the engine is written against: metadata store, artifact store, backend,
+tracker and clock. Each has an in-memory fake in ``usina.testing`` and a contract suite.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from usina.engine.records import (
+    ArtifactRef,
+    AttemptRecord,
+    Event,
+    RunId,
+    RunRecord,
+    RunState,
+    StepRecord,
+)
+from usina.sdk.retry import FailureClass
+
+
+class MetadataStore(Protocol):
+    """Where runs, steps, attempts, events and the cache index live (SQL in production)."""
+
+    def create_run(self, run: RunRecord, steps: Sequence[StepRecord]) -> None: ...
+    def get_run(self, run_id: str) -> RunRecord: ...
+    def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        state: RunState | None = None,
+        pipeline: str | None = None,
+        project: str | None = None,
+    ) -> list[RunRecord]: ...
+    def save_run(self, run: RunRecord) -> None: ...
+    def get_steps(self, run_id: str) -> list[StepRecord]: ...
+    def save_step(self, step: StepRecord) -> None: ...
+    def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]: ...
+    def save_attempt(self, attempt: AttemptRecord) -> None: ...
+    def add_event(self, event: Event) -> None: ...
+    def list_events(self, run_id: str) -> list[Event]: ...
+    def cache_get(self, key: str) -> tuple[ArtifactRef, ...] | None: ...
+    def cache_put(self, key: str, outputs: Sequence[ArtifactRef], run_id: str, node: str) -> None: ...
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, now: float) -> bool: ...
+    def release_lease(self, run_id: str, owner: str) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    """Content-addressed bytes (``sha256:<hex>``), plus small named records per attempt."""
+
+    @property
+    def url(self) -> str: ...
+    def put_bytes(self, data: bytes) -> str: ...
+    def put_file(self, path: str) -> str: ...
+    def get_bytes(self, digest: str) -> bytes: ...
+    def local_path(self, digest: str) -> str | None: ...
+    def exists(self, digest: str) -> bool: ...
+    def verify(self, digest: str) -> bool: ...
+    def delete(self, digest: str) -> None: ...
+    def write_record(self, key: str, data: bytes) -> None: ...
+    def read_record(self, key: str) -> bytes | None: ...
+
+
+class TaskState(enum.StrEnum):
+    PENDING = "pending"  # accepted, not started (queued, scheduling, pulling)
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the backend has no trace of it (never launched, or lost)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Everything a backend needs to run one attempt of a step."""
+
+    attempt_id: str
+    run_id: str
+    pipeline: str
+    node: dict[str, Any]  # PlanNode.to_json()
+    number: int
+    resources: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]  # name -> {"artifact": ArtifactRef json} | {"const": v}
+    artifacts_url: str
+    params: dict[str, Any]
+    sys_path: tuple[str, ...] = ()
+    source: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Task:
+        values = dict(data)
+        values["sys_path"] = tuple(values.get("sys_path", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a backend reports about one attempt."""
+
+    state: TaskState
+    failure_class: FailureClass | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs attempts somewhere (local processes, Kubernetes Jobs) and reports on them."""
+
+    name: str
+
+    def launch(self, task: Task) -> None:
+        """Start the attempt; launching an attempt id that exists already is a no-op."""
+        ...
+
+    def observe(self, attempt_ids: Sequence[str]) -> dict[str, Observation]:
+        """The current state of each attempt; ``UNKNOWN`` for ones it has no trace of."""
+        ...
+
+    def cancel(self, attempt_id: str) -> None: ...
+
+    def logs(self, attempt_id: str) -> str: ...
+
+    def wait(self, timeout: float) -> None:
+        """Block until something may have changed, or ``timeout`` seconds passed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Tracker(Protocol):
+    """Experiment tracking (MLflow): a run is a parent run, each step a nested run."""
+
+    def run_started(self, run: RunRecord) -> None: ...
+    def step_started(self, run: RunRecord, node: str) -> Mapping[str, str]:
+        """Returns environment variables the worker needs to log into the step's run."""
+        ...
+
+    def step_finished(
+        self, run: RunRecord, step: StepRecord, attempt: AttemptRecord | None
+    ) -> None: ...
+    def run_finished(self, run: RunRecord) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...

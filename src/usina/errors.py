@@ -1,0 +1,66 @@
+"""The one exception tree of usina.
+
+::
+
+    UsinaError
+    ├── DefinitionError        a pipeline or step is defined wrongly; nothing ran (CLI exit 2)
+    ├── ParameterError         a pipeline parameter is unknown or has the wrong type (exit 2)
+    ├── NotFoundError          a run, step, attempt or artifact does not exist
+    ├── StateError             the operation does not fit the object's state (resume a running run)
+    ├── StoreError             the metadata or artifact store failed
+    │   └── ArtifactMissingError   an artifact's bytes are gone or do not match their hash
+    ├── SerializationError     a step's value cannot be written or read as an artifact
+    ├── BackendError           a backend could not launch, observe or cancel an attempt
+    └── MissingExtraError      an optional dependency is not installed (names the pip line)
+
+Adapters map their native errors into this tree with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class UsinaError(Exception):
+    """Base of every error usina raises on purpose."""
+
+
+class DefinitionError(UsinaError):
+    """A pipeline or step definition is wrong. Raised before anything runs."""
+
+
+class ParameterError(DefinitionError):
+    """A pipeline parameter is unknown, missing, or of the wrong type."""
+
+
+class NotFoundError(UsinaError):
+    """A run, step, attempt or artifact that was asked for does not exist."""
+
+
+class StateError(UsinaError):
+    """The operation does not fit the current state of the object."""
+
+
+class StoreError(UsinaError):
+    """The metadata or artifact store failed."""
+
+
+class ArtifactMissingError(StoreError):
+    """An artifact's content is missing or does not match its hash."""
+
+
+class SerializationError(UsinaError):
+    """A value cannot be written as, or read from, an artifact."""
+
+
+class BackendError(UsinaError):
+    """A backend could not launch, observe or cancel an attempt."""
+
+
+class MissingExtraError(UsinaError):
+    """An optional dependency is missing; the message names the install line."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed; install it with: pip install 'usina[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra

@@ -1,0 +1,157 @@
+"""Resources a step asks for, written as Kubernetes quantities.
+
+``Resources`` only stores what the user wrote; ``problems()`` explains what is wrong with it, so
+that ``@step`` can report the error with the step's name before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+_QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)([eE][+-]?[0-9]+|[A-Za-z]*)$")
+_COMMON_MISTAKES = {"KB": "Ki", "MB": "Mi", "GB": "Gi", "TB": "Ti", "Kb": "Ki", "Mb": "Mi", "Gb": "Gi",
+                    "g": "Gi", "gb": "Gi", "mb": "Mi", "kb": "Ki", "K": "k"}
+
+
+class QuantityError(ValueError):
+    """A string is not a Kubernetes quantity."""
+
+
+def parse_quantity(text: str | int | float) -> Decimal:
+    """Parse a Kubernetes quantity ("500m", "4Gi", "1.5", "2e3") into a Decimal of base units."""
+    if isinstance(text, bool):
+        raise QuantityError(f"{text!r} is not a quantity")
+    if isinstance(text, int | float):
+        return Decimal(str(text))
+    match = _QUANTITY.match(text.strip())
+    if match is None:
+        raise QuantityError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = match.groups()
+    try:
+        value = Decimal(number)
+    except InvalidOperation as exc:  # pragma: no cover - the regex already checked the form
+        raise QuantityError(f"{text!r} is not a Kubernetes quantity") from exc
+    if suffix in _BINARY:
+        return value * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return value * _DECIMAL[suffix]
+    if suffix[:1] in "eE" and len(suffix) > 1:
+        return value * (Decimal(10) ** int(suffix[1:]))
+    hint = _COMMON_MISTAKES.get(suffix)
+    fix = f"; did you mean {number}{hint!s}?" if hint else "; use Ki, Mi, Gi, Ti or k, M, G, m"
+    raise QuantityError(f"{text!r} has an unknown unit {suffix!r}{fix}")
+
+
+def memory_bytes(text: str | int) -> int:
+    """A memory quantity in bytes."""
+    return int(parse_quantity(text))
+
+
+def cpu_millicores(text: str | int | float) -> int:
+    """A CPU quantity in millicores."""
+    return int(parse_quantity(text) * 1000)
+
+
+def format_memory(n_bytes: int) -> str:
+    """The shortest exact binary quantity for a byte count ("6Gi", "1536Mi"), else plain bytes."""
+    for suffix in ("Ti", "Gi", "Mi", "Ki"):
+        unit = _BINARY[suffix]
+        if n_bytes % unit == 0 and n_bytes >= unit:
+            return f"{n_bytes // unit}{suffix}"
+    # Kubernetes accepts a plain integer; round up to whole Mi to keep it readable.
+    mib = -(-n_bytes // _BINARY["Mi"])
+    return f"{mib}Mi"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one attempt of a step asks for.
+
+    cpu: cores as a quantity ("500m", 2); the request, and the limit unless ``cpu_limit`` is set.
+    memory: request and limit ("4Gi"); exceeding it is an ``oom`` failure.
+    gpus: whole GPUs (``nvidia.com/gpu``); 0 means none.
+    gpu_type: the GPU product wanted (node label value, e.g. "NVIDIA-H100-80GB-HBM3").
+    shm: size of the memory-backed /dev/shm for data loaders; None means the runtime default.
+    ephemeral_storage: local scratch disk, a quantity.
+    """
+
+    cpu: str | int | float = 1
+    memory: str = "2Gi"
+    gpus: int = 0
+    gpu_type: str | None = None
+    shm: str | None = None
+    ephemeral_storage: str | None = None
+    cpu_limit: str | int | float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Everything that is wrong with these resources, in words a user can act on."""
+        found: list[str] = []
+        for name in ("cpu", "cpu_limit"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                if parse_quantity(value) <= 0:
+                    found.append(f"{name}={value!r} must be greater than zero")
+            except QuantityError as exc:
+                found.append(f"{name}: {exc}")
+        for name in ("memory", "shm", "ephemeral_storage"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                amount = parse_quantity(value)
+            except QuantityError as exc:
+                found.append(f"{name}: {exc}")
+                continue
+            if amount < 1024 * 1024:
+                found.append(f"{name}={value!r} is less than 1Mi; did you forget the unit (Mi, Gi)?")
+        if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
+            found.append(f"gpus={self.gpus!r} must be a whole number >= 0")
+        if self.gpu_type is not None and self.gpus == 0:
+            found.append(f"gpu_type={self.gpu_type!r} is set but gpus=0; set gpus=1 or more")
+        return found
+
+    @property
+    def memory_bytes(self) -> int:
+        return memory_bytes(self.memory)
+
+    @property
+    def cpu_millicores(self) -> int:
+        return cpu_millicores(self.cpu)
+
+    def with_memory(self, n_bytes: int) -> Resources:
+        """A copy with a new memory amount (used by the ``oom`` retry)."""
+        return replace(self, memory=format_memory(n_bytes))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "gpu_type": self.gpu_type,
+            "shm": self.shm,
+            "ephemeral_storage": self.ephemeral_storage,
+            "cpu_limit": self.cpu_limit,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Resources:
+        return cls(**data)  # type: ignore[arg-type]

@@ -1,0 +1,351 @@
+"""``@step``: a plain Python function that becomes one node of a pipeline.
+
+Called inside a ``@pipeline`` function, a step does not run: it records a node in the graph
+being built and returns handles (``StepOutput``) that stand for its future outputs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import inspect
+import json
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from usina.errors import DefinitionError
+from usina.sdk.resources import QuantityError, Resources, parse_quantity
+from usina.sdk.retry import Retry
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SIMPLE_TYPES: tuple[type, ...] = (int, float, str, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """An input that is output ``index`` of node ``node``."""
+
+    node: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """An input given as a plain JSON-able value."""
+
+    value: object
+
+
+@dataclass(slots=True)
+class Node:
+    """One call of a step inside a pipeline."""
+
+    id: str
+    step: Step[..., Any]
+    inputs: dict[str, Ref | Const]
+    after: set[str] = field(default_factory=set)
+
+    @property
+    def upstream(self) -> set[str]:
+        deps = {ref.node for ref in self.inputs.values() if isinstance(ref, Ref)}
+        return deps | self.after
+
+
+class BuildContext:
+    """Collects the nodes while a pipeline function is traced."""
+
+    def __init__(self, pipeline: str) -> None:
+        self.pipeline = pipeline
+        self.nodes: dict[str, Node] = {}
+
+    def add(self, step: Step[..., Any], inputs: dict[str, Ref | Const]) -> Node:
+        node_id = step.name
+        n = 2
+        while node_id in self.nodes:
+            node_id = f"{step.name}-{n}"
+            n += 1
+        node = Node(id=node_id, step=step, inputs=inputs)
+        self.nodes[node_id] = node
+        return node
+
+
+_building: contextvars.ContextVar[BuildContext | None] = contextvars.ContextVar(
+    "usina_building", default=None
+)
+
+
+def building() -> BuildContext | None:
+    return _building.get()
+
+
+def set_building(ctx: BuildContext | None) -> contextvars.Token[BuildContext | None]:
+    return _building.set(ctx)
+
+
+class StepOutput:
+    """A handle for a step's output while a pipeline is being built."""
+
+    __slots__ = ("_ctx", "index", "node")
+
+    def __init__(self, ctx: BuildContext, node: str, index: int | None) -> None:
+        self._ctx = ctx
+        self.node = node
+        self.index = index
+
+    def after(self, *others: StepOutput | tuple[StepOutput, ...]) -> StepOutput:
+        """Order this output's step after other steps, without passing data."""
+        for other in others:
+            handles = other if isinstance(other, tuple) else (other,)
+            for handle in handles:
+                self._ctx.nodes[self.node].after.add(handle.node)
+        return self
+
+    def __repr__(self) -> str:
+        return f"StepOutput({self.node!r}, {self.index!r})"
+
+    def __bool__(self) -> bool:
+        raise DefinitionError(
+            f"the output of step {self.node!r} was used as a condition inside the pipeline "
+            "function; outputs only exist when the step runs, so branch inside a step instead"
+        )
+
+
+def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: keep the raw annotations
+        return dict(getattr(fn, "__annotations__", {}))
+
+
+def _output_count(annotation: Any) -> int:
+    if annotation is None or annotation is type(None) or annotation == "None":
+        return 0
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if args and args[-1] is not Ellipsis:
+            return len(args)
+    return 1
+
+
+def _code_hash(fn: Callable[..., Any], extra: str) -> str:
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        source = repr(code.co_code) if code is not None else repr(fn)
+    return hashlib.sha256((source + "\0" + extra).encode()).hexdigest()
+
+
+def _matches(value: object, annotation: Any) -> bool:
+    """A light check of a constant against a simple annotation; unknown types pass."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (str, bool):
+        return isinstance(value, annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is None or annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+class Step(Generic[P, R]):
+    """A function run as one pipeline step, in its own process, with its own resources."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        resources: Resources | None = None,
+        retry: Retry | None = None,
+        timeout: float | str | None = None,
+        cache: bool = True,
+        cache_version: str | None = None,
+        pickle: bool = False,
+        env: Sequence[str] = (),
+        distributed: object | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.resources = resources or Resources()
+        self.retry = retry or Retry()
+        self.cache = cache
+        self.cache_version = cache_version
+        self.pickle = pickle
+        self.env = tuple(env)
+        self.distributed = distributed
+        self.signature = inspect.signature(fn)
+        self.hints = _type_hints(fn)
+        self.timeout = self._check(timeout)
+        self.outputs = _output_count(self.hints.get("return"))
+        self.code_hash = _code_hash(fn, f"{self.name}|{cache_version}|{self.outputs}")
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", self.name)
+        self.__qualname__ = getattr(fn, "__qualname__", self.name)
+        self.__module__ = getattr(fn, "__module__", __name__)
+
+    def _check(self, timeout: float | str | None) -> float | None:
+        problems: list[str] = []
+        if "return" not in getattr(self.fn, "__annotations__", {}):
+            problems.append(
+                "it has no return annotation; annotate what it returns "
+                "(e.g. '-> pl.DataFrame', '-> dict', or '-> None')"
+            )
+        for param in self.signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                problems.append(f"parameter '{param.name}' is *args/**kwargs; name each input")
+        problems += self.resources.problems()
+        problems += self.retry.problems()
+        seconds: float | None = None
+        if timeout is not None:
+            try:
+                seconds = _parse_duration(timeout)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise DefinitionError(
+                f"step '{self.name}' is not valid: " + "; ".join(problems)
+            )
+        return seconds
+
+    # Called inside a pipeline: record a node. Outside: refuse with a clear message.
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = building()
+        if ctx is None:
+            raise DefinitionError(
+                f"step '{self.name}' was called outside a @pipeline; steps only run inside a "
+                f"pipeline (usina run FILE). To call the plain function, use {self.name}.fn(...)"
+            )
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise DefinitionError(f"step '{self.name}' was called wrongly: {exc}") from exc
+        bound.apply_defaults()
+        inputs: dict[str, Ref | Const] = {}
+        for pname, value in bound.arguments.items():
+            inputs[pname] = self._input(ctx, pname, value)
+        node = ctx.add(self, inputs)
+        if self.outputs == 0:
+            return StepOutput(ctx, node.id, None)  # type: ignore[return-value]
+        if self.outputs == 1 and typing.get_origin(self.hints.get("return")) is not tuple:
+            return StepOutput(ctx, node.id, 0)  # type: ignore[return-value]
+        return tuple(StepOutput(ctx, node.id, i) for i in range(self.outputs))  # type: ignore[return-value]
+
+    def _input(self, ctx: BuildContext, pname: str, value: object) -> Ref | Const:
+        if isinstance(value, StepOutput):
+            if value.index is None:
+                raise DefinitionError(
+                    f"step '{self.name}': input '{pname}' is the result of step "
+                    f"'{value.node}', which returns nothing (-> None); use .after() to order it"
+                )
+            return Ref(value.node, value.index)
+        if isinstance(value, tuple) and value and all(isinstance(v, StepOutput) for v in value):
+            raise DefinitionError(
+                f"step '{self.name}': input '{pname}' got all outputs of step "
+                f"'{value[0].node}' as a tuple; unpack them (a, b = {value[0].node}(...))"
+            )
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(
+                f"step '{self.name}': input '{pname}' is a {type(value).__name__}, not a step "
+                "output or a JSON-able constant; produce it in a step, or pass plain values"
+            ) from exc
+        annotation = self.hints.get(pname, inspect.Parameter.empty)
+        if not _matches(value, annotation):
+            raise DefinitionError(
+                f"step '{self.name}': input '{pname}' expects {getattr(annotation, '__name__', annotation)}, "
+                f"got {value!r} ({type(value).__name__})"
+            )
+        return Const(value)
+
+    def __repr__(self) -> str:
+        return f"<step {self.name}>"
+
+
+def _parse_duration(value: float | str) -> float:
+    """Seconds from a number or a string like "90s", "15m", "2h", "1h30m"."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"timeout={value!r} must be greater than zero")
+        return float(value)
+    if isinstance(value, str):
+        total = 0.0
+        number = ""
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        for char in value.strip():
+            if char.isdigit() or char == ".":
+                number += char
+            elif char in units and number:
+                total += float(number) * units[char]
+                number = ""
+            else:
+                raise ValueError(f"timeout={value!r} is not a duration like '90s', '15m', '2h'")
+        if number:
+            total += float(number)
+        if total > 0:
+            return total
+    raise ValueError(f"timeout={value!r} is not a duration like '90s', '15m', '2h'")
+
+
+@overload
+def step(fn: Callable[P, R], /) -> Step[P, R]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    resources: Resources | None = None,
+    retry: Retry | None = None,
+    timeout: float | str | None = None,
+    cache: bool = True,
+    cache_version: str | None = None,
+    pickle: bool = False,
+    env: Sequence[str] = (),
+    distributed: object | None = None,
+) -> Callable[[Callable[P, R]], Step[P, R]]: ...
+
+
+def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Declare a pipeline step.
+
+    resources: what each attempt asks for (``Resources``). retry: the ``Retry`` policy per
+    failure class. timeout: seconds or "15m". cache: reuse a previous result with the same
+    cache key. cache_version: bump to invalidate old results by hand. pickle: allow values
+    that have no typed serializer to be pickled. env: names of environment variables that are
+    passed to the step and are part of its cache key.
+    """
+    if fn is not None:
+        return Step(fn)
+
+    def decorate(func: Callable[P, R]) -> Step[P, R]:
+        return Step(func, **options)
+
+    return decorate
+
+
+def check_memory(text: str) -> int:
+    """Bytes in a memory quantity; raises ``DefinitionError`` with the reason."""
+    try:
+        return int(parse_quantity(text))
+    except QuantityError as exc:
+        raise DefinitionError(str(exc)) from exc

@@ -1,0 +1,1 @@
+"""Stores: metadata in SQL, artifacts content-addressed over fsspec."""

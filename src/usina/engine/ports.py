@@ -156,3 +156,29 @@ class Tracker(Protocol):
 class Clock(Protocol):
     def now(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
+
+
+# Exit codes of the step runtime (``python -m usina.runtime``). Backends read them to classify
+# an attempt; Kubernetes' podFailurePolicy uses them to fail a Job at once (the engine, not the
+# Job controller, owns retries).
+EXIT_OK = 0
+EXIT_USER_ERROR = 42  # the step's code raised; the traceback is in the attempt's error record
+EXIT_OOM = 43  # the step raised MemoryError
+EXIT_INFRA = 44  # the runtime could not load the task, its inputs, or write its outputs
+
+# Records in the artifact store, per attempt: the engine writes the task before launching;
+# the runtime writes the result (success) or the error (failure).
+def task_key(attempt_id: str) -> str:
+    return f"attempts/{attempt_id}/task.json"
+
+
+def result_key(attempt_id: str) -> str:
+    return f"attempts/{attempt_id}/result.json"
+
+
+def error_key(attempt_id: str) -> str:
+    return f"attempts/{attempt_id}/error.json"
+
+
+def log_key(attempt_id: str) -> str:
+    return f"attempts/{attempt_id}/log.txt"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import io
 import itertools
 import re
 import threading
@@ -215,30 +216,36 @@ class InMemoryArtifactStore:
             )
         return key
 
-    def put_bytes(self, data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        with self._lock:
-            self._blobs.setdefault(digest, bytes(data))
-        return digest
-
-    def put_file(self, path: str) -> str:
+    def _ingest(self, src: BinaryIO, what: str) -> tuple[str, bytes]:
         hasher = hashlib.sha256()
         parts: list[bytes] = []
         try:
-            with open(path, "rb") as src:
-                while chunk := self._read(src):
-                    hasher.update(chunk)
-                    parts.append(chunk)
+            while chunk := self._read(src):
+                hasher.update(chunk)
+                parts.append(chunk)
         except OSError as exc:
-            raise StoreError(f"cannot store {path!r} as an artifact: {exc}") from exc
-        digest = "sha256:" + hasher.hexdigest()
-        with self._lock:
-            self._blobs.setdefault(digest, b"".join(parts))
-        return digest
+            raise StoreError(f"cannot write {what} to {self._url}: {exc}") from exc
+        return "sha256:" + hasher.hexdigest(), b"".join(parts)
 
     def _read(self, src: BinaryIO) -> bytes:
-        # A seam for tests that simulate a failure in the middle of a write.
+        # The one place bytes come in: tests make it fail to simulate a crash mid-write.
         return src.read(_CHUNK)
+
+    def put_bytes(self, data: bytes) -> str:
+        digest, data = self._ingest(io.BytesIO(data), "an artifact")
+        with self._lock:
+            self._blobs.setdefault(digest, data)
+        return digest
+
+    def put_file(self, path: str) -> str:
+        try:
+            with open(path, "rb") as src:
+                digest, data = self._ingest(src, f"{path!r} as an artifact")
+        except OSError as exc:
+            raise StoreError(f"cannot store {path!r} as an artifact: {exc}") from exc
+        with self._lock:
+            self._blobs.setdefault(digest, data)
+        return digest
 
     def get_bytes(self, digest: str) -> bytes:
         with self._lock:
@@ -265,8 +272,10 @@ class InMemoryArtifactStore:
             self._blobs.pop(self._check(digest), None)
 
     def write_record(self, key: str, data: bytes) -> None:
+        self._check_key(key)
+        _, data = self._ingest(io.BytesIO(data), f"record {key!r}")
         with self._lock:
-            self._records[self._check_key(key)] = bytes(data)
+            self._records[key] = data
 
     def read_record(self, key: str) -> bytes | None:
         with self._lock:

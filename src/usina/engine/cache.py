@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from usina.sdk.pipeline import PlanNode
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from usina.sdk.pipeline import PlanNode
 
 
 def cache_key(

@@ -16,9 +16,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usina.engine.cache import cache_key, environment_fingerprint
 from usina.engine.clock import SystemClock
@@ -51,6 +50,9 @@ from usina.engine.records import (
 from usina.errors import StateError
 from usina.sdk.pipeline import Plan, PlanNode
 from usina.sdk.retry import FailureClass, Retry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +280,10 @@ class Engine:
                 steps[node.id] = step
                 continue
             upstream = [steps[u] for u in node.upstream]
-            if any(u.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED) for u in upstream):
+            if any(
+                u.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED)
+                for u in upstream
+            ):
                 blocker = next(u for u in upstream if u.state is not StepState.SUCCEEDED)
                 step = replace(
                     step,
@@ -655,11 +660,18 @@ class Engine:
             raise StateError(f"lost the lease on run {run_id} to another driver")
 
     def _event(
-        self, run_id: str, kind: str, *, node: str | None = None, attempt: str | None = None,
-        message: str = ""
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        node: str | None = None,
+        attempt: str | None = None,
+        message: str = "",
     ) -> None:
         self.metadata.add_event(
-            Event(RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message)
+            Event(
+                RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message
+            )
         )
 
     def _track(self, what: str, *args: Any) -> None:

@@ -169,6 +169,7 @@ class LocalBackend:
         self._version = 0
         self._seen_version = 0
         self._zygote: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
         self._closed = False
         self._warned_gpu: set[str] = set()
         os.makedirs(self.work_dir, exist_ok=True)
@@ -251,7 +252,13 @@ class LocalBackend:
                 zygote.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 zygote.kill()
+                zygote.wait(timeout=5)
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+            if zygote.stdout is not None:
+                zygote.stdout.close()
         self._zygote = None
+        self._reader = None
 
     # -- internals ------------------------------------------------------------------------
 
@@ -370,6 +377,7 @@ class LocalBackend:
             target=self._read, args=(zygote,), name="usina-zygote", daemon=True
         )
         reader.start()
+        self._reader = reader
         return zygote
 
     def _send(self, message: dict[str, object]) -> None:

@@ -106,7 +106,7 @@ def _drive(engine: Any, run: RunRecord, output: Output) -> int:
     try:
         with Progress(console, live=live) as progress:
             final = engine.drive(
-                run.id, on_pass=lambda r: progress.update(r, engine.metadata.get_steps(r.id))
+                run.id, on_pass=lambda r: progress.update(r, engine.steps_of(r.id))
             )
     finally:
         for s, handler in previous.items():
@@ -444,12 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/] {exc}")
         return EXIT_FAILED
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # Click's usage errors (typer may vendor its own copy of click): they know how to show
+        # themselves and carry their exit code.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return EXIT_USAGE
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             return 130
         raise
     return result if isinstance(result, int) else EXIT_OK

@@ -88,3 +88,19 @@ def make_task(
         timeout=timeout,
         labels={"team": "risk", "run": run_id, "step": step, "pipeline": "fraud"},
     )
+
+
+def settle(backend: object, attempt_ids: list[str], timeout: float = 10.0,
+           done: tuple[str, ...] = ("succeeded", "failed")) -> dict[str, object]:
+    """Observe until every attempt is in one of ``done`` (waking on watch events)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        obs = backend.observe(attempt_ids)  # type: ignore[attr-defined]
+        if all(o.state.value in done for o in obs.values()):
+            return obs  # type: ignore[no-any-return]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"attempts did not settle in {timeout} s: {obs}")
+        backend.wait(min(left, 0.5))  # type: ignore[attr-defined]

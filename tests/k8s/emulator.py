@@ -166,7 +166,7 @@ class Emulator:
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._timer_wake = threading.Condition(threading.Lock())
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server = _Server(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
@@ -740,6 +740,11 @@ def _rule_message(rule: Obj, index: int, pod: Obj, namespace: str) -> str:
     return ""  # pragma: no cover
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (a backend closing its watch) are normal here."""
+
+
 class _HttpError(Exception):
     def __init__(self, code: int, body: Obj) -> None:
         super().__init__(code)
@@ -756,6 +761,7 @@ _ROUTES = {
 class _Handler(BaseHTTPRequestHandler):
     emu: Emulator
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as Go's net/http does; else keep-alive stalls 40 ms
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr
         return
@@ -979,7 +985,14 @@ def _not_found(kind: str, name: str | None) -> Obj:
 
 
 def main() -> None:  # pragma: no cover - used by benchmarks/k8s_scale.py
-    emu = Emulator(bookmark_every=5.0).start()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=float, default=0.05, help="seconds each pod runs")
+    args = parser.parse_args()
+    emu = Emulator(bookmark_every=5.0)
+    emu.default_script = PodScript(run=args.run)
+    emu.start()
     print(f"READY {emu.url}", flush=True)
     try:
         sys.stdin.read()  # until the parent closes our stdin

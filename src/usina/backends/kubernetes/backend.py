@@ -35,12 +35,13 @@ from usina.errors import BackendError, MissingExtraError
 from usina.sdk.retry import FailureClass
 
 try:
+    import urllib3
     from kubernetes import client as k8s_client
     from kubernetes.client.exceptions import ApiException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("kubernetes", "k8s") from exc
 
-from usina.backends.kubernetes.informer import Informer
+from usina.backends.kubernetes.informer import Backoff, Informer, retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,6 +94,8 @@ class KubernetesBackend:
         self._log_tail: dict[str, str | None] = {}  # pod name -> copied log tail (None: none)
         self._log_busy: set[str] = set()
         self._log_synced: dict[str, float] = {}
+        self._memo: dict[str, tuple[Observation, bool]] = {}  # job -> last classification
+        self._dirty: set[str] = set()  # jobs whose Job, pods or logs changed since
         self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
         self._stop = threading.Event()
         self._logs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="usina-k8s-log")
@@ -228,6 +231,7 @@ class KubernetesBackend:
     def _apply_locked(self, kind: str, event: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
         if kind == "jobs":
+            self._dirty.add(name)
             self._jobs[name] = obj
             self._launched.pop(name, None)
             if event == "DELETED":
@@ -238,6 +242,7 @@ class KubernetesBackend:
         self._pods[name] = obj
         job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
         if job:
+            self._dirty.add(job)
             self._pods_of.setdefault(job, set()).add(name)
         if name in self._log_tail or name in self._log_busy:
             return
@@ -255,7 +260,19 @@ class KubernetesBackend:
     # ---- classification ----------------------------------------------------------------------
     def _classify(self, job: Obj, now: float) -> tuple[Observation, bool]:
         name = job["metadata"]["name"]
+        memo = self._memo.get(name)
+        if memo is not None and name not in self._dirty:
+            return memo
         pods = [self._pods[p] for p in sorted(self._pods_of.get(name, ())) if p in self._pods]
+        obs, stop = self._classify_now(job, pods, now)
+        self._dirty.discard(name)
+        if obs.reason in ("Unschedulable", "CopyingLogs"):  # those change with time alone
+            self._memo.pop(name, None)
+        else:
+            self._memo[name] = (obs, stop)
+        return obs, stop
+
+    def _classify_now(self, job: Obj, pods: list[Obj], now: float) -> tuple[Observation, bool]:
         annotations = job["metadata"].get("annotations") or {}
         try:
             queue_timeout = float(annotations.get(QUEUE_TIMEOUT_ANNOTATION,
@@ -286,7 +303,7 @@ class KubernetesBackend:
             if exc.status in (400, 404):
                 return None
             raise
-        data: bytes = resp.data
+        data = resp
         if len(data) > self.settings.log_max_bytes:
             data = data[-self.settings.log_max_bytes:]
         return data.decode("utf-8", "replace")
@@ -312,6 +329,9 @@ class KubernetesBackend:
             self._log_synced[pod] = time.time()
             if final:
                 self._log_tail[pod] = tail
+                job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
+                if job:
+                    self._dirty.add(job)
             self._log_busy.discard(pod)
             self._bump()
 
@@ -350,6 +370,8 @@ class KubernetesBackend:
 
     def _forget_job(self, name: str) -> None:
         self._jobs.pop(name, None)
+        self._memo.pop(name, None)
+        self._dirty.discard(name)
         self._deleted_jobs.pop(name, None)
         for pod in self._pods_of.pop(name, set()):
             self._pods.pop(pod, None)
@@ -368,32 +390,27 @@ class KubernetesBackend:
                     f"{exc.status} {exc.reason}"
                 ) from exc
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One API call, retried with backoff on 429, 5xx and dropped connections."""
-        from usina.backends.kubernetes.informer import Backoff, _retry_after
-
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> bytes:
+        """One API call, retried with backoff on 429, 5xx and dropped connections; the body."""
         kwargs.setdefault("_preload_content", False)
         kwargs.setdefault("_request_timeout", self.settings.request_timeout)
         backoff = Backoff(self.settings.backoff_base, self.settings.backoff_max)
         attempts = 8
         for attempt in range(attempts):
+            last = attempt == attempts - 1 or self._stop.is_set()
             try:
-                return fn(*args, **kwargs)
+                resp = fn(*args, **kwargs)
+                try:
+                    return bytes(resp.data)
+                finally:
+                    resp.release_conn()  # back to the pool: one keep-alive connection
             except ApiException as exc:
                 retriable = exc.status == 429 or exc.status >= 500 or exc.status == 0
-                if not retriable or attempt == attempts - 1 or self._stop.is_set():
+                if not retriable or last:
                     raise
-                delay = backoff.next(_retry_after(exc))
-            except (OSError, ValueError) as exc:
-                if attempt == attempts - 1 or self._stop.is_set():
-                    raise BackendError(f"the Kubernetes API is unreachable: {exc}") from exc
-                delay = backoff.next()
-            except Exception as exc:
-                import urllib3
-
-                if not isinstance(exc, urllib3.exceptions.HTTPError):
-                    raise
-                if attempt == attempts - 1 or self._stop.is_set():
+                delay = backoff.next(retry_after(exc))
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
+                if last:
                     raise BackendError(f"the Kubernetes API is unreachable: {exc}") from exc
                 delay = backoff.next()
             log.debug("retrying %s in %.2f s", getattr(fn, "__name__", fn), delay)

@@ -53,7 +53,7 @@ class Backoff:
         self.failures = 0
 
 
-def _retry_after(exc: ApiException) -> float:
+def retry_after(exc: ApiException) -> float:
     headers = getattr(exc, "headers", None) or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
     try:
@@ -121,7 +121,7 @@ class Informer:
                     self.resource_version = None
                     continue
                 self.errors += 1
-                delay = self._backoff.next(_retry_after(exc))
+                delay = self._backoff.next(retry_after(exc))
                 log.warning("%s %s from the API server; retrying in %.2f s",
                             self.kind, exc.status, delay)
                 self._stop.wait(delay)

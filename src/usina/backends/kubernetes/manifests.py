@@ -10,6 +10,7 @@ always set.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -58,6 +59,7 @@ def _digest(text: str, n: int = 8) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+@functools.lru_cache(maxsize=65536)
 def job_name(attempt_id: str) -> str:
     """The Job name of an attempt: deterministic, DNS-1123 label safe, at most 63 characters.
 

@@ -287,8 +287,13 @@ class KubernetesBackend:
             # The pod's own end may not have arrived yet (Jobs and pods are separate watches).
             waiting = [p["metadata"]["name"] for p in started
                        if p["metadata"]["name"] not in self._log_tail]
+            status = job.get("status") or {}
+            phases = [(p.get("status") or {}).get("phase") for p in pods]
+            lagging = (any(not pod_finished(p) for p in pods)
+                       or int(status.get("failed") or 0) > phases.count("Failed")
+                       or int(status.get("succeeded") or 0) > phases.count("Succeeded"))
             finished_at = obs.finished_at or now
-            if waiting and now - finished_at < LOG_HOLD_SECONDS:
+            if (waiting or lagging) and now - finished_at < LOG_HOLD_SECONDS:
                 # Report the end only once the log is safe in the artifact store.
                 return replace(obs, state=TaskState.RUNNING, failure_class=None,
                                reason="CopyingLogs"), False

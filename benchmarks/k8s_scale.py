@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kubernetes import client  # noqa: E402
-from tests.k8s.support import MemoryArtifacts, make_task  # noqa: E402
 
+from tests.k8s.support import MemoryArtifacts, make_task  # noqa: E402
 from usina.backends.kubernetes import KubernetesSettings, job_name  # noqa: E402
 from usina.backends.kubernetes.backend import KubernetesBackend  # noqa: E402
 from usina.engine.ports import TaskState  # noqa: E402
@@ -43,15 +43,18 @@ def main() -> None:
 
     emulator = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "k8s" / "emulator.py"), "--run", str(args.run)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert emulator.stdout is not None
     url = emulator.stdout.readline().split()[1]
     config = client.Configuration()
     config.host = url
     api = client.ApiClient(config)
-    settings = KubernetesSettings(namespace="ml", image="registry.example.com/usina:1.0",
-                                  log_sync_seconds=None)
+    settings = KubernetesSettings(
+        namespace="ml", image="registry.example.com/usina:1.0", log_sync_seconds=None
+    )
     setup0 = time.process_time()
     backend = KubernetesBackend(settings, api, MemoryArtifacts())
     backend.wait_synced()
@@ -95,14 +98,22 @@ def main() -> None:
     delays = [reported[a] - finished[job_name(a)] for a in ids]
     requests = stats["requests"]
     total = sum(requests.values())
-    print(f"jobs: {args.jobs} (each pod runs {args.run:g} s); launched in {launched:.1f} s; "
-          f"all reported in {wall:.1f} s")
-    print(f"API requests per Job: {total / args.jobs:.3f} (target <= 3)   "
-          + ", ".join(f"{k}={v}" for k, v in sorted(requests.items())))
-    print(f"backend CPU-seconds per Job: {cpu / args.jobs * 1000:.2f} ms "
-          f"({cpu:.1f} s for {args.jobs} Jobs; plus {setup:.1f} s once to build the client)")
-    print(f"delay Job finished -> reported: p50 {statistics.median(delays) * 1000:.0f} ms, "
-          f"p99 {percentile(delays, 0.99) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms")
+    print(
+        f"jobs: {args.jobs} (each pod runs {args.run:g} s); launched in {launched:.1f} s; "
+        f"all reported in {wall:.1f} s"
+    )
+    print(
+        f"API requests per Job: {total / args.jobs:.3f} (target <= 3)   "
+        + ", ".join(f"{k}={v}" for k, v in sorted(requests.items()))
+    )
+    print(
+        f"backend CPU-seconds per Job: {cpu / args.jobs * 1000:.2f} ms "
+        f"({cpu:.1f} s for {args.jobs} Jobs; plus {setup:.1f} s once to build the client)"
+    )
+    print(
+        f"delay Job finished -> reported: p50 {statistics.median(delays) * 1000:.0f} ms, "
+        f"p99 {percentile(delays, 0.99) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

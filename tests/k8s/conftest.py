@@ -44,8 +44,7 @@ def make_backend(
     made: list[tuple[KubernetesBackend, client.ApiClient]] = []
 
     def make(**overrides: Any) -> KubernetesBackend:
-        fast = replace(settings, backoff_base=0.01, backoff_max=0.1, sync_timeout=10.0,
-                       **overrides)
+        fast = replace(settings, backoff_base=0.01, backoff_max=0.1, sync_timeout=10.0, **overrides)
         api = api_client(emulator.url)
         backend = KubernetesBackend(fast, api, artifacts)
         made.append((backend, api))

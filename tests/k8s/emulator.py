@@ -26,8 +26,10 @@ import copy
 import heapq
 import itertools
 import json
+import os
 import random
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -138,8 +140,16 @@ class _Event:
 class Emulator:
     """The API server, its store, and the simulated controllers. Use as a context manager."""
 
-    def __init__(self, *, tick: float = 0.01, bookmark_every: float = 1.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        tick: float = 0.01,
+        bookmark_every: float = 1.0,
+        seed: int = 0,
+        execute: bool = False,
+    ) -> None:
         self.tick = tick
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.bookmark_every = bookmark_every
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
@@ -151,7 +161,9 @@ class Emulator:
         self.requests: collections.Counter[str] = collections.Counter()
         self.request_log: list[tuple[str, str]] = []
         self.scripts: dict[str, list[PodScript]] = {}
-        self.default_script = SUCCEED
+        # execute=True: the kubelet really runs each container's command (``python`` is this
+        # interpreter) as a local process; its output is the pod log, its exit code the pod's.
+        self.default_script = PodScript("execute") if execute else SUCCEED
         self.logs: dict[str, list[str]] = {}
         self.finished_at: dict[str, float] = {}
         self.on_pod_succeeded: Callable[[Obj, Obj], None] | None = None
@@ -186,6 +198,10 @@ class Emulator:
 
     def stop(self) -> None:
         self._stop.set()
+        with self.lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            proc.kill()
         with self._timer_wake:
             self._timer_wake.notify_all()
         self.drop_watches()
@@ -226,8 +242,9 @@ class Emulator:
         with self.lock:
             self.compacted_rv = self.rv
 
-    def fail(self, status: int, n: int, *, verb: str | None = None,
-             retry_after: float | None = None) -> None:
+    def fail(
+        self, status: int, n: int, *, verb: str | None = None, retry_after: float | None = None
+    ) -> None:
         """The next ``n`` requests (of ``verb``: create/get/list/watch/delete/log) fail."""
         with self.lock:
             self._faults += [(status, verb, retry_after)] * n
@@ -243,8 +260,11 @@ class Emulator:
 
     def list(self, kind: str, namespace: str | None = None) -> list[Obj]:
         with self.lock:
-            return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
-                    if k == kind and (namespace is None or ns == namespace)]
+            return [
+                copy.deepcopy(o)
+                for (k, ns, _), o in self.objects.items()
+                if k == kind and (namespace is None or ns == namespace)
+            ]
 
     def delete_pod(self, name: str, namespace: str = "ml") -> None:
         with self.lock:
@@ -258,8 +278,9 @@ class Emulator:
     def _emit(self, kind: str, type_: str, obj: Obj) -> None:
         meta = obj["metadata"]
         line = json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
-        event = _Event(self.rv, kind, meta.get("namespace", ""), dict(meta.get("labels") or {}),
-                       line)
+        event = _Event(
+            self.rv, kind, meta.get("namespace", ""), dict(meta.get("labels") or {}), line
+        )
         self.history.append(event)
         self._history_rvs.append(self.rv)
         self.cond.notify_all()
@@ -274,9 +295,16 @@ class Emulator:
         meta["namespace"] = namespace
         key = (kind, namespace, meta["name"])
         if key in self.objects:
-            raise _HttpError(409, status_body(
-                409, "AlreadyExists", f'{kind}.batch "{meta["name"]}" already exists',
-                name=meta["name"], kind=kind))
+            raise _HttpError(
+                409,
+                status_body(
+                    409,
+                    "AlreadyExists",
+                    f'{kind}.batch "{meta["name"]}" already exists',
+                    name=meta["name"],
+                    kind=kind,
+                ),
+            )
         meta["uid"] = f"{self._rng.getrandbits(64):016x}"
         meta["creationTimestamp"] = rfc3339(time.time())
         meta.setdefault("generation", 1)
@@ -304,6 +332,9 @@ class Emulator:
                     self._delete(pkey)
         if key[0] == "pods":
             self._sims.pop(key[2], None)
+            proc = self._procs.pop(key[2], None)
+            if proc is not None:
+                proc.kill()
         return obj
 
     # ---- timers ----------------------------------------------------------------------------
@@ -335,8 +366,13 @@ class Emulator:
         job = self._job(namespace, name)
         if job is None or job.get("status", {}).get("startTime"):
             return
-        job["status"] = {"startTime": rfc3339(time.time()), "active": 0, "ready": 0,
-                         "terminating": 0, "uncountedTerminatedPods": {}}
+        job["status"] = {
+            "startTime": rfc3339(time.time()),
+            "active": 0,
+            "ready": 0,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+        }
         self._update("jobs", job)
         if job["spec"].get("suspend"):
             return
@@ -360,10 +396,14 @@ class Emulator:
         name = f"{meta['name']}-{suffix}"
         template = copy.deepcopy(job["spec"]["template"])
         labels = dict(template.get("metadata", {}).get("labels", {}))
-        labels.update({
-            "batch.kubernetes.io/job-name": meta["name"], "job-name": meta["name"],
-            "batch.kubernetes.io/controller-uid": meta["uid"], "controller-uid": meta["uid"],
-        })
+        labels.update(
+            {
+                "batch.kubernetes.io/job-name": meta["name"],
+                "job-name": meta["name"],
+                "batch.kubernetes.io/controller-uid": meta["uid"],
+                "controller-uid": meta["uid"],
+            }
+        )
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -371,9 +411,16 @@ class Emulator:
                 "name": name,
                 "labels": labels,
                 "annotations": dict(template.get("metadata", {}).get("annotations", {})),
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
-                                     "uid": meta["uid"], "controller": True,
-                                     "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": template["spec"],
             "status": {"phase": "Pending", "qosClass": "Burstable"},
@@ -409,8 +456,9 @@ class Emulator:
             return
         status["failed"] = status.get("failed", 0) + 1
         if status["failed"] > int(job["spec"].get("backoffLimit", 6)):
-            self._finish(job, "Failed", "BackoffLimitExceeded",
-                         "Job has reached the specified backoff limit")
+            self._finish(
+                job, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            )
         else:
             self._update("jobs", job)
             self._new_pod(job)
@@ -424,17 +472,25 @@ class Emulator:
         status["active"] = max(0, status.get("active", 0) - 1)
         status["ready"] = 0
         status["succeeded"] = 1
-        self._finish(job, "Complete", "CompletionsReached",
-                     "Reached expected number of succeeded pods")
+        self._finish(
+            job, "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
+        )
 
     def _finish(self, job: Obj, kind: str, reason: str, message: str) -> None:
         now = rfc3339(time.time())
         interim = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
         conditions = job["status"].setdefault("conditions", [])
         for ctype in (interim, kind):
-            conditions.append({"type": ctype, "status": "True", "reason": reason,
-                               "message": message, "lastProbeTime": now,
-                               "lastTransitionTime": now})
+            conditions.append(
+                {
+                    "type": ctype,
+                    "status": "True",
+                    "reason": reason,
+                    "message": message,
+                    "lastProbeTime": now,
+                    "lastTransitionTime": now,
+                }
+            )
         job["status"]["ready"] = 0
         if kind == "Complete":
             job["status"]["completionTime"] = now
@@ -458,12 +514,22 @@ class Emulator:
         now = rfc3339(time.time())
         message = "Job was active longer than specified deadline"
         job["status"].setdefault("conditions", []).append(
-            {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
-             "message": message, "lastProbeTime": now, "lastTransitionTime": now})
+            {
+                "type": "FailureTarget",
+                "status": "True",
+                "reason": "DeadlineExceeded",
+                "message": message,
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            }
+        )
         self._update("jobs", job)
         for key, pod in list(self.objects.items()):
-            if key[0] != "pods" or pod["metadata"]["labels"].get("batch.kubernetes.io/job-name") \
-                    != name or pod["status"]["phase"] in ("Succeeded", "Failed"):
+            if (
+                key[0] != "pods"
+                or pod["metadata"]["labels"].get("batch.kubernetes.io/job-name") != name
+                or pod["status"]["phase"] in ("Succeeded", "Failed")
+            ):
                 continue
             self._sims.pop(key[2], None)
             pod["metadata"]["deletionTimestamp"] = now
@@ -472,8 +538,9 @@ class Emulator:
             pod["status"]["phase"] = "Failed"
             self._update("pods", pod)
             self._delete(key)
-        job["status"]["conditions"] = [c for c in job["status"]["conditions"]
-                                       if c["type"] != "FailureTarget"]
+        job["status"]["conditions"] = [
+            c for c in job["status"]["conditions"] if c["type"] != "FailureTarget"
+        ]
         job["status"]["active"] = 0
         job["status"]["failed"] = job["status"].get("failed", 0) + 1
         self._finish(job, "Failed", "DeadlineExceeded", message)
@@ -491,27 +558,45 @@ class Emulator:
         pod, sim = found
         now = rfc3339(time.time())
         if sim.script.outcome == "unschedulable":
-            pod["status"]["conditions"] = [{
-                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                "lastProbeTime": None, "lastTransitionTime": now,
-                "message": sim.script.message or (
-                    "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemption: 0/4 "
-                    "nodes are available: 4 No preemption victims found for incoming pod."),
-            }]
+            pod["status"]["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now,
+                    "message": sim.script.message
+                    or (
+                        "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemption: 0/4 "
+                        "nodes are available: 4 No preemption victims found for incoming pod."
+                    ),
+                }
+            ]
             self._update("pods", pod)
             return
         pod["spec"]["nodeName"] = "gpu-node-1"
         pod["status"]["conditions"] = [
-            {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-             "lastTransitionTime": now}]
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": now,
+            }
+        ]
         if sim.script.outcome == "admission":
-            pod["status"].update({
-                "phase": "Failed", "reason": "UnexpectedAdmissionError",
-                "message": sim.script.message or (
-                    "Pod was rejected: Allocate failed due to requested number of devices "
-                    "unavailable for nvidia.com/gpu. Requested: 1, Available: 0, which is "
-                    "unexpected"),
-                "startTime": now})
+            pod["status"].update(
+                {
+                    "phase": "Failed",
+                    "reason": "UnexpectedAdmissionError",
+                    "message": sim.script.message
+                    or (
+                        "Pod was rejected: Allocate failed due to requested number of devices "
+                        "unavailable for nvidia.com/gpu. Requested: 1, Available: 0, which is "
+                        "unexpected"
+                    ),
+                    "startTime": now,
+                }
+            )
             self._update("pods", pod)
             self._sims.pop(name, None)
             self._pod_failed(namespace, pod)
@@ -533,21 +618,47 @@ class Emulator:
         conditions = status["conditions"]
         if sim.script.outcome in ("image_pull", "config_error"):
             if sim.script.outcome == "image_pull":
-                waiting = {"reason": "ErrImagePull", "message": (
-                    f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}":'
-                    f' failed to resolve reference "{image}": not found')}
+                waiting = {
+                    "reason": "ErrImagePull",
+                    "message": (
+                        "rpc error: code = NotFound desc = failed to pull and unpack image "
+                        f'"{image}": failed to resolve reference "{image}": not found'
+                    ),
+                }
             else:
-                waiting = {"reason": "CreateContainerConfigError",
-                           "message": sim.script.message or 'secret "warehouse-creds" not found'}
+                waiting = {
+                    "reason": "CreateContainerConfigError",
+                    "message": sim.script.message or 'secret "warehouse-creds" not found',
+                }
             conditions += [
                 {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
-                 "message": "containers with unready status: [main]", "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady",
-                 "message": "containers with unready status: [main]", "lastTransitionTime": now}]
-            status["containerStatuses"] = [{
-                "name": "main", "image": image, "imageID": "", "ready": False, "started": False,
-                "restartCount": 0, "lastState": {}, "state": {"waiting": waiting}}]
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "ContainersNotReady",
+                    "message": "containers with unready status: [main]",
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "ContainersReady",
+                    "status": "False",
+                    "reason": "ContainersNotReady",
+                    "message": "containers with unready status: [main]",
+                    "lastTransitionTime": now,
+                },
+            ]
+            status["containerStatuses"] = [
+                {
+                    "name": "main",
+                    "image": image,
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 0,
+                    "lastState": {},
+                    "state": {"waiting": waiting},
+                }
+            ]
             self._update("pods", pod)
             if sim.script.outcome == "image_pull":
                 self._after(self.tick * 3, lambda: self._backoff_pull(namespace, name))
@@ -555,13 +666,22 @@ class Emulator:
         conditions += [
             {"type": "Initialized", "status": "True", "lastTransitionTime": now},
             {"type": "Ready", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}]
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ]
         status["phase"] = "Running"
-        status["containerStatuses"] = [{
-            "name": "main", "image": image, "imageID": f"{image}@sha256:{'ab' * 32}",
-            "containerID": f"containerd://{self._rng.getrandbits(128):032x}",
-            "ready": True, "started": True, "restartCount": 0, "lastState": {},
-            "state": {"running": {"startedAt": now}}}]
+        status["containerStatuses"] = [
+            {
+                "name": "main",
+                "image": image,
+                "imageID": f"{image}@sha256:{'ab' * 32}",
+                "containerID": f"containerd://{self._rng.getrandbits(128):032x}",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "lastState": {},
+                "state": {"running": {"startedAt": now}},
+            }
+        ]
         sim.started = time.time()
         self.logs[name] = list(sim.script.logs)
         self._update("pods", pod)
@@ -569,8 +689,57 @@ class Emulator:
         if job is not None and not _finished(job):
             job["status"]["ready"] = 1
             self._update("jobs", job)
-        if sim.script.outcome != "hang":
+        if sim.script.outcome == "execute":
+            self.logs[name] = []
+            self._execute(namespace, name, pod)
+        elif sim.script.outcome != "hang":
             self._after(sim.script.run, lambda: self._outcome(namespace, name))
+
+    def _execute(self, namespace: str, name: str, pod: Obj) -> None:
+        container = pod["spec"]["containers"][0]
+        command = list(container["command"])
+        if command[0] == "python":
+            command[0] = sys.executable
+        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        self._procs[name] = proc
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            with proc.stdout:
+                for raw in proc.stdout:
+                    line = raw.decode(errors="replace").rstrip()
+                    with self.lock:
+                        self.logs.setdefault(name, []).append(line)
+            code = proc.wait()
+            with self.lock:
+                if self._procs.pop(name, None) is None:
+                    return  # killed: the pod was deleted
+                self._exited(namespace, name, code)
+
+        threading.Thread(target=pump, daemon=True, name=f"kubelet-{name}").start()
+
+    def _exited(self, namespace: str, name: str, code: int) -> None:
+        found = self._pod(namespace, name)
+        if found is None:
+            return
+        pod, sim = found
+        now = rfc3339(time.time())
+        _terminate(pod, code, "Completed" if code == 0 else "Error")
+        pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+        _not_ready(pod, now, "PodCompleted" if code == 0 else "PodFailed")
+        self._update("pods", pod)
+        self._sims.pop(name, None)
+        if code == 0:
+            self._pod_succeeded(namespace, pod)
+        else:
+            self._pod_failed(namespace, pod)
 
     def _backoff_pull(self, namespace: str, name: str) -> None:
         found = self._pod(namespace, name)
@@ -578,8 +747,12 @@ class Emulator:
             return
         pod, _ = found
         image = pod["spec"]["containers"][0]["image"]
-        pod["status"]["containerStatuses"][0]["state"] = {"waiting": {
-            "reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
+        pod["status"]["containerStatuses"][0]["state"] = {
+            "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": f'Back-off pulling image "{image}"',
+            }
+        }
         self._update("pods", pod)
 
     def _outcome(self, namespace: str, name: str) -> None:
@@ -602,12 +775,17 @@ class Emulator:
             self._pod_succeeded(namespace, pod)
             return
         if outcome in ("exit", "oom", "kill137"):
-            code, reason = {"exit": (sim.script.exit_code, "Error"), "oom": (137, "OOMKilled"),
-                            "kill137": (137, "Error")}[outcome]
+            code, reason = {
+                "exit": (sim.script.exit_code, "Error"),
+                "oom": (137, "OOMKilled"),
+                "kill137": (137, "Error"),
+            }[outcome]
             if outcome == "exit":
-                self.logs[name] += ["Traceback (most recent call last):",
-                                    '  File "pipeline.py", line 12, in train',
-                                    "ValueError: learning rate must be positive"]
+                self.logs[name] += [
+                    "Traceback (most recent call last):",
+                    '  File "pipeline.py", line 12, in train',
+                    "ValueError: learning rate must be positive",
+                ]
             _terminate(pod, code, reason)
             status["phase"] = "Failed"
             _not_ready(pod, now, "PodFailed")
@@ -618,10 +796,17 @@ class Emulator:
         if outcome == "pressure":
             message = sim.script.message or (
                 "The node was low on resource: memory. Threshold quantity: 100Mi, available: "
-                "42Mi. Container main was using 5Gi, which exceeds its request of 4Gi. ")
-            status["conditions"].append({
-                "type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
-                "message": message, "lastTransitionTime": now})
+                "42Mi. Container main was using 5Gi, which exceeds its request of 4Gi. "
+            )
+            status["conditions"].append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": "TerminationByKubelet",
+                    "message": message,
+                    "lastTransitionTime": now,
+                }
+            )
             status.update({"phase": "Failed", "reason": "Evicted", "message": message})
             _terminate(pod, 137, "Error")
             _not_ready(pod, now, "PodFailed")
@@ -631,15 +816,25 @@ class Emulator:
             return
         if outcome in ("preempt", "evict", "node_lost"):
             reason, message = {
-                "preempt": ("PreemptionByScheduler",
-                            "default-scheduler: preempting to accommodate a higher priority pod"),
+                "preempt": (
+                    "PreemptionByScheduler",
+                    "default-scheduler: preempting to accommodate a higher priority pod",
+                ),
                 "evict": ("EvictionByEvictionAPI", "Eviction API: evicting"),
-                "node_lost": ("DeletionByTaintManager",
-                              "Taint manager: deleting due to NoExecute taint"),
+                "node_lost": (
+                    "DeletionByTaintManager",
+                    "Taint manager: deleting due to NoExecute taint",
+                ),
             }[outcome]
-            status["conditions"].append({
-                "type": "DisruptionTarget", "status": "True", "reason": reason,
-                "message": message, "lastTransitionTime": now})
+            status["conditions"].append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": now,
+                }
+            )
             pod["metadata"]["deletionTimestamp"] = now
             pod["metadata"]["deletionGracePeriodSeconds"] = 30
             self._update("pods", pod)
@@ -684,21 +879,33 @@ class Emulator:
 
     def stats(self) -> Obj:
         with self.lock:
-            return {"requests": dict(self.requests), "finished": dict(self.finished_at),
-                    "rv": self.rv}
+            return {
+                "requests": dict(self.requests),
+                "finished": dict(self.finished_at),
+                "rv": self.rv,
+            }
 
 
 def _finished(job: Obj) -> bool:
-    return any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
-               for c in job.get("status", {}).get("conditions", []))
+    return any(
+        c["type"] in ("Complete", "Failed") and c["status"] == "True"
+        for c in job.get("status", {}).get("conditions", [])
+    )
 
 
 def _terminate(pod: Obj, code: int, reason: str) -> None:
     now = rfc3339(time.time())
     for cs in pod["status"].get("containerStatuses", []):
         started = cs.get("state", {}).get("running", {}).get("startedAt", now)
-        cs["state"] = {"terminated": {"exitCode": code, "reason": reason, "startedAt": started,
-                                      "finishedAt": now, "containerID": cs.get("containerID")}}
+        cs["state"] = {
+            "terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": started,
+                "finishedAt": now,
+                "containerID": cs.get("containerID"),
+            }
+        }
         cs["ready"] = False
         cs["started"] = False
 
@@ -735,8 +942,10 @@ def _rule_message(rule: Obj, index: int, pod: Obj, namespace: str) -> str:
     for cs in pod["status"].get("containerStatuses", []):
         term = cs.get("state", {}).get("terminated")
         if term:
-            return (f"Container {cs['name']} for pod {name} failed with exit code "
-                    f"{term['exitCode']} matching FailJob rule at index {index}")
+            return (
+                f"Container {cs['name']} for pod {name} failed with exit code "
+                f"{term['exitCode']} matching FailJob rule at index {index}"
+            )
     return ""  # pragma: no cover
 
 
@@ -776,8 +985,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             i = parts.index("namespaces")
         except ValueError as exc:
-            raise _HttpError(404, status_body(404, "NotFound", "the server could not find "
-                                              "the requested resource")) from exc
+            raise _HttpError(
+                404,
+                status_body(404, "NotFound", "the server could not find the requested resource"),
+            ) from exc
         resource = parts[i + 2] if len(parts) > i + 2 else ""
         if resource not in ("jobs", "pods"):
             raise _HttpError(404, status_body(404, "NotFound", f"unknown resource {resource!r}"))
@@ -801,7 +1012,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             watch = query.get("watch") in ("true", "1")
             verb = {"POST": "create", "DELETE": "delete"}.get(method) or (
-                "log" if sub == "log" else "watch" if watch else "get" if name else "list")
+                "log" if sub == "log" else "watch" if watch else "get" if name else "list"
+            )
             with self.emu.lock:
                 self.emu.requests[f"{verb} {kind}"] += 1
                 self.emu.request_log.append((verb, kind))
@@ -810,8 +1022,11 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self.emu._take_fault(verb)
             if fault is not None:
                 code, retry_after = fault
-                reason = {429: "TooManyRequests", 500: "InternalError",
-                          503: "ServiceUnavailable"}.get(code, "InternalError")
+                reason = {
+                    429: "TooManyRequests",
+                    500: "InternalError",
+                    503: "ServiceUnavailable",
+                }.get(code, "InternalError")
                 body = status_body(code, reason, f"injected fault {code}")
                 if retry_after is not None:
                     body["details"] = {"retryAfterSeconds": int(retry_after)}
@@ -841,8 +1056,11 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_json(200, obj)
             elif verb == "delete":
                 options = json.loads(raw) if raw else {}
-                propagation = options.get("propagationPolicy") or query.get(
-                    "propagationPolicy") or ("Orphan" if kind == "jobs" else "Background")
+                propagation = (
+                    options.get("propagationPolicy")
+                    or query.get("propagationPolicy")
+                    or ("Orphan" if kind == "jobs" else "Background")
+                )
                 with self.emu.lock:
                     obj = self.emu._delete((kind, namespace, name or ""), propagation)
                     if obj is None:
@@ -877,16 +1095,20 @@ class _Handler(BaseHTTPRequestHandler):
                 rv = snap_id.split("-")[0]
             else:
                 sel = Selector.parse(query.get("labelSelector"))
-                items = [copy.deepcopy(o) for (k, ns, _), o in emu.objects.items()
-                         if k == kind and ns == namespace
-                         and sel.matches(o["metadata"].get("labels") or {})]
+                items = [
+                    copy.deepcopy(o)
+                    for (k, ns, _), o in emu.objects.items()
+                    if k == kind
+                    and ns == namespace
+                    and sel.matches(o["metadata"].get("labels") or {})
+                ]
                 rv = str(emu.rv)
                 snap_id = f"{rv}-{len(emu._snapshots)}"
                 offset = "0"
                 if limit:
                     emu._snapshots[snap_id] = items
         start = int(offset)
-        page = items[start:start + limit] if limit else items
+        page = items[start : start + limit] if limit else items
         meta: Obj = {"resourceVersion": rv}
         if limit and start + limit < len(items):
             meta["continue"] = f"{snap_id}:{start + limit}"
@@ -917,8 +1139,11 @@ class _Handler(BaseHTTPRequestHandler):
             emu._watches.add(self.connection)
         try:
             if gone:
-                body = status_body(410, "Expired", f"too old resource version: {since} "
-                                   f"({emu.compacted_rv or emu.rv})")
+                body = status_body(
+                    410,
+                    "Expired",
+                    f"too old resource version: {since} ({emu.compacted_rv or emu.rv})",
+                )
                 self._chunk(json.dumps({"type": "ERROR", "object": body}).encode() + b"\n")
                 self._chunk(b"")
                 return
@@ -931,16 +1156,23 @@ class _Handler(BaseHTTPRequestHandler):
                     events = emu.history[index:]
                     index += len(events)
                     rv = emu.rv
-                out = b"".join(e.line for e in events if e.kind == kind
-                               and e.namespace == namespace and sel.matches(e.labels))
+                out = b"".join(
+                    e.line
+                    for e in events
+                    if e.kind == kind and e.namespace == namespace and sel.matches(e.labels)
+                )
                 if out:
                     self._chunk(out)
                     last_sent = time.monotonic()
                 elif bookmarks and time.monotonic() - last_sent > emu.bookmark_every:
-                    mark = {"type": "BOOKMARK", "object": {
-                        "kind": "Job" if kind == "jobs" else "Pod",
-                        "apiVersion": "batch/v1" if kind == "jobs" else "v1",
-                        "metadata": {"resourceVersion": str(rv)}}}
+                    mark = {
+                        "type": "BOOKMARK",
+                        "object": {
+                            "kind": "Job" if kind == "jobs" else "Pod",
+                            "apiVersion": "batch/v1" if kind == "jobs" else "v1",
+                            "metadata": {"resourceVersion": str(rv)},
+                        },
+                    }
                     self._chunk(json.dumps(mark).encode() + b"\n")
                     last_sent = time.monotonic()
                 if time.monotonic() >= end:
@@ -959,13 +1191,18 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _HttpError(404, _not_found("pods", name))
             lines = emu.logs.get(name)
             if lines is None:
-                raise _HttpError(400, status_body(
-                    400, "BadRequest",
-                    f'container "main" in pod "{name}" is waiting to start: ContainerCreating'))
+                raise _HttpError(
+                    400,
+                    status_body(
+                        400,
+                        "BadRequest",
+                        f'container "main" in pod "{name}" is waiting to start: ContainerCreating',
+                    ),
+                )
             lines = list(lines)
         tail = query.get("tailLines")
         if tail is not None:
-            lines = lines[-int(tail):] if int(tail) else []
+            lines = lines[-int(tail) :] if int(tail) else []
         data = "".join(line + "\n" for line in lines).encode()
         limit = query.get("limitBytes")
         if limit is not None:
@@ -980,8 +1217,9 @@ class _Handler(BaseHTTPRequestHandler):
 def _not_found(kind: str, name: str | None) -> Obj:
     group = "batch" if kind == "jobs" else ""
     prefix = f"{kind}.{group}" if group else kind
-    return status_body(404, "NotFound", f'{prefix} "{name}" not found', name=name, kind=kind,
-                       group=group)
+    return status_body(
+        404, "NotFound", f'{prefix} "{name}" not found', name=name, kind=kind, group=group
+    )
 
 
 def main() -> None:  # pragma: no cover - used by benchmarks/k8s_scale.py

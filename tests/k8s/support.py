@@ -90,8 +90,12 @@ def make_task(
     )
 
 
-def settle(backend: object, attempt_ids: list[str], timeout: float = 10.0,
-           done: tuple[str, ...] = ("succeeded", "failed")) -> dict[str, object]:
+def settle(
+    backend: object,
+    attempt_ids: list[str],
+    timeout: float = 10.0,
+    done: tuple[str, ...] = ("succeeded", "failed"),
+) -> dict[str, object]:
     """Observe until every attempt is in one of ``done`` (waking on watch events)."""
     import time
 

@@ -17,37 +17,134 @@ GPU = Resources(cpu=4, memory="16Gi", gpus=1, gpu_type="NVIDIA-H100-80GB-HBM3")
 
 # (name, pod scripts, settings overrides, task timeout, expected class, reason, evidence)
 SCENARIOS = [
-    ("exit 1", [PodScript("exit", exit_code=1)], {}, None,
-     FailureClass.USER_ERROR, "Error", "ValueError: learning rate must be positive"),
-    ("runtime user error", [PodScript("exit", exit_code=42)], {}, None,
-     FailureClass.USER_ERROR, "UserError", "matching FailJob rule at index 1"),
-    ("runtime MemoryError", [PodScript("exit", exit_code=43)], {}, None,
-     FailureClass.OOM, "MemoryError", "exit 43"),
-    ("runtime infra", [PodScript("exit", exit_code=44)], {}, None,
-     FailureClass.INFRA, "RuntimeError", "exit 44"),
+    (
+        "exit 1",
+        [PodScript("exit", exit_code=1)],
+        {},
+        None,
+        FailureClass.USER_ERROR,
+        "Error",
+        "ValueError: learning rate must be positive",
+    ),
+    (
+        "runtime user error",
+        [PodScript("exit", exit_code=42)],
+        {},
+        None,
+        FailureClass.USER_ERROR,
+        "UserError",
+        "matching FailJob rule at index 1",
+    ),
+    (
+        "runtime MemoryError",
+        [PodScript("exit", exit_code=43)],
+        {},
+        None,
+        FailureClass.OOM,
+        "MemoryError",
+        "exit 43",
+    ),
+    (
+        "runtime infra",
+        [PodScript("exit", exit_code=44)],
+        {},
+        None,
+        FailureClass.INFRA,
+        "RuntimeError",
+        "exit 44",
+    ),
     ("OOMKilled", [PodScript("oom")], {}, None, FailureClass.OOM, "OOMKilled", "OOMKilled"),
-    ("137 without reason", [PodScript("kill137")], {}, None,
-     FailureClass.OOM, "Killed", "SIGKILL"),
-    ("preemption", [PodScript("preempt")], {"disruption_action": "FailJob"}, None,
-     FailureClass.PREEMPTED, "PreemptionByScheduler", "higher priority pod"),
-    ("API eviction", [PodScript("evict")], {"disruption_action": "FailJob"}, None,
-     FailureClass.PREEMPTED, "EvictionByEvictionAPI", "Eviction API"),
-    ("node pressure", [PodScript("pressure")], {"disruption_action": "FailJob"}, None,
-     FailureClass.PREEMPTED, "TerminationByKubelet", "low on resource: memory"),
-    ("node loss", [PodScript("node_lost")], {"disruption_action": "FailJob"}, None,
-     FailureClass.NODE_LOST, "DeletionByTaintManager", "NoExecute taint"),
-    ("image pull", [PodScript("image_pull")], {}, None,
-     FailureClass.INFRA, "ImagePullBackOff", "Back-off pulling image"),
-    ("config error", [PodScript("config_error")], {}, None,
-     FailureClass.INFRA, "CreateContainerConfigError", 'secret "warehouse-creds" not found'),
-    ("admission", [PodScript("admission")], {}, None,
-     FailureClass.INFRA, "UnexpectedAdmissionError", "devices unavailable for nvidia.com/gpu"),
-    ("unschedulable", [PodScript("unschedulable")], {"queue_timeout": 0.3}, None,
-     FailureClass.UNSCHEDULABLE, "Unschedulable", "no node has enough free nvidia.com/gpu"),
-    ("deadline", [PodScript("hang")], {}, 1.0,
-     FailureClass.TIMEOUT, "DeadlineExceeded", "ran past its deadline of 1 s"),
-    ("deadline while unschedulable", [PodScript("unschedulable")], {}, 1.0,
-     FailureClass.UNSCHEDULABLE, "Unschedulable", "Insufficient nvidia.com/gpu"),
+    ("137 without reason", [PodScript("kill137")], {}, None, FailureClass.OOM, "Killed", "SIGKILL"),
+    (
+        "preemption",
+        [PodScript("preempt")],
+        {"disruption_action": "FailJob"},
+        None,
+        FailureClass.PREEMPTED,
+        "PreemptionByScheduler",
+        "higher priority pod",
+    ),
+    (
+        "API eviction",
+        [PodScript("evict")],
+        {"disruption_action": "FailJob"},
+        None,
+        FailureClass.PREEMPTED,
+        "EvictionByEvictionAPI",
+        "Eviction API",
+    ),
+    (
+        "node pressure",
+        [PodScript("pressure")],
+        {"disruption_action": "FailJob"},
+        None,
+        FailureClass.PREEMPTED,
+        "TerminationByKubelet",
+        "low on resource: memory",
+    ),
+    (
+        "node loss",
+        [PodScript("node_lost")],
+        {"disruption_action": "FailJob"},
+        None,
+        FailureClass.NODE_LOST,
+        "DeletionByTaintManager",
+        "NoExecute taint",
+    ),
+    (
+        "image pull",
+        [PodScript("image_pull")],
+        {},
+        None,
+        FailureClass.INFRA,
+        "ImagePullBackOff",
+        "Back-off pulling image",
+    ),
+    (
+        "config error",
+        [PodScript("config_error")],
+        {},
+        None,
+        FailureClass.INFRA,
+        "CreateContainerConfigError",
+        'secret "warehouse-creds" not found',
+    ),
+    (
+        "admission",
+        [PodScript("admission")],
+        {},
+        None,
+        FailureClass.INFRA,
+        "UnexpectedAdmissionError",
+        "devices unavailable for nvidia.com/gpu",
+    ),
+    (
+        "unschedulable",
+        [PodScript("unschedulable")],
+        {"queue_timeout": 0.3},
+        None,
+        FailureClass.UNSCHEDULABLE,
+        "Unschedulable",
+        "no node has enough free nvidia.com/gpu",
+    ),
+    (
+        "deadline",
+        [PodScript("hang")],
+        {},
+        1.0,
+        FailureClass.TIMEOUT,
+        "DeadlineExceeded",
+        "ran past its deadline of 1 s",
+    ),
+    (
+        "deadline while unschedulable",
+        [PodScript("unschedulable")],
+        {},
+        1.0,
+        FailureClass.UNSCHEDULABLE,
+        "Unschedulable",
+        "Insufficient nvidia.com/gpu",
+    ),
 ]
 
 
@@ -65,11 +162,22 @@ def test_success(make_backend, emulator: Emulator, artifacts: MemoryArtifacts) -
     assert b"step finished" in (artifacts.read_record(log_key("r1-train-1")) or b"")
 
 
-@pytest.mark.parametrize(("name", "pods", "overrides", "timeout", "cls", "reason", "evidence"),
-                         SCENARIOS, ids=[s[0] for s in SCENARIOS])
-def test_failure_scenario(make_backend, emulator: Emulator, name: str, pods: list[PodScript],  # type: ignore[no-untyped-def]
-                          overrides: dict, timeout: float | None, cls: FailureClass,
-                          reason: str, evidence: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "pods", "overrides", "timeout", "cls", "reason", "evidence"),
+    SCENARIOS,
+    ids=[s[0] for s in SCENARIOS],
+)
+def test_failure_scenario(
+    make_backend,
+    emulator: Emulator,
+    name: str,
+    pods: list[PodScript],  # type: ignore[no-untyped-def]
+    overrides: dict,
+    timeout: float | None,
+    cls: FailureClass,
+    reason: str,
+    evidence: str,
+) -> None:
     backend = make_backend(**overrides)
     attempt = "r1-train-1"
     emulator.script(attempt, *pods)
@@ -111,13 +219,19 @@ def test_step_queue_timeout_overrides_settings(make_backend, emulator: Emulator)
     assert obs.failure_class is FailureClass.UNSCHEDULABLE  # type: ignore[attr-defined]
 
 
-def test_disruption_is_absorbed_by_the_job_with_ignore(make_backend, emulator: Emulator,  # type: ignore[no-untyped-def]
-                                                        artifacts: MemoryArtifacts) -> None:
+def test_disruption_is_absorbed_by_the_job_with_ignore(
+    make_backend,
+    emulator: Emulator,  # type: ignore[no-untyped-def]
+    artifacts: MemoryArtifacts,
+) -> None:
     """Default policy (DESIGN.md): Ignore on DisruptionTarget. The Job controller replaces the
     preempted pod without counting it; the attempt succeeds; no new Job."""
     backend = make_backend()
-    emulator.script("r1-train-1", PodScript("preempt", logs=("epoch 1", "epoch 2")),
-                    PodScript("succeed", logs=("resumed from checkpoint", "epoch 3")))
+    emulator.script(
+        "r1-train-1",
+        PodScript("preempt", logs=("epoch 1", "epoch 2")),
+        PodScript("succeed", logs=("resumed from checkpoint", "epoch 3")),
+    )
     backend.launch(make_task("r1-train-1", resources=GPU))
     obs = settle(backend, ["r1-train-1"])["r1-train-1"]
     assert obs.state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
@@ -281,8 +395,9 @@ def test_watch_resilience(make_backend, emulator: Emulator) -> None:  # type: ig
     emulator.drop_watches()
     final = settle(backend, ids, timeout=15)
     for i, attempt in enumerate(ids):
-        expected = {"succeed": None, "exit": FailureClass.USER_ERROR,
-                    "oom": FailureClass.OOM}[kinds[i % 3]]
+        expected = {"succeed": None, "exit": FailureClass.USER_ERROR, "oom": FailureClass.OOM}[
+            kinds[i % 3]
+        ]
         assert final[attempt].failure_class is expected, (attempt, final[attempt])  # type: ignore[attr-defined]
     assert emulator.count("create jobs") == len(ids)
     assert len(emulator.list("jobs")) == len(ids)

@@ -30,8 +30,13 @@ def _gpu(settings: KubernetesSettings) -> dict:
 
 
 def _queued(settings: KubernetesSettings) -> dict:
-    s = replace(settings, queue="team-risk", workload_priority_class="prod",
-                priority_class="batch-high", service_account="usina-steps")
+    s = replace(
+        settings,
+        queue="team-risk",
+        workload_priority_class="prod",
+        priority_class="batch-high",
+        service_account="usina-steps",
+    )
     return build_job(make_task("r1-score-1"), s)  # type: ignore[return-value]
 
 
@@ -45,8 +50,7 @@ KINDS = {"cpu": _cpu, "gpu": _gpu, "queued": _queued, "oom_retry": _oom_retry}
 
 @pytest.mark.parametrize("version", [OLDEST, NEWEST])
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_manifest_validates_strictly(kind: str, version: str,
-                                     settings: KubernetesSettings) -> None:
+def test_manifest_validates_strictly(kind: str, version: str, settings: KubernetesSettings) -> None:
     manifest = json.loads(json.dumps(KINDS[kind](settings)))  # plain JSON, as sent
     kubernetes_validate.validate(manifest, version, strict=True)
 
@@ -70,14 +74,25 @@ def test_cpu_step_job(settings: KubernetesSettings) -> None:
     assert spec["activeDeadlineSeconds"] == settings.default_deadline
     assert spec["ttlSecondsAfterFinished"] == 3600
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     assert rules[1]["action"] == "FailJob"
     assert rules[1]["onExitCodes"]["values"] == [42, 43, 44, 137] == list(FAIL_JOB_EXIT_CODES)
-    assert main["command"] == ["python", "-m", "usina.runtime", "--artifacts",
-                               "s3://bucket/usina", "--attempt", "r1-features-1"]
-    assert main["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"},
-                                 "limits": {"cpu": "2", "memory": "4Gi"}}
+    assert main["command"] == [
+        "python",
+        "-m",
+        "usina.runtime",
+        "--artifacts",
+        "s3://bucket/usina",
+        "--attempt",
+        "r1-features-1",
+    ]
+    assert main["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
     assert main["securityContext"]["allowPrivilegeEscalation"] is False
     assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -108,9 +123,11 @@ def test_gpu_step_job(settings: KubernetesSettings) -> None:
         {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
     ]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
-        "tolerations"]
-    assert pod["volumes"] == [{"name": "dshm",
-                               "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]
+        "tolerations"
+    ]
+    assert pod["volumes"] == [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+    ]
     assert main["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
     assert job["spec"]["activeDeadlineSeconds"] == 3600
 
@@ -118,7 +135,8 @@ def test_gpu_step_job(settings: KubernetesSettings) -> None:
 def test_gpu_label_is_configurable(settings: KubernetesSettings) -> None:
     job = _gpu(replace(settings, gpu_label="cloud.google.com/gke-accelerator"))
     term = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"][0]
     assert term["matchExpressions"][0]["key"] == "cloud.google.com/gke-accelerator"
 
 
@@ -145,8 +163,14 @@ def test_shm_when_asked_without_gpus(settings: KubernetesSettings) -> None:
 
 @pytest.mark.parametrize(
     "attempt_id",
-    ["r1-train-1", "Run_2024.01-Train-3", "x" * 200 + "-train-1",
-     "2024-run-step-1", "run--step--1", "ÜBER-step-1"],
+    [
+        "r1-train-1",
+        "Run_2024.01-Train-3",
+        "x" * 200 + "-train-1",
+        "2024-run-step-1",
+        "run--step--1",
+        "ÜBER-step-1",
+    ],
 )
 def test_job_names_are_dns_safe_deterministic_and_short(attempt_id: str) -> None:
     name = job_name(attempt_id)

@@ -100,13 +100,26 @@ class KubernetesBackend:
         self._stop = threading.Event()
         self._logs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="usina-k8s-log")
         self._informers = [
-            Informer("jobs", self._batch.list_namespaced_job, settings, self, self._stop,
-                     self._synced["jobs"].set),
-            Informer("pods", self._core.list_namespaced_pod, settings, self, self._stop,
-                     self._synced["pods"].set),
+            Informer(
+                "jobs",
+                self._batch.list_namespaced_job,
+                settings,
+                self,
+                self._stop,
+                self._synced["jobs"].set,
+            ),
+            Informer(
+                "pods",
+                self._core.list_namespaced_pod,
+                settings,
+                self,
+                self._stop,
+                self._synced["pods"].set,
+            ),
         ]
-        self._housekeeper = threading.Thread(target=self._housekeep, daemon=True,
-                                             name="usina-k8s-housekeeping")
+        self._housekeeper = threading.Thread(
+            target=self._housekeep, daemon=True, name="usina-k8s-housekeeping"
+        )
         if start:
             self.start()
 
@@ -167,9 +180,11 @@ class KubernetesBackend:
                 name = job_name(attempt_id)
                 job = self._jobs.get(name)
                 if job is None:
-                    out[attempt_id] = (Observation(TaskState.PENDING, reason="Submitted")
-                                       if name in self._launched
-                                       else Observation(TaskState.UNKNOWN))
+                    out[attempt_id] = (
+                        Observation(TaskState.PENDING, reason="Submitted")
+                        if name in self._launched
+                        else Observation(TaskState.UNKNOWN)
+                    )
                     continue
                 obs, stop = self._classify(job, now)
                 if stop:
@@ -177,8 +192,13 @@ class KubernetesBackend:
                     to_stop.append((attempt_id, name, obs))
                 out[attempt_id] = obs
         for attempt_id, name, obs in to_stop:
-            log.info("attempt %s failed (%s: %s); deleting Job %s", attempt_id,
-                     obs.failure_class, obs.reason, name)
+            log.info(
+                "attempt %s failed (%s: %s); deleting Job %s",
+                attempt_id,
+                obs.failure_class,
+                obs.reason,
+                name,
+            )
             self._delete_job(name)
         return out
 
@@ -186,9 +206,12 @@ class KubernetesBackend:
         name = job_name(attempt_id)
         with self._changed:
             self._verdicts[attempt_id] = Observation(
-                TaskState.FAILED, FailureClass.CANCELLED, reason="Cancelled",
+                TaskState.FAILED,
+                FailureClass.CANCELLED,
+                reason="Cancelled",
                 message="cancelled by the user; the Job and its pods were deleted",
-                finished_at=time.time())
+                finished_at=time.time(),
+            )
             self._bump()
         self._delete_job(name)
 
@@ -275,8 +298,9 @@ class KubernetesBackend:
     def _classify_now(self, job: Obj, pods: list[Obj], now: float) -> tuple[Observation, bool]:
         annotations = job["metadata"].get("annotations") or {}
         try:
-            queue_timeout = float(annotations.get(QUEUE_TIMEOUT_ANNOTATION,
-                                                  self.settings.queue_timeout))
+            queue_timeout = float(
+                annotations.get(QUEUE_TIMEOUT_ANNOTATION, self.settings.queue_timeout)
+            )
         except ValueError:
             queue_timeout = self.settings.queue_timeout
         started = [p for p in pods if container_started(p)]
@@ -285,32 +309,43 @@ class KubernetesBackend:
         obs = verdict.observation
         if obs.state in (TaskState.SUCCEEDED, TaskState.FAILED) and not verdict.stop_job:
             # The pod's own end may not have arrived yet (Jobs and pods are separate watches).
-            waiting = [p["metadata"]["name"] for p in started
-                       if p["metadata"]["name"] not in self._log_tail]
+            waiting = [
+                p["metadata"]["name"]
+                for p in started
+                if p["metadata"]["name"] not in self._log_tail
+            ]
             status = job.get("status") or {}
             phases = [(p.get("status") or {}).get("phase") for p in pods]
-            lagging = (any(not pod_finished(p) for p in pods)
-                       or int(status.get("failed") or 0) > phases.count("Failed")
-                       or int(status.get("succeeded") or 0) > phases.count("Succeeded"))
+            lagging = (
+                any(not pod_finished(p) for p in pods)
+                or int(status.get("failed") or 0) > phases.count("Failed")
+                or int(status.get("succeeded") or 0) > phases.count("Succeeded")
+            )
             finished_at = obs.finished_at or now
             if (waiting or lagging) and now - finished_at < LOG_HOLD_SECONDS:
                 # Report the end only once the log is safe in the artifact store.
-                return replace(obs, state=TaskState.RUNNING, failure_class=None,
-                               reason="CopyingLogs"), False
+                return replace(
+                    obs, state=TaskState.RUNNING, failure_class=None, reason="CopyingLogs"
+                ), False
         return obs, verdict.stop_job
 
     # ---- logs --------------------------------------------------------------------------------
     def _read_log(self, pod: str) -> str | None:
         try:
-            resp = self._call(self._core.read_namespaced_pod_log, pod, self.settings.namespace,
-                              container=CONTAINER, _preload_content=False)
+            resp = self._call(
+                self._core.read_namespaced_pod_log,
+                pod,
+                self.settings.namespace,
+                container=CONTAINER,
+                _preload_content=False,
+            )
         except ApiException as exc:
             if exc.status in (400, 404):
                 return None
             raise
         data = resp
         if len(data) > self.settings.log_max_bytes:
-            data = data[-self.settings.log_max_bytes:]
+            data = data[-self.settings.log_max_bytes :]
         return data.decode("utf-8", "replace")
 
     def _copy_log(self, pod: str, obj: Obj, final: bool) -> None:
@@ -323,13 +358,12 @@ class KubernetesBackend:
         attempt_id = annotations.get(ATTEMPT_ANNOTATION)
         if text is not None and attempt_id:
             try:
-                self.artifacts.write_record(log_key(attempt_id), self._merge(attempt_id, pod,
-                                                                               text))
+                self.artifacts.write_record(log_key(attempt_id), self._merge(attempt_id, pod, text))
             except Exception as exc:
                 log.warning("could not store the log of attempt %s: %s", attempt_id, exc)
         tail = None
         if text:
-            tail = "\n".join(text.rstrip("\n").splitlines()[-self.settings.log_tail_lines:])
+            tail = "\n".join(text.rstrip("\n").splitlines()[-self.settings.log_tail_lines :])
         with self._changed:
             self._log_synced[pod] = time.time()
             if final:
@@ -344,9 +378,12 @@ class KubernetesBackend:
         """The attempt's log: earlier pods' logs (replaced after a disruption), then this one's."""
         job = job_name(attempt_id)
         with self._lock:
-            pods = sorted(self._pods_of.get(job, ()),
-                          key=lambda p: str(self._pods.get(p, {}).get("metadata", {})
-                                            .get("creationTimestamp", "")))
+            pods = sorted(
+                self._pods_of.get(job, ()),
+                key=lambda p: str(
+                    self._pods.get(p, {}).get("metadata", {}).get("creationTimestamp", "")
+                ),
+            )
         if len(pods) <= 1:
             return text.encode()
         previous = self.artifacts.read_record(log_key(attempt_id)) or b""
@@ -363,11 +400,17 @@ class KubernetesBackend:
                 for name, when in list(self._deleted_jobs.items()):
                     if now - when > TOMBSTONE_SECONDS:
                         self._forget_job(name)
-                running = [] if interval is None else [
-                    (name, pod) for name, pod in self._pods.items()
-                    if (pod.get("status") or {}).get("phase") == "Running"
-                    and name not in self._log_busy
-                    and now - self._log_synced.get(name, 0.0) >= interval]
+                running = (
+                    []
+                    if interval is None
+                    else [
+                        (name, pod)
+                        for name, pod in self._pods.items()
+                        if (pod.get("status") or {}).get("phase") == "Running"
+                        and name not in self._log_busy
+                        and now - self._log_synced.get(name, 0.0) >= interval
+                    ]
+                )
                 for name, _ in running:
                     self._log_busy.add(name)
             for name, pod in running:
@@ -386,8 +429,13 @@ class KubernetesBackend:
     # ---- API calls ---------------------------------------------------------------------------
     def _delete_job(self, name: str) -> None:
         try:
-            self._call(self._batch.delete_namespaced_job, name, self.settings.namespace,
-                       propagation_policy="Background", _preload_content=False)
+            self._call(
+                self._batch.delete_namespaced_job,
+                name,
+                self.settings.namespace,
+                propagation_policy="Background",
+                _preload_content=False,
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise BackendError(

@@ -24,13 +24,15 @@ NODE_LOST_REASONS = frozenset({"DeletionByTaintManager", "DeletionByPodGC"})
 #: Container waiting reasons that will not fix themselves: the attempt fails as ``infra``.
 #: (``ErrImagePull`` alone may be a registry hiccup; the kubelet retries it and reports
 #: ``ImagePullBackOff`` once it has failed again.)
-STUCK_WAITING = frozenset({
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-})
+STUCK_WAITING = frozenset(
+    {
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
 _EXIT_IN_MESSAGE = re.compile(r"failed with exit code (\d+)")
 _INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
 
@@ -118,50 +120,114 @@ def pod_failure(pod: Obj) -> tuple[FailureClass, int | None, str, str]:
         reason = str(disruption.get("reason") or "DisruptionTarget")
         cls = FailureClass.NODE_LOST if reason in NODE_LOST_REASONS else FailureClass.PREEMPTED
         what = "its node was lost" if cls is FailureClass.NODE_LOST else "it was disrupted"
-        return cls, code, reason, _join(
-            f"pod {name} was stopped by the platform ({what}): {reason}",
-            disruption.get("message"), status.get("message"),
+        return (
+            cls,
+            code,
+            reason,
+            _join(
+                f"pod {name} was stopped by the platform ({what}): {reason}",
+                disruption.get("message"),
+                status.get("message"),
+            ),
         )
     if status.get("reason") == "Evicted":
-        return FailureClass.PREEMPTED, code, "Evicted", _join(
-            f"pod {name} was evicted by the kubelet", status.get("message"))
+        return (
+            FailureClass.PREEMPTED,
+            code,
+            "Evicted",
+            _join(f"pod {name} was evicted by the kubelet", status.get("message")),
+        )
     if status.get("reason") == "NodeLost":
-        return FailureClass.NODE_LOST, code, "NodeLost", _join(
-            f"pod {name} lost its node", status.get("message"))
+        return (
+            FailureClass.NODE_LOST,
+            code,
+            "NodeLost",
+            _join(f"pod {name} lost its node", status.get("message")),
+        )
     if status.get("reason") == "UnexpectedAdmissionError":
-        return FailureClass.INFRA, None, "UnexpectedAdmissionError", _join(
-            f"the node refused pod {name} at admission (device allocation)",
-            status.get("message"))
+        return (
+            FailureClass.INFRA,
+            None,
+            "UnexpectedAdmissionError",
+            _join(
+                f"the node refused pod {name} at admission (device allocation)",
+                status.get("message"),
+            ),
+        )
     if kind == "terminated":
         reason = str(detail.get("reason") or "Error")
         message = detail.get("message")
         if reason == "OOMKilled":
-            return FailureClass.OOM, code, reason, _join(
-                f"container {CONTAINER} was killed for exceeding its memory limit "
-                f"(OOMKilled, exit {code})", message)
+            return (
+                FailureClass.OOM,
+                code,
+                reason,
+                _join(
+                    f"container {CONTAINER} was killed for exceeding its memory limit "
+                    f"(OOMKilled, exit {code})",
+                    message,
+                ),
+            )
         if code == EXIT_USER_ERROR:
-            return FailureClass.USER_ERROR, code, "UserError", _join(
-                f"the step raised an exception (exit {code}); the traceback is in the "
-                "attempt's error record and log", message)
+            return (
+                FailureClass.USER_ERROR,
+                code,
+                "UserError",
+                _join(
+                    f"the step raised an exception (exit {code}); the traceback is in the "
+                    "attempt's error record and log",
+                    message,
+                ),
+            )
         if code == EXIT_OOM:
-            return FailureClass.OOM, code, "MemoryError", _join(
-                f"the step raised MemoryError (exit {code})", message)
+            return (
+                FailureClass.OOM,
+                code,
+                "MemoryError",
+                _join(f"the step raised MemoryError (exit {code})", message),
+            )
         if code == EXIT_INFRA:
-            return FailureClass.INFRA, code, "RuntimeError", _join(
-                f"the usina runtime could not load the task or its inputs, or write its "
-                f"outputs (exit {code})", message)
+            return (
+                FailureClass.INFRA,
+                code,
+                "RuntimeError",
+                _join(
+                    f"the usina runtime could not load the task or its inputs, or write its "
+                    f"outputs (exit {code})",
+                    message,
+                ),
+            )
         if code == 137:
-            return FailureClass.OOM, code, "Killed", _join(
-                "container was killed with SIGKILL (exit 137) without a disruption: most "
-                "likely the memory limit (the kernel's OOM killer), else a liveness kill", message)
-        return FailureClass.USER_ERROR, code, reason, _join(
-            f"container {CONTAINER} exited with code {code} ({reason})", message)
+            return (
+                FailureClass.OOM,
+                code,
+                "Killed",
+                _join(
+                    "container was killed with SIGKILL (exit 137) without a disruption: most "
+                    "likely the memory limit (the kernel's OOM killer), else a liveness kill",
+                    message,
+                ),
+            )
+        return (
+            FailureClass.USER_ERROR,
+            code,
+            reason,
+            _join(f"container {CONTAINER} exited with code {code} ({reason})", message),
+        )
     if kind == "waiting":
         reason = str(detail.get("reason") or "Waiting")
-        return FailureClass.INFRA, None, reason, _join(
-            f"container {CONTAINER} never started: {reason}", detail.get("message"))
-    return FailureClass.INFRA, None, str(status.get("reason") or "PodFailed"), _join(
-        f"pod {name} failed before its container started", status.get("message"))
+        return (
+            FailureClass.INFRA,
+            None,
+            reason,
+            _join(f"container {CONTAINER} never started: {reason}", detail.get("message")),
+        )
+    return (
+        FailureClass.INFRA,
+        None,
+        str(status.get("reason") or "PodFailed"),
+        _join(f"pod {name} failed before its container started", status.get("message")),
+    )
 
 
 def unschedulable_hint(message: str) -> str:
@@ -187,8 +253,14 @@ def _disruption_note(pods: Sequence[Obj]) -> str | None:
     seen = [p for p in pods if _true(p, "DisruptionTarget") is not None]
     if not seen:
         return None
-    reasons = ", ".join(sorted({str(_true(p, "DisruptionTarget").get("reason"))  # type: ignore[union-attr]
-                                for p in seen}))
+    reasons = ", ".join(
+        sorted(
+            {
+                str(_true(p, "DisruptionTarget").get("reason"))  # type: ignore[union-attr]
+                for p in seen
+            }
+        )
+    )
     return f"{len(seen)} pod(s) disrupted and replaced by the Job controller ({reasons})"
 
 
@@ -212,8 +284,15 @@ def classify(
     started = running_at or started_at
     if _true(job, "Complete") is not None:
         done = parse_time(status.get("completionTime"))
-        return Verdict(Observation(TaskState.SUCCEEDED, started_at=started, finished_at=done,
-                                   exit_code=0, reason="Completed"))
+        return Verdict(
+            Observation(
+                TaskState.SUCCEEDED,
+                started_at=started,
+                finished_at=done,
+                exit_code=0,
+                reason="Completed",
+            )
+        )
     failed = _true(job, "Failed")
     if failed is not None:
         done = parse_time(failed.get("lastTransitionTime"))
@@ -224,65 +303,131 @@ def classify(
             pending = _unschedulable(pods)
             if not ever_ran and pending is not None:
                 text = str(pending.get("message") or "")
-                return Verdict(Observation(
-                    TaskState.FAILED, FailureClass.UNSCHEDULABLE, reason="Unschedulable",
-                    message=f"{unschedulable_hint(text)}: {text}", started_at=started,
-                    finished_at=done))
+                return Verdict(
+                    Observation(
+                        TaskState.FAILED,
+                        FailureClass.UNSCHEDULABLE,
+                        reason="Unschedulable",
+                        message=f"{unschedulable_hint(text)}: {text}",
+                        started_at=started,
+                        finished_at=done,
+                    )
+                )
             deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
-            return Verdict(Observation(
-                TaskState.FAILED, FailureClass.TIMEOUT, reason="DeadlineExceeded",
-                message=_evidence(_join(
-                    f"the attempt ran past its deadline of {deadline} s "
-                    "(activeDeadlineSeconds, counted from the Job's start)", job_message,
-                    _disruption_note(pods)), logs_tail),
-                started_at=started, finished_at=done))
+            return Verdict(
+                Observation(
+                    TaskState.FAILED,
+                    FailureClass.TIMEOUT,
+                    reason="DeadlineExceeded",
+                    message=_evidence(
+                        _join(
+                            f"the attempt ran past its deadline of {deadline} s "
+                            "(activeDeadlineSeconds, counted from the Job's start)",
+                            job_message,
+                            _disruption_note(pods),
+                        ),
+                        logs_tail,
+                    ),
+                    started_at=started,
+                    finished_at=done,
+                )
+            )
         failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
         if failed_pods:
             cls, code, reason, message = pod_failure(failed_pods[-1])
         else:
             match = _EXIT_IN_MESSAGE.search(job_message)
             code = int(match.group(1)) if match else None
-            cls = {EXIT_USER_ERROR: FailureClass.USER_ERROR, EXIT_OOM: FailureClass.OOM,
-                   137: FailureClass.OOM}.get(code or -1, FailureClass.INFRA)
+            cls = {
+                EXIT_USER_ERROR: FailureClass.USER_ERROR,
+                EXIT_OOM: FailureClass.OOM,
+                137: FailureClass.OOM,
+            }.get(code or -1, FailureClass.INFRA)
             reason, message = job_reason, "the Job failed and its pods are gone"
-        return Verdict(Observation(
-            TaskState.FAILED, cls, exit_code=code, reason=reason,
-            message=_evidence(_join(message, f"Job: {job_reason}: {job_message}"), logs_tail),
-            started_at=started, finished_at=done))
+        return Verdict(
+            Observation(
+                TaskState.FAILED,
+                cls,
+                exit_code=code,
+                reason=reason,
+                message=_evidence(_join(message, f"Job: {job_reason}: {job_message}"), logs_tail),
+                started_at=started,
+                finished_at=done,
+            )
+        )
 
     # Not finished: pending, running, or stuck in a way Kubernetes will not resolve.
     note = _disruption_note(pods)
     live = [p for p in pods if not pod_finished(p)]
     if (job.get("spec") or {}).get("suspend") or _true(job, "Suspended") is not None:
-        return Verdict(Observation(TaskState.PENDING, reason="Suspended", message=_join(
-            "the Job is suspended (queued by Kueue until its quota admits it)", note)))
+        return Verdict(
+            Observation(
+                TaskState.PENDING,
+                reason="Suspended",
+                message=_join(
+                    "the Job is suspended (queued by Kueue until its quota admits it)", note
+                ),
+            )
+        )
     if not live:
-        return Verdict(Observation(TaskState.PENDING, reason="Starting", message=note,
-                                   started_at=started_at))
+        return Verdict(
+            Observation(TaskState.PENDING, reason="Starting", message=note, started_at=started_at)
+        )
     pod = live[-1]
     kind, detail = _state(pod)
     if kind == "running":
-        return Verdict(Observation(TaskState.RUNNING, reason="Running", message=note,
-                                   started_at=started))
+        return Verdict(
+            Observation(TaskState.RUNNING, reason="Running", message=note, started_at=started)
+        )
     if kind == "waiting" and detail.get("reason") in STUCK_WAITING:
         reason = str(detail["reason"])
-        return Verdict(Observation(
-            TaskState.FAILED, FailureClass.INFRA, reason=reason, message=_join(
-                f"container {CONTAINER} cannot start: {reason}", detail.get("message")),
-            started_at=started_at, finished_at=now), stop_job=True)
+        return Verdict(
+            Observation(
+                TaskState.FAILED,
+                FailureClass.INFRA,
+                reason=reason,
+                message=_join(
+                    f"container {CONTAINER} cannot start: {reason}", detail.get("message")
+                ),
+                started_at=started_at,
+                finished_at=now,
+            ),
+            stop_job=True,
+        )
     pending = _unschedulable([pod])
     if pending is not None:
         text = str(pending.get("message") or "")
         since = parse_time(pending.get("lastTransitionTime")) or started_at or now
         if now - since >= queue_timeout:
-            return Verdict(Observation(
-                TaskState.FAILED, FailureClass.UNSCHEDULABLE, reason="Unschedulable",
-                message=_join(f"{unschedulable_hint(text)} (pending for {now - since:.0f} s, "
-                              f"queue timeout {queue_timeout:g} s): {text}", note),
-                started_at=started_at, finished_at=now), stop_job=True)
-        return Verdict(Observation(TaskState.PENDING, reason="Unschedulable",
-                                   message=_join(text, note), started_at=started_at))
+            return Verdict(
+                Observation(
+                    TaskState.FAILED,
+                    FailureClass.UNSCHEDULABLE,
+                    reason="Unschedulable",
+                    message=_join(
+                        f"{unschedulable_hint(text)} (pending for {now - since:.0f} s, "
+                        f"queue timeout {queue_timeout:g} s): {text}",
+                        note,
+                    ),
+                    started_at=started_at,
+                    finished_at=now,
+                ),
+                stop_job=True,
+            )
+        return Verdict(
+            Observation(
+                TaskState.PENDING,
+                reason="Unschedulable",
+                message=_join(text, note),
+                started_at=started_at,
+            )
+        )
     reason = str(detail.get("reason") or "Pending") if kind == "waiting" else "Pending"
-    return Verdict(Observation(TaskState.PENDING, reason=reason,
-                               message=_join(detail.get("message"), note),
-                               started_at=started_at))
+    return Verdict(
+        Observation(
+            TaskState.PENDING,
+            reason=reason,
+            message=_join(detail.get("message"), note),
+            started_at=started_at,
+        )
+    )

@@ -122,16 +122,21 @@ class Informer:
                     continue
                 self.errors += 1
                 delay = self._backoff.next(retry_after(exc))
-                log.warning("%s %s from the API server; retrying in %.2f s",
-                            self.kind, exc.status, delay)
+                log.warning(
+                    "%s %s from the API server; retrying in %.2f s", self.kind, exc.status, delay
+                )
                 self._stop.wait(delay)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 if self._stop.is_set():
                     return
                 self.errors += 1
                 delay = self._backoff.next()
-                log.warning("watch of %s dropped (%s); retrying in %.2f s",
-                            self.kind, type(exc).__name__, delay)
+                log.warning(
+                    "watch of %s dropped (%s); retrying in %.2f s",
+                    self.kind,
+                    type(exc).__name__,
+                    delay,
+                )
                 self._stop.wait(delay)
 
     def _timeout(self) -> tuple[float, float]:
@@ -141,12 +146,18 @@ class Informer:
         items: list[Obj] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"label_selector": SELECTOR,
-                                      "limit": self._settings.list_page_size}
+            kwargs: dict[str, Any] = {
+                "label_selector": SELECTOR,
+                "limit": self._settings.list_page_size,
+            }
             if token:
                 kwargs["_continue"] = token
-            resp = self._list(self._settings.namespace, _preload_content=False,
-                              _request_timeout=self._timeout(), **kwargs)
+            resp = self._list(
+                self._settings.namespace,
+                _preload_content=False,
+                _request_timeout=self._timeout(),
+                **kwargs,
+            )
             body = json.loads(resp.data)
             items += body.get("items") or []
             meta = body.get("metadata") or {}
@@ -182,8 +193,9 @@ class Informer:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise Gone()
-                    raise ApiException(status=int(obj.get("code") or 500),
-                                       reason=str(obj.get("message")))
+                    raise ApiException(
+                        status=int(obj.get("code") or 500), reason=str(obj.get("message"))
+                    )
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if kind != "BOOKMARK":
                     self._sink.apply(self.kind, kind, obj)

@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,dev
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint fmt clean services

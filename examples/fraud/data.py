@@ -542,14 +542,15 @@ def generate(config: GeneratorConfig | None = None, **overrides: object) -> pl.D
     return out
 
 
+def label_expr(cutoff: datetime) -> pl.Expr:
+    """``label`` (Int8): 1 when the transaction's chargeback had arrived by ``cutoff``."""
+    arrived = pl.col("chargeback_at").is_not_null() & (pl.col("chargeback_at") <= cutoff)
+    return arrived.cast(pl.Int8).alias("label")
+
+
 def label_at(df: pl.DataFrame, cutoff: datetime) -> pl.Series:
-    """The label known on ``cutoff``: a chargeback had arrived by then (1) or not (0)."""
-    return (
-        (pl.col("chargeback_at").is_not_null() & (pl.col("chargeback_at") <= cutoff))
-        .cast(pl.Int8)
-        .alias("label")
-        .pipe(lambda e: df.select(e).to_series())
-    )
+    """The labels known on ``cutoff``: a chargeback had arrived by then (1) or not (0)."""
+    return df.select(label_expr(cutoff)).to_series()
 
 
 def write(df: pl.DataFrame, path: str | Path) -> Path:

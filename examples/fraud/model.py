@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from examples.fraud.features import CATEGORICAL, FEATURES
@@ -42,6 +43,11 @@ class Hyperparameters:
 def matrix(df: pl.DataFrame) -> np.ndarray:
     """The model's input: ``FEATURES`` as float64, nulls as NaN (LightGBM's missing value)."""
     return df.select(pl.col(FEATURES).cast(pl.Float64).fill_null(float("nan"))).to_numpy()
+
+
+def frame(df: pl.DataFrame) -> pd.DataFrame:
+    """The model's input as a pandas frame of float64 columns (what the registry logs)."""
+    return df.select(pl.col(FEATURES).cast(pl.Float64)).to_pandas()
 
 
 def train(train_df: pl.DataFrame, valid_df: pl.DataFrame, hp: Hyperparameters) -> lgb.Booster:

@@ -133,7 +133,7 @@ def register(
     decision = register_model(
         fraud_model.from_bytes(model),
         name=model_name,
-        features=test_set.select(feats.FEATURES).to_pandas(),
+        features=fraud_model.frame(test_set),
         labels=test_set["label"].to_numpy(),
         metric=fm.pr_auc,
         metric_name="pr_auc",

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from examples.fraud.data import label_expr
+
 
 @dataclass(frozen=True, slots=True)
 class TimeSplit:
@@ -54,11 +56,7 @@ def boundaries(
 
 def with_label(df: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     """Add ``label`` (Int8): 1 when the chargeback had arrived by ``cutoff``."""
-    return df.with_columns(
-        (pl.col("chargeback_at").is_not_null() & (pl.col("chargeback_at") <= cutoff))
-        .cast(pl.Int8)
-        .alias("label")
-    )
+    return df.with_columns(label_expr(cutoff))
 
 
 def split(

@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,dev
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint fmt clean services
@@ -13,7 +13,8 @@ $(UV):
 	$(BIN)/python -m pip install -q --upgrade pip uv
 
 $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS))): pyproject.toml | $(UV)
-	$(UV) pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(EXTRAS)]'
+	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@
 
 comma := ,

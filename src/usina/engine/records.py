@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 
-from usina.sdk.retry import FailureClass
+if TYPE_CHECKING:
+    from usina.sdk.retry import FailureClass
 
 RunId = NewType("RunId", str)
 AttemptId = NewType("AttemptId", str)
@@ -113,6 +114,7 @@ class StepRecord:
     finished_at: float | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    retry_base: int = 0  # attempts numbered <= this predate a resume and use no retry budget
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,14 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from usina.errors import DefinitionError, ParameterError
 from usina.sdk.step import BuildContext, Const, Node, Ref, Step, set_building
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 _TRUE = {"1", "true", "yes", "y", "on", "sim", "s"}
 _FALSE = {"0", "false", "no", "n", "off", "nao", "não"}
@@ -42,9 +44,9 @@ def coerce(param: Param, value: object) -> object:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in typing.get_args(kind):
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in typing.get_args(kind):
+            return None
         if len(args) == 1:
             return coerce(Param(param.name, args[0], param.default, param.required), value)
         kind = Any
@@ -180,7 +182,7 @@ def _toposort(nodes: Mapping[str, Node], pipeline: str) -> list[str]:
         if state.get(node_id) == 2:
             return
         if state.get(node_id) == 1:
-            cycle = [*path[path.index(node_id):], node_id]
+            cycle = [*path[path.index(node_id) :], node_id]
             raise DefinitionError(
                 f"pipeline '{pipeline}' has a cycle: {' -> '.join(cycle)}; "
                 f"step '{node_id}' cannot run after itself; remove one of these dependencies"
@@ -211,9 +213,23 @@ def _locate(step: Step[..., Any]) -> tuple[str, str, str | None]:
 class Pipeline:
     """A DAG of steps, defined by a plain Python function."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        tracking: str | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        if tracking not in (None, "mlflow"):
+            raise DefinitionError(
+                f"pipeline '{name or fn.__name__}': tracking={tracking!r} is not supported; "
+                "use tracking='mlflow' or leave it out"
+            )
         self.fn = fn
         self.name = name or fn.__name__
+        self.tracking = tracking
+        self.experiment = experiment or self.name
         self.__doc__ = fn.__doc__
         self.params = self._params(fn)
 
@@ -325,12 +341,23 @@ class Pipeline:
         return f"<pipeline {self.name}>"
 
 
-def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-    """Declare a pipeline: a function whose step calls form a DAG."""
+def pipeline(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    tracking: str | None = None,
+    experiment: str | None = None,
+) -> Any:
+    """Declare a pipeline: a function whose step calls form a DAG.
+
+    tracking: "mlflow" logs every run to MLflow (a parent run, a nested run per step), in the
+    experiment ``experiment`` (default: the pipeline's name).
+    """
     if fn is not None:
-        return Pipeline(fn, name=name)
+        return Pipeline(fn, name=name, tracking=tracking, experiment=experiment)
 
     def decorate(func: Callable[..., Any]) -> Pipeline:
-        return Pipeline(func, name=name)
+        return Pipeline(func, name=name, tracking=tracking, experiment=experiment)
 
     return decorate

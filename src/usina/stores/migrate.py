@@ -1,0 +1,89 @@
+"""Schema migrations of the metadata store: bring a database to the newest revision.
+
+``upgrade(engine)`` runs Alembic's ``upgrade head`` on the engine's database with the
+migrations shipped in ``usina.stores.migrations``. It is safe to call from several processes
+at once: on PostgreSQL the upgrade holds a transaction-level advisory lock, on SQLite it runs
+in a ``BEGIN IMMEDIATE`` transaction (the database's one writer lock). A database that is
+already at the newest revision is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# pg_advisory_xact_lock key: any fixed 64-bit number, the same in every usina process.
+_PG_LOCK_KEY = 0x75_73_69_6E_61_5F_6D_67  # "usina_mg"
+
+# Execution option read by the SQLite ``begin`` hook in ``usina.stores.sql``.
+SQLITE_BEGIN = "usina_sqlite_begin"
+
+
+# The newest revision shipped; a test checks it against the migration scripts. Knowing it
+# lets an up-to-date database skip importing Alembic at all (a third of a CLI start).
+HEAD = "0001"
+
+
+def alembic_config() -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _stamped(connection: sa.Connection) -> str | None:
+    """The revision recorded in ``alembic_version``, read without Alembic (None if absent)."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    row = connection.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+    return None if row is None else str(row[0])
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Migrate the database of ``engine`` to the newest schema revision (a no-op when there)."""
+    with engine.connect() as conn:
+        if _stamped(conn) == HEAD:
+            conn.rollback()
+            return
+        conn.rollback()
+    from alembic import command
+
+    head = head_revision()
+    config = alembic_config()
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            before = current_revision(conn)
+            if before != head:
+                log.info("migrating the metadata store from %s to %s", before, head)
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")

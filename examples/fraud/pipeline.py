@@ -148,7 +148,7 @@ def register(
     return decision.to_json()
 
 
-@pipeline
+@pipeline(tracking="mlflow")
 def fraud(
     rows: int = gen.DEFAULT_ROWS,
     seed: int = gen.DEFAULT_SEED,

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.inline_runner import run_inline
 
 ROWS = 30_000

@@ -196,7 +196,7 @@ class MlflowTracker:
                 exp,
                 start_time=_ms(run.started_at or run.created_at),
                 tags=self._lineage(run),
-                run_name=f"{run.pipeline}-{run.id}",
+                run_name=run.id if run.id.startswith(run.pipeline) else f"{run.pipeline}-{run.id}",
             )
             run_id = created.info.run_id
             self._log(run_id, params=self._params(run.params))

@@ -271,8 +271,9 @@ def _legit(cfg: GeneratorConfig, rng: np.random.Generator, w: _World, n: int) ->
     state = w.c_state[card].copy()
     # Travellers: 4 % of cards spend a few days in another state during the period.
     travellers = rng.random(w.n_cards) < 0.04
-    trip_state = rng.choice(len(STATES), w.n_cards, p=[s[4] for s in STATES] / np.sum(
-        [s[4] for s in STATES]))
+    trip_state = rng.choice(
+        len(STATES), w.n_cards, p=[s[4] for s in STATES] / np.sum([s[4] for s in STATES])
+    )
     trip_state = np.where(w.state_has[trip_state], trip_state, 0)
     trip_start = rng.integers(0, cfg.days, w.n_cards).astype(np.int64) * 86400 + rng.integers(
         6 * 3600, 22 * 3600, w.n_cards
@@ -282,9 +283,7 @@ def _legit(cfg: GeneratorConfig, rng: np.random.Generator, w: _World, n: int) ->
     state = np.where(away, trip_state[card], state)
 
     national = rng.random(n) < 0.12  # bought from a merchant anywhere in Brazil
-    merchant = np.where(
-        national, w.pick_any_merchant(rng, n), w.pick_merchant(rng, state)
-    )
+    merchant = np.where(national, w.pick_any_merchant(rng, n), w.pick_merchant(rng, state))
     mcc = w.m_mcc[merchant]
     ecom_share = w.m_ecom[merchant]
     far = w.m_state[merchant] != state
@@ -347,9 +346,7 @@ def _card_testing(cfg: GeneratorConfig, rng: np.random.Generator, w: _World, n: 
                   np.ones(n, np.int8), device, ip, np.full(n, 1, np.int8))  # fmt: skip
 
 
-def _account_takeover(
-    cfg: GeneratorConfig, rng: np.random.Generator, w: _World, n: int
-) -> _Block:
+def _account_takeover(cfg: GeneratorConfig, rng: np.random.Generator, w: _World, n: int) -> _Block:
     sizes = _sizes(rng, n, 1, 3)
     k = sizes.size
     card = np.repeat(rng.integers(0, w.n_cards, k), sizes)
@@ -510,9 +507,9 @@ def generate(config: GeneratorConfig | None = None, **overrides: object) -> pl.D
         pl.col("mcc_idx").replace_strict(list(range(len(MCCS))), mcc_codes).alias("mcc"),
         pl.col("state_idx").replace_strict(list(range(len(STATES))), states).alias("state"),
         pl.col("state_idx").replace_strict(list(range(len(STATES))), cities).alias("city"),
-        pl.col("size").replace_strict([0, 1, 2], ["small", "medium", "large"]).alias(
-            "merchant_size"
-        ),
+        pl.col("size")
+        .replace_strict([0, 1, 2], ["small", "medium", "large"])
+        .alias("merchant_size"),
         pl.format("c{}", pl.col("card").cast(pl.String).str.zfill(7)).alias("customer_id"),
         pl.format("k{}", pl.col("card").cast(pl.String).str.zfill(7)).alias("card_id"),
         pl.col("bin"),
@@ -535,9 +532,9 @@ def generate(config: GeneratorConfig | None = None, **overrides: object) -> pl.D
         .otherwise(None)
         .alias("chargeback_at"),
         pl.col("is_fraud"),
-        pl.col("pattern").replace_strict(list(range(len(PATTERNS))), PATTERNS).alias(
-            "fraud_pattern"
-        ),
+        pl.col("pattern")
+        .replace_strict(list(range(len(PATTERNS))), PATTERNS)
+        .alias("fraud_pattern"),
     )
     return out
 

@@ -115,9 +115,7 @@ def _first_seen(df: pl.DataFrame, column: str, name: str) -> pl.Expr:
         pl.when(pl.col(column).is_null())
         .then(0)
         .otherwise(
-            (pl.col("timestamp") == pl.col("timestamp").min().over("card_id", column)).cast(
-                pl.Int8
-            )
+            (pl.col("timestamp") == pl.col("timestamp").min().over("card_id", column)).cast(pl.Int8)
         )
         .alias(name)
     )
@@ -177,8 +175,7 @@ def build(transactions: pl.DataFrame) -> pl.DataFrame:
         _km("_lat", "_lon", "_prev_lat", "_prev_lon").alias("km_from_prev"),
     ).with_columns(
         (
-            pl.col("km_from_prev")
-            / (pl.max_horizontal(pl.col("seconds_since_prev"), 60) / 3600.0)
+            pl.col("km_from_prev") / (pl.max_horizontal(pl.col("seconds_since_prev"), 60) / 3600.0)
         ).alias("speed_kmh")
     )
 
@@ -214,16 +211,13 @@ def build(transactions: pl.DataFrame) -> pl.DataFrame:
         pl.col("installments").cast(pl.Int32),
         pl.col("timestamp").dt.hour().cast(pl.Int32).alias("hour"),
         pl.col("timestamp").dt.weekday().cast(pl.Int32).alias("weekday"),
-        pl.col("payment_method").replace_strict(_METHOD, default=-1).cast(pl.Int32).alias(
-            "method_code"
-        ),
-        pl.col("channel").replace_strict(_CHANNEL, default=-1).cast(pl.Int32).alias(
-            "channel_code"
-        ),
+        pl.col("payment_method")
+        .replace_strict(_METHOD, default=-1)
+        .cast(pl.Int32)
+        .alias("method_code"),
+        pl.col("channel").replace_strict(_CHANNEL, default=-1).cast(pl.Int32).alias("channel_code"),
         pl.col("mcc").replace_strict(_MCC, default=-1).cast(pl.Int32).alias("mcc_code"),
-        pl.col("merchant_size").replace_strict(_SIZE, default=-1).cast(pl.Int32).alias(
-            "size_code"
-        ),
+        pl.col("merchant_size").replace_strict(_SIZE, default=-1).cast(pl.Int32).alias("size_code"),
         (pl.col("state") != pl.col("card_state")).cast(pl.Int8).alias("away_from_home"),
         *[pl.col(f"card_{a}_{w}") for w in WINDOWS for a in ("count", "sum")],
         "card_merchants_1h",

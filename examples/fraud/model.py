@@ -53,8 +53,10 @@ def frame(df: pl.DataFrame) -> pd.DataFrame:
 def train(train_df: pl.DataFrame, valid_df: pl.DataFrame, hp: Hyperparameters) -> lgb.Booster:
     y = train_df["label"].to_numpy()
     positives = max(1, int(y.sum()))
-    pos_weight = hp.pos_weight if hp.pos_weight is not None else float(
-        np.sqrt((y.size - positives) / positives)
+    pos_weight = (
+        hp.pos_weight
+        if hp.pos_weight is not None
+        else float(np.sqrt((y.size - positives) / positives))
     )
     params = {
         "objective": "binary",
@@ -73,8 +75,12 @@ def train(train_df: pl.DataFrame, valid_df: pl.DataFrame, hp: Hyperparameters) -
         "verbosity": -1,
     }
     dtrain = lgb.Dataset(
-        matrix(train_df), label=y, feature_name=FEATURES, categorical_feature=CATEGORICAL,
-        free_raw_data=True, params={"verbosity": -1},
+        matrix(train_df),
+        label=y,
+        feature_name=FEATURES,
+        categorical_feature=CATEGORICAL,
+        free_raw_data=True,
+        params={"verbosity": -1},
     )
     dvalid = lgb.Dataset(matrix(valid_df), label=valid_df["label"].to_numpy(), reference=dtrain)
     return lgb.train(

@@ -10,6 +10,7 @@ champion on this run's test set; it is never cached.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -34,9 +35,26 @@ from examples.fraud import validate as checks  # noqa: E402
 MODEL_NAME = "fraud"
 
 
+def content_hash(path: str) -> str:
+    """The sha256 of a file, so that a changed source file is a changed step input (the path
+    alone would let the cache serve yesterday's data)."""
+    if not path:
+        return ""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return "unreadable"  # ingest itself reports the missing file
+    return digest.hexdigest()
+
+
 @step(resources=Resources(cpu=1, memory="2Gi"))
-def ingest(rows: int, seed: int, source: str) -> pl.DataFrame:
-    """Read ``source`` (Parquet or CSV) if given, else generate ``rows`` synthetic transactions."""
+def ingest(rows: int, seed: int, source: str, source_hash: str) -> pl.DataFrame:
+    """Read ``source`` (Parquet or CSV) if given, else generate ``rows`` synthetic transactions.
+
+    ``source_hash`` is not used here: it is the file's content hash, part of the cache key."""
     config = gen.GeneratorConfig(rows=rows, seed=seed)
     raw = checks.read(source) if source else gen.generate(config)
     usina.log_metric("rows", raw.height)
@@ -166,7 +184,7 @@ def fraud(
     min_improvement: float = 0.0,
 ) -> None:
     """Fraud scoring on payment transactions, from raw data to a gated model registry."""
-    raw = ingest(rows, seed, source)
+    raw = ingest(rows, seed, source, content_hash(source))
     clean = validate(raw)
     table = features(clean)
     train_set, valid_set, test_set = split(table, train_frac, valid_frac, label_delay_days)

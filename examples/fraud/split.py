@@ -59,9 +59,7 @@ def with_label(df: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     return df.with_columns(label_expr(cutoff))
 
 
-def split(
-    df: pl.DataFrame, when: TimeSplit
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def split(df: pl.DataFrame, when: TimeSplit) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(train, validation, test), each labelled as of ``when.label_cutoff``."""
     labelled = with_label(df, when.label_cutoff)
     ts = pl.col("timestamp")

@@ -215,6 +215,6 @@ def validate(df: pl.DataFrame) -> pl.DataFrame:
     parsed, found = problems(df)
     if found:
         raise DataValidationError(found, df.height)
-    return parsed.select(
-        *SCHEMA, *[c for c in parsed.columns if c not in SCHEMA]
-    ).with_columns(pl.col("installments").cast(pl.Int8), pl.col("mcc").cast(pl.Int16))
+    return parsed.select(*SCHEMA, *[c for c in parsed.columns if c not in SCHEMA]).with_columns(
+        pl.col("installments").cast(pl.Int8), pl.col("mcc").cast(pl.Int16)
+    )

@@ -61,8 +61,15 @@ HISTORY = [
 LATER = [
     _tx(10, T0, amount=5000.0, merchant_id="m009", state="AM", channel="pos"),
     *[
-        _tx(20 + k, T0 + timedelta(minutes=2 + k), amount=3.0, merchant_id=f"m1{k:02d}",
-            channel="ecommerce", device_id="d-fraud", ip_id="ip-fraud")
+        _tx(
+            20 + k,
+            T0 + timedelta(minutes=2 + k),
+            amount=3.0,
+            merchant_id=f"m1{k:02d}",
+            channel="ecommerce",
+            device_id="d-fraud",
+            ip_id="ip-fraud",
+        )
         for k in range(8)
     ],
     _tx(40, T0 + timedelta(minutes=20), amount=9000.0, state="RR", merchant_id="m050"),

@@ -81,15 +81,15 @@ def test_empty_file_and_header_only_file(good: pl.DataFrame, tmp_path: Path) -> 
 
 def test_all_problems_are_reported_at_once(good: pl.DataFrame) -> None:
     bad = good.drop("mcc").with_columns(
-        pl.when(pl.int_range(pl.len()) == 1).then(-5.0).otherwise(pl.col("amount")).alias(
-            "amount"
-        ),
-        pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("boleto")).otherwise(
-            pl.col("payment_method")
-        ).alias("payment_method"),
-        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("card_id")).alias(
-            "card_id"
-        ),
+        pl.when(pl.int_range(pl.len()) == 1).then(-5.0).otherwise(pl.col("amount")).alias("amount"),
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(pl.lit("boleto"))
+        .otherwise(pl.col("payment_method"))
+        .alias("payment_method"),
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(None)
+        .otherwise(pl.col("card_id"))
+        .alias("card_id"),
     )
     with pytest.raises(DataValidationError) as info:
         validate(bad)

@@ -1,9 +1,11 @@
 """MlflowTracker and the registry gate against a real ``mlflow server`` (SQLite, loopback).
 
-The fraud pipeline runs three times on a small dataset, in process (``inline_runner``: real
-step code, real tracker, no engine): a modest model becomes ``champion``; a deliberately worse
-one only becomes ``challenger``; a better one takes ``champion``. ``MlflowClient`` then shows
-the parent and nested runs, their metrics and lineage, and the aliases.
+The fraud pipeline runs three times on a small dataset through the real command line (engine,
+local backend, SQLite metadata, MLflow tracking to the server): a modest model becomes
+``champion``; a deliberately worse one only becomes ``challenger``; a better one takes
+``champion``. ``MlflowClient`` then shows the parent and nested runs, their metrics and
+lineage, and the aliases. A re-run of the unchanged pipeline takes every cacheable step from
+the cache and says so.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.inline_runner import run_inline
+from tests.integration.cli_helpers import Usina
+from usina.engine.records import RunRecord
+from usina.stores import serializers
+from usina.stores.artifacts import FsspecArtifactStore
+from usina.stores.sql import SqlMetadataStore
+
+REPO = Path(__file__).resolve().parents[2]
 
 ROWS = 30_000
 MODEST = {"max_rounds": 12, "num_leaves": 7}
@@ -99,26 +107,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(mlflow_server: str) -> dict[str, object]:
-    """The three pipeline runs, in order; their outputs and the tracker that recorded them."""
-    from examples.fraud.pipeline import fraud
-
+def runs(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The three pipeline runs, in order: (RunRecord, {"register": [decision]}) each."""
     from usina.tracking.mlflow import MlflowTracker
 
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server  # register_model's default store
-    try:
-        tracker = MlflowTracker(mlflow_server)
-        out: dict[str, object] = {"tracker": tracker}
-        for name, params in (("modest", MODEST), ("worse", WORSE), ("better", BETTER)):
-            run, outputs = run_inline(fraud, {"rows": ROWS, **params}, tracker, f"run-{name}")
-            out[name] = (run, outputs)
-        return out
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
+    home = tmp_path_factory.mktemp("usina")
+    usina = Usina(home)
+    usina.env["MLFLOW_TRACKING_URI"] = mlflow_server
+    pipeline = str(REPO / "examples" / "fraud" / "pipeline.py")
+    out: dict[str, object] = {"tracker": MlflowTracker(mlflow_server), "usina": usina}
+    for name, params in (("modest", MODEST), ("worse", WORSE), ("better", BETTER)):
+        args = ["run", pipeline, "-p", f"rows={ROWS}", "-o", "json"]
+        for key, value in params.items():
+            args += ["-p", f"{key}={value}"]
+        res = usina(*args, timeout=600)
+        assert res.code == 0, res.out[-3000:] + res.err[-3000:]
+        summary = res.json()
+        register = next(s for s in summary["steps"] if s["node"] == "register")
+        ref = register["outputs"][0]
+        store = FsspecArtifactStore(str(home / ".usina" / "artifacts"))
+        decision = serializers.load(
+            store.get_bytes(ref["digest"]), ref["serializer"], ref["type_name"]
+        )
+        metadata = SqlMetadataStore(f"sqlite:///{home}/.usina/usina.db")
+        try:
+            record = metadata.get_run(summary["id"])
+        finally:
+            metadata.close()
+        out[name] = (record, {"register": [decision]})
+    return out
 
 
 def _decision(runs: dict[str, object], name: str) -> dict[str, object]:
@@ -170,8 +187,9 @@ def test_runs_are_parent_and_nested_with_metrics_and_lineage(
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("fraud")
     assert exp is not None
+    better: RunRecord = runs["better"][0]  # type: ignore[index]
     parents = client.search_runs(
-        [exp.experiment_id], "tags.`usina.kind` = 'run' and tags.`usina.run_id` = 'run-better'"
+        [exp.experiment_id], f"tags.`usina.kind` = 'run' and tags.`usina.run_id` = '{better.id}'"
     )
     assert len(parents) == 1
     parent = parents[0]
@@ -217,5 +235,18 @@ def test_a_restarted_tracker_finds_its_runs_instead_of_duplicating(
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("fraud")
     assert exp is not None
-    same = client.search_runs([exp.experiment_id], "tags.`usina.run_id` = 'run-modest'")
+    same = client.search_runs([exp.experiment_id], f"tags.`usina.run_id` = '{run.id}'")
     assert len(same) == 8  # one parent + seven steps, however often they were reported
+
+
+def test_rerunning_the_unchanged_pipeline_takes_every_cacheable_step_from_the_cache(
+    runs: dict[str, object],
+) -> None:
+    usina: Usina = runs["usina"]  # type: ignore[assignment]
+    pipeline = str(REPO / "examples" / "fraud" / "pipeline.py")
+    res = usina("run", pipeline, "-p", f"rows={ROWS}", timeout=600)  # same params as "better"
+    assert res.code == 0, res.out[-3000:] + res.err[-3000:]
+    summary = res.out.strip().splitlines()[-1]
+    print(summary)
+    assert "1 ran, 6 from cache" in summary
+    assert "cached: ingest, validate, features, split, train, evaluate" in summary

@@ -71,7 +71,14 @@ def test_run_on_kubernetes_through_the_emulator(usina, tmp_path):
         )
         usina.env["KUBECONFIG"] = str(kubeconfig)
         res = usina(
-            "run", "p.py", "--backend", "kubernetes", "--image", "usina:test", "-o", "json",
+            "run",
+            "p.py",
+            "--backend",
+            "kubernetes",
+            "--image",
+            "usina:test",
+            "-o",
+            "json",
             timeout=180,
         )
         assert res.code == 0, res.out + res.err

@@ -69,8 +69,12 @@ def render_plan(plan: Plan, options: KubernetesOptions, settings: Settings) -> l
             artifacts_url=settings.artifacts_url,
             params=dict(plan.params),
             timeout=node.timeout,
-            labels={"usina.dev/run": run_id, "usina.dev/step": node.id,
-                    "usina.dev/pipeline": plan.pipeline, "usina.dev/attempt": "1"},
+            labels={
+                "usina.dev/run": run_id,
+                "usina.dev/step": node.id,
+                "usina.dev/pipeline": plan.pipeline,
+                "usina.dev/attempt": "1",
+            },
         )
         objects += render_task_manifests(task, k8s)
     return objects

@@ -42,8 +42,9 @@ runs_app = typer.Typer(
     help="List and inspect runs; resume, cancel, explain failures.", no_args_is_help=True
 )
 app.add_typer(runs_app, name="runs")
-k8s_app = typer.Typer(help="Kubernetes: render the Jobs a pipeline would create.",
-                      no_args_is_help=True)
+k8s_app = typer.Typer(
+    help="Kubernetes: render the Jobs a pipeline would create.", no_args_is_help=True
+)
 app.add_typer(k8s_app, name="k8s")
 
 out = Console(highlight=False, soft_wrap=True)

@@ -17,12 +17,14 @@ artifacts in ``./.usina/mlflow-artifacts`` (MLflow's plain-file store is depreca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -352,7 +354,13 @@ class MlflowTracker:
             tags=parent_tags,
             at=at,
         )
-        self.client.set_terminated(step_run, status=status, end_time=_ms(at))
+        self._terminate(step_run, status, _ms(at))
+
+    def _terminate(self, run_id: str, status: str, end_time: int | None) -> None:
+        # MLflow prints "View run ... at" to stdout when a run ends on a tracking server; the
+        # library must not write into the CLI's stdout (``--output json`` is parsed by tools).
+        with contextlib.redirect_stdout(sys.stderr):
+            self.client.set_terminated(run_id, status=status, end_time=end_time)
 
     def run_finished(self, run: RunRecord) -> None:
         status = _RUN_STATUS.get(run.state)
@@ -369,8 +377,8 @@ class MlflowTracker:
             filter_string=f"tags.`{TAG_RUN}` = {_quote(run.id)} and "
             f"tags.`{TAG_KIND}` = 'step' and attributes.status = 'RUNNING'",
         ):
-            self.client.set_terminated(step_run.info.run_id, status="KILLED")
-        self.client.set_terminated(parent, status=status, end_time=_ms(run.finished_at))
+            self._terminate(step_run.info.run_id, "KILLED", None)
+        self._terminate(parent, status, _ms(run.finished_at))
 
     # -- lineage helpers -----------------------------------------------------------------
 

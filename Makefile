@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,dev
 PYTEST_ARGS ?=
+comma := ,
 
 .PHONY: install demo test lint fmt clean services
 
@@ -16,7 +17,6 @@ $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS))): pyproject.toml | 
 	$(UV) pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
 	touch $@
 
-comma := ,
 install: $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS)))
 
 # The fraud pipeline end to end on embedded defaults (SQLite + files + MLflow under ./.usina).

@@ -113,6 +113,7 @@ class StepRecord:
     finished_at: float | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    retry_base: int = 0  # attempts numbered <= this predate a resume and use no retry budget
 
 
 @dataclass(frozen=True, slots=True)

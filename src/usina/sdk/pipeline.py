@@ -211,9 +211,23 @@ def _locate(step: Step[..., Any]) -> tuple[str, str, str | None]:
 class Pipeline:
     """A DAG of steps, defined by a plain Python function."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        tracking: str | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        if tracking not in (None, "mlflow"):
+            raise DefinitionError(
+                f"pipeline '{name or fn.__name__}': tracking={tracking!r} is not supported; "
+                "use tracking='mlflow' or leave it out"
+            )
         self.fn = fn
         self.name = name or fn.__name__
+        self.tracking = tracking
+        self.experiment = experiment or self.name
         self.__doc__ = fn.__doc__
         self.params = self._params(fn)
 
@@ -325,12 +339,23 @@ class Pipeline:
         return f"<pipeline {self.name}>"
 
 
-def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-    """Declare a pipeline: a function whose step calls form a DAG."""
+def pipeline(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    tracking: str | None = None,
+    experiment: str | None = None,
+) -> Any:
+    """Declare a pipeline: a function whose step calls form a DAG.
+
+    tracking: "mlflow" logs every run to MLflow (a parent run, a nested run per step), in the
+    experiment ``experiment`` (default: the pipeline's name).
+    """
     if fn is not None:
-        return Pipeline(fn, name=name)
+        return Pipeline(fn, name=name, tracking=tracking, experiment=experiment)
 
     def decorate(func: Callable[..., Any]) -> Pipeline:
-        return Pipeline(func, name=name)
+        return Pipeline(func, name=name, tracking=tracking, experiment=experiment)
 
     return decorate

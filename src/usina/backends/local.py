@@ -1,0 +1,503 @@
+"""The local backend: each attempt is a process forked from a warm zygote.
+
+A watchdog thread enforces each attempt's memory limit (an ``oom`` kill) and timeout, and a
+reader thread turns the zygote's exit reports into observations. Every attempt holds an
+exclusive lock on ``<work_dir>/<attempt>/lock`` while it runs, so a backend started after a
+crash can tell a live attempt (lock held: adopt it) from a dead one (lock free: read its
+result or error record) without trusting process ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+from usina.engine.ports import (
+    EXIT_INFRA,
+    EXIT_OK,
+    EXIT_OOM,
+    EXIT_USER_ERROR,
+    ArtifactStore,
+    Observation,
+    Task,
+    TaskState,
+    error_key,
+    log_key,
+    result_key,
+)
+from usina.errors import BackendError
+from usina.sdk.resources import memory_bytes
+from usina.sdk.retry import FailureClass
+
+log = logging.getLogger(__name__)
+
+LOCK_BUSY_EXIT = 75
+_LOG_COPY_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class _Attempt:
+    id: str
+    folder: str
+    memory_limit: int | None
+    deadline: float | None
+    started_at: float
+    pid: int | None = None
+    adopted: bool = False
+    state: TaskState = TaskState.PENDING
+    code: int | None = None
+    signal: int | None = None
+    kill_reason: FailureClass | None = None
+    kill_message: str = ""
+    kill_sent_at: float | None = None
+    finished_at: float | None = None
+    peak_memory: int = 0
+    gpus: list[int] = field(default_factory=list)
+
+
+def detect_gpus() -> list[int]:
+    """GPU indices present here: ``USINA_GPUS`` ("0,1" or "none") wins, else nvidia-smi."""
+    override = os.environ.get("USINA_GPUS")
+    if override is not None:
+        return [] if override.strip() in ("", "none") else [int(x) for x in override.split(",")]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(line) for line in out.split() if line.strip().isdigit()]
+
+
+def _lock_held(path: str) -> bool:
+    """Whether some live process holds the attempt's lock (the attempt is running)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _tree_memory(pid: int) -> int:
+    """Private memory (USS) of a process and its children; shared zygote pages not counted."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_full_info().uss
+    return total
+
+
+def _rss(pid: int) -> int:
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return int(total)
+    except psutil.Error:
+        return 0
+
+
+class LocalBackend:
+    """Runs attempts as local processes; see the module docstring."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        work_dir: str,
+        artifacts: ArtifactStore,
+        *,
+        preload: Sequence[str] = (),
+        modules: Sequence[str] = (),
+        python: str = sys.executable,
+        watch_interval: float = 0.05,
+        kill_grace: float = 3.0,
+        gpus: Sequence[int] | None = None,
+        enforce_memory: bool = True,
+    ) -> None:
+        self.work_dir = os.path.abspath(work_dir)
+        self.artifacts = artifacts
+        self.preload = list(preload)
+        self.modules = list(modules)
+        self.python = python
+        self.watch_interval = watch_interval
+        self.kill_grace = kill_grace
+        self.enforce_memory = enforce_memory
+        self._gpus_free = list(detect_gpus() if gpus is None else gpus)
+        self._attempts: dict[str, _Attempt] = {}
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._version = 0
+        self._seen_version = 0
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        self._warned_gpu: set[str] = set()
+        os.makedirs(self.work_dir, exist_ok=True)
+        self._watchdog = threading.Thread(target=self._watch, name="usina-watchdog", daemon=True)
+        self._watchdog.start()
+
+    # -- Backend protocol -----------------------------------------------------------------
+
+    def launch(self, task: Task) -> None:
+        folder = os.path.join(self.work_dir, task.attempt_id)
+        with self._lock:
+            if task.attempt_id in self._attempts:
+                return
+            if os.path.exists(os.path.join(folder, "lock")):
+                # Started before (by us before a crash, or by an earlier engine): never twice.
+                self._adopt_or_conclude(task.attempt_id)
+                return
+            os.makedirs(folder, exist_ok=True)
+            limit = memory_bytes(str(task.resources.get("memory"))) if self.enforce_memory else None
+            now = time.time()
+            attempt = _Attempt(
+                id=task.attempt_id,
+                folder=folder,
+                memory_limit=limit,
+                deadline=now + task.timeout if task.timeout else None,
+                started_at=now,
+            )
+            env = dict(task.env)
+            env["USINA_ATTEMPT_ID"] = task.attempt_id
+            wanted = int(task.resources.get("gpus") or 0)
+            if wanted:
+                if len(self._gpus_free) >= wanted:
+                    attempt.gpus = [self._gpus_free.pop(0) for _ in range(wanted)]
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, attempt.gpus))
+                else:
+                    env["CUDA_VISIBLE_DEVICES"] = ""
+                    message = (
+                        f"step asks for {wanted} GPU(s) but only {len(self._gpus_free)} "
+                        "are free here; running on the CPU"
+                    )
+                    log.warning("attempt %s: %s", task.attempt_id, message)
+                    with open(os.path.join(folder, "output.log"), "a") as fh:
+                        fh.write(f"usina: warning: {message}\n")
+            self._attempts[task.attempt_id] = attempt
+            self._send({"op": "spawn", "attempt": task.attempt_id, "dir": folder, "env": env})
+
+    def observe(self, attempt_ids: Sequence[str]) -> dict[str, Observation]:
+        seen: dict[str, Observation] = {}
+        with self._lock:
+            for aid in attempt_ids:
+                attempt = self._attempts.get(aid)
+                if attempt is None:
+                    attempt = self._adopt_or_conclude(aid)
+                seen[aid] = self._observation(aid, attempt)
+        return seen
+
+    def cancel(self, attempt_id: str) -> None:
+        with self._lock:
+            attempt = self._attempts.get(attempt_id) or self._adopt_or_conclude(attempt_id)
+            if attempt is None or attempt.state not in (TaskState.PENDING, TaskState.RUNNING):
+                return
+            self._kill(attempt, FailureClass.CANCELLED, "cancelled by a user")
+
+    def logs(self, attempt_id: str) -> str:
+        return read_log(self.work_dir, attempt_id)
+
+    def wait(self, timeout: float) -> None:
+        with self._changed:
+            if self._version == self._seen_version:
+                self._changed.wait(timeout)
+            self._seen_version = self._version
+
+    def close(self) -> None:
+        self._closed = True
+        zygote = self._zygote
+        if zygote is not None and zygote.stdin is not None:
+            with contextlib.suppress(OSError):
+                zygote.stdin.close()
+            try:
+                zygote.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                zygote.kill()
+        self._zygote = None
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def _observation(self, aid: str, attempt: _Attempt | None) -> Observation:
+        if attempt is None:
+            return Observation(TaskState.UNKNOWN)
+        if attempt.state in (TaskState.PENDING, TaskState.RUNNING):
+            return Observation(attempt.state, started_at=attempt.started_at)
+        failure, reason, message = self._classify(attempt)
+        return Observation(
+            TaskState.SUCCEEDED if failure is None else TaskState.FAILED,
+            failure_class=failure,
+            exit_code=attempt.code,
+            reason=reason,
+            message=message,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+        )
+
+    def _classify(self, a: _Attempt) -> tuple[FailureClass | None, str | None, str | None]:
+        if a.kill_reason is FailureClass.OOM:
+            return FailureClass.OOM, "OOMKilled", a.kill_message
+        if a.kill_reason is FailureClass.TIMEOUT:
+            return FailureClass.TIMEOUT, "DeadlineExceeded", a.kill_message
+        if a.kill_reason is FailureClass.CANCELLED:
+            return FailureClass.CANCELLED, "Cancelled", a.kill_message
+        if a.kill_reason is FailureClass.NODE_LOST:
+            return FailureClass.NODE_LOST, "ProcessLost", a.kill_message
+        if a.code == EXIT_OK:
+            return None, None, None
+        if a.code == EXIT_OOM:
+            return FailureClass.OOM, "MemoryError", "the step raised MemoryError"
+        if a.code == EXIT_INFRA:
+            return FailureClass.INFRA, "RuntimeError", "the runtime could not load or store data"
+        if a.code == EXIT_USER_ERROR:
+            return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
+        if a.signal is not None:
+            name = signal.Signals(a.signal).name if a.signal in signal.valid_signals() else a.signal
+            if a.signal == signal.SIGKILL and a.memory_limit and a.peak_memory > 0.8 * a.memory_limit:
+                return FailureClass.OOM, "OOMKilled", f"killed by SIGKILL near its memory limit"
+            return FailureClass.USER_ERROR, "Signal", f"killed by signal {name}"
+        return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
+
+    def _adopt_or_conclude(self, aid: str) -> _Attempt | None:
+        """An attempt this backend did not start: adopt it if alive, else read its outcome."""
+        folder = os.path.join(self.work_dir, aid)
+        lock = os.path.join(folder, "lock")
+        if not os.path.exists(lock):
+            return None
+        attempt = _Attempt(id=aid, folder=folder, memory_limit=None, deadline=None,
+                           started_at=os.path.getmtime(lock), adopted=True)
+        if _lock_held(lock):
+            attempt.state = TaskState.RUNNING
+            attempt.pid = _read_pid(folder)
+            log.info("adopted running attempt %s (pid %s)", aid, attempt.pid)
+        else:
+            self._conclude_from_records(attempt)
+        self._attempts[aid] = attempt
+        return attempt
+
+    def _conclude_from_records(self, attempt: _Attempt) -> None:
+        attempt.finished_at = time.time()
+        if self.artifacts.read_record(result_key(attempt.id)) is not None:
+            attempt.state = TaskState.SUCCEEDED
+            attempt.code = EXIT_OK
+            return
+        attempt.state = TaskState.FAILED
+        raw = self.artifacts.read_record(error_key(attempt.id))
+        if raw is None:
+            attempt.kill_reason = FailureClass.NODE_LOST
+            attempt.kill_message = (
+                "the process running this attempt ended without a result while no engine was "
+                "watching it (killed, or the machine restarted)"
+            )
+            return
+        kind = json.loads(raw).get("kind")
+        attempt.code = {"oom": EXIT_OOM, "infra": EXIT_INFRA}.get(kind, EXIT_USER_ERROR)
+
+    def _ensure_zygote(self) -> subprocess.Popen[bytes]:
+        if self._zygote is not None and self._zygote.poll() is None:
+            return self._zygote
+        cmd = [self.python, "-m", "usina.runtime.zygote", "--artifacts", self.artifacts.url]
+        for path in self.preload:
+            cmd += ["--preload", path]
+        for module in self.modules:
+            cmd += ["--module", module]
+        self._zygote = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        )
+        zygote = self._zygote
+        assert zygote.stdout is not None
+        first = zygote.stdout.readline()
+        if not first:
+            raise BackendError(
+                f"the local worker process (zygote) failed to start: {' '.join(cmd)}"
+            )
+        reader = threading.Thread(target=self._read, args=(zygote,), name="usina-zygote", daemon=True)
+        reader.start()
+        return zygote
+
+    def _send(self, message: dict[str, object]) -> None:
+        zygote = self._ensure_zygote()
+        assert zygote.stdin is not None
+        try:
+            zygote.stdin.write(json.dumps(message).encode() + b"\n")
+            zygote.stdin.flush()
+        except OSError as exc:
+            raise BackendError(f"the local worker process is gone: {exc}") from exc
+
+    def _read(self, zygote: subprocess.Popen[bytes]) -> None:
+        assert zygote.stdout is not None
+        for line in zygote.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                attempt = self._attempts.get(message.get("attempt", ""))
+                if attempt is None:
+                    continue
+                if message["op"] == "spawned":
+                    attempt.pid = int(message["pid"])
+                    if attempt.state is TaskState.PENDING:
+                        attempt.state = TaskState.RUNNING
+                elif message["op"] == "exit":
+                    if message.get("code") == LOCK_BUSY_EXIT:
+                        # A process from before a crash still runs it: watch that one instead.
+                        attempt.adopted = True
+                        attempt.pid = _read_pid(attempt.folder)
+                        attempt.state = TaskState.RUNNING
+                    else:
+                        self._finish(attempt, message.get("code"), message.get("signal"))
+            self._notify()
+        # The zygote is gone: its children may live on; watch them through their locks.
+        with self._lock:
+            for attempt in self._attempts.values():
+                if attempt.state in (TaskState.PENDING, TaskState.RUNNING) and not attempt.adopted:
+                    attempt.adopted = True
+        self._notify()
+
+    def _finish(self, attempt: _Attempt, code: int | None, sig: int | None) -> None:
+        attempt.code = code
+        attempt.signal = sig
+        attempt.finished_at = time.time()
+        attempt.state = TaskState.SUCCEEDED if code == EXIT_OK and attempt.kill_reason is None else TaskState.FAILED
+        self._gpus_free.extend(attempt.gpus)
+        attempt.gpus = []
+        self._copy_log(attempt)
+
+    def _copy_log(self, attempt: _Attempt) -> None:
+        path = os.path.join(attempt.folder, "output.log")
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - _LOG_COPY_LIMIT))
+                data = fh.read()
+            self.artifacts.write_record(log_key(attempt.id), data)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            log.warning("could not keep the log of %s: %s", attempt.id, exc)
+
+    def _kill(self, attempt: _Attempt, why: FailureClass, message: str) -> None:
+        if attempt.kill_reason is None:
+            attempt.kill_reason = why
+            attempt.kill_message = message
+        attempt.kill_sent_at = time.time()
+        if attempt.pid is None:
+            return
+        sig = signal.SIGKILL if why is FailureClass.OOM else signal.SIGTERM
+        _signal_group(attempt.pid, sig)
+
+    def _watch(self) -> None:
+        while not self._closed:
+            time.sleep(self.watch_interval)
+            now = time.time()
+            changed = False
+            with self._lock:
+                live = [a for a in self._attempts.values()
+                        if a.state in (TaskState.PENDING, TaskState.RUNNING) and a.pid is not None]
+            for attempt in live:
+                pid = attempt.pid
+                assert pid is not None
+                if attempt.adopted:
+                    if not _lock_held(os.path.join(attempt.folder, "lock")):
+                        with self._lock:
+                            if attempt.kill_reason is None:
+                                self._conclude_from_records(attempt)
+                            else:
+                                attempt.state = TaskState.FAILED
+                                attempt.finished_at = now
+                            self._copy_log(attempt)
+                        changed = True
+                        continue
+                if attempt.kill_sent_at is not None:
+                    if now - attempt.kill_sent_at > self.kill_grace:
+                        _signal_group(pid, signal.SIGKILL)
+                    continue
+                if attempt.memory_limit:
+                    rss = _rss(pid)
+                    if rss > attempt.memory_limit:  # RSS >= private memory: cheap first check
+                        used = _tree_memory(pid)
+                        attempt.peak_memory = max(attempt.peak_memory, used)
+                        if used > attempt.memory_limit:
+                            with self._lock:
+                                self._kill(attempt, FailureClass.OOM,
+                                           f"used {used / 2**20:.0f}Mi of its "
+                                           f"{attempt.memory_limit / 2**20:.0f}Mi memory limit")
+                            changed = True
+                            continue
+                    attempt.peak_memory = max(attempt.peak_memory, rss)
+                if attempt.deadline is not None and now > attempt.deadline:
+                    with self._lock:
+                        self._kill(attempt, FailureClass.TIMEOUT,
+                                   f"ran past its timeout of {attempt.deadline - attempt.started_at:.0f}s")
+                    changed = True
+            if changed:
+                self._notify()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+
+
+def _read_pid(folder: str) -> int | None:
+    try:
+        with open(os.path.join(folder, "pid")) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_log(work_dir: str, attempt_id: str) -> str:
+    """The combined stdout/stderr of an attempt run here ("" when there is none)."""
+    path = os.path.join(work_dir, attempt_id, "output.log")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,169 @@
+"""How runs look on a terminal (Rich) and to tools (JSON)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from usina.engine.records import AttemptRecord, RunRecord, StepRecord, StepState
+
+_STYLE = {
+    StepState.PENDING: "dim",
+    StepState.BACKOFF: "yellow",
+    StepState.RUNNING: "cyan",
+    StepState.SUCCEEDED: "green",
+    StepState.FAILED: "red",
+    StepState.SKIPPED: "dim",
+    StepState.CANCELLED: "magenta",
+}
+
+
+def _duration(start: float | None, end: float | None) -> float | None:
+    if start is None:
+        return None
+    return max(0.0, (end or time.time()) - start)
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def step_label(step: StepRecord) -> str:
+    if step.state is StepState.SUCCEEDED and step.cached:
+        return "cached"
+    return step.state.value
+
+
+def steps_table(run: RunRecord, steps: Sequence[StepRecord]) -> Table:
+    table = Table(title=f"{run.pipeline} · {run.id} · {run.state.value}", title_justify="left")
+    table.add_column("step")
+    table.add_column("state")
+    table.add_column("attempt", justify="right")
+    table.add_column("duration", justify="right")
+    table.add_column("note", overflow="fold")
+    for step in steps:
+        label = step_label(step)
+        table.add_row(
+            step.node,
+            f"[{_STYLE[step.state]}]{label}[/]",
+            str(step.attempts or ""),
+            "" if step.cached else _fmt(_duration(step.started_at, step.finished_at)),
+            step.error or "",
+        )
+    return table
+
+
+def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
+    cached = [s.node for s in steps if s.cached]
+    ran = [s.node for s in steps if s.state is StepState.SUCCEEDED and not s.cached]
+    took = _fmt(_duration(run.started_at, run.finished_at))
+    parts = [f"run {run.id} {run.state.value} in {took}: {len(ran)} ran, {len(cached)} from cache"]
+    if cached:
+        parts.append(f"cached: {', '.join(cached)}")
+    failed = [s for s in steps if s.state is StepState.FAILED]
+    if failed:
+        parts.append(f"failed: {', '.join(s.node for s in failed)}")
+    return "; ".join(parts)
+
+
+def run_json(
+    run: RunRecord, steps: Sequence[StepRecord], attempts: Sequence[AttemptRecord] | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "project": run.project,
+        "state": run.state.value,
+        "params": run.params,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration": _duration(run.started_at, run.finished_at) if run.finished_at else None,
+        "error": run.error,
+        "steps": [
+            {
+                "node": s.node,
+                "state": s.state.value,
+                "cached": s.cached,
+                "attempts": s.attempts,
+                "duration": _duration(s.started_at, s.finished_at) if s.finished_at else None,
+                "error": s.error,
+                "metrics": s.metrics,
+                "outputs": [o.to_json() for o in s.outputs],
+            }
+            for s in steps
+        ],
+    }
+    if attempts is not None:
+        data["attempts"] = [attempt_json(a) for a in attempts]
+    return data
+
+
+def attempt_json(a: AttemptRecord) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "node": a.node,
+        "number": a.number,
+        "state": a.state.value,
+        "failure_class": a.failure_class.value if a.failure_class else None,
+        "exit_code": a.exit_code,
+        "reason": a.reason,
+        "message": a.message,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "resources": a.resources,
+        "gpu_seconds": a.gpu_seconds,
+    }
+
+
+def print_json(console: Console, data: object) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+class Progress:
+    """Shows a run's steps while it is driven: a live table on a terminal, lines elsewhere."""
+
+    def __init__(self, console: Console, *, live: bool) -> None:
+        self.console = console
+        self.live_enabled = live
+        self._seen: dict[str, tuple[str, int]] = {}
+        self._live: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.live_enabled:
+            from rich.live import Live
+
+            self._live = Live(console=self.console, refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+        if self._live is not None:
+            self._live.update(steps_table(run, steps))
+            return
+        for step in steps:
+            key = (step_label(step), step.attempts)
+            if self._seen.get(step.node) == key:
+                continue
+            self._seen[step.node] = key
+            if step.state is StepState.PENDING:
+                continue
+            note = f" ({step.error})" if step.error else ""
+            took = "" if step.cached else _fmt(_duration(step.started_at, step.finished_at))
+            extra = f" attempt {step.attempts}" if step.attempts > 1 else ""
+            when = f" {took}" if step.state.finished and took else ""
+            self.console.print(f"  {step.node}: {key[0]}{extra}{when}{note}", highlight=False)

@@ -1,0 +1,386 @@
+"""``usina``: run pipelines and inspect their runs. Exit codes: 0 ok, 1 run failed, 2 usage."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from usina.cli.display import (
+    Progress,
+    attempt_json,
+    print_json,
+    run_json,
+    steps_table,
+    summary_line,
+)
+from usina.cli.settings import Settings
+from usina.engine.ports import log_key
+from usina.engine.policy import advice
+from usina.engine.records import AttemptState, RunRecord, RunState
+from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
+from usina.sdk.pipeline import Pipeline, Plan
+from usina.sdk.retry import FailureClass
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="usina",
+    help="Run ML pipelines locally or on Kubernetes, and inspect their runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="List and inspect runs; resume, cancel, explain failures.",
+                       no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+class Output(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for tools")]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _parse_params(values: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DefinitionError(f"--param {item!r} must look like NAME=VALUE")
+        params[key.strip()] = value
+    return params
+
+
+def _tracker(settings: Settings, pipe: Pipeline | None, tracking: bool | None) -> Any:
+    from usina.cli.components import make_tracker
+
+    wanted = tracking if tracking is not None else bool(pipe is not None and pipe.tracking)
+    if not wanted:
+        return None
+    return make_tracker(settings, pipe.experiment if pipe is not None else "usina")
+
+
+def _drive(engine: Any, run: RunRecord, output: Output) -> int:
+    """Drive a run to its end with progress on screen; Ctrl-C cancels it cleanly."""
+    console = out if output is Output.text else err
+    interrupted = {"count": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        interrupted["count"] += 1
+        if interrupted["count"] > 1:
+            err.print("[red]interrupted again: leaving; running steps are adopted by 'usina runs resume'[/]")
+            os._exit(130)
+        err.print(f"[yellow]stopping run {run.id}: cancelling its running steps (Ctrl-C again to leave now)[/]")
+        engine.cancel(run.id)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    live = console.is_terminal and output is Output.text
+    if output is Output.text:
+        console.print(f"run [bold]{run.id}[/] of pipeline [bold]{run.pipeline}[/]")
+    try:
+        with Progress(console, live=live) as progress:
+            final = engine.drive(
+                run.id, on_pass=lambda r: progress.update(r, engine.metadata.get_steps(r.id))
+            )
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        engine.backend.close()
+    steps = engine.metadata.get_steps(final.id)
+    if output is Output.json:
+        print_json(out, run_json(final, steps))
+    else:
+        if not live:
+            out.print(steps_table(final, steps))
+        colour = "green" if final.state is RunState.SUCCEEDED else "red"
+        out.print(f"[{colour}]{summary_line(final, steps)}[/]")
+        if final.state is RunState.FAILED:
+            out.print(f"see why: usina runs why {final.id}   then: usina runs resume {final.id}")
+    return EXIT_OK if final.state is RunState.SUCCEEDED else EXIT_FAILED
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="FILE.py[:PIPELINE]")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="NAME=VALUE, repeatable")] = [],  # noqa: B006
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="run every step, ignore the cache")] = False,
+    max_parallel: Annotated[int | None, typer.Option(help="steps running at once")] = None,
+    tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking", help="log to MLflow (default: as the pipeline says)")] = None,
+    backend: Annotated[str, typer.Option(help="where steps run: local")] = "local",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Run a pipeline to its end and show its steps as they go."""
+    from usina.cli.components import make_engine, open_stores
+    from usina.runtime.loader import load_pipeline
+
+    if backend != "local":
+        raise DefinitionError(f"backend {backend!r} is not available in this build; use --backend local")
+    pipe = load_pipeline(target)
+    plan = pipe.compile(_parse_params(param))
+    plan = Plan(plan.pipeline, plan.params, plan.nodes, plan.source, tuple(sys.path[:1]))
+    settings = _settings()
+    comps = open_stores(settings)
+    try:
+        engine = make_engine(
+            comps,
+            preload=[plan.source] if plan.source else [],
+            tracker=_tracker(settings, pipe, tracking),
+            max_parallel=max_parallel,
+            use_cache=not no_cache,
+        )
+        record = engine.submit(plan)
+        raise typer.Exit(_drive(engine, record, output))
+    finally:
+        comps.close()
+
+
+@runs_app.command("ls")
+def runs_ls(
+    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+    state: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """List runs, newest first."""
+    from usina.cli.components import open_stores
+
+    comps = open_stores(_settings())
+    try:
+        wanted = RunState(state) if state else None
+        runs = comps.metadata.list_runs(limit=limit, state=wanted, pipeline=pipeline)
+        if output is Output.json:
+            print_json(out, [
+                {k: v for k, v in run_json(r, []).items() if k != "steps"} for r in runs
+            ])
+            return
+        from rich.table import Table
+
+        table = Table()
+        for col in ("run", "pipeline", "state", "created", "duration"):
+            table.add_column(col)
+        for r in runs:
+            took = f"{(r.finished_at - r.started_at):.1f}s" if r.finished_at and r.started_at else ""
+            table.add_row(r.id, r.pipeline, r.state.value,
+                          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)), took)
+        out.print(table)
+    finally:
+        comps.close()
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
+    """A run's steps, states, attempts and timings."""
+    from usina.cli.components import open_stores
+
+    comps = open_stores(_settings())
+    try:
+        record = comps.metadata.get_run(run_id)
+        steps = comps.metadata.get_steps(run_id)
+        if output is Output.json:
+            print_json(out, run_json(record, steps, comps.metadata.get_attempts(run_id)))
+            return
+        out.print(steps_table(record, steps))
+        out.print(summary_line(record, steps) if record.state.finished else f"run {record.id} {record.state.value}")
+    finally:
+        comps.close()
+
+
+@runs_app.command("logs")
+def runs_logs(
+    run_id: str,
+    step: str,
+    attempt: Annotated[int | None, typer.Option(help="attempt number (default: the latest)")] = None,
+) -> None:
+    """The output (stdout and stderr) of a step's attempt."""
+    from usina.backends.local import read_log
+    from usina.cli.components import open_stores
+
+    settings = _settings()
+    comps = open_stores(settings)
+    try:
+        comps.metadata.get_run(run_id)
+        attempts = comps.metadata.get_attempts(run_id, step)
+        if not attempts:
+            names = [s.node for s in comps.metadata.get_steps(run_id)]
+            if step not in names:
+                raise NotFoundError(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
+            raise NotFoundError(f"step {step!r} of run {run_id} has not run (cached or pending)")
+        chosen = attempts[-1] if attempt is None else next(
+            (a for a in attempts if a.number == attempt), None)
+        if chosen is None:
+            raise NotFoundError(f"step {step!r} has no attempt {attempt}; it has {len(attempts)}")
+        raw = comps.artifacts.read_record(log_key(chosen.id))
+        text = raw.decode(errors="replace") if raw is not None else read_log(settings.attempts_dir, chosen.id)
+        sys.stdout.write(text)
+    finally:
+        comps.close()
+
+
+@runs_app.command("why")
+def runs_why(run_id: str, output: OutputOpt = Output.text) -> None:
+    """Why a run failed (or what its retries cost): class, evidence and what to do."""
+    from usina.cli.components import open_stores
+
+    settings = _settings()
+    comps = open_stores(settings)
+    try:
+        record = comps.metadata.get_run(run_id)
+        attempts = comps.metadata.get_attempts(run_id)
+        failed = [a for a in attempts if a.state is AttemptState.FAILED]
+        report = []
+        for a in failed:
+            raw = comps.artifacts.read_record(log_key(a.id))
+            tail = (raw.decode(errors="replace") if raw else "").splitlines()[-15:]
+            klass = a.failure_class or FailureClass.USER_ERROR
+            report.append({**attempt_json(a), "log_tail": tail, "advice": advice(klass, run_id)})
+        if output is Output.json:
+            print_json(out, {"run": record.id, "state": record.state.value, "error": record.error,
+                             "failed_attempts": report})
+            return
+        out.print(f"run {record.id}: {record.state.value}" + (f" — {record.error}" if record.error else ""))
+        if not report:
+            out.print("no attempt failed")
+            return
+        for item in report:
+            out.print(f"\n[bold]{item['node']}[/] attempt {item['number']}: "
+                      f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})")
+            if item["message"]:
+                out.print(item["message"].rstrip()[-3000:], markup=False)
+            if item["log_tail"]:
+                out.print("last log lines:", style="dim")
+                for line in item["log_tail"]:
+                    out.print(f"  {line}", markup=False)
+            out.print(f"what to do: {item['advice']}")
+        if record.state is RunState.FAILED:
+            raise typer.Exit(EXIT_FAILED)
+    finally:
+        comps.close()
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: str,
+    tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Continue a run: failed steps run again with the current code; finished ones are kept."""
+    from usina.cli.components import make_engine, open_stores
+    from usina.runtime.loader import load_file
+
+    settings = _settings()
+    comps = open_stores(settings)
+    try:
+        record = comps.metadata.get_run(run_id)
+        old = Plan.from_json(record.plan)
+        pipe: Pipeline | None = None
+        plan: Plan | None = None
+        if old.source and os.path.exists(old.source):
+            module = load_file(old.source)
+            pipe = next((v for v in vars(module).values()
+                         if isinstance(v, Pipeline) and v.name == record.pipeline), None)
+        if pipe is not None:
+            compiled = pipe.compile(record.params)
+            plan = Plan(compiled.pipeline, compiled.params, compiled.nodes, compiled.source, old.sys_path)
+        else:
+            err.print(f"[yellow]cannot load pipeline {record.pipeline!r} from {old.source}; "
+                      "resuming with the code recorded at submission[/]")
+        engine = make_engine(comps, preload=[old.source] if old.source else [],
+                             tracker=_tracker(settings, pipe, tracking))
+        if record.state.finished or record.state is RunState.RUNNING or plan is not None:
+            record = engine.resume(run_id, plan)
+        raise typer.Exit(_drive(engine, record, output))
+    finally:
+        comps.close()
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
+    """Stop a run: its running steps are killed and it ends as cancelled."""
+    from usina.cli.components import make_engine, open_stores
+
+    settings = _settings()
+    comps = open_stores(settings)
+    try:
+        engine = make_engine(comps)
+        record = engine.cancel(run_id)
+        if not record.state.finished:
+            try:
+                record = engine.drive(run_id)  # nobody drives it: finish the cancel here
+            except StateError:
+                pass  # its driver is alive and will see the request on its next pass
+            finally:
+                engine.backend.close()
+        record = comps.metadata.get_run(run_id)
+        if output is Output.json:
+            print_json(out, {"id": record.id, "state": record.state.value,
+                             "cancel_requested": record.cancel_requested})
+        else:
+            out.print(f"run {record.id}: {record.state.value}"
+                      + ("" if record.state.finished else " (cancel requested)"))
+    finally:
+        comps.close()
+
+
+@app.command()
+def version() -> None:
+    """Print usina's version."""
+    import usina
+
+    out.print(usina.__version__)
+
+
+def _register_optional() -> None:
+    try:
+        from usina.serving.cli import serve
+    except ImportError:
+        return
+    app.command(name="serve")(serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("USINA_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    _register_optional()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except SystemExit as exc:  # click usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    except (DefinitionError, NotFoundError, StateError) as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True)
+        return EXIT_USAGE
+    except UsinaError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return EXIT_FAILED
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return EXIT_USAGE
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The retry policy in action: given a step's failed attempts, retry or stop, when, and how.
+
+Pure functions of the attempt history, so retry schedules can be asserted exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from usina.sdk.resources import Resources, memory_bytes
+from usina.sdk.retry import FailureClass, Retry
+
+_ADVICE = {
+    FailureClass.USER_ERROR: "fix the step's code or data (see the traceback), then 'usina runs resume {run}'",
+    FailureClass.OOM: "raise the step's memory (Resources(memory=...)) or Retry(max_memory=...)",
+    FailureClass.TIMEOUT: "raise the step's timeout, or make it faster",
+    FailureClass.INFRA: "check the image, secrets and config the step needs, then resume",
+    FailureClass.UNSCHEDULABLE: "ask for resources some node has, or add capacity to the queue",
+    FailureClass.PREEMPTED: "resume the run; preemptions do not use the retry budget",
+    FailureClass.NODE_LOST: "resume the run; lost nodes do not use the retry budget",
+    FailureClass.CANCELLED: "resume the run to continue it",
+}
+
+
+def advice(failure: FailureClass, run_id: str) -> str:
+    """What a user should do next about a failure of this class."""
+    return _ADVICE[failure].format(run=run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    retry: bool
+    delay: float  # seconds before the next attempt
+    resources: dict[str, Any]  # resources of the next attempt
+    reason: str  # why, in words
+
+
+def decide(
+    policy: Retry, failures: Sequence[FailureClass], resources: dict[str, Any]
+) -> Decision:
+    """Decide what follows the last of ``failures`` (the step's counted failed attempts)."""
+    if not failures:
+        raise ValueError("decide() needs at least one failure")
+    last = failures[-1]
+    if last is FailureClass.CANCELLED:
+        return Decision(False, 0.0, resources, "cancelled by a user")
+    if last is FailureClass.UNSCHEDULABLE:
+        return Decision(False, 0.0, resources, "no node can run it as asked")
+    if last.is_disruption:
+        count = sum(1 for f in failures if f.is_disruption)
+    else:
+        count = sum(1 for f in failures if f is last)
+    budget = policy.budget(last)
+    if count > budget:
+        what = "disruptions" if last.is_disruption else f"{last.value} failures"
+        return Decision(False, 0.0, resources, f"gave up after {count} {what} (retry budget {budget})")
+    if last.is_disruption:
+        delay = policy.backoff
+    else:
+        delay = min(policy.backoff_max, policy.backoff * policy.backoff_factor ** (count - 1))
+    if last is FailureClass.OOM:
+        current = Resources.from_json(resources)
+        now_bytes = current.memory_bytes
+        grown = math.ceil(now_bytes * policy.oom_grow)
+        if policy.max_memory is not None:
+            cap = memory_bytes(policy.max_memory)
+            if now_bytes >= cap:
+                return Decision(
+                    False, 0.0, resources, f"out of memory at the cap max_memory={policy.max_memory}"
+                )
+            grown = min(grown, cap)
+        bigger = current.with_memory(grown)
+        return Decision(
+            True,
+            delay,
+            bigger.to_json(),
+            f"retry {count}/{budget} with memory {current.memory} -> {bigger.memory}",
+        )
+    return Decision(True, delay, resources, f"retry {count}/{budget} after {last.value}")

@@ -1,0 +1,173 @@
+"""Run one attempt of a step: load inputs, call the function, write outputs and a result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from usina.engine.ports import (
+    EXIT_INFRA,
+    EXIT_OK,
+    EXIT_OOM,
+    EXIT_USER_ERROR,
+    ArtifactStore,
+    Task,
+    error_key,
+    result_key,
+    task_key,
+)
+from usina.engine.records import ArtifactRef
+from usina.errors import SerializationError, UsinaError
+from usina.runtime.loader import resolve_callable
+from usina.sdk.context import StepContext, set_current
+from usina.sdk.step import Step
+from usina.stores import serializers
+
+log = logging.getLogger(__name__)
+
+
+def _write_error(store: ArtifactStore, attempt_id: str, kind: str, exc: BaseException) -> None:
+    detail = {
+        "kind": kind,
+        "type": type(exc).__name__,
+        "message": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc))[-16000:],
+    }
+    try:
+        store.write_record(error_key(attempt_id), json.dumps(detail).encode())
+    except Exception:  # the store itself is broken: the exit code still tells the class
+        traceback.print_exc()
+
+
+def load_task(store: ArtifactStore, attempt_id: str) -> Task:
+    raw = store.read_record(task_key(attempt_id))
+    if raw is None:
+        raise UsinaError(f"no task record for attempt {attempt_id} in {store.url}")
+    return Task.from_json(json.loads(raw))
+
+
+def _load_input(store: ArtifactStore, ref: ArtifactRef) -> Any:
+    path = store.local_path(ref.digest)
+    if path is not None:
+        return serializers.load_path(path, ref.serializer, ref.type_name)
+    return serializers.load(store.get_bytes(ref.digest), ref.serializer, ref.type_name)
+
+
+def execute(store: ArtifactStore, task: Task) -> int:
+    """Run ``task`` in this process and return the exit code for it."""
+    node = task.node
+    started = time.time()
+    # 1. The function and its inputs. Failing here is the platform's problem (infra) unless the
+    #    user's module itself raises on import.
+    for entry in reversed(task.sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    try:
+        target = resolve_callable(node["module"], node["qualname"], node.get("file"))
+    except Exception as exc:
+        print(f"usina: cannot import step {node['step']!r}: {exc}", file=sys.stderr)
+        _write_error(store, task.attempt_id, "user", exc)
+        return EXIT_USER_ERROR
+    fn = target.fn if isinstance(target, Step) else target
+    try:
+        kwargs: dict[str, Any] = {}
+        for name, spec in task.inputs.items():
+            if "artifact" in spec:
+                kwargs[name] = _load_input(store, ArtifactRef.from_json(spec["artifact"]))
+            else:
+                kwargs[name] = spec["const"]
+    except MemoryError as exc:
+        _write_error(store, task.attempt_id, "oom", exc)
+        return EXIT_OOM
+    except Exception as exc:
+        print(f"usina: cannot load the inputs of {node['step']!r}: {exc}", file=sys.stderr)
+        _write_error(store, task.attempt_id, "infra", exc)
+        return EXIT_INFRA
+
+    # 2. The user's code.
+    ctx = StepContext(
+        run_id=task.run_id,
+        step=node["id"],
+        attempt=task.number,
+        attempt_id=task.attempt_id,
+        pipeline=task.pipeline,
+        params=dict(task.params),
+        tracking={k: v for k, v in task.env.items() if k.startswith("MLFLOW_")},
+    )
+    token = set_current(ctx)
+    try:
+        value = fn(**kwargs)
+    except MemoryError as exc:
+        _write_error(store, task.attempt_id, "oom", exc)
+        traceback.print_exc()
+        return EXIT_OOM
+    except BaseException as exc:  # SystemExit too: a step must return, not exit
+        _write_error(store, task.attempt_id, "user", exc)
+        traceback.print_exc()
+        return EXIT_USER_ERROR
+    finally:
+        set_current(None)
+        del token
+
+    # 3. Its outputs.
+    count = int(node["outputs"])
+    if count == 0:
+        values: list[Any] = []
+    elif count == 1 and not _declares_tuple(fn):
+        values = [value]
+    else:
+        if not isinstance(value, tuple | list) or len(value) != count:
+            got = f"{len(value)} values" if isinstance(value, tuple | list) else type(value).__name__
+            exc = SerializationError(
+                f"step {node['step']!r} is annotated to return {count} values but returned {got}"
+            )
+            _write_error(store, task.attempt_id, "user", exc)
+            print(f"usina: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        values = list(value)
+    outputs: list[dict[str, Any]] = []
+    try:
+        for item in values:
+            data, serializer, type_name = serializers.dump(item, allow_pickle=bool(node["pickle"]))
+            digest = store.put_bytes(data)
+            outputs.append(ArtifactRef(digest, serializer, type_name, len(data)).to_json())
+    except MemoryError as exc:
+        _write_error(store, task.attempt_id, "oom", exc)
+        return EXIT_OOM
+    except SerializationError as exc:
+        _write_error(store, task.attempt_id, "user", exc)
+        print(f"usina: step {node['step']!r}: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        _write_error(store, task.attempt_id, "infra", exc)
+        traceback.print_exc()
+        return EXIT_INFRA
+    result = {
+        "outputs": outputs,
+        "metrics": ctx.metrics,
+        "tags": ctx.tags,
+        "duration": time.time() - started,
+        "pid": os.getpid(),
+    }
+    try:
+        store.write_record(result_key(task.attempt_id), json.dumps(result).encode())
+    except Exception as exc:
+        traceback.print_exc()
+        _write_error(store, task.attempt_id, "infra", exc)
+        return EXIT_INFRA
+    return EXIT_OK
+
+
+def _declares_tuple(fn: Any) -> bool:
+    import typing
+
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:
+        return False
+    return typing.get_origin(hint) is tuple

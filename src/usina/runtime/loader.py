@@ -1,0 +1,82 @@
+"""Loading a user's pipeline file as a module, the same way in the CLI and in workers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+from usina.errors import DefinitionError
+from usina.sdk.pipeline import Pipeline
+
+PREFIX = "usina_pipeline_"
+
+
+def module_name_for(path: str) -> str:
+    real = os.path.realpath(path)
+    return PREFIX + hashlib.sha1(real.encode()).hexdigest()[:10]
+
+
+def load_file(path: str) -> ModuleType:
+    """Import ``path`` as a module (once per process), with its folder on ``sys.path``."""
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        raise DefinitionError(f"no such pipeline file: {path}")
+    name = module_name_for(real)
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = os.path.dirname(real)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, real)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise DefinitionError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_pipeline(target: str) -> Pipeline:
+    """``FILE[:PIPELINE]`` -> the Pipeline object; the only one in the file when not named."""
+    path, _, attr = target.partition(":")
+    if not path.endswith(".py") and ":" not in target and not os.path.exists(path):
+        raise DefinitionError(f"{target!r} is not a pipeline file (FILE.py[:PIPELINE])")
+    module = load_file(path)
+    found = {k: v for k, v in vars(module).items() if isinstance(v, Pipeline)}
+    if attr:
+        candidate = getattr(module, attr, None)
+        if not isinstance(candidate, Pipeline):
+            names = ", ".join(sorted(found)) or "none"
+            raise DefinitionError(f"{path} has no pipeline named {attr!r}; pipelines: {names}")
+        return candidate
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise DefinitionError(f"{path} defines no @pipeline")
+    raise DefinitionError(
+        f"{path} defines several pipelines ({', '.join(sorted(found))}); "
+        f"choose one with {path}:NAME"
+    )
+
+
+def resolve_callable(module: str, qualname: str, file: str | None) -> Any:
+    """The object a plan node names, importing its module the way the CLI did."""
+    if module.startswith(PREFIX):
+        if file is None:
+            raise DefinitionError(f"cannot find the file of module {module}")
+        mod = load_file(file)
+    else:
+        mod = importlib.import_module(module)
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj

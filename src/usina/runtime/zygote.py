@@ -1,0 +1,172 @@
+"""A warm fork server for local attempts.
+
+Started once per local backend with the heavy imports and the user's pipeline module already
+loaded, it forks one child per attempt, so each step still runs in its own process (a crash or
+an out-of-memory kill never reaches the engine) at the cost of a fork, not an interpreter start.
+
+Protocol, JSON lines: the backend writes ``{"op": "spawn", "attempt": ID, "dir": DIR,
+"env": {...}}`` to stdin; the zygote answers ``{"op": "spawned", "attempt": ID, "pid": N}`` and,
+when the child ends, ``{"op": "exit", "attempt": ID, "pid": N, "code": C, "signal": S}``. When
+stdin closes (the engine exited or was killed) the zygote exits; running children carry on, and
+a new engine adopts them through their lock files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import selectors
+import signal
+import sys
+import traceback
+from typing import Any
+
+LOCK_BUSY_EXIT = 75  # another process already holds this attempt's lock
+
+
+def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
+    from usina.runtime.execute import execute, load_task
+
+    os.setsid()
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    out = os.open(os.path.join(folder, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    os.close(null)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives until _exit
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    lock = os.open(os.path.join(folder, "lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return LOCK_BUSY_EXIT
+    with open(os.path.join(folder, "pid.tmp"), "w") as fh:
+        fh.write(str(os.getpid()))
+    os.replace(os.path.join(folder, "pid.tmp"), os.path.join(folder, "pid"))
+    os.environ.update(env)
+    try:
+        return execute(store, load_task(store, attempt))
+    except Exception:
+        traceback.print_exc()
+        return 44
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m usina.runtime.zygote")
+    parser.add_argument("--artifacts", required=True)
+    parser.add_argument("--preload", action="append", default=[])
+    parser.add_argument("--module", action="append", default=[])
+    args = parser.parse_args(argv)
+
+    import importlib
+
+    from usina.runtime import execute as _execute  # noqa: F401 - warm import for the children
+    from usina.runtime.loader import load_file
+    from usina.stores.artifacts import FsspecArtifactStore
+
+    store = FsspecArtifactStore(args.artifacts)
+    for name in ["numpy", *args.module]:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a child will report it properly if it matters
+            print(f"usina zygote: cannot preload {name}: {exc}", file=sys.stderr)
+    for path in args.preload:
+        try:
+            load_file(path)
+        except BaseException as exc:
+            print(f"usina zygote: cannot preload {path}: {exc}", file=sys.stderr)
+
+    out = sys.stdout.buffer
+
+    def send(message: dict[str, Any]) -> None:
+        out.write(json.dumps(message).encode() + b"\n")
+        out.flush()
+
+    rfd, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+    os.set_blocking(rfd, False)
+    signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle
+    sel = selectors.DefaultSelector()
+    stdin = sys.stdin.buffer
+    os.set_blocking(stdin.fileno(), False)
+    sel.register(stdin.fileno(), selectors.EVENT_READ, "in")
+    sel.register(rfd, selectors.EVENT_READ, "sig")
+    children: dict[int, str] = {}
+    pending = b""
+    send({"op": "ready", "pid": os.getpid()})
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            attempt = children.pop(pid, None)
+            if attempt is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            send(
+                {
+                    "op": "exit",
+                    "attempt": attempt,
+                    "pid": pid,
+                    "code": code if code >= 0 else None,
+                    "signal": -code if code < 0 else None,
+                }
+            )
+
+    while True:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "sig":
+                try:
+                    while os.read(rfd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                reap()
+                continue
+            try:
+                chunk = os.read(stdin.fileno(), 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return 0
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                request = json.loads(line)
+                if request.get("op") != "spawn":
+                    continue
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    code = 44
+                    try:
+                        code = _child(store, request["attempt"], request["dir"], request["env"])
+                    finally:
+                        try:
+                            sys.stdout.flush()
+                            sys.stderr.flush()
+                        finally:
+                            os._exit(code)
+                children[pid] = request["attempt"]
+                send({"op": "spawned", "attempt": request["attempt"], "pid": pid})
+        reap()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

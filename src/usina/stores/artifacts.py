@@ -1,0 +1,286 @@
+"""Content-addressed artifacts over fsspec: bytes stored under their sha256, plus small records.
+
+``FsspecArtifactStore(url)`` implements ``usina.engine.ports.ArtifactStore``. Layout under the
+root::
+
+    sha256/<hex[:2]>/<hex>     the bytes whose sha256 is <hex> (digest "sha256:<hex>")
+    records/<key>              named records, e.g. records/attempts/<id>/result.json
+    tmp/                       files being written (local and non-object-store file systems)
+
+Writes are atomic: a reader never sees a partial blob or record under its final name. On the
+local file system a write goes to a temporary file that is flushed, fsynced and then
+``os.replace``-d onto the final name; on object stores (s3, gs, az) an object only appears
+once its upload completes; on other fsspec file systems the bytes go to ``tmp/`` first and are
+then moved. A crash leaves at most a stray file under ``tmp/`` or a ``.tmp-*`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from usina.errors import ArtifactMissingError, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+_DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
+_CHUNK = 8 << 20  # bytes read and hashed at a time: big files are never held in memory
+# Where an object only becomes visible once fully uploaded: write it directly.
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+def digest_of(data: bytes) -> str:
+    """The artifact digest of ``data``: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _chunks(src: Any) -> Iterator[bytes]:
+    while chunk := src.read(_CHUNK):
+        yield chunk
+
+
+class FsspecArtifactStore:
+    """Artifacts under ``url``: ``file:///abs/path`` or a plain path (the local file system),
+    ``memory://bucket``, ``s3://bucket/prefix``, or any other fsspec URL."""
+
+    def __init__(self, url: str) -> None:
+        if "://" not in url:
+            url = Path(url).expanduser().resolve().as_uri()
+        try:
+            fs, root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            raise StoreError(
+                f"cannot open the artifact store {url!r}: {exc}; install the fsspec "
+                "implementation for its protocol (e.g. pip install s3fs)"
+            ) from exc
+        self._fs = fs
+        self._local = isinstance(fs, LocalFileSystem)
+        self._root: str = root.rstrip("/") or "/"
+        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        self._direct = bool(_OBJECT_STORES.intersection(protocols))
+        self._url = Path(self._root).as_uri() if self._local else url.rstrip("/")
+
+    @property
+    def url(self) -> str:
+        """The URL this store was opened with (``file://`` for local paths); another process
+        opens the same store with ``FsspecArtifactStore(store.url)``."""
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"FsspecArtifactStore({self._url!r})"
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _blob_path(self, digest: str) -> str:
+        match = _DIGEST.match(digest)
+        if match is None:
+            raise StoreError(
+                f"{digest!r} is not an artifact digest; expected 'sha256:' and 64 hex digits"
+            )
+        hex_ = match.group(1)
+        return f"{self._root}/sha256/{hex_[:2]}/{hex_}"
+
+    def _record_path(self, key: str) -> str:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(
+                f"record key {key!r} is not a relative path like 'attempts/<id>/result.json'"
+            )
+        return f"{self._root}/records/{key}"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, final: str, chunks: Iterable[bytes]) -> None:
+        """Write ``chunks`` to ``final`` so that it appears whole or not at all."""
+        if self._local:
+            self._write_local(final, chunks)
+        elif self._direct:
+            self._fs.pipe_file(final, b"".join(chunks))
+        else:
+            tmp = f"{self._root}/tmp/{uuid.uuid4().hex}"
+            try:
+                with self._fs.open(tmp, "wb") as out:
+                    for chunk in chunks:
+                        out.write(chunk)
+                self._fs.mv(tmp, final)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._fs.rm_file(tmp)
+                raise
+
+    @staticmethod
+    def _write_local(final: str, chunks: Iterable[bytes]) -> None:
+        folder = os.path.dirname(final)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with open(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = digest_of(data)
+        final = self._blob_path(digest)
+        try:
+            if not self._exists(final):
+                self._write(final, [data])
+        except OSError as exc:
+            raise StoreError(f"cannot write artifact {digest} to {self._url}: {exc}") from exc
+        return digest
+
+    def put_file(self, path: str) -> str:
+        """Store the file at ``path``, hashing it while it streams (never whole in memory)."""
+        try:
+            if self._direct:  # hash first: the object's name must be known before its upload
+                digest = self._hash_file(path)
+                final = self._blob_path(digest)
+                if not self._exists(final):
+                    self._fs.put_file(path, final)
+                return digest
+            return self._stream_file(path)
+        except OSError as exc:
+            raise StoreError(f"cannot store {path!r} as an artifact in {self._url}: {exc}") from exc
+
+    def _hash_file(self, path: str) -> str:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as src:
+            for chunk in _chunks(src):
+                hasher.update(chunk)
+        return "sha256:" + hasher.hexdigest()
+
+    def _stream_file(self, path: str) -> str:
+        hasher = hashlib.sha256()
+
+        def hashed(src: Any) -> Iterator[bytes]:
+            for chunk in _chunks(src):
+                hasher.update(chunk)
+                yield chunk
+
+        tmp_final = f"{self._root}/tmp/{uuid.uuid4().hex}.part"
+        with open(path, "rb") as src:
+            self._write(tmp_final, hashed(src))
+        digest = "sha256:" + hasher.hexdigest()
+        final = self._blob_path(digest)
+        try:
+            if self._exists(final):
+                self._remove(tmp_final)
+            elif self._local:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(tmp_final, final)
+            else:
+                self._fs.mv(tmp_final, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._remove(tmp_final)
+            raise
+        return digest
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _exists(self, path: str) -> bool:
+        return os.path.exists(path) if self._local else bool(self._fs.exists(path))
+
+    def _remove(self, path: str) -> None:
+        if self._local:
+            os.unlink(path)
+        else:
+            self._fs.rm_file(path)
+
+    def _open(self, path: str) -> Any:
+        return open(path, "rb") if self._local else self._fs.open(path, "rb")
+
+    def get_bytes(self, digest: str) -> bytes:
+        path = self._blob_path(digest)
+        try:
+            with self._open(path) as src:
+                data: bytes = src.read()
+        except FileNotFoundError as exc:
+            raise ArtifactMissingError(
+                f"artifact {digest} is not in {self._url}; re-run the step that produced it "
+                "(`usina resume RUN`)"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read artifact {digest} from {self._url}: {exc}") from exc
+        return data
+
+    def local_path(self, digest: str) -> str | None:
+        """The file holding ``digest`` on the local file system; None on any other."""
+        path = self._blob_path(digest)
+        if not self._local:
+            return None
+        if not os.path.exists(path):
+            raise ArtifactMissingError(f"artifact {digest} is not in {self._url}")
+        return path
+
+    def exists(self, digest: str) -> bool:
+        path = self._blob_path(digest)
+        try:
+            return self._exists(path)
+        except OSError as exc:
+            raise StoreError(f"cannot look for artifact {digest} in {self._url}: {exc}") from exc
+
+    def verify(self, digest: str) -> bool:
+        """Whether the stored bytes of ``digest`` exist and still hash to it."""
+        path = self._blob_path(digest)
+        hasher = hashlib.sha256()
+        try:
+            with self._open(path) as src:
+                for chunk in _chunks(src):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot read artifact {digest} from {self._url}: {exc}") from exc
+        ok = "sha256:" + hasher.hexdigest() == digest
+        if not ok:
+            log.warning("artifact %s in %s does not match its hash", digest, self._url)
+        return ok
+
+    def delete(self, digest: str) -> None:
+        path = self._blob_path(digest)
+        try:
+            self._remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot delete artifact {digest} in {self._url}: {exc}") from exc
+
+    # -- records ---------------------------------------------------------------------------
+
+    def write_record(self, key: str, data: bytes) -> None:
+        path = self._record_path(key)
+        try:
+            self._write(path, [data])
+        except OSError as exc:
+            raise StoreError(f"cannot write record {key!r} to {self._url}: {exc}") from exc
+
+    def read_record(self, key: str) -> bytes | None:
+        path = self._record_path(key)
+        try:
+            with self._open(path) as src:
+                data: bytes = src.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read record {key!r} from {self._url}: {exc}") from exc
+        return data

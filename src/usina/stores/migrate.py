@@ -1,0 +1,68 @@
+"""Schema migrations of the metadata store: bring a database to the newest revision.
+
+``upgrade(engine)`` runs Alembic's ``upgrade head`` on the engine's database with the
+migrations shipped in ``usina.stores.migrations``. It is safe to call from several processes
+at once: on PostgreSQL the upgrade holds a transaction-level advisory lock, on SQLite it runs
+in a ``BEGIN IMMEDIATE`` transaction (the database's one writer lock). A database that is
+already at the newest revision is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# pg_advisory_xact_lock key: any fixed 64-bit number, the same in every usina process.
+_PG_LOCK_KEY = 0x75_73_69_6E_61_5F_6D_67  # "usina_mg"
+
+# Execution option read by the SQLite ``begin`` hook in ``usina.stores.sql``.
+SQLITE_BEGIN = "usina_sqlite_begin"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Migrate the database of ``engine`` to the newest schema revision (a no-op when there)."""
+    head = head_revision()
+    with engine.connect() as conn:
+        if current_revision(conn) == head:
+            conn.rollback()
+            return
+        conn.rollback()
+    config = alembic_config()
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            before = current_revision(conn)
+            if before != head:
+                log.info("migrating the metadata store from %s to %s", before, head)
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")

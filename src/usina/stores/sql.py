@@ -1,0 +1,343 @@
+"""The metadata store in SQL: runs, steps, attempts, events, the cache index and run leases.
+
+``SqlMetadataStore(url)`` implements ``usina.engine.ports.MetadataStore`` with SQLAlchemy Core
+on SQLite (the embedded default, in WAL mode) or PostgreSQL (psycopg 3, production). Opening a
+store migrates its database to the newest schema (``usina.stores.migrate``).
+
+Leases: a run is reconciled by one engine at a time. ``acquire_lease`` is a single conditional
+UPDATE (free, expired, or already ours), so two engines racing for a run cannot both win.
+``save_run`` never writes the lease columns; only ``acquire_lease``/``release_lease`` do, so an
+engine saving a run it read a while ago cannot undo another engine's lease.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from usina.engine.records import (
+    ArtifactRef,
+    AttemptRecord,
+    Event,
+    RunRecord,
+    RunState,
+    StepRecord,
+)
+from usina.errors import NotFoundError, StateError, StoreError
+from usina.stores import migrate
+from usina.stores.sql_rows import (
+    attempt_from_row,
+    attempt_to_row,
+    event_from_row,
+    event_to_row,
+    run_from_row,
+    run_to_row,
+    step_from_row,
+    step_to_row,
+)
+from usina.stores.sql_schema import attempts, cache, events, runs, steps
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+# Columns ``save_run`` leaves alone on an update (see the module docstring).
+_LEASE_COLUMNS = frozenset({"lease_owner", "lease_expires"})
+
+
+def normalize_url(url: str) -> str:
+    """The SQLAlchemy URL for ``url``: ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class SqlMetadataStore:
+    """Metadata in SQL. ``url``: ``sqlite:///path/usina.db`` (default), ``sqlite:///:memory:``,
+    or ``postgresql://user@host:5432/db``.
+
+    busy_timeout: seconds an SQLite writer waits for another process's write lock before
+        failing (default 30: a reconcile pass of another engine is far shorter).
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self._url = sa.make_url(normalize_url(url))
+        self._shown_url = self._url.render_as_string(hide_password=True)
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        try:
+            self._engine = self._create_engine()
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(
+                f"cannot open the metadata store {self._shown_url}: {exc}; check the URL "
+                "(sqlite:///path or postgresql://user@host/db) and that the driver is installed "
+                "(pip install 'usina[postgres]' for PostgreSQL)"
+            ) from exc
+        try:
+            migrate.upgrade(self._engine)
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise StoreError(
+                f"cannot migrate the metadata store {self._shown_url} to the current schema: {exc}"
+            ) from exc
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The database URL, with any password hidden."""
+        return self._shown_url
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        """Close every pooled connection. The store is unusable afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlMetadataStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlMetadataStore({self._shown_url!r})"
+
+    def _create_engine(self) -> sa.Engine:
+        url = self._url
+        if url.get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True)
+        database = url.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if in_memory:
+            # One shared connection, or every pooled connection would see its own empty database.
+            engine = sa.create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url)
+        self._install_sqlite_hooks(engine, wal=not in_memory)
+        return engine
+
+    def _install_sqlite_hooks(self, engine: sa.Engine, *, wal: bool) -> None:
+        busy_ms = self._busy_timeout_ms
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+            # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (the
+            # ``begin`` hook below), so that writers can take the write lock up front.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                if wal:
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+                cursor.execute("PRAGMA foreign_keys = ON")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            # Writers BEGIN IMMEDIATE: they wait (busy_timeout) for the write lock instead of
+            # failing when a read transaction cannot be upgraded to a write one.
+            mode = conn.get_execution_options().get(migrate.SQLITE_BEGIN, "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sa.Connection]:
+        with self._guard(what), self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sa.Connection]:
+        with self._guard(what), self._engine.connect() as conn:
+            if self._engine.dialect.name == "sqlite":
+                conn.execution_options(**{migrate.SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"metadata store {self._shown_url}: {what} failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
+    def _upsert(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        row: dict[str, Any],
+        keys: Sequence[str],
+        keep: frozenset[str] = frozenset(),
+    ) -> None:
+        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(table).values(row)
+        updates = {
+            name: stmt.excluded[name] for name in row if name not in keys and name not in keep
+        }
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, steps_: Sequence[StepRecord]) -> None:
+        wrong = [s.node for s in steps_ if s.run_id != run.id]
+        if wrong:
+            raise ValueError(f"steps {wrong} belong to another run than {run.id!r}")
+        with self._write(f"creating run {run.id!r}") as conn:
+            found = conn.execute(sa.select(runs.c.id).where(runs.c.id == run.id)).first()
+            if found is not None:
+                raise StateError(
+                    f"run {run.id!r} exists already; save_run updates it, or pick a new id"
+                )
+            conn.execute(sa.insert(runs).values(run_to_row(run)))
+            if steps_:
+                conn.execute(sa.insert(steps), [step_to_row(s) for s in steps_])
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self._read(f"reading run {run_id!r}") as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} does not exist; `usina runs ls` lists the runs")
+        return run_from_row(row)
+
+    def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        before: float | None = None,
+        state: RunState | None = None,
+        pipeline: str | None = None,
+        project: str | None = None,
+    ) -> list[RunRecord]:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        query = sa.select(runs)
+        if before is not None:
+            query = query.where(runs.c.created_at < before)
+        if state is not None:
+            query = query.where(runs.c.state == RunState(state).value)
+        if pipeline is not None:
+            query = query.where(runs.c.pipeline == pipeline)
+        if project is not None:
+            query = query.where(runs.c.project == project)
+        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        with self._read("listing runs") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [run_from_row(row) for row in rows]
+
+    def save_run(self, run: RunRecord) -> None:
+        with self._write(f"saving run {run.id!r}") as conn:
+            self._upsert(conn, runs, run_to_row(run), ["id"], keep=_LEASE_COLUMNS)
+
+    # -- steps and attempts ----------------------------------------------------------------
+
+    def get_steps(self, run_id: str) -> list[StepRecord]:
+        query = sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.node)
+        with self._read(f"reading the steps of run {run_id!r}") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [step_from_row(row) for row in rows]
+
+    def save_step(self, step: StepRecord) -> None:
+        with self._write(f"saving step {step.node!r} of run {step.run_id!r}") as conn:
+            self._upsert(conn, steps, step_to_row(step), ["run_id", "node"])
+
+    def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
+        query = sa.select(attempts).where(attempts.c.run_id == run_id)
+        if node is not None:
+            query = query.where(attempts.c.node == node)
+        query = query.order_by(attempts.c.started_at, attempts.c.number, attempts.c.id)
+        with self._read(f"reading the attempts of run {run_id!r}") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [attempt_from_row(row) for row in rows]
+
+    def save_attempt(self, attempt: AttemptRecord) -> None:
+        with self._write(f"saving attempt {attempt.id!r}") as conn:
+            self._upsert(conn, attempts, attempt_to_row(attempt), ["id"])
+
+    # -- events ----------------------------------------------------------------------------
+
+    def add_event(self, event_: Event) -> None:
+        with self._write(f"adding a {event_.kind!r} event to run {event_.run_id!r}") as conn:
+            conn.execute(sa.insert(events).values(event_to_row(event_)))
+
+    def list_events(self, run_id: str) -> list[Event]:
+        query = (
+            sa.select(events).where(events.c.run_id == run_id).order_by(events.c.at, events.c.seq)
+        )
+        with self._read(f"reading the events of run {run_id!r}") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [event_from_row(row) for row in rows]
+
+    # -- cache -----------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> tuple[ArtifactRef, ...] | None:
+        with self._read(f"reading cache entry {key!r}") as conn:
+            outputs = conn.execute(sa.select(cache.c.outputs).where(cache.c.key == key)).first()
+        if outputs is None:
+            return None
+        return tuple(ArtifactRef.from_json(item) for item in outputs[0])
+
+    def cache_put(self, key: str, outputs: Sequence[ArtifactRef], run_id: str, node: str) -> None:
+        row = {
+            "key": key,
+            "outputs": [ref.to_json() for ref in outputs],
+            "run_id": run_id,
+            "node": node,
+        }
+        with self._write(f"writing cache entry {key!r}") as conn:
+            self._upsert(conn, cache, row, ["key"])
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, now: float) -> bool:
+        if ttl <= 0:
+            raise ValueError(f"a lease's ttl must be > 0 seconds, got {ttl}")
+        free_or_ours = sa.or_(
+            runs.c.lease_owner.is_(None),
+            runs.c.lease_expires.is_(None),
+            runs.c.lease_expires <= now,
+            runs.c.lease_owner == owner,
+        )
+        stmt = (
+            sa.update(runs)
+            .where(runs.c.id == run_id, free_or_ours)
+            .values(lease_owner=owner, lease_expires=now + ttl)
+        )
+        with self._write(f"taking the lease of run {run_id!r} for {owner!r}") as conn:
+            if conn.execute(stmt).rowcount == 1:
+                return True
+            found = conn.execute(sa.select(runs.c.id).where(runs.c.id == run_id)).first()
+        if found is None:
+            raise NotFoundError(f"run {run_id!r} does not exist; cannot lease it")
+        return False
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        stmt = (
+            sa.update(runs)
+            .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires=None)
+        )
+        with self._write(f"releasing the lease of run {run_id!r} held by {owner!r}") as conn:
+            conn.execute(stmt)

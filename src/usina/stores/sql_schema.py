@@ -1,0 +1,118 @@
+"""The metadata store's SQL schema: the tables as SQLAlchemy Core objects.
+
+This is what the queries in ``usina.stores.sql`` are written against. The database itself is
+created and upgraded by the Alembic migrations in ``usina.stores.migrations``; a test checks
+that the migrated schema and these tables agree.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+# JSON documents (plan, params, labels, resources, outputs, metrics): JSONB on PostgreSQL.
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("started_at", sa.Double(), nullable=True),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("plan", Json, nullable=False),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("labels", Json, nullable=False),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_expires", sa.Double(), nullable=True),
+    # Keyset pagination for ``list_runs``: newest first, ``created_at < before``, with or
+    # without one of the filters.
+    sa.Index("ix_runs_created_at", "created_at", "id"),
+    sa.Index("ix_runs_state_created_at", "state", "created_at"),
+    sa.Index("ix_runs_pipeline_created_at", "pipeline", "created_at"),
+    sa.Index("ix_runs_project_created_at", "project", "created_at"),
+)
+
+steps = sa.Table(
+    "steps",
+    metadata,
+    sa.Column(
+        "run_id",
+        sa.String(200),
+        sa.ForeignKey("runs.id", ondelete="CASCADE", name="fk_steps_run_id"),
+        primary_key=True,
+    ),
+    sa.Column("node", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("resources", Json, nullable=False),
+    sa.Column("cache_key", sa.String(200), nullable=True),
+    sa.Column("cached", sa.Boolean(), nullable=False),
+    sa.Column("outputs", Json, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", sa.Double(), nullable=True),
+    sa.Column("started_at", sa.Double(), nullable=True),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("metrics", Json, nullable=False),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.String(300), primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.String(200),
+        sa.ForeignKey("runs.id", ondelete="CASCADE", name="fk_attempts_run_id"),
+        nullable=False,
+    ),
+    sa.Column("node", sa.String(200), nullable=False),
+    sa.Column("number", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("resources", Json, nullable=False),
+    sa.Column("started_at", sa.Double(), nullable=False),
+    sa.Column("finished_at", sa.Double(), nullable=True),
+    sa.Column("failure_class", sa.String(30), nullable=True),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("backend", sa.String(50), nullable=False),
+    sa.Column("gpus", sa.Integer(), nullable=False),
+    sa.Column("log_uri", sa.Text(), nullable=True),
+    sa.Index("ix_attempts_run_id_node", "run_id", "node", "number"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column(
+        "run_id",
+        sa.String(200),
+        sa.ForeignKey("runs.id", ondelete="CASCADE", name="fk_events_run_id"),
+        nullable=False,
+    ),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("node", sa.String(200), nullable=True),
+    sa.Column("attempt", sa.String(300), nullable=True),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Index("ix_events_run_id_at", "run_id", "at", "seq"),
+)
+
+# The cache index outlives the runs that filled it, so it has no foreign key to them.
+cache = sa.Table(
+    "cache",
+    metadata,
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("outputs", Json, nullable=False),
+    sa.Column("run_id", sa.String(200), nullable=False),
+    sa.Column("node", sa.String(200), nullable=False),
+)

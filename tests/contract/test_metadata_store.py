@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from usina.engine.records import (
 )
 from usina.errors import NotFoundError, StateError, StoreError
 from usina.sdk.retry import FailureClass
-from usina.stores.sql import SqlMetadataStore
+from usina.stores.sql import SqlMetadataStore, normalize_url
 from usina.testing import InMemoryMetadataStore
 
 TABLES = ("events", "attempts", "steps", "cache", "runs")
@@ -47,7 +48,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataSt
         yield sql
     finally:
         if request.param == "postgres":  # one database per session: empty it for the next test
-            engine = sa.create_engine(sql._url)
+            engine = sa.create_engine(normalize_url(url))
             with engine.begin() as conn:
                 conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
             engine.dispose()
@@ -187,6 +188,17 @@ def test_save_step_upserts(store: MetadataStore) -> None:
     store.save_step(done)
     store.save_step(make_step(node="eval"))  # insert of a new step
     assert store.get_steps("r1") == [make_step(node="eval"), done]
+
+
+def test_step_metrics_may_be_nan_or_infinite(store: MetadataStore) -> None:
+    store.create_run(make_run(), [])
+    metrics = {"loss": float("nan"), "grad": float("inf"), "low": float("-inf"), "auc": 0.5}
+    store.save_step(make_step(metrics=metrics))
+    (step,) = store.get_steps("r1")
+    assert math.isnan(step.metrics["loss"])
+    assert step.metrics["grad"] == float("inf")
+    assert step.metrics["low"] == float("-inf")
+    assert step.metrics["auc"] == 0.5
 
 
 def test_saving_a_step_of_an_unknown_run_fails(store: MetadataStore) -> None:

@@ -6,6 +6,7 @@ references as JSON lists.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from usina.engine.records import (
@@ -78,8 +79,15 @@ def step_to_row(step: StepRecord) -> dict[str, Any]:
         "started_at": step.started_at,
         "finished_at": step.finished_at,
         "error": step.error,
-        "metrics": step.metrics,
+        "metrics": {name: _finite(value) for name, value in step.metrics.items()},
     }
+
+
+def _finite(value: float) -> float | str:
+    # PostgreSQL's JSON has no NaN or infinity: keep those as "nan"/"inf"/"-inf", which
+    # ``float()`` reads back (a diverged loss is a metric worth keeping).
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
 
 
 def step_from_row(row: Row) -> StepRecord:

@@ -496,7 +496,8 @@ def render(report: dict[str, Any]) -> str:
     meta = report["meta"]
     lines = [
         f"Orchestration benchmark on {meta['machine']}",
-        f"{meta['reps']} timed run(s) per cell after {meta['warmup']} warm-up, median shown; "
+        f"{meta['reps']} timed run(s) per cell after {meta['warmup']} warm-up, median shown, "
+        "tools taking turns; "
         f"every run a fresh process tree; concurrency {meta['concurrency']} "
         "(usina --max-parallel, Prefect ThreadPoolTaskRunner max_workers, "
         "Metaflow --max-workers)",
@@ -528,6 +529,13 @@ def render(report: dict[str, Any]) -> str:
         "s: wall seconds; ms/step: (W1 - one) / (50 - steps in one) (Metaflow's smallest run has "
         "2 steps, so /48); RSS: peak MiB, summed over the run's process tree, sampled every 10 ms"
     )
+    lines.append("timed runs, s (the spread shows how steady the machine was):")
+    for tool, data in report["tools"].items():
+        parts = []
+        for wname, cell in data["workloads"].items():
+            if cell["runs_wall_s"]:
+                parts.append(f"{wname} " + " ".join(f"{x:.2f}" for x in cell["runs_wall_s"]))
+        lines.append(f"  {tool:9} " + ("; ".join(parts) or "none"))
     for tool, data in report["tools"].items():
         for wname, cell in data["workloads"].items():
             if cell["error"]:

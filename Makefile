@@ -14,7 +14,8 @@ $(UV):
 	$(BIN)/python -m pip install -q --upgrade pip uv
 
 $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS))): pyproject.toml | $(UV)
-	$(UV) pip install -q --python $(BIN)/python -e '.[$(EXTRAS)]'
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(EXTRAS)]'
+	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@
 
 install: $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS)))

@@ -39,16 +39,27 @@ class Usina:
 
     def __call__(self, *args: str, timeout: float = 120) -> Result:
         proc = subprocess.run(
-            self.cmd(*args), cwd=self.home, env=self.env, capture_output=True, text=True,
+            self.cmd(*args),
+            cwd=self.home,
+            env=self.env,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.cmd(*args), cwd=self.home, env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start the CLI in the background; its output goes to ``<home>/popen.log``."""
+        with open(self.home / "popen.log", "ab") as log:
+            return subprocess.Popen(
+                self.cmd(*args),
+                cwd=self.home,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def write(self, name: str, source: str) -> Path:
         path = self.home / name

@@ -50,10 +50,16 @@ def executed(usina: Usina, res) -> set[str]:
 
 
 def test_unchanged_rerun_executes_no_cacheable_step(usina):
-    assert executed(usina, usina("run", "p.py", "-o", "json")) == {"load", "double", "count", "join"}
+    assert executed(usina, usina("run", "p.py", "-o", "json")) == {
+        "load",
+        "double",
+        "count",
+        "join",
+    }
     assert executed(usina, usina("run", "p.py", "-o", "json")) == {"load"}  # cache=False only
     text = usina("run", "p.py")
-    assert "from cache" in text.out and "cached: double, count, join" in text.out
+    assert "from cache" in text.out
+    assert "cached: double, count, join" in text.out
 
 
 def test_code_change_reruns_that_step_and_downstream(usina):
@@ -64,7 +70,11 @@ def test_code_change_reruns_that_step_and_downstream(usina):
 
 def test_param_change_reruns_that_step_and_downstream(usina):
     usina("run", "p.py", "-o", "json")
-    assert executed(usina, usina("run", "p.py", "-p", "n=4", "-o", "json")) == {"load", "count", "join"}
+    assert executed(usina, usina("run", "p.py", "-p", "n=4", "-o", "json")) == {
+        "load",
+        "count",
+        "join",
+    }
 
 
 def test_input_content_change_reruns_its_consumers(usina, tmp_path):
@@ -76,7 +86,11 @@ def test_input_content_change_reruns_its_consumers(usina, tmp_path):
 def test_no_cache_flag_runs_everything(usina):
     usina("run", "p.py", "-o", "json")
     assert executed(usina, usina("run", "p.py", "--no-cache", "-o", "json")) == {
-        "load", "double", "count", "join"}
+        "load",
+        "double",
+        "count",
+        "join",
+    }
 
 
 def test_deleted_artifact_is_recomputed_not_reused(usina, tmp_path):
@@ -93,4 +107,9 @@ def test_deleted_artifact_is_recomputed_not_reused(usina, tmp_path):
 def test_deleting_the_whole_store_recomputes_everything(usina, tmp_path):
     usina("run", "p.py", "-o", "json")
     shutil.rmtree(tmp_path / ".usina" / "artifacts" / "sha256")
-    assert executed(usina, usina("run", "p.py", "-o", "json")) == {"load", "double", "count", "join"}
+    assert executed(usina, usina("run", "p.py", "-o", "json")) == {
+        "load",
+        "double",
+        "count",
+        "join",
+    }

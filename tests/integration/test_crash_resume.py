@@ -7,6 +7,7 @@ ever overlapped in time, and every artifact is present with the right hash.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from tests.integration.cli_helpers import Usina
 
 STEPS = 20
 
-PIPE = '''
+PIPE = """
 import os, time, json
 from usina import pipeline, step
 
@@ -35,7 +36,7 @@ def _mark(name, what):
 @step
 def s(prev: str, i: int) -> str:
     _mark(f"s{i}", "start")
-    time.sleep(0.05 + (i % 3) * 0.03)
+    time.sleep(0.1 + (i % 3) * 0.05)
     out = hashlib_like(prev, i)
     _mark(f"s{i}", "end")
     return out
@@ -45,15 +46,14 @@ def hashlib_like(prev, i):
     return hashlib.sha256(f"{prev}|{i}".encode()).hexdigest() * 50
 
 @pipeline
-def chain(n: int = 20):
-    x = "seed"
-    # two interleaved lanes, joined in the end, so some steps run in parallel
-    a = s("a", 0)
-    b = s("b", 1)
+def chain(n: int = 20, salt: str = ""):
+    # two interleaved lanes, so some steps run in parallel; salt makes each round's run new
+    a = s("a" + salt, 0)
+    b = s("b" + salt, 1)
     for i in range(2, n, 2):
         a = s(a, i)
         b = s(b, i + 1)
-'''
+"""
 
 
 def _attempts_overlap(journal: Path) -> list[str]:
@@ -68,10 +68,10 @@ def _attempts_overlap(journal: Path) -> list[str]:
             else:
                 intervals.append((open_by_pid.pop(e["pid"], e["t"]), e["t"]))
         # a started attempt that never ended was killed; it may overlap nothing that ended later
-        for pid, t in open_by_pid.items():
+        for _pid, t in open_by_pid.items():
             intervals.append((t, t))
         intervals.sort()
-        for (s1, e1), (s2, _e2) in zip(intervals, intervals[1:], strict=False):
+        for (s1, e1), (s2, _e2) in itertools.pairwise(intervals):
             if s2 < e1:
                 problems.append(f"{file.name}: attempts overlap ({s1:.3f}-{e1:.3f} and {s2:.3f})")
     return problems
@@ -87,8 +87,13 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
     for round_ in range(10):
         for f in (tmp_path / "journal").iterdir():
             f.unlink()
-        proc = usina.popen("run", "chain.py", "--no-cache", "--max-parallel", "3")
-        time.sleep(rng.uniform(0.3, 2.5))
+        log = tmp_path / "popen.log"
+        log.write_text("")
+        proc = usina.popen("run", "chain.py", "-p", f"salt={round_}", "--max-parallel", "3")
+        deadline = time.monotonic() + 60
+        while "of pipeline chain" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the run is submitted: from here on, any moment is fair
+        time.sleep(rng.uniform(0.0, 2.0))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its zygote, not the steps
             kills += 1
@@ -102,9 +107,19 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
         assert shown["state"] == "succeeded", f"round {round_}"
         assert len(shown["steps"]) == STEPS
         for step_ in shown["steps"]:
-            ok = [a for a in shown["attempts"] if a["node"] == step_["node"] and a["state"] == "succeeded"]
-            assert len(ok) == 1, f"round {round_}: {step_['node']} has {len(ok)} successful attempts"
-            running = [a for a in shown["attempts"] if a["node"] == step_["node"] and a["state"] == "running"]
+            ok = [
+                a
+                for a in shown["attempts"]
+                if a["node"] == step_["node"] and a["state"] == "succeeded"
+            ]
+            assert len(ok) == 1, (
+                f"round {round_}: {step_['node']} has {len(ok)} successful attempts"
+            )
+            running = [
+                a
+                for a in shown["attempts"]
+                if a["node"] == step_["node"] and a["state"] == "running"
+            ]
             assert not running
             for out in step_["outputs"]:
                 hexd = out["digest"].split(":", 1)[1]

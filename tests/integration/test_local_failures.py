@@ -48,10 +48,12 @@ def test_user_error_fails_fast_and_why_shows_the_traceback(usina):
     assert attempt["failure_class"] == "user_error"
     assert attempt["exit_code"] == 42
     assert "ValueError: negative amount in row 2" in attempt["message"]
-    assert 'line' in attempt["message"] and "in broken" in attempt["message"]
+    assert "line" in attempt["message"]
+    assert "in broken" in attempt["message"]
     text = usina("runs", "why", run["id"])
     assert text.code == 1
-    assert "user_error" in text.out and "usina runs resume" in text.out
+    assert "user_error" in text.out
+    assert "usina runs resume" in text.out
 
 
 OOM = """
@@ -163,7 +165,9 @@ def test_cancel_from_another_process_stops_the_run(usina):
 
 
 def test_logs_of_an_attempt(usina):
-    usina.write("p.py", """
+    usina.write(
+        "p.py",
+        """
         from usina import pipeline, step
 
         @step
@@ -176,11 +180,14 @@ def test_logs_of_an_attempt(usina):
         @pipeline
         def p():
             talk()
-    """)
+    """,
+    )
     assert usina("run", "p.py").code == 0
     run = usina.last_run()
     res = usina("runs", "logs", run["id"], "talk")
     assert res.code == 0
-    assert "hello from the step" in res.out and "and its stderr" in res.out
+    assert "hello from the step" in res.out
+    assert "and its stderr" in res.out
     missing = usina("runs", "logs", run["id"], "nope")
-    assert missing.code == 2 and "has no step 'nope'" in missing.err
+    assert missing.code == 2
+    assert "has no step 'nope'" in missing.err

@@ -179,7 +179,13 @@ def test_code_hash_changes_with_source_and_cache_version():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4Gi", 4 * 2**30), ("512Mi", 512 * 2**20), ("1G", 10**9), ("1.5Gi", int(1.5 * 2**30)), (1024, 1024)],
+    [
+        ("4Gi", 4 * 2**30),
+        ("512Mi", 512 * 2**20),
+        ("1G", 10**9),
+        ("1.5Gi", int(1.5 * 2**30)),
+        (1024, 1024),
+    ],
 )
 def test_memory_quantities(text, expected):
     assert memory_bytes(text) == expected

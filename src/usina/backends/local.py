@@ -21,8 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -42,6 +42,9 @@ from usina.engine.ports import (
 from usina.errors import BackendError
 from usina.sdk.resources import memory_bytes
 from usina.sdk.retry import FailureClass
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,10 @@ def detect_gpus() -> list[int]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -163,6 +169,7 @@ class LocalBackend:
         self._version = 0
         self._seen_version = 0
         self._zygote: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
         self._closed = False
         self._warned_gpu: set[str] = set()
         os.makedirs(self.work_dir, exist_ok=True)
@@ -245,7 +252,13 @@ class LocalBackend:
                 zygote.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 zygote.kill()
+                zygote.wait(timeout=5)
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+            if zygote.stdout is not None:
+                zygote.stdout.close()
         self._zygote = None
+        self._reader = None
 
     # -- internals ------------------------------------------------------------------------
 
@@ -289,8 +302,12 @@ class LocalBackend:
             return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
         if a.signal is not None:
             name = signal.Signals(a.signal).name if a.signal in signal.valid_signals() else a.signal
-            if a.signal == signal.SIGKILL and a.memory_limit and a.peak_memory > 0.8 * a.memory_limit:
-                return FailureClass.OOM, "OOMKilled", f"killed by SIGKILL near its memory limit"
+            if (
+                a.signal == signal.SIGKILL
+                and a.memory_limit
+                and a.peak_memory > 0.8 * a.memory_limit
+            ):
+                return FailureClass.OOM, "OOMKilled", "killed by SIGKILL near its memory limit"
             return FailureClass.USER_ERROR, "Signal", f"killed by signal {name}"
         return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
 
@@ -300,8 +317,14 @@ class LocalBackend:
         lock = os.path.join(folder, "lock")
         if not os.path.exists(lock):
             return None
-        attempt = _Attempt(id=aid, folder=folder, memory_limit=None, deadline=None,
-                           started_at=os.path.getmtime(lock), adopted=True)
+        attempt = _Attempt(
+            id=aid,
+            folder=folder,
+            memory_limit=None,
+            deadline=None,
+            started_at=os.path.getmtime(lock),
+            adopted=True,
+        )
         if _lock_held(lock):
             attempt.state = TaskState.RUNNING
             attempt.pid = _read_pid(folder)
@@ -338,7 +361,10 @@ class LocalBackend:
         for module in self.modules:
             cmd += ["--module", module]
         self._zygote = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
         )
         zygote = self._zygote
         assert zygote.stdout is not None
@@ -347,8 +373,11 @@ class LocalBackend:
             raise BackendError(
                 f"the local worker process (zygote) failed to start: {' '.join(cmd)}"
             )
-        reader = threading.Thread(target=self._read, args=(zygote,), name="usina-zygote", daemon=True)
+        reader = threading.Thread(
+            target=self._read, args=(zygote,), name="usina-zygote", daemon=True
+        )
         reader.start()
+        self._reader = reader
         return zygote
 
     def _send(self, message: dict[str, object]) -> None:
@@ -395,7 +424,11 @@ class LocalBackend:
         attempt.code = code
         attempt.signal = sig
         attempt.finished_at = time.time()
-        attempt.state = TaskState.SUCCEEDED if code == EXIT_OK and attempt.kill_reason is None else TaskState.FAILED
+        attempt.state = (
+            TaskState.SUCCEEDED
+            if code == EXIT_OK and attempt.kill_reason is None
+            else TaskState.FAILED
+        )
         self._gpus_free.extend(attempt.gpus)
         attempt.gpus = []
         self._copy_log(attempt)
@@ -430,22 +463,24 @@ class LocalBackend:
             now = time.time()
             changed = False
             with self._lock:
-                live = [a for a in self._attempts.values()
-                        if a.state in (TaskState.PENDING, TaskState.RUNNING) and a.pid is not None]
+                live = [
+                    a
+                    for a in self._attempts.values()
+                    if a.state in (TaskState.PENDING, TaskState.RUNNING) and a.pid is not None
+                ]
             for attempt in live:
                 pid = attempt.pid
                 assert pid is not None
-                if attempt.adopted:
-                    if not _lock_held(os.path.join(attempt.folder, "lock")):
-                        with self._lock:
-                            if attempt.kill_reason is None:
-                                self._conclude_from_records(attempt)
-                            else:
-                                attempt.state = TaskState.FAILED
-                                attempt.finished_at = now
-                            self._copy_log(attempt)
-                        changed = True
-                        continue
+                if attempt.adopted and not _lock_held(os.path.join(attempt.folder, "lock")):
+                    with self._lock:
+                        if attempt.kill_reason is None:
+                            self._conclude_from_records(attempt)
+                        else:
+                            attempt.state = TaskState.FAILED
+                            attempt.finished_at = now
+                        self._copy_log(attempt)
+                    changed = True
+                    continue
                 if attempt.kill_sent_at is not None:
                     if now - attempt.kill_sent_at > self.kill_grace:
                         _signal_group(pid, signal.SIGKILL)
@@ -457,16 +492,22 @@ class LocalBackend:
                         attempt.peak_memory = max(attempt.peak_memory, used)
                         if used > attempt.memory_limit:
                             with self._lock:
-                                self._kill(attempt, FailureClass.OOM,
-                                           f"used {used / 2**20:.0f}Mi of its "
-                                           f"{attempt.memory_limit / 2**20:.0f}Mi memory limit")
+                                self._kill(
+                                    attempt,
+                                    FailureClass.OOM,
+                                    f"used {used / 2**20:.0f}Mi of its "
+                                    f"{attempt.memory_limit / 2**20:.0f}Mi memory limit",
+                                )
                             changed = True
                             continue
                     attempt.peak_memory = max(attempt.peak_memory, rss)
                 if attempt.deadline is not None and now > attempt.deadline:
                     with self._lock:
-                        self._kill(attempt, FailureClass.TIMEOUT,
-                                   f"ran past its timeout of {attempt.deadline - attempt.started_at:.0f}s")
+                        self._kill(
+                            attempt,
+                            FailureClass.TIMEOUT,
+                            f"ran past its timeout of {attempt.deadline - attempt.started_at:.0f}s",
+                        )
                     changed = True
             if changed:
                 self._notify()

@@ -38,6 +38,12 @@ def _fmt(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def ordered(run: RunRecord, steps: Sequence[StepRecord]) -> list[StepRecord]:
+    """Steps in the plan's (topological) order, the order people read a pipeline in."""
+    index = {node["id"]: i for i, node in enumerate(run.plan.get("nodes", []))}
+    return sorted(steps, key=lambda s: index.get(s.node, len(index)))
+
+
 def step_label(step: StepRecord) -> str:
     if step.state is StepState.SUCCEEDED and step.cached:
         return "cached"
@@ -51,7 +57,7 @@ def steps_table(run: RunRecord, steps: Sequence[StepRecord]) -> Table:
     table.add_column("attempt", justify="right")
     table.add_column("duration", justify="right")
     table.add_column("note", overflow="fold")
-    for step in steps:
+    for step in ordered(run, steps):
         label = step_label(step)
         table.add_row(
             step.node,
@@ -64,6 +70,7 @@ def steps_table(run: RunRecord, steps: Sequence[StepRecord]) -> Table:
 
 
 def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
+    steps = ordered(run, steps)
     cached = [s.node for s in steps if s.cached]
     ran = [s.node for s in steps if s.state is StepState.SUCCEEDED and not s.cached]
     took = _fmt(_duration(run.started_at, run.finished_at))
@@ -101,7 +108,7 @@ def run_json(
                 "metrics": s.metrics,
                 "outputs": [o.to_json() for o in s.outputs],
             }
-            for s in steps
+            for s in ordered(run, steps)
         ],
     }
     if attempts is not None:
@@ -155,7 +162,7 @@ class Progress:
         if self._live is not None:
             self._live.update(steps_table(run, steps))
             return
-        for step in steps:
+        for step in ordered(run, steps):
             key = (step_label(step), step.attempts)
             if self._seen.get(step.node) == key:
                 continue

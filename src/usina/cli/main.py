@@ -22,8 +22,8 @@ from usina.cli.display import (
     summary_line,
 )
 from usina.cli.settings import Settings
-from usina.engine.ports import log_key
 from usina.engine.policy import advice
+from usina.engine.ports import log_key
 from usina.engine.records import AttemptState, RunRecord, RunState
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 from usina.sdk.pipeline import Pipeline, Plan
@@ -38,20 +38,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-runs_app = typer.Typer(help="List and inspect runs; resume, cancel, explain failures.",
-                       no_args_is_help=True)
+runs_app = typer.Typer(
+    help="List and inspect runs; resume, cancel, explain failures.", no_args_is_help=True
+)
 app.add_typer(runs_app, name="runs")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 
-class Output(str, enum.Enum):
+class Output(enum.StrEnum):
     text = "text"
     json = "json"
 
 
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text for people, json for tools")]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="text for people, json for tools")
+]
 
 
 def _settings() -> Settings:
@@ -85,9 +88,15 @@ def _drive(engine: Any, run: RunRecord, output: Output) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         interrupted["count"] += 1
         if interrupted["count"] > 1:
-            err.print("[red]interrupted again: leaving; running steps are adopted by 'usina runs resume'[/]")
+            err.print(
+                "[red]interrupted again: leaving now; 'usina runs resume' adopts "
+                "the steps still running[/]"
+            )
             os._exit(130)
-        err.print(f"[yellow]stopping run {run.id}: cancelling its running steps (Ctrl-C again to leave now)[/]")
+        err.print(
+            f"[yellow]stopping run {run.id}: cancelling its running steps "
+            "(Ctrl-C again to leave now)[/]"
+        )
         engine.cancel(run.id)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -97,7 +106,7 @@ def _drive(engine: Any, run: RunRecord, output: Output) -> int:
     try:
         with Progress(console, live=live) as progress:
             final = engine.drive(
-                run.id, on_pass=lambda r: progress.update(r, engine.metadata.get_steps(r.id))
+                run.id, on_pass=lambda r: progress.update(r, engine.steps_of(r.id))
             )
     finally:
         for s, handler in previous.items():
@@ -120,9 +129,16 @@ def _drive(engine: Any, run: RunRecord, output: Output) -> int:
 def run(
     target: Annotated[str, typer.Argument(help="FILE.py[:PIPELINE]")],
     param: Annotated[list[str], typer.Option("--param", "-p", help="NAME=VALUE, repeatable")] = [],  # noqa: B006
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="run every step, ignore the cache")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="run every step, ignore the cache")
+    ] = False,
     max_parallel: Annotated[int | None, typer.Option(help="steps running at once")] = None,
-    tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking", help="log to MLflow (default: as the pipeline says)")] = None,
+    tracking: Annotated[
+        bool | None,
+        typer.Option(
+            "--tracking/--no-tracking", help="log to MLflow (default: as the pipeline says)"
+        ),
+    ] = None,
     backend: Annotated[str, typer.Option(help="where steps run: local")] = "local",
     output: OutputOpt = Output.text,
 ) -> None:
@@ -131,7 +147,9 @@ def run(
     from usina.runtime.loader import load_pipeline
 
     if backend != "local":
-        raise DefinitionError(f"backend {backend!r} is not available in this build; use --backend local")
+        raise DefinitionError(
+            f"backend {backend!r} is not available in this build; use --backend local"
+        )
     pipe = load_pipeline(target)
     plan = pipe.compile(_parse_params(param))
     plan = Plan(plan.pipeline, plan.params, plan.nodes, plan.source, tuple(sys.path[:1]))
@@ -166,9 +184,9 @@ def runs_ls(
         wanted = RunState(state) if state else None
         runs = comps.metadata.list_runs(limit=limit, state=wanted, pipeline=pipeline)
         if output is Output.json:
-            print_json(out, [
-                {k: v for k, v in run_json(r, []).items() if k != "steps"} for r in runs
-            ])
+            print_json(
+                out, [{k: v for k, v in run_json(r, []).items() if k != "steps"} for r in runs]
+            )
             return
         from rich.table import Table
 
@@ -176,9 +194,16 @@ def runs_ls(
         for col in ("run", "pipeline", "state", "created", "duration"):
             table.add_column(col)
         for r in runs:
-            took = f"{(r.finished_at - r.started_at):.1f}s" if r.finished_at and r.started_at else ""
-            table.add_row(r.id, r.pipeline, r.state.value,
-                          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)), took)
+            took = (
+                f"{(r.finished_at - r.started_at):.1f}s" if r.finished_at and r.started_at else ""
+            )
+            table.add_row(
+                r.id,
+                r.pipeline,
+                r.state.value,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+                took,
+            )
         out.print(table)
     finally:
         comps.close()
@@ -197,7 +222,11 @@ def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
             print_json(out, run_json(record, steps, comps.metadata.get_attempts(run_id)))
             return
         out.print(steps_table(record, steps))
-        out.print(summary_line(record, steps) if record.state.finished else f"run {record.id} {record.state.value}")
+        out.print(
+            summary_line(record, steps)
+            if record.state.finished
+            else f"run {record.id} {record.state.value}"
+        )
     finally:
         comps.close()
 
@@ -206,7 +235,9 @@ def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
 def runs_logs(
     run_id: str,
     step: str,
-    attempt: Annotated[int | None, typer.Option(help="attempt number (default: the latest)")] = None,
+    attempt: Annotated[
+        int | None, typer.Option(help="attempt number (default: the latest)")
+    ] = None,
 ) -> None:
     """The output (stdout and stderr) of a step's attempt."""
     from usina.backends.local import read_log
@@ -222,12 +253,19 @@ def runs_logs(
             if step not in names:
                 raise NotFoundError(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
             raise NotFoundError(f"step {step!r} of run {run_id} has not run (cached or pending)")
-        chosen = attempts[-1] if attempt is None else next(
-            (a for a in attempts if a.number == attempt), None)
+        chosen = (
+            attempts[-1]
+            if attempt is None
+            else next((a for a in attempts if a.number == attempt), None)
+        )
         if chosen is None:
             raise NotFoundError(f"step {step!r} has no attempt {attempt}; it has {len(attempts)}")
         raw = comps.artifacts.read_record(log_key(chosen.id))
-        text = raw.decode(errors="replace") if raw is not None else read_log(settings.attempts_dir, chosen.id)
+        text = (
+            raw.decode(errors="replace")
+            if raw is not None
+            else read_log(settings.attempts_dir, chosen.id)
+        )
         sys.stdout.write(text)
     finally:
         comps.close()
@@ -251,16 +289,28 @@ def runs_why(run_id: str, output: OutputOpt = Output.text) -> None:
             klass = a.failure_class or FailureClass.USER_ERROR
             report.append({**attempt_json(a), "log_tail": tail, "advice": advice(klass, run_id)})
         if output is Output.json:
-            print_json(out, {"run": record.id, "state": record.state.value, "error": record.error,
-                             "failed_attempts": report})
+            print_json(
+                out,
+                {
+                    "run": record.id,
+                    "state": record.state.value,
+                    "error": record.error,
+                    "failed_attempts": report,
+                },
+            )
             return
-        out.print(f"run {record.id}: {record.state.value}" + (f" — {record.error}" if record.error else ""))
+        out.print(
+            f"run {record.id}: {record.state.value}"
+            + (f" — {record.error}" if record.error else "")
+        )
         if not report:
             out.print("no attempt failed")
             return
         for item in report:
-            out.print(f"\n[bold]{item['node']}[/] attempt {item['number']}: "
-                      f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})")
+            out.print(
+                f"\n[bold]{item['node']}[/] attempt {item['number']}: "
+                f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})"
+            )
             if item["message"]:
                 out.print(item["message"].rstrip()[-3000:], markup=False)
             if item["log_tail"]:
@@ -293,16 +343,29 @@ def runs_resume(
         plan: Plan | None = None
         if old.source and os.path.exists(old.source):
             module = load_file(old.source)
-            pipe = next((v for v in vars(module).values()
-                         if isinstance(v, Pipeline) and v.name == record.pipeline), None)
+            pipe = next(
+                (
+                    v
+                    for v in vars(module).values()
+                    if isinstance(v, Pipeline) and v.name == record.pipeline
+                ),
+                None,
+            )
         if pipe is not None:
             compiled = pipe.compile(record.params)
-            plan = Plan(compiled.pipeline, compiled.params, compiled.nodes, compiled.source, old.sys_path)
+            plan = Plan(
+                compiled.pipeline, compiled.params, compiled.nodes, compiled.source, old.sys_path
+            )
         else:
-            err.print(f"[yellow]cannot load pipeline {record.pipeline!r} from {old.source}; "
-                      "resuming with the code recorded at submission[/]")
-        engine = make_engine(comps, preload=[old.source] if old.source else [],
-                             tracker=_tracker(settings, pipe, tracking))
+            err.print(
+                f"[yellow]cannot load pipeline {record.pipeline!r} from {old.source}; "
+                "resuming with the code recorded at submission[/]"
+            )
+        engine = make_engine(
+            comps,
+            preload=[old.source] if old.source else [],
+            tracker=_tracker(settings, pipe, tracking),
+        )
         if record.state.finished or record.state is RunState.RUNNING or plan is not None:
             record = engine.resume(run_id, plan)
         raise typer.Exit(_drive(engine, record, output))
@@ -329,11 +392,19 @@ def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
                 engine.backend.close()
         record = comps.metadata.get_run(run_id)
         if output is Output.json:
-            print_json(out, {"id": record.id, "state": record.state.value,
-                             "cancel_requested": record.cancel_requested})
+            print_json(
+                out,
+                {
+                    "id": record.id,
+                    "state": record.state.value,
+                    "cancel_requested": record.cancel_requested,
+                },
+            )
         else:
-            out.print(f"run {record.id}: {record.state.value}"
-                      + ("" if record.state.finished else " (cancel requested)"))
+            out.print(
+                f"run {record.id}: {record.state.value}"
+                + ("" if record.state.finished else " (cancel requested)")
+            )
     finally:
         comps.close()
 
@@ -355,8 +426,10 @@ def _register_optional() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("USINA_LOG_LEVEL", "WARNING"),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("USINA_LOG_LEVEL", "WARNING"),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     _register_optional()
     try:
         result = app(args=argv, standalone_mode=False)
@@ -371,12 +444,12 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[red]error:[/] {exc}")
         return EXIT_FAILED
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        # Click's usage errors (typer may vendor its own copy of click): they know how to show
+        # themselves and carry their exit code.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return EXIT_USAGE
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             return 130
         raise
     return result if isinstance(result, int) else EXIT_OK

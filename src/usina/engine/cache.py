@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from usina.sdk.pipeline import PlanNode
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from usina.sdk.pipeline import PlanNode
 
 
 def cache_key(
@@ -37,11 +39,20 @@ def cache_key(
 
 
 def environment_fingerprint(extra: str = "") -> str:
-    """A hash of the Python version and the installed distributions (a locked environment)."""
-    from importlib import metadata  # local: only the engine's caller pays for the scan
+    """A hash of the Python version and the installed distributions (a locked environment).
 
-    dists = sorted(
-        f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]
-    )
-    blob = "\n".join([sys.version, extra, *dists])
+    Read from the names of the ``*.dist-info`` folders (they carry name and version), which
+    takes a directory listing instead of parsing every distribution's metadata.
+    """
+    import os
+    import sysconfig
+
+    folders = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    dists: list[str] = []
+    for folder in folders:
+        try:
+            dists += [n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue
+    blob = "\n".join([sys.version, extra, *sorted(dists)])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -16,9 +16,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usina.engine.cache import cache_key, environment_fingerprint
 from usina.engine.clock import SystemClock
@@ -51,6 +50,9 @@ from usina.engine.records import (
 from usina.errors import StateError
 from usina.sdk.pipeline import Plan, PlanNode
 from usina.sdk.retry import FailureClass, Retry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,26 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.owner = owner or default_owner()
         self._environment = self.settings.environment
+        self._plans: dict[str, tuple[int, Plan]] = {}
+        self._steps: dict[str, list[StepRecord]] = {}
 
     # -- public API -----------------------------------------------------------------------
+
+    def plan_of(self, run: RunRecord) -> Plan:
+        """The run's plan, parsed once per change (plans are large and read every pass)."""
+        nodes = run.plan.get("nodes", [])
+        signature = hash((len(nodes), tuple(n["code_hash"] for n in nodes), run.plan.get("source")))
+        cached = self._plans.get(run.id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        plan = Plan.from_json(run.plan)
+        self._plans[run.id] = (signature, plan)
+        return plan
+
+    def steps_of(self, run_id: str) -> list[StepRecord]:
+        """The steps as the last pass left them (read from the store if none ran here)."""
+        steps = self._steps.get(run_id)
+        return list(steps) if steps is not None else self.metadata.get_steps(run_id)
 
     @property
     def environment(self) -> str:
@@ -169,6 +189,8 @@ class Engine:
         crashed) just continues.
         """
         run = self.metadata.get_run(run_id)
+        self._plans.pop(run_id, None)
+        self._steps.pop(run_id, None)
         if plan is not None:
             old = Plan.from_json(run.plan)
             if [n.id for n in old.nodes] != [n.id for n in plan.nodes]:
@@ -239,7 +261,7 @@ class Engine:
         run = self.metadata.get_run(run_id)
         if run.state.finished:
             return run
-        plan = Plan.from_json(run.plan)
+        plan = self.plan_of(run)
         now = self.clock.now()
         if run.state is RunState.PENDING:
             run = replace(run, state=RunState.RUNNING, started_at=run.started_at or now)
@@ -278,7 +300,10 @@ class Engine:
                 steps[node.id] = step
                 continue
             upstream = [steps[u] for u in node.upstream]
-            if any(u.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED) for u in upstream):
+            if any(
+                u.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED)
+                for u in upstream
+            ):
                 blocker = next(u for u in upstream if u.state is not StepState.SUCCEEDED)
                 step = replace(
                     step,
@@ -318,6 +343,7 @@ class Engine:
         # 4. Finish the run when every step has.
         if all(s.state.finished for s in steps.values()) and in_flight == 0:
             run = self._finish(run, steps)
+        self._steps[run.id] = list(steps.values())
         return run
 
     # -- pieces of a pass -----------------------------------------------------------------
@@ -514,7 +540,7 @@ class Engine:
         inputs: dict[str, dict[str, Any]],
         env: Mapping[str, str],
     ) -> Task:
-        plan = Plan.from_json(run.plan)
+        plan = self.plan_of(run)
         return Task(
             attempt_id=attempt_id(run.id, node.id, number),
             run_id=run.id,
@@ -620,7 +646,7 @@ class Engine:
         return grouped
 
     def _wait_time(self, run: RunRecord) -> float:
-        steps = self.metadata.get_steps(run.id)
+        steps = self.steps_of(run.id)
         now = self.clock.now()
         waits = [
             s.next_attempt_at - now
@@ -655,11 +681,18 @@ class Engine:
             raise StateError(f"lost the lease on run {run_id} to another driver")
 
     def _event(
-        self, run_id: str, kind: str, *, node: str | None = None, attempt: str | None = None,
-        message: str = ""
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        node: str | None = None,
+        attempt: str | None = None,
+        message: str = "",
     ) -> None:
         self.metadata.add_event(
-            Event(RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message)
+            Event(
+                RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message
+            )
         )
 
     def _track(self, what: str, *args: Any) -> None:

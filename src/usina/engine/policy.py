@@ -6,15 +6,19 @@ Pure functions of the attempt history, so retry schedules can be asserted exactl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usina.sdk.resources import Resources, memory_bytes
 from usina.sdk.retry import FailureClass, Retry
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 _ADVICE = {
-    FailureClass.USER_ERROR: "fix the step's code or data (see the traceback), then 'usina runs resume {run}'",
+    FailureClass.USER_ERROR: (
+        "fix the step's code or data (see the traceback), then 'usina runs resume {run}'"
+    ),
     FailureClass.OOM: "raise the step's memory (Resources(memory=...)) or Retry(max_memory=...)",
     FailureClass.TIMEOUT: "raise the step's timeout, or make it faster",
     FailureClass.INFRA: "check the image, secrets and config the step needs, then resume",
@@ -38,9 +42,7 @@ class Decision:
     reason: str  # why, in words
 
 
-def decide(
-    policy: Retry, failures: Sequence[FailureClass], resources: dict[str, Any]
-) -> Decision:
+def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str, Any]) -> Decision:
     """Decide what follows the last of ``failures`` (the step's counted failed attempts)."""
     if not failures:
         raise ValueError("decide() needs at least one failure")
@@ -56,7 +58,9 @@ def decide(
     budget = policy.budget(last)
     if count > budget:
         what = "disruptions" if last.is_disruption else f"{last.value} failures"
-        return Decision(False, 0.0, resources, f"gave up after {count} {what} (retry budget {budget})")
+        return Decision(
+            False, 0.0, resources, f"gave up after {count} {what} (retry budget {budget})"
+        )
     if last.is_disruption:
         delay = policy.backoff
     else:
@@ -69,7 +73,10 @@ def decide(
             cap = memory_bytes(policy.max_memory)
             if now_bytes >= cap:
                 return Decision(
-                    False, 0.0, resources, f"out of memory at the cap max_memory={policy.max_memory}"
+                    False,
+                    0.0,
+                    resources,
+                    f"out of memory at the cap max_memory={policy.max_memory}",
                 )
             grown = min(grown, cap)
         bigger = current.with_memory(grown)

@@ -5,20 +5,21 @@ tracker and clock. Each has an in-memory fake in ``usina.testing`` and a contrac
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from usina.engine.records import (
-    ArtifactRef,
-    AttemptRecord,
-    Event,
-    RunId,
-    RunRecord,
-    RunState,
-    StepRecord,
-)
-from usina.sdk.retry import FailureClass
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from usina.engine.records import (
+        ArtifactRef,
+        AttemptRecord,
+        Event,
+        RunRecord,
+        RunState,
+        StepRecord,
+    )
+    from usina.sdk.retry import FailureClass
 
 
 class MetadataStore(Protocol):
@@ -43,7 +44,9 @@ class MetadataStore(Protocol):
     def add_event(self, event: Event) -> None: ...
     def list_events(self, run_id: str) -> list[Event]: ...
     def cache_get(self, key: str) -> tuple[ArtifactRef, ...] | None: ...
-    def cache_put(self, key: str, outputs: Sequence[ArtifactRef], run_id: str, node: str) -> None: ...
+    def cache_put(
+        self, key: str, outputs: Sequence[ArtifactRef], run_id: str, node: str
+    ) -> None: ...
     def acquire_lease(self, run_id: str, owner: str, ttl: float, now: float) -> bool: ...
     def release_lease(self, run_id: str, owner: str) -> None: ...
 
@@ -165,6 +168,7 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 42  # the step's code raised; the traceback is in the attempt's error record
 EXIT_OOM = 43  # the step raised MemoryError
 EXIT_INFRA = 44  # the runtime could not load the task, its inputs, or write its outputs
+
 
 # Records in the artifact store, per attempt: the engine writes the task before launching;
 # the runtime writes the result (success) or the error (failure).

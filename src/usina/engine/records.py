@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 
-from usina.sdk.retry import FailureClass
+if TYPE_CHECKING:
+    from usina.sdk.retry import FailureClass
 
 RunId = NewType("RunId", str)
 AttemptId = NewType("AttemptId", str)

@@ -54,7 +54,7 @@ def load_task(store: ArtifactStore, attempt_id: str) -> Task:
 def _load_input(store: ArtifactStore, ref: ArtifactRef) -> Any:
     path = store.local_path(ref.digest)
     if path is not None:
-        return serializers.load_path(path, ref.serializer, ref.type_name)
+        return serializers.load(path, ref.serializer, ref.type_name)
     return serializers.load(store.get_bytes(ref.digest), ref.serializer, ref.type_name)
 
 
@@ -122,7 +122,9 @@ def execute(store: ArtifactStore, task: Task) -> int:
         values = [value]
     else:
         if not isinstance(value, tuple | list) or len(value) != count:
-            got = f"{len(value)} values" if isinstance(value, tuple | list) else type(value).__name__
+            got = (
+                f"{len(value)} values" if isinstance(value, tuple | list) else type(value).__name__
+            )
             exc = SerializationError(
                 f"step {node['step']!r} is annotated to return {count} values but returned {got}"
             )

@@ -7,11 +7,13 @@ import importlib
 import importlib.util
 import os
 import sys
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usina.errors import DefinitionError
 from usina.sdk.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 PREFIX = "usina_pipeline_"
 

@@ -13,12 +13,14 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from usina.errors import DefinitionError, ParameterError
 from usina.sdk.step import BuildContext, Const, Node, Ref, Step, set_building
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 _TRUE = {"1", "true", "yes", "y", "on", "sim", "s"}
 _FALSE = {"0", "false", "no", "n", "off", "nao", "não"}
@@ -42,9 +44,9 @@ def coerce(param: Param, value: object) -> object:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in typing.get_args(kind):
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in typing.get_args(kind):
+            return None
         if len(args) == 1:
             return coerce(Param(param.name, args[0], param.default, param.required), value)
         kind = Any
@@ -180,7 +182,7 @@ def _toposort(nodes: Mapping[str, Node], pipeline: str) -> list[str]:
         if state.get(node_id) == 2:
             return
         if state.get(node_id) == 1:
-            cycle = [*path[path.index(node_id):], node_id]
+            cycle = [*path[path.index(node_id) :], node_id]
             raise DefinitionError(
                 f"pipeline '{pipeline}' has a cycle: {' -> '.join(cycle)}; "
                 f"step '{node_id}' cannot run after itself; remove one of these dependencies"

@@ -24,8 +24,20 @@ _DECIMAL = {
     "E": Decimal(10**18),
 }
 _QUANTITY = re.compile(r"^([+-]?[0-9]+(?:\.[0-9]*)?|[+-]?\.[0-9]+)([eE][+-]?[0-9]+|[A-Za-z]*)$")
-_COMMON_MISTAKES = {"KB": "Ki", "MB": "Mi", "GB": "Gi", "TB": "Ti", "Kb": "Ki", "Mb": "Mi", "Gb": "Gi",
-                    "g": "Gi", "gb": "Gi", "mb": "Mi", "kb": "Ki", "K": "k"}
+_COMMON_MISTAKES = {
+    "KB": "Ki",
+    "MB": "Mi",
+    "GB": "Gi",
+    "TB": "Ti",
+    "Kb": "Ki",
+    "Mb": "Mi",
+    "Gb": "Gi",
+    "g": "Gi",
+    "gb": "Gi",
+    "mb": "Mi",
+    "kb": "Ki",
+    "K": "k",
+}
 
 
 class QuantityError(ValueError):
@@ -121,7 +133,9 @@ class Resources:
                 found.append(f"{name}: {exc}")
                 continue
             if amount < 1024 * 1024:
-                found.append(f"{name}={value!r} is less than 1Mi; did you forget the unit (Mi, Gi)?")
+                found.append(
+                    f"{name}={value!r} is less than 1Mi; did you forget the unit (Mi, Gi)?"
+                )
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
             found.append(f"gpus={self.gpus!r} must be a whole number >= 0")
         if self.gpu_type is not None and self.gpus == 0:

@@ -13,13 +13,15 @@ import json
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from usina.errors import DefinitionError
 from usina.sdk.resources import QuantityError, Resources, parse_quantity
 from usina.sdk.retry import Retry
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -221,9 +223,7 @@ class Step(Generic[P, R]):
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
-            raise DefinitionError(
-                f"step '{self.name}' is not valid: " + "; ".join(problems)
-            )
+            raise DefinitionError(f"step '{self.name}' is not valid: " + "; ".join(problems))
         return seconds
 
     # Called inside a pipeline: record a node. Outside: refuse with a clear message.
@@ -271,8 +271,9 @@ class Step(Generic[P, R]):
             ) from exc
         annotation = self.hints.get(pname, inspect.Parameter.empty)
         if not _matches(value, annotation):
+            wanted = getattr(annotation, "__name__", annotation)
             raise DefinitionError(
-                f"step '{self.name}': input '{pname}' expects {getattr(annotation, '__name__', annotation)}, "
+                f"step '{self.name}': input '{pname}' expects {wanted}, "
                 f"got {value!r} ({type(value).__name__})"
             )
         return Const(value)

@@ -103,10 +103,14 @@ class FsspecArtifactStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _write(self, final: str, chunks: Iterable[bytes]) -> None:
-        """Write ``chunks`` to ``final`` so that it appears whole or not at all."""
+    def _write(self, final: str, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+        """Write ``chunks`` to ``final`` so that it appears whole or not at all.
+
+        durable: fsync before the rename, so the content survives a machine crash too.
+        Records skip it: a record lost with the machine only makes an attempt run again,
+        while an fsync costs milliseconds on every step."""
         if self._local:
-            self._write_local(final, chunks)
+            self._write_local(final, chunks, durable=durable)
         elif self._direct:
             self._fs.pipe_file(final, b"".join(chunks))
         else:
@@ -122,7 +126,7 @@ class FsspecArtifactStore:
                 raise
 
     @staticmethod
-    def _write_local(final: str, chunks: Iterable[bytes]) -> None:
+    def _write_local(final: str, chunks: Iterable[bytes], *, durable: bool = True) -> None:
         folder = os.path.dirname(final)
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
@@ -130,8 +134,9 @@ class FsspecArtifactStore:
             with open(fd, "wb") as out:
                 for chunk in chunks:
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -270,7 +275,7 @@ class FsspecArtifactStore:
     def write_record(self, key: str, data: bytes) -> None:
         path = self._record_path(key)
         try:
-            self._write(path, [data])
+            self._write(path, [data], durable=False)
         except OSError as exc:
             raise StoreError(f"cannot write record {key!r} to {self._url}: {exc}") from exc
 

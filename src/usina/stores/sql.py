@@ -77,6 +77,7 @@ class SqlMetadataStore:
         self._url = sa.make_url(normalize_url(url))
         self._shown_url = self._url.render_as_string(hide_password=True)
         self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._upserts: dict[tuple[Any, ...], Any] = {}
         try:
             self._engine = self._create_engine()
         except (SQLAlchemyError, ImportError) as exc:
@@ -192,12 +193,20 @@ class SqlMetadataStore:
         keys: Sequence[str],
         keep: frozenset[str] = frozenset(),
     ) -> None:
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert(table).values(row)
-        updates = {
-            name: stmt.excluded[name] for name in row if name not in keys and name not in keep
-        }
-        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
+        # One statement per shape, built once and executed with parameters: building and
+        # compiling an upsert per call cost more than the write itself on every engine pass.
+        shape = (table.name, tuple(row), tuple(keys), keep)
+        stmt = self._upserts.get(shape)
+        if stmt is None:
+            dialect = self._engine.dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            base = insert(table)
+            updates = {
+                name: base.excluded[name] for name in row if name not in keys and name not in keep
+            }
+            stmt = base.on_conflict_do_update(index_elements=list(keys), set_=updates)
+            self._upserts[shape] = stmt
+        conn.execute(stmt, row)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -280,7 +289,7 @@ class SqlMetadataStore:
 
     def add_event(self, event_: Event) -> None:
         with self._write(f"adding a {event_.kind!r} event to run {event_.run_id!r}") as conn:
-            conn.execute(sa.insert(events).values(event_to_row(event_)))
+            conn.execute(events.insert(), event_to_row(event_))
 
     def list_events(self, run_id: str) -> list[Event]:
         query = (

@@ -80,6 +80,7 @@ def step_to_row(step: StepRecord) -> dict[str, Any]:
         "finished_at": step.finished_at,
         "error": step.error,
         "metrics": {name: _finite(value) for name, value in step.metrics.items()},
+        "retry_base": step.retry_base,
     }
 
 
@@ -105,6 +106,7 @@ def step_from_row(row: Row) -> StepRecord:
         finished_at=row["finished_at"],
         error=row["error"],
         metrics={str(k): float(v) for k, v in row["metrics"].items()},
+        retry_base=int(row["retry_base"] or 0),
     )
 
 

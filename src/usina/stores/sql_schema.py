@@ -61,6 +61,7 @@ steps = sa.Table(
     sa.Column("finished_at", sa.Double(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("metrics", Json, nullable=False),
+    sa.Column("retry_base", sa.Integer(), nullable=False, server_default="0"),
 )
 
 attempts = sa.Table(

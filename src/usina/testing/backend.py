@@ -9,8 +9,8 @@ finish on the ``observe`` after they were launched, or stay running while ``hold
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from usina.engine.ports import (
     ArtifactStore,
@@ -21,7 +21,11 @@ from usina.engine.ports import (
 )
 from usina.engine.records import ArtifactRef
 from usina.sdk.retry import FailureClass
-from usina.testing.clock import FakeClock
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from usina.testing.clock import FakeClock
 
 
 @dataclass
@@ -83,11 +87,15 @@ class FakeBackend:
             self._complete(item)
             if item.cancelled:
                 seen[aid] = Observation(
-                    TaskState.FAILED, failure_class=FailureClass.CANCELLED, reason="Cancelled",
+                    TaskState.FAILED,
+                    failure_class=FailureClass.CANCELLED,
+                    reason="Cancelled",
                     finished_at=self.clock.now(),
                 )
             elif item.outcome == "ok":
-                seen[aid] = Observation(TaskState.SUCCEEDED, exit_code=0, finished_at=self.clock.now())
+                seen[aid] = Observation(
+                    TaskState.SUCCEEDED, exit_code=0, finished_at=self.clock.now()
+                )
             else:
                 assert isinstance(item.outcome, FailureClass)
                 seen[aid] = Observation(

@@ -70,6 +70,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Double(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("metrics", Json, nullable=False),
+        sa.Column("retry_base", sa.Integer(), nullable=False, server_default="0"),
     )
 
     op.create_table(

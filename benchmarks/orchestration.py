@@ -16,9 +16,10 @@ Workloads (files under ``benchmarks/workloads/``, one per tool and workload):
 
 Every run is a fresh process tree started by this script, with its own temporary state folder
 (``USINA_HOME``, ``PREFECT_HOME``, ``METAFLOW_HOME`` and Metaflow's local datastore), so nothing
-carries over between runs except the operating system's file cache. Wall time is measured here,
-from process start to exit. Peak RSS is the largest sum of RSS over the run's whole process tree,
-sampled with psutil every 10 ms (see benchmarks/README.md for what that does and does not count).
+carries over between runs except the operating system's file cache (unless ``--reuse-state``).
+Wall time is measured here, from process start to exit. Peak RSS is the largest sum of RSS over
+the run's whole process tree, sampled every 10 ms (see benchmarks/README.md for what that does and
+does not count).
 
 Prefect and Metaflow are installed by this script on first use, each into its own virtual
 environment under ``benchmarks/.venvs/<peer>`` (git-ignored), at the versions pinned below. None

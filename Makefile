@@ -3,9 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,dev
 PYTEST_ARGS ?=
-comma := ,
 
 .PHONY: install demo test lint fmt clean services
 
@@ -13,12 +12,15 @@ $(UV):
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 
-$(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS))): pyproject.toml | $(UV)
+# Re-installs when pyproject.toml, this Makefile or the extras change.
+STAMP := $(VENV)/.installed
+$(STAMP): pyproject.toml Makefile | $(UV)
 	$(UV) pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(EXTRAS)]'
 	$(BIN)/python -m compileall -q src >/dev/null
-	touch $@
+	echo '$(EXTRAS)' > $@
 
-install: $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS)))
+install: $(STAMP)
+	@[ "$$(cat $(STAMP))" = '$(EXTRAS)' ] || { rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); }
 
 # The fraud pipeline end to end on embedded defaults (SQLite + files + MLflow under ./.usina).
 demo: install

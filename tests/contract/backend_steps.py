@@ -22,3 +22,10 @@ def fail(x: int) -> int:
 def sleepy(x: int) -> int:
     time.sleep(60)
     return x
+
+
+@step
+def show_gpus(x: int) -> str:
+    import os
+
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")

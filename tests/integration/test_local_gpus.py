@@ -1,0 +1,61 @@
+"""The local backend hands out GPUs through CUDA_VISIBLE_DEVICES, and says so when it cannot."""
+
+from __future__ import annotations
+
+import json
+
+from tests.contract.test_backend import Harness
+from usina.backends.local import LocalBackend
+from usina.engine.ports import TaskState, result_key
+from usina.stores import serializers
+from usina.stores.artifacts import FsspecArtifactStore
+
+
+def _value(store: FsspecArtifactStore, attempt: str) -> str:
+    ref = json.loads(store.read_record(result_key(attempt)))["outputs"][0]
+    return serializers.load(store.get_bytes(ref["digest"]), ref["serializer"], ref["type_name"])
+
+
+def test_gpus_are_assigned_and_released(tmp_path):
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"))
+    backend = LocalBackend(str(tmp_path / "attempts"), store, gpus=[0, 1, 2])
+    h = Harness(backend, store)
+    try:
+        first = h.task("show_gpus")
+        first = type(first)(**{**first.to_json(), "resources": {"memory": "1Gi", "gpus": 2}})
+        h.store.write_record(
+            f"attempts/{first.attempt_id}/task.json", json.dumps(first.to_json()).encode()
+        )
+        backend.launch(first)
+        h.wait_for(first.attempt_id, {TaskState.SUCCEEDED})
+        assert _value(store, first.attempt_id) == "0,1"
+        second = h.task("show_gpus")
+        second = type(second)(**{**second.to_json(), "resources": {"memory": "1Gi", "gpus": 3}})
+        h.store.write_record(
+            f"attempts/{second.attempt_id}/task.json", json.dumps(second.to_json()).encode()
+        )
+        backend.launch(second)
+        h.wait_for(second.attempt_id, {TaskState.SUCCEEDED})
+        assert sorted(_value(store, second.attempt_id).split(",")) == ["0", "1", "2"]  # released
+    finally:
+        backend.close()
+
+
+def test_gpus_asked_for_but_absent_run_on_cpu_with_a_warning(tmp_path):
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"))
+    backend = LocalBackend(str(tmp_path / "attempts"), store, gpus=[])
+    h = Harness(backend, store)
+    try:
+        task = h.task("show_gpus")
+        task = type(task)(**{**task.to_json(), "resources": {"memory": "1Gi", "gpus": 1}})
+        h.store.write_record(
+            f"attempts/{task.attempt_id}/task.json", json.dumps(task.to_json()).encode()
+        )
+        backend.launch(task)
+        h.wait_for(task.attempt_id, {TaskState.SUCCEEDED})
+        assert _value(store, task.attempt_id) == ""
+        assert "asks for 1 GPU(s) but only 0 are free here; running on the CPU" in backend.logs(
+            task.attempt_id
+        )
+    finally:
+        backend.close()

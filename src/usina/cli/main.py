@@ -462,6 +462,8 @@ def _register_optional() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Logging is the CLI's to configure: MLflow would otherwise install its own INFO handler.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     logging.basicConfig(
         level=os.environ.get("USINA_LOG_LEVEL", "WARNING"),
         format="%(levelname)s %(name)s: %(message)s",

@@ -3,13 +3,12 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,torch,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,dev
 # PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
 # satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
 # wheel where one is configured (PIP_FIND_LINKS), else the index's.
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
-comma := ,
 
 .PHONY: install demo test lint fmt clean services
 
@@ -17,16 +16,20 @@ $(UV):
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 
-$(VENV)/.torch-$(TORCH_VERSION): | $(UV)
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+$(TORCH_STAMP): | $(UV)
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
 	touch $@
 
-$(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS))): pyproject.toml $(VENV)/.torch-$(TORCH_VERSION) | $(UV)
+# Re-installs when pyproject.toml, this Makefile or the extras change.
+STAMP := $(VENV)/.installed
+$(STAMP): pyproject.toml Makefile $(TORCH_STAMP) | $(UV)
 	$(UV) pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(EXTRAS)]'
 	$(BIN)/python -m compileall -q src >/dev/null
-	touch $@
+	echo '$(EXTRAS)' > $@
 
-install: $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS)))
+install: $(STAMP)
+	@[ "$$(cat $(STAMP))" = '$(EXTRAS)' ] || { rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); }
 
 # The fraud pipeline end to end on embedded defaults (SQLite + files + MLflow under ./.usina).
 demo: install

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cli_helpers import Usina
+from usina.engine.records import AttemptState, RunState
+from usina.stores.sql import SqlMetadataStore
 
 STEPS = 20
 
@@ -98,31 +100,27 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its zygote, not the steps
             kills += 1
         proc.wait(timeout=30)
-        runs = usina("runs", "ls", "--output", "json").json()
-        run_id = runs[0]["id"]
-        if runs[0]["state"] != "succeeded":
-            res = usina("runs", "resume", run_id, "--output", "json", timeout=180)
-            assert res.code == 0, f"round {round_}: {res.out}\n{res.err}"
-        shown = usina("runs", "show", run_id, "--output", "json").json()
-        assert shown["state"] == "succeeded", f"round {round_}"
-        assert len(shown["steps"]) == STEPS
-        for step_ in shown["steps"]:
-            ok = [
-                a
-                for a in shown["attempts"]
-                if a["node"] == step_["node"] and a["state"] == "succeeded"
-            ]
-            assert len(ok) == 1, (
-                f"round {round_}: {step_['node']} has {len(ok)} successful attempts"
-            )
-            running = [
-                a
-                for a in shown["attempts"]
-                if a["node"] == step_["node"] and a["state"] == "running"
-            ]
-            assert not running
-            for out in step_["outputs"]:
-                hexd = out["digest"].split(":", 1)[1]
+        store = SqlMetadataStore(f"sqlite:///{tmp_path}/.usina/usina.db")
+        try:
+            [run] = store.list_runs(limit=1, before=None)
+            assert run.params["salt"] == str(round_)
+            if run.state is not RunState.SUCCEEDED:
+                res = usina("runs", "resume", run.id, "--output", "json", timeout=180)
+                assert res.code == 0, f"round {round_}: {res.out}\n{res.err}"
+            run = store.get_run(run.id)
+            steps = store.get_steps(run.id)
+            attempts = store.get_attempts(run.id)
+        finally:
+            store.close()
+        assert run.state is RunState.SUCCEEDED, f"round {round_}"
+        assert len(steps) == STEPS
+        for step_ in steps:
+            mine = [a for a in attempts if a.node == step_.node]
+            ok = [a for a in mine if a.state is AttemptState.SUCCEEDED]
+            assert len(ok) == 1, f"round {round_}: {step_.node} has {len(ok)} successful attempts"
+            assert not [a for a in mine if a.state is AttemptState.RUNNING]
+            for out in step_.outputs:
+                hexd = out.digest.split(":", 1)[1]
                 blob = tmp_path / ".usina" / "artifacts" / "sha256" / hexd[:2] / hexd
                 assert hashlib.sha256(blob.read_bytes()).hexdigest() == hexd
         assert not _attempts_overlap(tmp_path / "journal"), f"round {round_}"

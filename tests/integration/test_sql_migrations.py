@@ -133,3 +133,9 @@ def test_an_unreachable_database_is_a_store_error() -> None:
 def test_an_in_memory_sqlite_database_works() -> None:
     with SqlMetadataStore("sqlite:///:memory:") as store:
         assert store.list_runs() == []
+
+
+def test_the_head_constant_matches_the_migration_scripts():
+    from usina.stores import migrate
+
+    assert migrate.head_revision() == migrate.HEAD

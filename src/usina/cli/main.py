@@ -42,6 +42,9 @@ runs_app = typer.Typer(
     help="List and inspect runs; resume, cancel, explain failures.", no_args_is_help=True
 )
 app.add_typer(runs_app, name="runs")
+k8s_app = typer.Typer(help="Kubernetes: render the Jobs a pipeline would create.",
+                      no_args_is_help=True)
+app.add_typer(k8s_app, name="k8s")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -139,17 +142,21 @@ def run(
             "--tracking/--no-tracking", help="log to MLflow (default: as the pipeline says)"
         ),
     ] = None,
-    backend: Annotated[str, typer.Option(help="where steps run: local")] = "local",
+    backend: Annotated[str, typer.Option(help="where steps run: local or kubernetes")] = "local",
+    namespace: Annotated[str | None, typer.Option(help="kubernetes: namespace of the Jobs")] = None,
+    queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
+    image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
     output: OutputOpt = Output.text,
 ) -> None:
     """Run a pipeline to its end and show its steps as they go."""
-    from usina.cli.components import make_engine, open_stores
+    from usina.cli.components import KubernetesOptions, make_engine, open_stores
     from usina.runtime.loader import load_pipeline
 
-    if backend != "local":
-        raise DefinitionError(
-            f"backend {backend!r} is not available in this build; use --backend local"
-        )
+    if backend not in ("local", "kubernetes"):
+        raise DefinitionError(f"unknown backend {backend!r}; use local or kubernetes")
+    k8s = None
+    if backend == "kubernetes":
+        k8s = KubernetesOptions(namespace=namespace, queue=queue, image=image)
     pipe = load_pipeline(target)
     plan = pipe.compile(_parse_params(param))
     plan = Plan(plan.pipeline, plan.params, plan.nodes, plan.source, tuple(sys.path[:1]))
@@ -162,6 +169,7 @@ def run(
             tracker=_tracker(settings, pipe, tracking),
             max_parallel=max_parallel,
             use_cache=not no_cache,
+            kubernetes=k8s,
         )
         record = engine.submit(plan)
         raise typer.Exit(_drive(engine, record, output))
@@ -407,6 +415,33 @@ def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
             )
     finally:
         comps.close()
+
+
+@k8s_app.command("render")
+def k8s_render(
+    target: Annotated[str, typer.Argument(help="FILE.py[:PIPELINE]")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="NAME=VALUE, repeatable")] = [],  # noqa: B006
+    namespace: Annotated[str, typer.Option(help="namespace of the Jobs")] = "default",
+    queue: Annotated[str | None, typer.Option(help="Kueue LocalQueue")] = None,
+    image: Annotated[str, typer.Option(help="image with usina and code")] = "usina-runtime:latest",
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml or json")] = "yaml",
+) -> None:
+    """Print the exact manifests each step's first attempt would create (no cluster needed)."""
+    from usina.cli.components import KubernetesOptions, render_plan
+    from usina.runtime.loader import load_pipeline
+
+    plan = load_pipeline(target).compile(_parse_params(param))
+    options = KubernetesOptions(namespace=namespace, queue=queue, image=image)
+    objects = render_plan(plan, options, _settings())
+    if output == "json":
+        print_json(out, objects)
+        return
+    try:
+        import yaml
+    except ImportError:
+        print_json(out, objects)
+        return
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
 
 
 @app.command()

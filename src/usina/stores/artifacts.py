@@ -26,9 +26,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
 from usina.errors import ArtifactMissingError, StoreError
 
 if TYPE_CHECKING:
@@ -59,6 +56,17 @@ class FsspecArtifactStore:
     def __init__(self, url: str) -> None:
         if "://" not in url:
             url = Path(url).expanduser().resolve().as_uri()
+        if url.startswith("file://"):
+            # The local file system needs no fsspec (a CLI start is ~0.2 s faster without it).
+            self._fs: Any = None
+            self._local = True
+            self._root = url[len("file://") :].rstrip("/") or "/"
+            self._direct = False
+            self._url = Path(self._root).as_uri()
+            return
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
         try:
             fs, root = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:

@@ -3,7 +3,11 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,dev
+# PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
+# satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
+# wheel where one is configured (PIP_FIND_LINKS), else the index's.
+TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint fmt clean services
@@ -12,9 +16,14 @@ $(UV):
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
 
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+$(TORCH_STAMP): | $(UV)
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	touch $@
+
 # Re-installs when pyproject.toml, this Makefile or the extras change.
 STAMP := $(VENV)/.installed
-$(STAMP): pyproject.toml Makefile | $(UV)
+$(STAMP): pyproject.toml Makefile $(TORCH_STAMP) | $(UV)
 	$(UV) pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(EXTRAS)]'
 	$(BIN)/python -m compileall -q src >/dev/null
 	echo '$(EXTRAS)' > $@

@@ -30,6 +30,7 @@ from usina.engine.ports import (
     EXIT_INFRA,
     EXIT_OK,
     EXIT_OOM,
+    EXIT_RANK_LOST,
     EXIT_USER_ERROR,
     ArtifactStore,
     Observation,
@@ -40,6 +41,7 @@ from usina.engine.ports import (
     result_key,
 )
 from usina.errors import BackendError
+from usina.sdk.distributed import gang_nodes
 from usina.sdk.resources import memory_bytes
 from usina.sdk.retry import FailureClass
 
@@ -188,7 +190,13 @@ class LocalBackend:
                 self._adopt_or_conclude(task.attempt_id)
                 return
             os.makedirs(folder, exist_ok=True)
-            limit = memory_bytes(str(task.resources.get("memory"))) if self.enforce_memory else None
+            # A distributed step's resources are per node; its gang runs here as one tree.
+            nodes = gang_nodes(task.node.get("distributed"))
+            limit = (
+                memory_bytes(str(task.resources.get("memory"))) * nodes
+                if self.enforce_memory
+                else None
+            )
             now = time.time()
             attempt = _Attempt(
                 id=task.attempt_id,
@@ -199,7 +207,7 @@ class LocalBackend:
             )
             env = dict(task.env)
             env["USINA_ATTEMPT_ID"] = task.attempt_id
-            wanted = int(task.resources.get("gpus") or 0)
+            wanted = int(task.resources.get("gpus") or 0) * nodes
             if wanted:
                 if len(self._gpus_free) >= wanted:
                     attempt.gpus = [self._gpus_free.pop(0) for _ in range(wanted)]
@@ -300,6 +308,12 @@ class LocalBackend:
             return FailureClass.INFRA, "RuntimeError", "the runtime could not load or store data"
         if a.code == EXIT_USER_ERROR:
             return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
+        if a.code == EXIT_RANK_LOST:
+            return (
+                FailureClass.NODE_LOST,
+                "RankLost",
+                "a rank of the gang was killed from outside; the whole gang was stopped",
+            )
         if a.signal is not None:
             name = signal.Signals(a.signal).name if a.signal in signal.valid_signals() else a.signal
             if (
@@ -350,7 +364,9 @@ class LocalBackend:
             )
             return
         kind = json.loads(raw).get("kind")
-        attempt.code = {"oom": EXIT_OOM, "infra": EXIT_INFRA}.get(kind, EXIT_USER_ERROR)
+        attempt.code = {"oom": EXIT_OOM, "infra": EXIT_INFRA, "node_lost": EXIT_RANK_LOST}.get(
+            kind, EXIT_USER_ERROR
+        )
 
     def _ensure_zygote(self) -> subprocess.Popen[bytes]:
         if self._zygote is not None and self._zygote.poll() is None:

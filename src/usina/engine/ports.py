@@ -168,6 +168,7 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 42  # the step's code raised; the traceback is in the attempt's error record
 EXIT_OOM = 43  # the step raised MemoryError
 EXIT_INFRA = 44  # the runtime could not load the task, its inputs, or write its outputs
+EXIT_RANK_LOST = 45  # a rank of a distributed step was killed from outside; its gang was stopped
 
 
 # Records in the artifact store, per attempt: the engine writes the task before launching;

@@ -23,6 +23,7 @@ from usina.engine.ports import (
 )
 from usina.engine.records import ArtifactRef
 from usina.errors import SerializationError, UsinaError
+from usina.runtime.checkpoints import StoreCheckpointer, checkpoint_url
 from usina.runtime.loader import resolve_callable
 from usina.sdk.context import StepContext, set_current
 from usina.sdk.step import Step
@@ -31,15 +32,28 @@ from usina.stores import serializers
 log = logging.getLogger(__name__)
 
 
+def rank_error_key(attempt_id: str, rank: int) -> str:
+    """Where rank ``rank`` of a distributed attempt reports its failure (the launcher picks the
+    root cause among them and writes the attempt's ``error_key``)."""
+    return f"attempts/{attempt_id}/ranks/{rank}/error.json"
+
+
+_RANK: int | None = None  # this process's rank when it runs one rank of a distributed step
+
+
 def _write_error(store: ArtifactStore, attempt_id: str, kind: str, exc: BaseException) -> None:
-    detail = {
+    detail: dict[str, Any] = {
         "kind": kind,
         "type": type(exc).__name__,
         "message": f"{type(exc).__name__}: {exc}",
         "traceback": "".join(traceback.format_exception(exc))[-16000:],
     }
+    key = error_key(attempt_id) if _RANK is None else rank_error_key(attempt_id, _RANK)
+    if _RANK is not None:
+        detail["rank"] = _RANK
+        detail["at"] = time.time()
     try:
-        store.write_record(error_key(attempt_id), json.dumps(detail).encode())
+        store.write_record(key, json.dumps(detail).encode())
     except Exception:  # the store itself is broken: the exit code still tells the class
         traceback.print_exc()
 
@@ -59,8 +73,23 @@ def _load_input(store: ArtifactStore, ref: ArtifactRef) -> Any:
 
 
 def execute(store: ArtifactStore, task: Task) -> int:
-    """Run ``task`` in this process and return the exit code for it."""
+    """Run ``task`` in this process and return the exit code for it.
+
+    A distributed step (``node["distributed"]``) run where no rank is set yet (the local
+    backend's worker) becomes the launcher of its gang (``usina.runtime.gang``); with ``RANK``
+    set (by that launcher, or by ``torchrun`` in a pod) it runs that one rank: every rank calls
+    the function, and only rank 0 writes the outputs and the result record.
+    """
+    global _RANK
     node = task.node
+    if node.get("distributed"):
+        if "RANK" not in os.environ:
+            from usina.runtime.gang import launch_gang
+
+            return launch_gang(store, task)
+        _RANK = int(os.environ["RANK"])
+    rank = _RANK or 0
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if _RANK is not None else 1
     started = time.time()
     # 1. The function and its inputs. Failing here is the platform's problem (infra) unless the
     #    user's module itself raises on import.
@@ -98,6 +127,12 @@ def execute(store: ArtifactStore, task: Task) -> int:
         pipeline=task.pipeline,
         params=dict(task.params),
         tracking={k: v for k, v in task.env.items() if k.startswith("MLFLOW_")},
+        checkpoint_dir=checkpoint_url(store.url, task.run_id, node["id"]),
+        rank=rank,
+        world_size=world_size,
+    )
+    ctx.checkpointer = StoreCheckpointer(
+        ctx.checkpoint_dir or "", rank=rank, attempt=task.attempt_id
     )
     token = set_current(ctx)
     try:
@@ -114,7 +149,9 @@ def execute(store: ArtifactStore, task: Task) -> int:
         set_current(None)
         del token
 
-    # 3. Its outputs.
+    # 3. Its outputs: rank 0's alone in a distributed step.
+    if rank != 0:
+        return EXIT_OK
     count = int(node["outputs"])
     if count == 0:
         values: list[Any] = []
@@ -125,11 +162,11 @@ def execute(store: ArtifactStore, task: Task) -> int:
             got = (
                 f"{len(value)} values" if isinstance(value, tuple | list) else type(value).__name__
             )
-            exc = SerializationError(
+            problem = SerializationError(
                 f"step {node['step']!r} is annotated to return {count} values but returned {got}"
             )
-            _write_error(store, task.attempt_id, "user", exc)
-            print(f"usina: {exc}", file=sys.stderr)
+            _write_error(store, task.attempt_id, "user", problem)
+            print(f"usina: {problem}", file=sys.stderr)
             return EXIT_USER_ERROR
         values = list(value)
     outputs: list[dict[str, Any]] = []

@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             load_file(path)
         except BaseException as exc:
             print(f"usina zygote: cannot preload {path}: {exc}", file=sys.stderr)
+    if "torch" in sys.modules:
+        # torch's optimizers import torch._dynamo on first use (seconds on a small machine):
+        # pay it once here rather than in every attempt and every rank.
+        try:
+            importlib.import_module("torch._dynamo")
+        except Exception as exc:
+            print(f"usina zygote: cannot preload torch._dynamo: {exc}", file=sys.stderr)
 
     out = sys.stdout.buffer
 

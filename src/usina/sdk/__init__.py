@@ -1,6 +1,8 @@
 """The definition layer: steps, pipelines, resources and retry policies. Pure: no I/O."""
 
+from usina.sdk import checkpoint
 from usina.sdk.context import StepContext, current, log_metric, log_metrics, set_tag
+from usina.sdk.distributed import Torchrun
 from usina.sdk.pipeline import Param, Pipeline, Plan, PlanNode, pipeline
 from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass, Retry
@@ -17,6 +19,8 @@ __all__ = [
     "Step",
     "StepContext",
     "StepOutput",
+    "Torchrun",
+    "checkpoint",
     "current",
     "log_metric",
     "log_metrics",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from usina.errors import StateError
 
@@ -22,7 +23,10 @@ class StepContext:
     attempt_id: str
     pipeline: str
     params: dict[str, object] = field(default_factory=dict)
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | None = None  # the durable per-(run, step) folder, as a URL
+    checkpointer: Any = None  # a usina.sdk.checkpoint.Checkpointer, set by the runtime
+    rank: int = 0  # this process's rank in a distributed step (0 otherwise)
+    world_size: int = 1  # ranks in the step's gang
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     tracking: dict[str, str] = field(default_factory=dict)

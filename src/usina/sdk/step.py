@@ -216,6 +216,9 @@ class Step(Generic[P, R]):
                 problems.append(f"parameter '{param.name}' is *args/**kwargs; name each input")
         problems += self.resources.problems()
         problems += self.retry.problems()
+        check = getattr(self.distributed, "problems", None)
+        if callable(check):
+            problems += check()
         seconds: float | None = None
         if timeout is not None:
             try:

@@ -333,5 +333,10 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
 
 def render_task_manifests(task: Task, settings: KubernetesSettings) -> list[dict[str, Any]]:
     """Every object the backend would create for this attempt, in creation order
-    (``usina k8s render``). Today: the Job."""
+    (``usina k8s render``): the Job; for a distributed step, a headless Service and an
+    Indexed Job (``usina.backends.kubernetes.distributed``)."""
+    if task.node.get("distributed"):
+        from usina.backends.kubernetes.distributed import render_gang
+
+        return render_gang(task, settings)
     return [dict(build_job(task, settings))]

@@ -117,6 +117,16 @@ from usina.runtime.checkpoints import StoreCheckpointer
 from usina.sdk.context import StepContext, set_current
 
 url = sys.argv[1]
+if len(sys.argv) > 2:  # stall inside the save of checkpoint 3, after its data file is written
+    import os, time
+    real_fsync = os.fsync
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.basename(name).startswith(".tmp-") and step == 3:
+            print("stalled", flush=True)
+            time.sleep(3600)
+        return real_fsync(fd)
+    os.fsync = fsync
 set_current(StepContext("run-1", "train", 1, "a", "p", checkpointer=StoreCheckpointer(url)))
 step = 0
 while True:
@@ -137,14 +147,18 @@ def test_a_checkpoint_killed_while_being_written_is_never_loaded(tmp_path, folde
     rng = random.Random(6)
     torn = 0
     last = 0
-    for _ in range(3):
+    for round_ in range(3):
+        stall = ["stall"] if round_ == 2 else []  # one kill certainly lands inside a write
         proc = subprocess.Popen(
-            [sys.executable, str(script), folder], stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script), folder, *stall], stdout=subprocess.PIPE, text=True
         )
         try:
             assert proc.stdout is not None
             seen = [int(proc.stdout.readline()) for _ in range(2)]
-            time.sleep(rng.uniform(0.0, 0.15))
+            if stall:
+                assert proc.stdout.readline().strip() == "stalled"
+            else:
+                time.sleep(rng.uniform(0.0, 0.15))
         finally:
             proc.kill()
             proc.wait()

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+
 from examples.fraud import data
 from examples.fraud.validate import problems
 

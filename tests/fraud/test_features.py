@@ -6,8 +6,9 @@ from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
-from examples.fraud import data, features
 from polars.testing import assert_frame_equal
+
+from examples.fraud import data, features
 
 T0 = datetime(2024, 3, 1, 10, 0, 0)
 

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import polars as pl
+
 from examples.fraud import data, features, metrics, model, split
 
 

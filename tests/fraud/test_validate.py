@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from examples.fraud import data
 from examples.fraud import pipeline as fraud_pipeline
 from examples.fraud.validate import DataValidationError, read, validate

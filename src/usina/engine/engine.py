@@ -76,6 +76,22 @@ class EngineSettings:
     environment: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     use_cache: bool = True
+    refresh_interval: float = 10.0
+
+
+@dataclass
+class _Mirror:
+    """The steps and attempts of a run this engine drives, as it last read or wrote them.
+
+    The store stays the truth: every change is written there first, and the mirror is reread
+    every ``refresh_interval`` seconds and whenever the engine did not write it itself (resume,
+    a new run). It saves re-reading and decoding every step and attempt on every pass.
+    """
+
+    steps: dict[str, StepRecord]
+    attempts: dict[str, list[AttemptRecord]]
+    loaded_at: float
+    lease_until: float | None = None  # our lease's expiry as seen on the last pass
 
 
 def new_run_id(pipeline: str, now: float) -> RunId:
@@ -117,6 +133,8 @@ class Engine:
         self._environment = self.settings.environment
         self._plans: dict[str, tuple[int, Plan]] = {}
         self._steps: dict[str, list[StepRecord]] = {}
+        self._mirrors: dict[str, _Mirror] = {}
+        self._renewed: dict[str, float] = {}
 
     # -- public API -----------------------------------------------------------------------
 
@@ -191,6 +209,7 @@ class Engine:
         run = self.metadata.get_run(run_id)
         self._plans.pop(run_id, None)
         self._steps.pop(run_id, None)
+        self._mirrors.pop(run_id, None)
         if plan is not None:
             old = Plan.from_json(run.plan)
             if [n.id for n in old.nodes] != [n.id for n in plan.nodes]:
@@ -269,8 +288,18 @@ class Engine:
             self._event(run.id, "run_started")
             self._track("run_started", run)
 
-        steps = {s.node: s for s in self.metadata.get_steps(run_id)}
-        attempts = self._attempts_by_node(run_id)
+        # Trust the mirror only while this engine held the run's lease without a gap: then
+        # nobody else can have written the run's steps or attempts since it was read.
+        kept = self._mirrors.get(run_id)
+        ours = run.lease_owner == self.owner
+        if kept is not None and not (
+            ours and kept.lease_until is not None and kept.lease_until >= now
+        ):
+            self._mirrors.pop(run_id, None)
+        mirror = self._mirror(run_id)
+        mirror.lease_until = run.lease_expires if ours else None
+        steps = dict(mirror.steps)
+        attempts = {node: list(lst) for node, lst in mirror.attempts.items()}
 
         # 1. Conclude attempts that finished (or vanished) since the last pass.
         running = [a for lst in attempts.values() for a in lst if a.state is AttemptState.RUNNING]
@@ -296,7 +325,7 @@ class Engine:
                 continue
             if run.cancel_requested:
                 step = replace(step, state=StepState.CANCELLED, finished_at=now)
-                self.metadata.save_step(step)
+                self._save_step(step)
                 steps[node.id] = step
                 continue
             upstream = [steps[u] for u in node.upstream]
@@ -311,7 +340,7 @@ class Engine:
                     finished_at=now,
                     error=f"upstream step '{blocker.node}' {blocker.state.value}",
                 )
-                self.metadata.save_step(step)
+                self._save_step(step)
                 self._event(run.id, "step_skipped", node=node.id, message=step.error or "")
                 steps[node.id] = step
                 continue
@@ -327,7 +356,7 @@ class Engine:
                 continue
             if in_flight >= self.settings.max_parallel:
                 if step is not steps[node.id]:
-                    self.metadata.save_step(step)
+                    self._save_step(step)
                     steps[node.id] = step
                 continue
             steps[node.id] = self._launch(run, plan, node, step, inputs)
@@ -371,7 +400,7 @@ class Engine:
                     finished_at=obs.finished_at or now,
                     exit_code=obs.exit_code if obs.exit_code is not None else 0,
                 )
-                self.metadata.save_attempt(done)
+                self._save_attempt(done)
                 self._event(run.id, "attempt_succeeded", node=node.id, attempt=attempt.id)
                 return done
             obs = Observation(
@@ -408,7 +437,7 @@ class Engine:
             reason=reason,
             message=message[-20000:] or None,
         )
-        self.metadata.save_attempt(done)
+        self._save_attempt(done)
         self._event(
             run.id,
             "attempt_failed",
@@ -429,7 +458,7 @@ class Engine:
         if latest.state is AttemptState.RUNNING:
             if step.state is not StepState.RUNNING or step.attempts != latest.number:
                 step = replace(step, state=StepState.RUNNING, attempts=latest.number)
-                self.metadata.save_step(step)
+                self._save_step(step)
             return step
         if latest.state is AttemptState.SUCCEEDED:
             raw = self.artifacts.read_record(result_key(latest.id))
@@ -444,7 +473,7 @@ class Engine:
                 metrics={k: float(v) for k, v in result.get("metrics", {}).items()},
                 error=None,
             )
-            self.metadata.save_step(step)
+            self._save_step(step)
             if node.cache and step.cache_key:
                 self.metadata.cache_put(step.cache_key, outputs, run.id, node.id)
             self._event(run.id, "step_succeeded", node=node.id)
@@ -467,7 +496,7 @@ class Engine:
                 next_attempt_at=now + decision.delay,
                 resources=decision.resources,
             )
-            self.metadata.save_step(step)
+            self._save_step(step)
             self._event(run.id, "step_retry", node=node.id, message=decision.reason)
             return step
         failure = latest.failure_class or FailureClass.USER_ERROR
@@ -479,7 +508,7 @@ class Engine:
             finished_at=latest.finished_at or now,
             error=f"{failure.value}: {decision.reason}",
         )
-        self.metadata.save_step(step)
+        self._save_step(step)
         self._event(run.id, "step_failed", node=node.id, message=step.error or "")
         self._track("step_finished", run, step, latest)
         return step
@@ -525,7 +554,7 @@ class Engine:
             started_at=now,
             finished_at=now,
         )
-        self.metadata.save_step(done)
+        self._save_step(done)
         steps[node.id] = done
         self._event(run.id, "step_cached", node=node.id)
         self._track("step_finished", run, done, None)
@@ -594,7 +623,7 @@ class Engine:
             backend=self.backend.name,
             gpus=int(step.resources.get("gpus") or 0),
         )
-        self.metadata.save_attempt(attempt)
+        self._save_attempt(attempt)
         step = replace(
             step,
             state=StepState.RUNNING,
@@ -602,7 +631,7 @@ class Engine:
             started_at=step.started_at or now,
             next_attempt_at=None,
         )
-        self.metadata.save_step(step)
+        self._save_step(step)
         self.backend.launch(task)
         self._event(run.id, "attempt_started", node=node.id, attempt=task.attempt_id)
         return step
@@ -639,6 +668,32 @@ class Engine:
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _mirror(self, run_id: str) -> _Mirror:
+        mirror = self._mirrors.get(run_id)
+        if mirror is None or time.monotonic() - mirror.loaded_at > self.settings.refresh_interval:
+            mirror = _Mirror(
+                steps={s.node: s for s in self.metadata.get_steps(run_id)},
+                attempts=self._attempts_by_node(run_id),
+                loaded_at=time.monotonic(),
+            )
+            self._mirrors[run_id] = mirror
+        return mirror
+
+    def _save_step(self, step: StepRecord) -> None:
+        self.metadata.save_step(step)
+        mirror = self._mirrors.get(step.run_id)
+        if mirror is not None:
+            mirror.steps[step.node] = step
+
+    def _save_attempt(self, attempt: AttemptRecord) -> None:
+        self.metadata.save_attempt(attempt)
+        mirror = self._mirrors.get(attempt.run_id)
+        if mirror is not None:
+            lst = [a for a in mirror.attempts.get(attempt.node, []) if a.id != attempt.id]
+            lst.append(attempt)
+            lst.sort(key=lambda a: a.number)
+            mirror.attempts[attempt.node] = lst
+
     def _attempts_by_node(self, run_id: str) -> dict[str, list[AttemptRecord]]:
         grouped: dict[str, list[AttemptRecord]] = {}
         for attempt in sorted(self.metadata.get_attempts(run_id), key=lambda a: a.number):
@@ -658,6 +713,7 @@ class Engine:
 
     def _take_lease(self, run_id: str) -> None:
         now = self.clock.now()
+        self._renewed[run_id] = now
         if self.metadata.acquire_lease(run_id, self.owner, self.settings.lease_ttl, now):
             return
         run = self.metadata.get_run(run_id)
@@ -676,9 +732,13 @@ class Engine:
         )
 
     def _renew_lease(self, run_id: str) -> None:
+        # Renew once a third of the TTL has passed, not on every pass (it is a write).
         now = self.clock.now()
+        if now - self._renewed.get(run_id, float("-inf")) < self.settings.lease_ttl / 3:
+            return
         if not self.metadata.acquire_lease(run_id, self.owner, self.settings.lease_ttl, now):
             raise StateError(f"lost the lease on run {run_id} to another driver")
+        self._renewed[run_id] = now
 
     def _event(
         self,

@@ -54,8 +54,39 @@ def test_gpus_asked_for_but_absent_run_on_cpu_with_a_warning(tmp_path):
         backend.launch(task)
         h.wait_for(task.attempt_id, {TaskState.SUCCEEDED})
         assert _value(store, task.attempt_id) == ""
-        assert "asks for 1 GPU(s) but only 0 are free here; running on the CPU" in backend.logs(
+        assert "asks for 1 GPU(s) but only 0 are present here; running on the CPU" in backend.logs(
             task.attempt_id
         )
+    finally:
+        backend.close()
+
+
+def test_a_gpu_step_waits_for_a_free_gpu_instead_of_running_on_the_cpu(tmp_path):
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"))
+    backend = LocalBackend(str(tmp_path / "attempts"), store, gpus=[0])
+    h = Harness(backend, store)
+
+    def gpu_task(step: str):
+        task = h.task(step)
+        task = type(task)(**{**task.to_json(), "resources": {"memory": "1Gi", "gpus": 1}})
+        h.store.write_record(
+            f"attempts/{task.attempt_id}/task.json", json.dumps(task.to_json()).encode()
+        )
+        return task
+
+    try:
+        busy = gpu_task("sleepy")
+        backend.launch(busy)
+        h.wait_for(busy.attempt_id, {TaskState.RUNNING})
+        queued = gpu_task("show_gpus")
+        backend.launch(queued)
+        for _ in range(10):  # it waits while the only GPU is taken
+            assert (
+                backend.observe([queued.attempt_id])[queued.attempt_id].state is TaskState.PENDING
+            )
+            backend.wait(0.05)
+        backend.cancel(busy.attempt_id)
+        h.wait_for(queued.attempt_id, {TaskState.SUCCEEDED}, timeout=30)
+        assert _value(store, queued.attempt_id) == "0"
     finally:
         backend.close()

@@ -164,7 +164,9 @@ class LocalBackend:
         self.watch_interval = watch_interval
         self.kill_grace = kill_grace
         self.enforce_memory = enforce_memory
-        self._gpus_free = list(detect_gpus() if gpus is None else gpus)
+        self._gpus_all = list(detect_gpus() if gpus is None else gpus)
+        self._gpus_free = list(self._gpus_all)
+        self._waiting: list[tuple[_Attempt, dict[str, str], int]] = []
         self._attempts: dict[str, _Attempt] = {}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -208,21 +210,41 @@ class LocalBackend:
             env = dict(task.env)
             env["USINA_ATTEMPT_ID"] = task.attempt_id
             wanted = int(task.resources.get("gpus") or 0) * nodes
-            if wanted:
-                if len(self._gpus_free) >= wanted:
-                    attempt.gpus = [self._gpus_free.pop(0) for _ in range(wanted)]
-                    env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, attempt.gpus))
-                else:
-                    env["CUDA_VISIBLE_DEVICES"] = ""
-                    message = (
-                        f"step asks for {wanted} GPU(s) but only {len(self._gpus_free)} "
-                        "are free here; running on the CPU"
-                    )
-                    log.warning("attempt %s: %s", task.attempt_id, message)
-                    with open(os.path.join(folder, "output.log"), "a") as fh:
-                        fh.write(f"usina: warning: {message}\n")
             self._attempts[task.attempt_id] = attempt
-            self._send({"op": "spawn", "attempt": task.attempt_id, "dir": folder, "env": env})
+            if wanted and wanted > len(self._gpus_all):
+                env["CUDA_VISIBLE_DEVICES"] = ""
+                message = (
+                    f"step asks for {wanted} GPU(s) but only {len(self._gpus_all)} "
+                    "are present here; running on the CPU"
+                )
+                log.warning("attempt %s: %s", task.attempt_id, message)
+                with open(os.path.join(folder, "output.log"), "a") as fh:
+                    fh.write(f"usina: warning: {message}\n")
+            elif wanted:
+                # Wait (PENDING) for enough free GPUs; the watchdog starts it when they are.
+                self._waiting.append((attempt, env, wanted))
+                self._start_waiting()
+                return
+            self._spawn(attempt, env)
+
+    def _spawn(self, attempt: _Attempt, env: dict[str, str]) -> None:
+        if attempt.deadline is not None:  # the timeout counts from the start, not the queue
+            attempt.deadline += time.time() - attempt.started_at
+        self._send({"op": "spawn", "attempt": attempt.id, "dir": attempt.folder, "env": env})
+
+    def _start_waiting(self) -> None:
+        """Start queued GPU attempts, first come first served, while GPUs are free."""
+        while self._waiting:
+            attempt, env, wanted = self._waiting[0]
+            if attempt.state is not TaskState.PENDING:  # cancelled while it waited
+                self._waiting.pop(0)
+                continue
+            if len(self._gpus_free) < wanted:
+                return
+            self._waiting.pop(0)
+            attempt.gpus = [self._gpus_free.pop(0) for _ in range(wanted)]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, attempt.gpus))
+            self._spawn(attempt, env)
 
     def observe(self, attempt_ids: Sequence[str]) -> dict[str, Observation]:
         seen: dict[str, Observation] = {}
@@ -238,6 +260,13 @@ class LocalBackend:
         with self._lock:
             attempt = self._attempts.get(attempt_id) or self._adopt_or_conclude(attempt_id)
             if attempt is None or attempt.state not in (TaskState.PENDING, TaskState.RUNNING):
+                return
+            if attempt.pid is None and any(w[0] is attempt for w in self._waiting):
+                attempt.kill_reason = FailureClass.CANCELLED
+                attempt.kill_message = "cancelled by a user while it waited for a GPU"
+                attempt.state = TaskState.FAILED
+                attempt.finished_at = time.time()
+                self._notify()
                 return
             self._kill(attempt, FailureClass.CANCELLED, "cancelled by a user")
 
@@ -479,6 +508,11 @@ class LocalBackend:
             now = time.time()
             changed = False
             with self._lock:
+                if self._waiting and not self._closed:
+                    try:
+                        self._start_waiting()
+                    except Exception as exc:  # the zygote is gone: launch reports it next time
+                        log.warning("could not start a queued attempt: %s", exc)
                 live = [
                     a
                     for a in self._attempts.values()

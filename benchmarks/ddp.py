@@ -118,6 +118,28 @@ def run(world: int, args: argparse.Namespace, gpus: list[str]) -> dict[str, floa
     }
 
 
+def _nvidia_smi() -> list[tuple[str, str]]:
+    """(index, name) of each GPU nvidia-smi lists; none when it is absent."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index,name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [line.split(",", 1) for line in out.splitlines() if "," in line]
+    return [(index.strip(), name.strip()) for index, name in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ranks", default="1,2,4")
@@ -129,12 +151,14 @@ def main() -> None:
         "--threads", type=int, default=1, help="OpenMP threads per rank (torchrun's default: 1)"
     )
     args = parser.parse_args()
-    gpus = [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    # Ask nvidia-smi, not torch: initialising CUDA here would break it in the forked ranks.
+    smi = _nvidia_smi()
+    gpus = [index for index, _ in smi]
     ranks = [int(r) for r in args.ranks.split(",")]
     if gpus:
         ranks = [r for r in ranks if r <= len(gpus)]
     backend = "nccl" if gpus else "gloo"
-    device = torch.cuda.get_device_name(0) if gpus else f"{os.cpu_count()} CPU cores"
+    device = smi[0][1] if gpus else f"{os.cpu_count()} CPU cores"
     print(
         f"DDP weak scaling, backend {backend}, {device}, batch {args.batch}/rank, "
         f"MLP 256-{args.width}-{args.width}-1, {args.seconds:g}s per point",

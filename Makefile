@@ -3,8 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,server,dev
 PYTEST_ARGS ?=
+comma := ,
 
 .PHONY: install demo test lint fmt clean services
 
@@ -17,7 +18,6 @@ $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS))): pyproject.toml | 
 	$(BIN)/python -m compileall -q src >/dev/null
 	touch $@
 
-comma := ,
 install: $(VENV)/.installed-$(subst /,_,$(subst $(comma),_,$(EXTRAS)))
 
 # The fraud pipeline end to end on embedded defaults (SQLite + files + MLflow under ./.usina).

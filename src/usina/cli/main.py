@@ -22,6 +22,7 @@ from usina.cli.display import (
     summary_line,
 )
 from usina.cli.settings import Settings
+from usina.cli.tokens import tokens_app
 from usina.engine.policy import advice
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptState, RunRecord, RunState
@@ -42,6 +43,7 @@ runs_app = typer.Typer(
     help="List and inspect runs; resume, cancel, explain failures.", no_args_is_help=True
 )
 app.add_typer(runs_app, name="runs")
+app.add_typer(tokens_app, name="token")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -421,8 +423,14 @@ def _register_optional() -> None:
     try:
         from usina.serving.cli import serve
     except ImportError:
+        pass
+    else:
+        app.command(name="serve")(serve)
+    try:
+        from usina.server.cli import server
+    except ImportError:  # the server extra is not installed
         return
-    app.command(name="serve")(serve)
+    app.command(name="server")(server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -222,7 +222,14 @@ def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitReques
     ctx = _ctx(request)
     require(ctx, principal, body.project, Role.EDITOR, action="run.submit", target=body.pipeline)
     plan = ctx.pipelines.get(body.pipeline).compile(body.params)
-    run = ctx.engine.submit(plan, labels=body.labels, project=body.project)
+    for tries_left in (2, 1, 0):
+        try:
+            run = ctx.engine.submit(plan, labels=body.labels, project=body.project)
+            break
+        except StateError:
+            # Run ids carry 16 random bits per second: busy servers do collide. Draw again.
+            if not tries_left:
+                raise
     _audit(ctx, principal, "run.submit", body.project, run.id, pipeline=run.pipeline)
     return run_detail(run, ctx.metadata.get_steps(run.id))
 

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem} for code in (401, 422, *codes)}
+    return {code: {"model": Problem} for code in (401, *codes)}
 
 
 router = APIRouter(prefix="/api/v1")
@@ -214,7 +214,7 @@ def list_runs(
     "/runs",
     response_model=RunDetail,
     status_code=201,
-    responses=_problems(403, 404),
+    responses=_problems(400, 403, 404),
     tags=["runs"],
 )
 def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitRequest) -> RunDetail:
@@ -369,7 +369,15 @@ def _follow(ctx: ServerContext, attempt: AttemptRecord, limit: float) -> Iterato
     response_class=PlainTextResponse,
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-        **_problems(404),
+        **{
+            code: {
+                "description": "a problem",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+            for code in (401, 404)
+        },
     },
     tags=["runs"],
 )
@@ -435,8 +443,8 @@ def run_lineage(
 
 def _models(ctx: ServerContext) -> Any:
     if ctx.models is None:
-        raise HTTPException(
-            503, "this server has no model registry; start it with --registry-uri URI"
+        raise NotFoundError(
+            "this server has no model registry, so no models; start it with --registry-uri URI"
         )
     return ctx.models
 
@@ -445,8 +453,10 @@ def _models(ctx: ServerContext) -> Any:
 def list_models(request: Request, principal: CurrentPrincipal) -> list[ModelOut]:
     """Registered models (MLflow) of the projects the token can read, with versions and
     aliases."""
-    models: list[ModelOut] = _models(_ctx(request)).list_models(principal.visible_projects())
-    return models
+    ctx = _ctx(request)
+    if ctx.models is None:
+        return []
+    return ctx.models.list_models(principal.visible_projects())
 
 
 @router.get(

@@ -65,7 +65,7 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
 
     @app.exception_handler(DefinitionError)
     async def _definition(_r: Request, exc: DefinitionError) -> JSONResponse:
-        return problem(422, exc)
+        return problem(400, exc)
 
     @app.exception_handler(MissingExtraError)
     async def _missing(_r: Request, exc: MissingExtraError) -> JSONResponse:

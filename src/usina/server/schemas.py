@@ -195,7 +195,7 @@ class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     project: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^*]+$")
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    url: str = Field(pattern=r"^https?://[A-Za-z0-9._~:/?#@!$&'()*+,;=%\[\]-]+$", max_length=2000)
 
 
 class EndpointOut(BaseModel):

@@ -7,7 +7,7 @@ EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,server,dev
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: install demo test lint fmt clean services
+.PHONY: install demo test lint fmt clean services browser
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,10 @@ demo: install
 services:
 	@bash scripts/services.sh
 
-test: install services
+browser:
+	@bash scripts/browser.sh
+
+test: install services browser
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

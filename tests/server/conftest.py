@@ -3,6 +3,10 @@ on a fresh database, tokens with given roles, and pipeline files with quick step
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -137,3 +142,65 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for client, _ctx in reversed(made):
         client.__exit__(None, None, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "USINA_HOME": str(home / ".usina"), "PYTHONUNBUFFERED": "1"}
+    for name in ("USINA_DATABASE_URL", "USINA_ARTIFACTS_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    for name in ("USINA_SERVER", "USINA_TOKEN"):
+        env.pop(name, None)
+    return env
+
+
+CLI = [sys.executable, "-m", "usina.cli.main"]
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, str, httpx.Client, Path]]:
+    """``usina server`` in a subprocess on SQLite; yields its URL, an editor token of project
+    "default", a client with that token, and the server's folder."""
+    pipelines = write_pipelines(tmp_path)
+    env = cli_env(tmp_path)
+    token = subprocess.run(
+        [*CLI, "token", "create", "--project", "default", "--role", "editor", "--name", "ana"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    port = free_port()
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [*CLI, "server", "--port", str(port), "--pipelines", str(pipelines)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+            time.sleep(0.2)
+        yield url, token, client, tmp_path
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(20)

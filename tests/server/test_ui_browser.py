@@ -5,17 +5,12 @@ Screenshots go to test-output/."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
-
-from tests.server.conftest import write_pipelines
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -31,61 +26,6 @@ OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 pytestmark = pytest.mark.slow
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(tmp_path):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing; `make browser` installs it", pytrace=False)
-    pipelines = write_pipelines(tmp_path)
-    env = {**os.environ, "USINA_HOME": str(tmp_path / ".usina"), "PYTHONUNBUFFERED": "1"}
-    for name in ("USINA_DATABASE_URL", "USINA_ARTIFACTS_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
-    cli = [sys.executable, "-m", "usina.cli.main"]
-    token = subprocess.run(
-        [*cli, "token", "create", "--project", "default", "--role", "editor", "--name", "ana"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
-    port = _port()
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            [*cli, "server", "--port", str(port), "--pipelines", str(pipelines)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        client = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
-        yield url, token, client, tmp_path
-        client.close()
-    finally:
-        proc.terminate()
-        proc.wait(20)
-
-
 def _finished(client: httpx.Client, run_id: str) -> dict:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -96,8 +36,10 @@ def _finished(client: httpx.Client, run_id: str) -> dict:
     raise AssertionError(f"run {run_id} did not finish")
 
 
-def test_runs_list_run_page_and_portuguese(server):
-    url, token, client, home = server
+def test_runs_list_run_page_and_portuguese(http_server):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing; `make browser` installs it", pytrace=False)
+    url, token, client, home = http_server
     retried = client.post(
         "/api/v1/runs",
         json={"pipeline": "demo", "params": {"n": 12, "marker": str(home / "marker")}},

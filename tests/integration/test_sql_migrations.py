@@ -18,7 +18,19 @@ from usina.stores import migrate
 from usina.stores.sql import SqlMetadataStore, normalize_url
 from usina.stores.sql_schema import metadata
 
-TABLES = {"runs", "steps", "attempts", "events", "cache", "alembic_version"}
+TABLES = {
+    "runs",
+    "steps",
+    "attempts",
+    "events",
+    "cache",
+    "projects",
+    "api_tokens",
+    "token_roles",
+    "audit_log",
+    "endpoints",
+    "alembic_version",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

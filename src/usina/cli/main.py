@@ -9,10 +9,12 @@ import signal
 import sys
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 
+from usina.cli import remote
 from usina.cli.display import (
     Progress,
     attempt_json,
@@ -21,7 +23,9 @@ from usina.cli.display import (
     steps_table,
     summary_line,
 )
+from usina.cli.remote import Remote
 from usina.cli.settings import Settings
+from usina.cli.tokens import tokens_app
 from usina.engine.policy import advice
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptState, RunRecord, RunState
@@ -46,6 +50,7 @@ k8s_app = typer.Typer(
     help="Kubernetes: render the Jobs a pipeline would create.", no_args_is_help=True
 )
 app.add_typer(k8s_app, name="k8s")
+app.add_typer(tokens_app, name="token")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -59,6 +64,32 @@ class Output(enum.StrEnum):
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="text for people, json for tools")
 ]
+
+
+_remote: dict[str, Remote | None] = {"server": None}
+
+
+@app.callback()
+def _root(
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="USINA_SERVER",
+            help="talk to a usina server at this URL instead of running locally",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="USINA_TOKEN", help="API token for --server"),
+    ] = None,
+) -> None:
+    """Run ML pipelines locally or on Kubernetes, and inspect their runs."""
+    _remote["server"] = Remote(server, token) if server else None
+
+
+def _server() -> Remote | None:
+    return _remote["server"]
 
 
 def _settings() -> Settings:
@@ -147,12 +178,25 @@ def run(
     namespace: Annotated[str | None, typer.Option(help="kubernetes: namespace of the Jobs")] = None,
     queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
     image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
+    project: Annotated[str, typer.Option(help="project of the run (with --server)")] = "default",
     output: OutputOpt = Output.text,
 ) -> None:
     """Run a pipeline to its end and show its steps as they go."""
     from usina.cli.components import KubernetesOptions, make_engine, open_stores
     from usina.runtime.loader import load_pipeline
 
+    server = _server()
+    if server is not None:
+        # The server runs the pipelines it was started with; a local file names one (and its
+        # parameters are checked here first).
+        name = target
+        if target.partition(":")[0].endswith(".py"):
+            local = load_pipeline(target)
+            local.resolve(_parse_params(param))
+            name = local.name
+        submitted = remote.submit(server, name, _parse_params(param), project)
+        as_json = output is Output.json
+        raise typer.Exit(remote.follow(server, submitted, out, as_json=as_json))
     if backend not in ("local", "kubernetes"):
         raise DefinitionError(f"unknown backend {backend!r}; use local or kubernetes")
     k8s = None
@@ -188,6 +232,14 @@ def runs_ls(
     """List runs, newest first."""
     from usina.cli.components import open_stores
 
+    server = _server()
+    if server is not None:
+        items = remote.list_runs(server, limit=limit, state=state, pipeline=pipeline)
+        if output is Output.json:
+            print_json(out, items)
+        else:
+            out.print(remote.runs_table(items))
+        return
     comps = open_stores(_settings())
     try:
         wanted = RunState(state) if state else None
@@ -223,6 +275,16 @@ def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
     """A run's steps, states, attempts and timings."""
     from usina.cli.components import open_stores
 
+    server = _server()
+    if server is not None:
+        shown = remote.show(server, run_id)
+        if output is Output.json:
+            print_json(out, shown)
+        else:
+            out.print(remote.steps_table(shown))
+            finished = shown["state"] in ("succeeded", "failed", "cancelled")
+            out.print(remote.summary(shown) if finished else f"run {run_id} {shown['state']}")
+        return
     comps = open_stores(_settings())
     try:
         record = comps.metadata.get_run(run_id)
@@ -252,6 +314,10 @@ def runs_logs(
     from usina.backends.local import read_log
     from usina.cli.components import open_stores
 
+    server = _server()
+    if server is not None:
+        sys.stdout.write(remote.logs(server, run_id, step, attempt))
+        return
     settings = _settings()
     comps = open_stores(settings)
     try:
@@ -285,6 +351,18 @@ def runs_why(run_id: str, output: OutputOpt = Output.text) -> None:
     """Why a run failed (or what its retries cost): class, evidence and what to do."""
     from usina.cli.components import open_stores
 
+    server = _server()
+    if server is not None:
+        shown = remote.show(server, run_id)
+        state, error = RunState(shown["state"]), shown["error"]
+        report = []
+        for item in shown["attempts"]:
+            if item["state"] != "failed":
+                continue
+            tail = remote.logs(server, run_id, item["node"], item["number"]).splitlines()[-15:]
+            report.append({**item, "log_tail": tail})
+        _print_why(run_id, state, error, report, output)
+        return
     settings = _settings()
     comps = open_stores(settings)
     try:
@@ -297,40 +375,43 @@ def runs_why(run_id: str, output: OutputOpt = Output.text) -> None:
             tail = (raw.decode(errors="replace") if raw else "").splitlines()[-15:]
             klass = a.failure_class or FailureClass.USER_ERROR
             report.append({**attempt_json(a), "log_tail": tail, "advice": advice(klass, run_id)})
-        if output is Output.json:
-            print_json(
-                out,
-                {
-                    "run": record.id,
-                    "state": record.state.value,
-                    "error": record.error,
-                    "failed_attempts": report,
-                },
-            )
-            return
-        out.print(
-            f"run {record.id}: {record.state.value}"
-            + (f" — {record.error}" if record.error else "")
-        )
-        if not report:
-            out.print("no attempt failed")
-            return
-        for item in report:
-            out.print(
-                f"\n[bold]{item['node']}[/] attempt {item['number']}: "
-                f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})"
-            )
-            if item["message"]:
-                out.print(item["message"].rstrip()[-3000:], markup=False)
-            if item["log_tail"]:
-                out.print("last log lines:", style="dim")
-                for line in item["log_tail"]:
-                    out.print(f"  {line}", markup=False)
-            out.print(f"what to do: {item['advice']}")
-        if record.state is RunState.FAILED:
-            raise typer.Exit(EXIT_FAILED)
+        _print_why(record.id, record.state, record.error, report, output)
     finally:
         comps.close()
+
+
+def _print_why(
+    run_id: str, state: RunState, error: str | None, report: list[dict[str, Any]], output: Output
+) -> None:
+    if output is Output.json:
+        print_json(
+            out,
+            {
+                "run": run_id,
+                "state": state.value,
+                "error": error,
+                "failed_attempts": report,
+            },
+        )
+        return
+    out.print(f"run {run_id}: {state.value}" + (f" — {error}" if error else ""))
+    if not report:
+        out.print("no attempt failed")
+        return
+    for item in report:
+        out.print(
+            f"\n[bold]{item['node']}[/] attempt {item['number']}: "
+            f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})"
+        )
+        if item["message"]:
+            out.print(item["message"].rstrip()[-3000:], markup=False)
+        if item["log_tail"]:
+            out.print("last log lines:", style="dim")
+            for line in item["log_tail"]:
+                out.print(f"  {line}", markup=False)
+        out.print(f"what to do: {item['advice']}")
+    if state is RunState.FAILED:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @runs_app.command("resume")
@@ -343,6 +424,11 @@ def runs_resume(
     from usina.cli.components import make_engine, open_stores
     from usina.runtime.loader import load_file
 
+    server = _server()
+    if server is not None:
+        resumed = server.call("POST", f"/api/v1/runs/{quote(run_id)}/resume")
+        as_json = output is Output.json
+        raise typer.Exit(remote.follow(server, resumed, out, as_json=as_json))
     settings = _settings()
     comps = open_stores(settings)
     try:
@@ -387,6 +473,20 @@ def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
     """Stop a run: its running steps are killed and it ends as cancelled."""
     from usina.cli.components import make_engine, open_stores
 
+    server = _server()
+    if server is not None:
+        done = server.call("POST", f"/api/v1/runs/{quote(run_id)}/cancel")
+        if output is Output.json:
+            print_json(
+                out,
+                {k: done[k] for k in ("id", "state", "cancel_requested")},
+            )
+        else:
+            finished = done["state"] in ("succeeded", "failed", "cancelled")
+            out.print(
+                f"run {done['id']}: {done['state']}" + ("" if finished else " (cancel requested)")
+            )
+        return
     settings = _settings()
     comps = open_stores(settings)
     try:
@@ -457,8 +557,14 @@ def _register_optional() -> None:
     try:
         from usina.serving.cli import serve
     except ImportError:
+        pass
+    else:
+        app.command(name="serve")(serve)
+    try:
+        from usina.server.cli import server
+    except ImportError:  # the server extra is not installed
         return
-    app.command(name="serve")(serve)
+    app.command(name="server")(server)
 
 
 def main(argv: list[str] | None = None) -> int:

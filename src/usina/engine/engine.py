@@ -154,6 +154,12 @@ class Engine:
         steps = self._steps.get(run_id)
         return list(steps) if steps is not None else self.metadata.get_steps(run_id)
 
+    def forget(self, run_id: str) -> None:
+        """Drop what this engine remembers of a run between passes (a long-lived driver of
+        many runs calls it when a run ends or passes to another driver)."""
+        self._plans.pop(run_id, None)
+        self._steps.pop(run_id, None)
+
     @property
     def environment(self) -> str:
         if self._environment is None:

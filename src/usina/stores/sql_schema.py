@@ -117,3 +117,65 @@ cache = sa.Table(
     sa.Column("run_id", sa.String(200), nullable=False),
     sa.Column("node", sa.String(200), nullable=False),
 )
+
+# -- the platform server's tables (revision 0002) -------------------------------------------
+
+# Projects are created when a role on them is first granted. Runs name their project by its
+# name; there is no foreign key, so runs submitted by the CLI (project "default") need none.
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+)
+
+# API tokens: ``usn_<id>_<secret>``; only the sha256 of the whole token is stored.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", sa.Double(), nullable=True),
+)
+
+# A token's role in a project: viewer < editor < admin; project "*" means every project.
+token_roles = sa.Table(
+    "token_roles",
+    metadata,
+    sa.Column(
+        "token_id",
+        sa.String(32),
+        sa.ForeignKey("api_tokens.id", ondelete="CASCADE", name="fk_token_roles_token_id"),
+        primary_key=True,
+    ),
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("role", sa.String(20), nullable=False),
+)
+
+# Who did what, when, to what: every mutation through the server (and refused ones).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Column("actor", sa.String(300), nullable=False),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("project", sa.String(200), nullable=True),
+    sa.Column("target", sa.String(300), nullable=True),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("detail", Json, nullable=False),
+    sa.Index("ix_audit_log_project_seq", "project", "seq"),
+)
+
+# Serving endpoints the server reports on (``GET <url>/v2/health/ready``).
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("project", sa.String(200), nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+)

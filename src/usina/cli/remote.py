@@ -1,0 +1,193 @@
+"""The CLI against a platform server (``--server URL`` or ``USINA_SERVER``, with ``USINA_TOKEN``):
+the same commands and output as locally, through the server's REST API.
+
+Only the Python standard library is used (urllib), so the CLI needs no extra to talk to a
+server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode
+from urllib.request import Request, urlopen
+
+from rich.console import Console
+from rich.table import Table
+
+from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
+
+_FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    url: str
+    token: str | None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        raw: bool = False,
+    ) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        target = self.url.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = Request(target, data=data, method=method, headers=headers)
+        try:
+            with urlopen(request, timeout=60) as reply:
+                payload = reply.read()
+        except HTTPError as exc:
+            raise _error(exc, self.url) from exc
+        except URLError as exc:
+            raise UsinaError(
+                f"cannot reach the usina server at {self.url}: {exc.reason}; check --server "
+                "or USINA_SERVER"
+            ) from exc
+        if raw:
+            return payload.decode(errors="replace")
+        return json.loads(payload) if payload else None
+
+
+def _error(exc: HTTPError, url: str) -> UsinaError:
+    try:
+        detail = json.loads(exc.read()).get("detail", "")
+    except (ValueError, AttributeError):
+        detail = ""
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    if exc.code == 401:
+        return UsinaError(
+            f"the server at {url} refused the token ({detail}); set USINA_TOKEN to a token "
+            "from 'usina token create'"
+        )
+    if exc.code == 403:
+        return UsinaError(f"not allowed: {detail}")
+    if exc.code == 404:
+        return NotFoundError(detail or "not found")
+    if exc.code == 409:
+        return StateError(detail)
+    if exc.code == 400:
+        return DefinitionError(detail)
+    return UsinaError(f"the server answered {exc.code}: {detail}")
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def steps_table(run: dict[str, Any]) -> Table:
+    table = Table(title=f"{run['pipeline']} · {run['id']} · {run['state']}", title_justify="left")
+    for col in ("step", "state", "attempt", "duration", "note"):
+        table.add_column(col)
+    for s in run["steps"]:
+        table.add_row(
+            s["node"], s["state"], str(s["attempts"] or ""), _took(s["duration"]), s["error"] or ""
+        )
+    return table
+
+
+def summary(run: dict[str, Any]) -> str:
+    ran = [s["node"] for s in run["steps"] if s["state"] == "succeeded"]
+    cached = [s["node"] for s in run["steps"] if s["state"] == "cached"]
+    line = (
+        f"run {run['id']} {run['state']} in {_took(run['duration'])}: "
+        f"{len(ran)} ran, {len(cached)} from cache"
+    )
+    failed = [s["node"] for s in run["steps"] if s["state"] == "failed"]
+    return line + (f"; failed: {', '.join(failed)}" if failed else "")
+
+
+def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) -> int:
+    """Show a run's steps as the server drives it; 0 when it succeeds, 1 otherwise."""
+    seen: dict[str, tuple[str, int]] = {}
+    if not as_json:
+        out.print(
+            f"run [bold]{run['id']}[/] of pipeline [bold]{run['pipeline']}[/] on {remote.url}"
+        )
+    while True:
+        for s in run["steps"]:
+            key = (s["state"], s["attempts"])
+            if seen.get(s["node"]) != key and s["state"] != "pending":
+                seen[s["node"]] = key
+                if not as_json:
+                    extra = f" attempt {s['attempts']}" if s["attempts"] > 1 else ""
+                    note = f" ({s['error']})" if s["error"] else ""
+                    out.print(f"  {s['node']}: {s['state']}{extra}{note}", highlight=False)
+        if run["state"] in _FINISHED:
+            break
+        time.sleep(0.5)
+        run = remote.call("GET", f"/api/v1/runs/{quote(run['id'])}")
+    if as_json:
+        out.print_json(json.dumps(run))
+    else:
+        colour = "green" if run["state"] == "succeeded" else "red"
+        out.print(f"[{colour}]{summary(run)}[/]")
+        if run["state"] == "failed":
+            out.print(f"see why: usina runs why {run['id']}   then: usina runs resume {run['id']}")
+    return 0 if run["state"] == "succeeded" else 1
+
+
+def submit(remote: Remote, pipeline: str, params: dict[str, str], project: str) -> dict[str, Any]:
+    body = {"pipeline": pipeline, "params": params, "project": project}
+    result: dict[str, Any] = remote.call("POST", "/api/v1/runs", body=body)
+    return result
+
+
+def list_runs(
+    remote: Remote, *, limit: int, state: str | None, pipeline: str | None
+) -> list[dict[str, Any]]:
+    page = remote.call(
+        "GET", "/api/v1/runs", params={"limit": limit, "state": state, "pipeline": pipeline}
+    )
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+def runs_table(items: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for col in ("run", "pipeline", "state", "created", "duration"):
+        table.add_column(col)
+    for r in items:
+        table.add_row(
+            r["id"],
+            r["pipeline"],
+            r["state"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            _took(r["duration"]) if r["finished_at"] else "",
+        )
+    return table
+
+
+def show(remote: Remote, run_id: str) -> dict[str, Any]:
+    run: dict[str, Any] = remote.call("GET", f"/api/v1/runs/{quote(run_id)}")
+    run["attempts"] = remote.call("GET", f"/api/v1/runs/{quote(run_id)}/attempts")
+    return run
+
+
+def logs(remote: Remote, run_id: str, step: str, attempt: int | None) -> str:
+    text: str = remote.call(
+        "GET",
+        f"/api/v1/runs/{quote(run_id)}/steps/{quote(step)}/logs",
+        params={"attempt": attempt},
+        raw=True,
+    )
+    return text

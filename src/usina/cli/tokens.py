@@ -1,0 +1,88 @@
+"""``usina token``: create, list and revoke the platform server's API tokens, straight in the
+metadata database (the first admin token can only be made this way)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from usina.cli.settings import Settings
+
+tokens_app = typer.Typer(help="API tokens of the platform server.", no_args_is_help=True)
+out = Console(highlight=False, soft_wrap=True)
+
+DatabaseOpt = Annotated[
+    str | None, typer.Option(help="metadata database (default: USINA_DATABASE_URL)")
+]
+
+
+def _store(database_url: str | None):  # type: ignore[no-untyped-def]
+    from usina.stores.platform import PlatformStore
+
+    return PlatformStore(database_url or Settings.from_env().database_url)
+
+
+@tokens_app.command("create")
+def create(
+    project: Annotated[str, typer.Option(help="project the role is in; '*' for every project")],
+    role: Annotated[str, typer.Option(help="viewer, editor or admin")],
+    name: Annotated[str | None, typer.Option(help="who or what will use it")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Create a token and print it once; only its hash is stored."""
+    from usina.errors import DefinitionError
+    from usina.stores.platform import Role
+
+    try:
+        parsed = Role.parse(role)
+    except ValueError as exc:
+        raise DefinitionError(str(exc)) from exc
+    store = _store(database_url)
+    try:
+        token, info = store.create_token(
+            name or f"{parsed.label}@{project}", {project: parsed}, created_by="cli"
+        )
+        store.audit("cli", "token.create", project=project, target=info.id, detail={"role": role})
+    finally:
+        store.close()
+    typer.echo(token)
+    typer.echo(f"token {info.id} ({parsed.label} in {project}); it is not shown again", err=True)
+
+
+@tokens_app.command("ls")
+def ls(database_url: DatabaseOpt = None) -> None:
+    """List tokens (ids, names and roles; never the tokens themselves)."""
+    store = _store(database_url)
+    try:
+        found = store.list_tokens()
+    finally:
+        store.close()
+    from rich.table import Table
+
+    table = Table()
+    for col in ("id", "name", "roles", "created", "revoked"):
+        table.add_column(col)
+    for t in found:
+        table.add_row(
+            t.id,
+            t.name,
+            ", ".join(f"{r}@{p}" for p, r in t.roles.items()),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created_at)),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.revoked_at)) if t.revoked_at else "",
+        )
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke(token_id: str, database_url: DatabaseOpt = None) -> None:
+    """Revoke a token by its id (servers stop accepting it within seconds)."""
+    store = _store(database_url)
+    try:
+        store.revoke_token(token_id)
+        store.audit("cli", "token.revoke", project=None, target=token_id)
+    finally:
+        store.close()
+    typer.echo(f"token {token_id} revoked")

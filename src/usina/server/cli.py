@@ -1,0 +1,86 @@
+"""``usina server``: the platform API, web UI and reconciler in one process (uvicorn).
+
+Settings come from the options, else from the same environment variables as the CLI
+(``USINA_HOME``, ``USINA_DATABASE_URL``, ``USINA_ARTIFACTS_URL``, ``MLFLOW_TRACKING_URI``).
+Run several replicas against one PostgreSQL database and one artifact store to share the
+runs; each replica drives at most ``--max-runs`` of them at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+log = logging.getLogger(__name__)
+
+
+def server(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="metadata store shared by the replicas (default: USINA_DATABASE_URL)"),
+    ] = None,
+    artifacts_url: Annotated[
+        str | None, typer.Option(help="artifact store (default: USINA_ARTIFACTS_URL)")
+    ] = None,
+    pipelines: Annotated[
+        list[str],
+        typer.Option(
+            "--pipelines", help="FILE.py[:NAME] whose pipelines may be submitted; repeatable"
+        ),
+    ] = [],  # noqa: B006
+    registry_uri: Annotated[
+        str | None,
+        typer.Option(help="MLflow registry for the models pages (default: MLFLOW_TRACKING_URI)"),
+    ] = None,
+    lease_ttl: Annotated[
+        float, typer.Option(help="seconds a replica's claim on a run lasts without renewal")
+    ] = 15.0,
+    poll_interval: Annotated[float, typer.Option(help="longest wait between passes (s)")] = 0.5,
+    max_runs: Annotated[int, typer.Option(help="runs this replica drives at once")] = 16,
+    max_parallel: Annotated[int, typer.Option(help="attempts running at once per run")] = 4,
+    reconcile: Annotated[
+        bool, typer.Option("--reconcile/--no-reconcile", help="drive runs in this process")
+    ] = True,
+) -> None:
+    """Serve the platform: REST API (/docs), web UI (/ui) and the run reconciler."""
+    import uvicorn
+
+    from usina.server.app import create_app
+    from usina.server.context import ServerContext
+    from usina.server.settings import ReconcilerSettings, ServerSettings
+
+    home = os.path.abspath(os.environ.get("USINA_HOME") or ".usina")
+    os.makedirs(home, exist_ok=True)
+    settings = ServerSettings(
+        database_url=database_url
+        or os.environ.get("USINA_DATABASE_URL")
+        or f"sqlite:///{home}/usina.db",
+        artifacts_url=artifacts_url
+        or os.environ.get("USINA_ARTIFACTS_URL")
+        or os.path.join(home, "artifacts"),
+        attempts_dir=os.path.join(home, "attempts"),
+        pipelines=tuple(pipelines),
+        registry_uri=registry_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
+        reconciler=ReconcilerSettings(
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            max_runs=max_runs,
+            max_parallel=max_parallel,
+            enabled=reconcile,
+        ),
+    )
+    ctx = ServerContext.open(settings)
+    log.info(
+        "usina server on http://%s:%s (replica %s, pipelines: %s)",
+        host,
+        port,
+        ctx.engine.owner,
+        ", ".join(p.pipeline.name for p in ctx.pipelines.all()) or "none",
+    )
+    typer.echo(f"usina server: http://{host}:{port}/ui  (API docs: /docs)", err=True)
+    uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning", access_log=False)

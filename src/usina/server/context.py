@@ -1,0 +1,85 @@
+"""Everything one server process works with, built once from its settings: the stores, the
+pipelines it accepts, an engine for the API's writes, and the reconciler."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from usina.backends.local import LocalBackend
+from usina.engine.engine import Engine, EngineSettings
+from usina.server.auth import TokenCache
+from usina.server.models import MlflowModels, ModelRegistry
+from usina.server.reconciler import Reconciler
+from usina.server.registry import PipelineRegistry
+from usina.stores.artifacts import FsspecArtifactStore
+from usina.stores.platform import PlatformStore
+from usina.stores.sql import SqlMetadataStore
+
+if TYPE_CHECKING:
+    from usina.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerContext:
+    settings: ServerSettings
+    metadata: SqlMetadataStore
+    artifacts: FsspecArtifactStore
+    platform: PlatformStore
+    pipelines: PipelineRegistry
+    engine: Engine  # for the API's submit, cancel and resume
+    reconciler: Reconciler | None
+    models: ModelRegistry | None
+    tokens: TokenCache = field(default_factory=TokenCache)
+
+    @classmethod
+    def open(cls, settings: ServerSettings) -> ServerContext:
+        pipelines = PipelineRegistry(settings.pipelines)
+        metadata = SqlMetadataStore(settings.database_url)
+        artifacts = FsspecArtifactStore(settings.artifacts_url)
+        platform = PlatformStore(settings.database_url)
+        os.makedirs(settings.attempts_dir, exist_ok=True)
+        backend = LocalBackend(settings.attempts_dir, artifacts, preload=pipelines.files)
+        rs = settings.reconciler
+        engine_settings = EngineSettings(
+            max_parallel=rs.max_parallel, lease_ttl=rs.lease_ttl, poll_interval=rs.poll_interval
+        )
+        driver = Engine(
+            backend=backend, metadata=metadata, artifacts=artifacts, settings=engine_settings
+        )
+        api_engine = Engine(
+            backend=backend,
+            metadata=metadata,
+            artifacts=artifacts,
+            settings=engine_settings,
+            owner=driver.owner,
+        )
+        reconciler = Reconciler(driver, platform, rs) if rs.enabled else None
+        models: ModelRegistry | None = None
+        if settings.registry_uri:
+            models = MlflowModels(settings.registry_uri)
+        return cls(
+            settings=settings,
+            metadata=metadata,
+            artifacts=artifacts,
+            platform=platform,
+            pipelines=pipelines,
+            engine=api_engine,
+            reconciler=reconciler,
+            models=models,
+        )
+
+    def start(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.start()
+
+    def close(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
+        self.engine.backend.close()
+        self.platform.close()
+        self.metadata.close()

@@ -1,0 +1,46 @@
+"""Settings of the platform server: nested frozen values, built at the edge (``usina server``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerSettings:
+    """How the server drives runs.
+
+    lease_ttl: seconds a replica's claim on a run lasts without renewal (default 15). A replica
+        that dies hands its runs to the others after at most this long.
+    poll_interval: longest wait between two passes over the held runs, in seconds (default 0.5);
+        the local backend wakes the loop earlier when an attempt ends.
+    max_runs: runs one replica drives at once (default 16); the rest are left to other replicas
+        or to later passes.
+    max_parallel: attempts running at once per run (default 4).
+    enabled: False serves the API and UI without driving runs (a read-only replica).
+    """
+
+    lease_ttl: float = 15.0
+    poll_interval: float = 0.5
+    max_runs: int = 16
+    max_parallel: int = 4
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Where the server keeps state and what it serves.
+
+    database_url: metadata store shared by every replica (``postgresql://...`` in production).
+    artifacts_url: artifact store (fsspec URL) shared by every replica.
+    attempts_dir: local folder of the attempts this machine runs (logs while running).
+    pipelines: ``FILE.py[:NAME]`` targets whose pipelines may be submitted by name.
+    registry_uri: MLflow registry for the models pages; None hides them.
+    reconciler: see ``ReconcilerSettings``.
+    """
+
+    database_url: str
+    artifacts_url: str
+    attempts_dir: str
+    pipelines: tuple[str, ...] = ()
+    registry_uri: str | None = None
+    reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)

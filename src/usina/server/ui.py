@@ -1,0 +1,316 @@
+"""The web UI: server-rendered pages (Jinja2) with a little JavaScript for live status.
+
+Pages read through the same stores and permission checks as the API. The token is kept in an
+HttpOnly, SameSite=Strict cookie set by the sign-in form; the UI only reads, so a cookie never
+authorises a change (see ``usina.server.auth``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from usina.engine.records import AttemptState, RunState
+from usina.errors import NotFoundError, UsinaError
+from usina.server import auth, i18n
+from usina.server.api import attempt_log, visible_run
+from usina.server.dag import NODE_H, NODE_W, layout
+from usina.server.schemas import attempt_out, run_detail, summary_from_row
+from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
+
+if TYPE_CHECKING:
+    from usina.server.context import ServerContext
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+LOG_LINES = 60
+PAGE = 50
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+templates.env.filters["when"] = _fmt_time
+templates.env.filters["took"] = _fmt_duration
+
+
+class _Redirect(Exception):
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def _lang(request: Request) -> str:
+    return i18n.negotiate(
+        request.query_params.get("lang"),
+        request.cookies.get(i18n.COOKIE),
+        request.headers.get("accept-language"),
+    )
+
+
+def _principal(request: Request) -> Principal:
+    ctx: ServerContext = request.app.state.ctx
+    token = request.cookies.get(auth.COOKIE)
+    principal = ctx.tokens.get(ctx, token) if token else None
+    if principal is None:
+        raise _Redirect("/ui/login?next=" + quote(request.url.path))
+    return principal
+
+
+def _render(
+    request: Request, template: str, principal: Principal | None, **context: Any
+) -> Response:
+    lang = _lang(request)
+    other = "en" if lang == "pt-BR" else "pt-BR"
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "t": i18n.translator(lang),
+            "lang": lang,
+            "toggle": f"{request.url.path}?lang={other}",
+            "principal": principal,
+            "state_words": json.dumps(
+                {k[6:]: v for k, v in i18n.translator(lang).items() if k.startswith("state.")}
+            ),
+            **context,
+        },
+    )
+    if request.query_params.get("lang") in i18n.LANGS:
+        response.set_cookie(i18n.COOKIE, lang, max_age=365 * 86400, samesite="lax", httponly=True)
+    return response
+
+
+def _page(request: Request, build: Any) -> Response:
+    try:
+        return build()  # type: ignore[no-any-return]
+    except _Redirect as r:
+        return RedirectResponse(r.url, status_code=303)
+    except NotFoundError as exc:
+        principal = None
+        with contextlib.suppress(_Redirect):
+            principal = _principal(request)
+        response = _render(request, "error.html", principal, message=str(exc))
+        response.status_code = 404
+        return response
+
+
+# -- sign in -------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/ui/runs") -> Response:
+    return _render(request, "login.html", None, next=_safe_next(next), failed=False)
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith("/ui/") and "//" not in target else "/ui/runs"
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    ctx: ServerContext = request.app.state.ctx
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    token = (form.get("token") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/ui/runs"])[0])
+    principal = ctx.platform.authenticate(token) if token else None
+    if principal is None:
+        response = _render(request, "login.html", None, next=target, failed=True)
+        response.status_code = 401
+        return response
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict", max_age=7 * 86400)
+    return response
+
+
+@router.get("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(auth.COOKIE)
+    return response
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    state: str | None = None,
+    pipeline: str | None = None,
+    project: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    def build() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        visible = principal.visible_projects()
+        if project:
+            allowed = principal.can(project, Role.VIEWER)
+            visible = frozenset({project}) if allowed else frozenset()
+        try:
+            after = decode_cursor(cursor) if cursor else None
+        except ValueError:
+            after = None
+        wanted = RunState(state) if state in {s.value for s in RunState} else None
+        rows = ctx.platform.runs_page(
+            projects_=visible,
+            limit=PAGE + 1,
+            after=after,
+            state=wanted,
+            pipeline=pipeline or None,
+        )
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        nxt = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+        filters = {
+            k: v for k, v in {"state": state, "pipeline": pipeline, "project": project}.items() if v
+        }
+        return _render(
+            request,
+            "runs.html",
+            principal,
+            runs=[summary_from_row(r) for r in rows],
+            next_cursor=nxt,
+            filters=filters,
+            states=[s.value for s in RunState],
+            first_page=cursor is None,
+        )
+
+    return _page(request, build)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str) -> Response:
+    def build() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        run = visible_run(ctx, principal, run_id)
+        detail = run_detail(run, ctx.metadata.get_steps(run_id))
+        attempts = ctx.metadata.get_attempts(run_id)
+        by_step: dict[str, list[dict[str, Any]]] = {}
+        for a in attempts:
+            text = attempt_log(ctx, a)
+            lines = text.splitlines()[-LOG_LINES:]
+            by_step.setdefault(a.node, []).append(
+                {
+                    "a": attempt_out(a),
+                    "lines": lines,
+                    "running": a.state is AttemptState.RUNNING,
+                    "follow": f"/api/v1/runs/{quote(run_id)}/steps/{quote(a.node)}/logs"
+                    f"?attempt={a.number}&follow=true",
+                }
+            )
+        graph = layout(
+            run.plan.get("nodes", []), {s.node: (s.state, s.attempts) for s in detail.steps}
+        )
+        return _render(
+            request,
+            "run.html",
+            principal,
+            run=detail,
+            attempts=by_step,
+            graph=graph,
+            node_w=NODE_W,
+            node_h=NODE_H,
+            events=ctx.metadata.list_events(run_id)[-50:],
+            finished=run.state.finished,
+        )
+
+    return _page(request, build)
+
+
+@router.get("/pipelines/{name}", response_class=HTMLResponse)
+def pipeline_page(request: Request, name: str) -> Response:
+    """Metrics of a pipeline's steps over its recent runs, one small chart per metric."""
+
+    def build() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        rows = ctx.platform.step_metrics(name, projects_=principal.visible_projects(), limit=100)
+        series: dict[str, list[tuple[float, float, str]]] = {}
+        for run_id, at, step, metrics in rows:
+            for metric_name, value in metrics.items():
+                if value == value and abs(value) != float("inf"):
+                    series.setdefault(f"{step}.{metric_name}", []).append((at, value, run_id))
+        charts = [_chart(key, points) for key, points in sorted(series.items())]
+        return _render(request, "pipeline.html", principal, name=name, charts=charts)
+
+    return _page(request, build)
+
+
+def _chart(key: str, points: list[tuple[float, float, str]]) -> dict[str, Any]:
+    w, h, pad = 420, 120, 8
+    values = [v for _, v, _ in points]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    n = max(1, len(points) - 1)
+    coords = [
+        (pad + i * (w - 2 * pad) / n, h - pad - (v - lo) * (h - 2 * pad) / span)
+        for i, (_, v, _) in enumerate(points)
+    ]
+    return {
+        "key": key,
+        "w": w,
+        "h": h,
+        "line": " ".join(f"{x:.1f},{y:.1f}" for x, y in coords),
+        "dots": [(x, y, run_id, v) for (x, y), (_, v, run_id) in zip(coords, points, strict=True)],
+        "last": values[-1],
+        "lo": lo,
+        "hi": hi,
+    }
+
+
+# -- models and endpoints ------------------------------------------------------------------
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request) -> Response:
+    def build() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        models, problem = [], None
+        if ctx.models is not None:
+            try:
+                models = ctx.models.list_models(principal.visible_projects())
+            except UsinaError as exc:
+                problem = str(exc)
+        return _render(
+            request,
+            "models.html",
+            principal,
+            models=models,
+            has_registry=ctx.models is not None,
+            problem=problem,
+        )
+
+    return _page(request, build)
+
+
+@router.get("/endpoints", response_class=HTMLResponse)
+def endpoints_page(request: Request) -> Response:
+    def build() -> Response:
+        from usina.server.api import list_endpoints
+
+        principal = _principal(request)
+        found = list_endpoints(request, principal, check=True)
+        return _render(request, "endpoints.html", principal, endpoints=found)
+
+    return _page(request, build)

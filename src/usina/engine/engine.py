@@ -95,10 +95,10 @@ class _Mirror:
 
 
 def new_run_id(pipeline: str, now: float) -> RunId:
-    """``<pipeline>-<yyyymmdd-hhmmss>-<4 hex>``: sortable, readable, DNS-safe."""
+    """``<pipeline>-<yyyymmdd-hhmmss>-<6 hex>``: sortable, readable, DNS-safe."""
     stem = "".join(c if c.isalnum() else "-" for c in pipeline.lower()).strip("-")[:30] or "run"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return RunId(f"{stem}-{stamp}-{secrets.token_hex(2)}")
+    return RunId(f"{stem}-{stamp}-{secrets.token_hex(3)}")
 
 
 def attempt_id(run_id: str, node: str, number: int) -> AttemptId:

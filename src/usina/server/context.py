@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from usina.backends.local import LocalBackend
@@ -14,6 +14,7 @@ from usina.server.auth import TokenCache
 from usina.server.models import MlflowModels, ModelRegistry
 from usina.server.reconciler import Reconciler
 from usina.server.registry import PipelineRegistry
+from usina.server.tracking import PipelineTrackers
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.stores.platform import PlatformStore
 from usina.stores.sql import SqlMetadataStore
@@ -48,8 +49,18 @@ class ServerContext:
         engine_settings = EngineSettings(
             max_parallel=rs.max_parallel, lease_ttl=rs.lease_ttl, poll_interval=rs.poll_interval
         )
+        trackers = PipelineTrackers(pipelines, settings.mlflow_tracking_uri())
+        tracker = trackers if trackers.tracking() else None
+        if tracker is not None:
+            engine_settings = replace(
+                engine_settings, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri()}
+            )
         driver = Engine(
-            backend=backend, metadata=metadata, artifacts=artifacts, settings=engine_settings
+            backend=backend,
+            metadata=metadata,
+            artifacts=artifacts,
+            settings=engine_settings,
+            tracker=tracker,
         )
         api_engine = Engine(
             backend=backend,

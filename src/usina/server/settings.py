@@ -35,6 +35,8 @@ class ServerSettings:
     attempts_dir: local folder of the attempts this machine runs (logs while running).
     pipelines: ``FILE.py[:NAME]`` targets whose pipelines may be submitted by name.
     registry_uri: MLflow registry for the models pages; None hides them.
+    tracking_uri: MLflow tracking URI for runs of pipelines declared ``tracking="mlflow"``
+        (default: ``registry_uri``, else SQLite next to the attempts folder).
     reconciler: see ``ReconcilerSettings``.
     """
 
@@ -43,4 +45,16 @@ class ServerSettings:
     attempts_dir: str
     pipelines: tuple[str, ...] = ()
     registry_uri: str | None = None
+    tracking_uri: str | None = None
     reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
+
+    def mlflow_tracking_uri(self) -> str:
+        """Where tracked runs are logged (see ``tracking_uri``)."""
+        import os
+
+        if self.tracking_uri:
+            return self.tracking_uri
+        if self.registry_uri:
+            return self.registry_uri
+        home = os.path.dirname(os.path.abspath(self.attempts_dir))
+        return f"sqlite:///{home}/mlflow.db"

@@ -42,9 +42,9 @@ def kubernetes_backend(options: KubernetesOptions, artifacts: ArtifactStore) -> 
     from usina.backends.kubernetes import KubernetesBackend
 
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     backend: Backend = KubernetesBackend(options.settings(), client.ApiClient(), artifacts)
     return backend
 

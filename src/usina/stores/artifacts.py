@@ -56,11 +56,14 @@ class FsspecArtifactStore:
     def __init__(self, url: str) -> None:
         if "://" not in url:
             url = Path(url).expanduser().resolve().as_uri()
+        self._fs: Any = None
+        self._root: str
         if url.startswith("file://"):
             # The local file system needs no fsspec (a CLI start is ~0.2 s faster without it).
-            self._fs: Any = None
+            from urllib.parse import unquote, urlparse
+
             self._local = True
-            self._root = url[len("file://") :].rstrip("/") or "/"
+            self._root = unquote(urlparse(url).path).rstrip("/") or "/"
             self._direct = False
             self._url = Path(self._root).as_uri()
             return
@@ -76,7 +79,7 @@ class FsspecArtifactStore:
             ) from exc
         self._fs = fs
         self._local = isinstance(fs, LocalFileSystem)
-        self._root: str = root.rstrip("/") or "/"
+        self._root = root.rstrip("/") or "/"
         protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
         self._direct = bool(_OBJECT_STORES.intersection(protocols))
         self._url = Path(self._root).as_uri() if self._local else url.rstrip("/")

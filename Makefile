@@ -3,14 +3,14 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,monitoring,dev
 # PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
 # satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
 # wheel where one is configured (PIP_FIND_LINKS), else the index's.
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint fmt clean services
+.PHONY: install demo test lint fmt clean services prometheus
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -38,7 +38,11 @@ demo: install
 services:
 	@bash scripts/services.sh
 
-test: install services
+# Prometheus and promtool for tests/monitoring (Debian's package; a no-op when installed).
+prometheus:
+	@bash scripts/prometheus.sh
+
+test: install services prometheus
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

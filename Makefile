@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,server,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,server,monitoring,dev
 # PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
 # satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
 # wheel where one is configured (PIP_FIND_LINKS), else the index's.
@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: install demo test lint fmt clean services browser
+.PHONY: install demo test lint fmt clean services browser prometheus
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -42,7 +42,11 @@ services:
 browser:
 	@bash scripts/browser.sh
 
-test: install services browser
+# Prometheus and promtool for tests/monitoring (Debian's package; a no-op when installed).
+prometheus:
+	@bash scripts/prometheus.sh
+
+test: install services browser prometheus
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -174,3 +174,45 @@ class Progress:
             extra = f" attempt {step.attempts}" if step.attempts > 1 else ""
             when = f" {took}" if step.state.finished and took else ""
             self.console.print(f"  {step.node}: {key[0]}{extra}{when}{note}", highlight=False)
+
+
+def _num(value: Any, fmt: str = "{:.2f}", none: str = "-") -> str:
+    return none if value is None else fmt.format(value)
+
+
+def kpi_table(report: dict[str, Any], period: str) -> Table:
+    """``usina kpi`` for people: one row per KPI, then one per registered model."""
+    runs, rec, gpu, wait = report["runs"], report["recovery"], report["gpu"], report["queue_wait"]
+    table = Table(title=f"usina KPIs, runs submitted in the last {period}")
+    table.add_column("KPI")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "runs finished (ok / failed / cancelled)",
+        f"{runs['finished']} ({runs['succeeded']} / {runs['failed']} / {runs['cancelled']})",
+    )
+    table.add_row("success rate", _num(runs["success_rate"], "{:.1%}"))
+    table.add_row(
+        "mean time to recovery",
+        f"{_fmt(rec['mttr_seconds']) or '-'} ({rec['recovered']} recovered, {rec['open']} open)",
+    )
+    table.add_row("GPU-hours used", _num(gpu["used_hours"]))
+    table.add_row(
+        "GPU-hours wasted", f"{_num(gpu['wasted_hours'])} ({_num(gpu['wasted_share'], '{:.1%}')})"
+    )
+    for klass, hours in gpu["wasted_hours_by_class"].items():
+        table.add_row(f"  wasted by {klass}", _num(hours))
+    table.add_row(
+        "queue wait p50 / p99",
+        f"{_fmt(wait['p50_seconds']) or '-'} / {_fmt(wait['p99_seconds']) or '-'}",
+    )
+    models = report.get("models")
+    if models is not None and not models["available"]:
+        table.add_row("models (MLflow)", f"unavailable: {models['error']}")
+    for m in (models or {}).get("models", []):
+        gate = ", ".join(f"{k}={v}" for k, v in m["champion_gate"].items() if k != "gate.reason")
+        table.add_row(
+            f"model {m['name']}",
+            f"champion v{m['champion'] or '-'}, {m['new_versions']} new, "
+            f"{m['promoted']} promoted" + (f" ({gate})" if gate else ""),
+        )
+    return table

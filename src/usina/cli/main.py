@@ -18,6 +18,7 @@ from usina.cli import remote
 from usina.cli.display import (
     Progress,
     attempt_json,
+    kpi_table,
     print_json,
     run_json,
     steps_table,
@@ -69,6 +70,26 @@ OutputOpt = Annotated[
 _remote: dict[str, Remote | None] = {"server": None}
 
 
+class LogFormat(enum.StrEnum):
+    plain = "plain"
+    json = "json"
+
+
+def _configure_logging(log_format: str | None) -> None:
+    """Logging is the CLI's to configure (never the library's): plain lines, or JSON lines with
+    run/step/attempt ids (``--log-format json`` or ``USINA_LOG_FORMAT=json``), on stderr."""
+    handler = logging.StreamHandler()
+    if (log_format or "plain").lower() == LogFormat.json.value:
+        from usina.monitoring.logs import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(
+        level=os.environ.get("USINA_LOG_LEVEL", "WARNING"), handlers=[handler], force=True
+    )
+
+
 @app.callback()
 def _root(
     server: Annotated[
@@ -83,9 +104,19 @@ def _root(
         str | None,
         typer.Option("--token", envvar="USINA_TOKEN", help="API token for --server"),
     ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            envvar="USINA_LOG_FORMAT",
+            help="log lines on stderr: plain, or json (with run, step and attempt ids)",
+        ),
+    ] = None,
 ) -> None:
     """Run ML pipelines locally or on Kubernetes, and inspect their runs."""
     _remote["server"] = Remote(server, token) if server else None
+    if log_format is not None:
+        _configure_logging(log_format.value)
 
 
 def _server() -> Remote | None:
@@ -96,12 +127,12 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _parse_params(values: list[str]) -> dict[str, str]:
+def _parse_params(values: list[str], option: str = "--param") -> dict[str, str]:
     params: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise DefinitionError(f"--param {item!r} must look like NAME=VALUE")
+            raise DefinitionError(f"{option} {item!r} must look like NAME=VALUE")
         params[key.strip()] = value
     return params
 
@@ -117,6 +148,13 @@ def _tracker(settings: Settings, pipe: Pipeline | None, tracking: bool | None) -
 
 def _drive(engine: Any, run: RunRecord, output: Output) -> int:
     """Drive a run to its end with progress on screen; Ctrl-C cancels it cleanly."""
+    from usina.monitoring.logs import log_context
+
+    with log_context(run_id=run.id, pipeline=run.pipeline):
+        return _drive_run(engine, run, output)
+
+
+def _drive_run(engine: Any, run: RunRecord, output: Output) -> int:
     console = out if output is Output.text else err
     interrupted = {"count": 0}
 
@@ -179,6 +217,15 @@ def run(
     queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
     image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
     project: Annotated[str, typer.Option(help="project of the run (with --server)")] = "default",
+    label: Annotated[
+        list[str],
+        typer.Option("--label", "-l", help="KEY=VALUE on the run, repeatable (team=... for costs)"),
+    ] = [],  # noqa: B006
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve Prometheus metrics at http://ADDR:PORT/metrics while it runs"),
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
     output: OutputOpt = Output.text,
 ) -> None:
     """Run a pipeline to its end and show its steps as they go."""
@@ -216,10 +263,26 @@ def run(
             use_cache=not no_cache,
             kubernetes=k8s,
         )
-        record = engine.submit(plan)
-        raise typer.Exit(_drive(engine, record, output))
+        labels = _parse_params(label, "--label")
+        stop_metrics = _metrics_server(comps.metadata, metrics_port, metrics_addr)
+        try:
+            record = engine.submit(plan, labels=labels)
+            raise typer.Exit(_drive(engine, record, output))
+        finally:
+            stop_metrics()
     finally:
         comps.close()
+
+
+def _metrics_server(metadata: Any, port: int | None, addr: str) -> Any:
+    """Serve the pipeline metrics of ``metadata`` on ``port`` (a no-op without one)."""
+    if port is None:
+        return lambda: None
+    from usina.monitoring.pipeline_metrics import pipeline_registry, start_metrics_server
+
+    server = start_metrics_server(pipeline_registry(metadata), port, addr)
+    err.print(f"metrics: http://{addr}:{server.port}/metrics")
+    return server.stop
 
 
 @runs_app.command("ls")
@@ -546,6 +609,53 @@ def k8s_render(
 
 
 @app.command()
+def kpi(
+    since: Annotated[
+        str, typer.Option(help="the period: runs submitted in the last 30m, 12h, 7d")
+    ] = "7d",
+    models: Annotated[
+        bool, typer.Option("--models/--no-models", help="add the models' KPIs from MLflow")
+    ] = True,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Platform KPIs of a period: success rate, time to recovery, GPU-hours used and wasted,
+    queue wait; and the registered models' versions and champions (MLflow, when reachable)."""
+    from usina.cli.components import open_stores
+    from usina.monitoring.kpi import compute_kpis, parse_period
+
+    try:
+        period = parse_period(since)
+    except ValueError as exc:
+        raise DefinitionError(f"--since: {exc}") from None
+    settings = _settings()
+    comps = open_stores(settings)
+    try:
+        now = time.time()
+        report = compute_kpis(comps.metadata, since=now - period, until=now)
+    finally:
+        comps.close()
+    if models:
+        report["models"] = _model_kpis(settings, now - period)
+    if output is Output.json:
+        print_json(out, report)
+        return
+    out.print(kpi_table(report, since))
+
+
+def _model_kpis(settings: Settings, since: float) -> dict[str, Any]:
+    """The models' KPIs, or why there are none: the registry is optional to a report."""
+    try:
+        from usina.tracking.mlflow import model_kpis
+
+        return {
+            "available": True,
+            "models": model_kpis(tracking_uri=settings.tracking_uri, since=since),
+        }
+    except Exception as exc:  # no mlflow, no store, server down: the platform KPIs still stand
+        return {"available": False, "error": f"{type(exc).__name__}: {exc}", "models": []}
+
+
+@app.command()
 def version() -> None:
     """Print usina's version."""
     import usina
@@ -570,10 +680,7 @@ def _register_optional() -> None:
 def main(argv: list[str] | None = None) -> int:
     # Logging is the CLI's to configure: MLflow would otherwise install its own INFO handler.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
-    logging.basicConfig(
-        level=os.environ.get("USINA_LOG_LEVEL", "WARNING"),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(os.environ.get("USINA_LOG_FORMAT"))
     _register_optional()
     try:
         result = app(args=argv, standalone_mode=False)

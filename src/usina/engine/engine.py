@@ -407,6 +407,7 @@ class Engine:
                     exit_code=obs.exit_code if obs.exit_code is not None else 0,
                 )
                 self._save_attempt(done)
+                self._running_since(run, attempt, obs)
                 self._event(run.id, "attempt_succeeded", node=node.id, attempt=attempt.id)
                 return done
             obs = Observation(
@@ -444,6 +445,7 @@ class Engine:
             message=message[-20000:] or None,
         )
         self._save_attempt(done)
+        self._running_since(run, attempt, obs)
         self._event(
             run.id,
             "attempt_failed",
@@ -452,6 +454,24 @@ class Engine:
             message=f"{failure.value}: {reason or ''}".strip(),
         )
         return done
+
+    def _running_since(self, run: RunRecord, attempt: AttemptRecord, obs: Observation) -> None:
+        """Record when the backend started the attempt (an ``attempt_running`` event at that
+        time): launched -> running is the attempt's queue wait (a Kubernetes pod waiting for a
+        GPU node), which monitoring reports. Written once, when the attempt is concluded."""
+        if obs.started_at is None:
+            return
+        at = max(obs.started_at, attempt.started_at)
+        self.metadata.add_event(
+            Event(
+                run.id,
+                at,
+                "attempt_running",
+                node=attempt.node,
+                attempt=attempt.id,
+                message=f"queued {at - attempt.started_at:.3f}s",
+            )
+        )
 
     def _settle(
         self, run: RunRecord, node: PlanNode, step: StepRecord, attempts: Sequence[AttemptRecord]

@@ -578,3 +578,139 @@ def register_model(
             client.set_model_version_tag(name, version.version, key, value)
     log.info("model %s v%s: %s", name, version.version, reason)
     return decision
+
+
+# -- monitoring: drift references and the models' KPIs -------------------------------------
+
+DRIFT_REFERENCE = "drift_reference.json"
+
+
+def log_drift_reference(
+    reference: Mapping[str, Any], *, run_id: str | None = None, tracking_uri: str | None = None
+) -> str:
+    """Store a model's drift reference (``DriftReference.to_json()``: the training features'
+    and scores' distributions) as artifact ``drift_reference.json`` of the MLflow run that logged
+    the model, so every version registered from that run carries it.
+
+    Logs into ``run_id``, else ``$MLFLOW_RUN_ID`` (a step's run, as ``register_model`` does).
+    Returns the MLflow run id.
+    """
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    rid = run_id or os.environ.get("MLFLOW_RUN_ID")
+    if not rid:
+        raise StateError(
+            "log_drift_reference needs the MLflow run that logged the model: pass run_id= "
+            "(PromotionDecision.run_id) or call it inside a tracked step"
+        )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / DRIFT_REFERENCE
+        path.write_text(json.dumps(dict(reference)))
+        client.log_artifact(rid, str(path))
+    return str(rid)
+
+
+def _model_version(client: MlflowClient, model_uri: str) -> Any:
+    """The registry's model version for ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``."""
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"{model_uri!r} is not a registry URI (models:/NAME/VERSION or @ALIAS)")
+    rest = model_uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = rest.rpartition("/")
+    return client.get_model_version(name, version)
+
+
+def load_drift_reference(
+    model_uri: str, *, tracking_uri: str | None = None
+) -> dict[str, Any] | None:
+    """The drift reference stored with the model version ``model_uri`` (``models:/NAME/VERSION``
+    or ``models:/NAME@ALIAS``), as JSON for ``DriftReference.from_json``; None when the version's
+    run has none."""
+    mlflow = _mlflow()
+    uri = tracking_uri or default_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    version = _model_version(client, model_uri)
+    if not version.run_id:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id,
+                artifact_path=DRIFT_REFERENCE,
+                dst_path=tmp,
+                tracking_uri=uri,
+            )
+        except (mlflow.exceptions.MlflowException, OSError):
+            return None
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+    return data
+
+
+@contextlib.contextmanager
+def _short_http(timeout: float) -> Any:
+    """MLflow's HTTP client retries for minutes by default; a report wants an answer fast."""
+    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def model_kpis(
+    *, tracking_uri: str | None = None, since: float | None = None, timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """Each registered model's numbers: versions (all, and registered since ``since``), how many
+    of those the gate promoted, the ``champion`` and ``challenger`` versions and the champion's
+    gate tags (``gate.<metric>``, ``gate.decision``).
+
+    Raises ``StoreError`` when the registry cannot be read (a local store that does not exist,
+    a server that does not answer within ``timeout`` seconds).
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise StoreError(f"no MLflow store at {uri}")
+    mlflow = _mlflow()
+    since_ms = int(since * 1000) if since is not None else 0
+    out: list[dict[str, Any]] = []
+    try:
+        with _short_http(timeout):
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            for model in client.search_registered_models():
+                versions = client.search_model_versions(f"name = {_quote(model.name)}")
+                aliases = dict(getattr(model, "aliases", {}) or {})
+                new = [v for v in versions if int(v.creation_timestamp or 0) >= since_ms]
+                champion = aliases.get(CHAMPION)
+                gate: dict[str, str] = {}
+                for v in versions:
+                    if str(v.version) == str(champion):
+                        gate = {
+                            k: str(x) for k, x in (v.tags or {}).items() if k.startswith("gate.")
+                        }
+                out.append(
+                    {
+                        "name": model.name,
+                        "versions": len(versions),
+                        "new_versions": len(new),
+                        "promoted": sum(
+                            1 for v in new if (v.tags or {}).get("gate.decision") == "promoted"
+                        ),
+                        "champion": str(champion) if champion is not None else None,
+                        "challenger": (str(aliases[CHALLENGER]) if CHALLENGER in aliases else None),
+                        "champion_gate": gate,
+                    }
+                )
+    except mlflow.exceptions.MlflowException as exc:
+        raise StoreError(f"cannot read the MLflow registry at {uri}: {exc}") from exc
+    return sorted(out, key=lambda m: str(m["name"]))

@@ -225,3 +225,22 @@ def test_models_are_read_and_promoted_in_the_mlflow_registry(make_server, tmp_pa
     promoted = [e for e in audit if e["action"] == "model.promote" and e["outcome"] == "ok"]
     assert promoted[0]["actor"].startswith("carla")
     assert promoted[0]["detail"] == {"alias": "champion", "version": "2"}
+
+
+def test_metrics_endpoint_reports_pipeline_runs_and_attempts(server):
+    editor = server.token("default", "editor")
+    h = server.as_(editor)
+    marker = str(server.home / "marker")
+    res = server.client.post(
+        "/api/v1/runs", json={"pipeline": "demo", "params": {"n": 3, "marker": marker}}, headers=h
+    )
+    run = server.wait_finished(editor, res.json()["id"])
+    assert run["state"] == "succeeded"
+    text = server.client.get("/metrics/").text  # no token: Prometheus scrapes it
+    assert "usina_pipeline_metrics_up 1.0" in text
+    runs = 'usina_pipeline_runs_total{outcome="succeeded",pipeline="demo",team="default"} 1.0'
+    assert runs in text
+    assert (
+        'usina_attempts_total{failure_class="user_error",outcome="failed",pipeline="demo",'
+        'team="default"} 1.0'
+    ) in text

@@ -95,4 +95,9 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Pipeline and compute metrics for Prometheus (unauthenticated, like the probes). Every
+    # replica computes them from the shared store: scrape one, or aggregate without instance.
+    from usina.monitoring.pipeline_metrics import metrics_app, pipeline_registry
+
+    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata)))
     return app

@@ -253,3 +253,25 @@ def test_lease_blocks_a_second_driver(world):
         engine.drive(run.id)
     clock.advance(31)
     assert engine.drive(run.id).state is RunState.SUCCEEDED
+
+
+def test_a_resume_written_by_another_engine_is_seen_by_the_driver(world):
+    engine, backend, metadata, clock = world
+    backend.script("transform", *([F.USER_ERROR] * 4))
+    run = engine.submit(etl.compile())
+    assert metadata.acquire_lease(run.id, engine.owner, 30.0, clock.now())
+    while not engine.reconcile(run.id).state.finished:  # the driver keeps its mirror
+        clock.advance(1.0)
+    other = Engine(
+        backend=backend,
+        metadata=metadata,
+        artifacts=engine.artifacts,
+        clock=clock,
+        settings=engine.settings,
+        owner=engine.owner,  # an API engine of the same server process
+    )
+    other.resume(run.id, etl.compile())
+    while not engine.reconcile(run.id).state.finished:
+        clock.advance(1.0)
+    assert metadata.get_run(run.id).state is RunState.SUCCEEDED
+    assert len(metadata.get_attempts(run.id, "transform")) == 5

@@ -92,6 +92,7 @@ class _Mirror:
     attempts: dict[str, list[AttemptRecord]]
     loaded_at: float
     lease_until: float | None = None  # our lease's expiry as seen on the last pass
+    run_seen: RunRecord | None = None  # the run as this engine last read or wrote it
 
 
 def new_run_id(pipeline: str, now: float) -> RunId:
@@ -159,6 +160,8 @@ class Engine:
         many runs calls it when a run ends or passes to another driver)."""
         self._plans.pop(run_id, None)
         self._steps.pop(run_id, None)
+        self._mirrors.pop(run_id, None)
+        self._renewed.pop(run_id, None)
 
     @property
     def environment(self) -> str:
@@ -294,12 +297,17 @@ class Engine:
             self._event(run.id, "run_started")
             self._track("run_started", run)
 
-        # Trust the mirror only while this engine held the run's lease without a gap: then
-        # nobody else can have written the run's steps or attempts since it was read.
+        # Trust the mirror only while this engine held the run's lease without a gap and the
+        # run record is as it left it (a resume or cancel from elsewhere changes the record):
+        # then nobody else can have written the run's steps or attempts since it was read.
         kept = self._mirrors.get(run_id)
         ours = run.lease_owner == self.owner
         if kept is not None and not (
-            ours and kept.lease_until is not None and kept.lease_until >= now
+            ours
+            and kept.lease_until is not None
+            and kept.lease_until >= now
+            and kept.run_seen is not None
+            and _unleased(kept.run_seen) == _unleased(run)
         ):
             self._mirrors.pop(run_id, None)
         mirror = self._mirror(run_id)
@@ -379,6 +387,7 @@ class Engine:
         if all(s.state.finished for s in steps.values()) and in_flight == 0:
             run = self._finish(run, steps)
         self._steps[run.id] = list(steps.values())
+        mirror.run_seen = run
         return run
 
     # -- pieces of a pass -----------------------------------------------------------------
@@ -800,6 +809,10 @@ class Engine:
             log.warning("tracker step_started failed: %s", exc, exc_info=True)
             self._event(run.id, "tracker_error", node=node, message=f"step_started: {exc}")
             return {}
+
+
+def _unleased(run: RunRecord) -> RunRecord:
+    return replace(run, lease_owner=None, lease_expires=None)
 
 
 def _pid_alive(pid: int) -> bool:

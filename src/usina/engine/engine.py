@@ -10,6 +10,7 @@ existing attempt instead of starting a second one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -285,7 +286,22 @@ class Engine:
     # -- one pass -------------------------------------------------------------------------
 
     def reconcile(self, run_id: str) -> RunRecord:
-        """One pass of progress for ``run_id``; safe to repeat and to interrupt at any point."""
+        """One pass of progress for ``run_id``; safe to repeat and to interrupt at any point.
+
+        With a store that can batch (SQL), the pass's writes commit together. A crash before
+        the commit loses the pass's records, not its effects: an attempt launched in the pass
+        has a deterministic id, so the next pass finds it (adopts it) instead of starting
+        another one.
+        """
+        batch = getattr(self.metadata, "batch", None)
+        try:
+            with batch() if batch is not None else contextlib.nullcontext():
+                return self._reconcile(run_id)
+        except BaseException:
+            self.forget(run_id)  # the mirror may hold writes that were rolled back
+            raise
+
+    def _reconcile(self, run_id: str) -> RunRecord:
         run = self.metadata.get_run(run_id)
         if run.state.finished:
             return run

@@ -13,6 +13,7 @@ engine saving a run it read a while ago cannot undo another engine's lease.
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,7 @@ class SqlMetadataStore:
         self._shown_url = self._url.render_as_string(hide_password=True)
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._upserts: dict[tuple[Any, ...], Any] = {}
+        self._batch = threading.local()
         try:
             self._engine = self._create_engine()
         except (SQLAlchemyError, ImportError) as exc:
@@ -164,12 +166,41 @@ class SqlMetadataStore:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes made inside into one transaction (per thread; nested is a no-op).
+
+        The engine wraps each reconcile pass in it: one commit instead of one per record. If
+        anything inside raises, none of the batch's writes happen."""
+        if getattr(self._batch, "conn", None) is not None:
+            yield
+            return
+        with self._guard("a batch of writes"), self._engine.connect() as conn:
+            if self._engine.dialect.name == "sqlite":
+                conn.execution_options(**{migrate.SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                self._batch.conn = conn
+                try:
+                    yield
+                finally:
+                    self._batch.conn = None
+
+    @contextmanager
     def _read(self, what: str) -> Iterator[sa.Connection]:
+        batch = getattr(self._batch, "conn", None)
+        if batch is not None:  # inside batch(): read what this batch wrote
+            with self._guard(what):
+                yield batch
+            return
         with self._guard(what), self._engine.connect() as conn, conn.begin():
             yield conn
 
     @contextmanager
     def _write(self, what: str) -> Iterator[sa.Connection]:
+        batch = getattr(self._batch, "conn", None)
+        if batch is not None:
+            with self._guard(what):
+                yield batch
+            return
         with self._guard(what), self._engine.connect() as conn:
             if self._engine.dialect.name == "sqlite":
                 conn.execution_options(**{migrate.SQLITE_BEGIN: "IMMEDIATE"})

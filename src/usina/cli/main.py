@@ -457,8 +457,15 @@ def _register_optional() -> None:
     try:
         from usina.serving.cli import serve
     except ImportError:
-        return
-    app.command(name="serve")(serve)
+        pass
+    else:
+        app.command(name="serve")(serve)
+    try:
+        from usina.deploy.cli import deploy
+    except ImportError:
+        pass
+    else:
+        app.command(name="deploy")(deploy)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,15 +19,15 @@
 #
 # The NVIDIA container toolkit on the node provides the driver; nothing else changes.
 
-ARG PYTHON_IMAGE=python:3.12.11-slim-bookworm
-ARG RUNTIME_BASE=${PYTHON_IMAGE}
+ARG PYTHON_VERSION=3.12.11
+ARG RUNTIME_BASE=python:${PYTHON_VERSION}-slim-bookworm
 # usina's version: pyproject.toml's (the final stages install exactly it) and the images' label.
 ARG VERSION=0.1.0
 ARG SOURCE=https://github.com/usina-ml/usina
 ARG REVISION=unknown
 
 # ---- builder: wheels for usina and every dependency of every image ---------------------------
-FROM ${PYTHON_IMAGE} AS builder
+FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # hadolint ignore=DL3008
@@ -45,7 +45,7 @@ RUN pip wheel --wheel-dir /wheels/server '.[server,postgres,mlflow,k8s]' \
       '.[tables,mlflow,torch]'
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
-FROM ${PYTHON_IMAGE} AS base
+FROM python:${PYTHON_VERSION}-slim-bookworm AS base
 ARG VERSION
 ARG SOURCE
 ARG REVISION

@@ -10,7 +10,7 @@ EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,dev
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint fmt clean services
+.PHONY: install demo test lint fmt clean services tools
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,19 @@ $(STAMP): pyproject.toml Makefile $(TORCH_STAMP) | $(UV)
 install: $(STAMP)
 	@[ "$$(cat $(STAMP))" = '$(EXTRAS)' ] || { rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); }
 
+# checkov (the security scan of the Dockerfile and the Helm chart's manifests, tests/deploy) lives
+# in a virtual environment of its own: it pins old networkx and packaging, which would downgrade
+# what torch and mlflow need. tests/deploy finds it at $(CHECKOV_VENV)/bin/checkov.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+$(CHECKOV_STAMP): | $(UV)
+	$(PY) -m venv --without-pip $(CHECKOV_VENV)
+	$(UV) pip install -q --python $(CHECKOV_VENV)/bin/python checkov==$(CHECKOV_VERSION)
+	touch $@
+
+tools: $(CHECKOV_STAMP)
+
 # The fraud pipeline end to end on embedded defaults (SQLite + files + MLflow under ./.usina).
 demo: install
 	$(BIN)/python examples/fraud/demo.py
@@ -38,7 +51,7 @@ demo: install
 services:
 	@bash scripts/services.sh
 
-test: install services
+test: install tools services
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from usina.errors import DeployError, MissingExtraError
 
@@ -38,47 +39,59 @@ def object_path(obj: Obj) -> str:
 
 
 def apply_objects(
-    objects: list[Obj], api_client: Any, *, field_manager: str = FIELD_MANAGER
+    objects: list[Obj],
+    api_client: Any,
+    *,
+    field_manager: str = FIELD_MANAGER,
+    timeout: float = 30.0,
 ) -> list[str]:
-    """Server-side apply ``objects`` in order; returns ``kind/name`` of each one applied."""
+    """Server-side apply ``objects`` in order; returns ``kind/name`` of each one applied.
+
+    ``api_client`` is a configured ``kubernetes.client.ApiClient`` (kubeconfig or in-cluster);
+    its host, TLS settings and credentials are used. The request goes through the client's own
+    connection pool rather than a generated API method, whose signatures differ between
+    client versions and which know no custom kinds.
+    """
     try:
-        from kubernetes.client.exceptions import ApiException
-    except ImportError as exc:  # pragma: no cover - kubernetes comes with the deploy extra
+        import urllib3
+    except ImportError as exc:  # pragma: no cover - urllib3 comes with kubernetes
         raise MissingExtraError("kubernetes", "deploy") from exc
+    config = api_client.configuration
+    headers = {
+        **api_client.default_headers,
+        "Content-Type": "application/apply-patch+yaml",
+        "Accept": "application/json",
+    }
+    for auth in config.auth_settings().values():  # a bearer token, refreshed if it expires
+        if auth.get("in") == "header" and auth.get("value"):
+            headers[auth["key"]] = auth["value"]
+    query = urlencode({"fieldManager": field_manager, "force": "true"})
     done: list[str] = []
     for obj in objects:
-        path = object_path(obj)
         what = f"{obj['kind']}/{obj['metadata']['name']}"
+        url = f"{config.host.rstrip('/')}{object_path(obj)}?{query}"
         try:
-            resp = api_client.call_api(
-                path,
+            resp = api_client.rest_client.pool_manager.request(
                 "PATCH",
-                query_params=[("fieldManager", field_manager), ("force", "true")],
-                header_params={
-                    "Content-Type": "application/apply-patch+yaml",
-                    "Accept": "application/json",
-                },
-                # JSON is YAML; a string body is sent as it is by every client version.
-                body=json.dumps(obj),
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
+                url,
+                body=json.dumps(obj).encode(),  # JSON is YAML
+                headers=headers,
+                timeout=timeout,
             )
-            resp.release_conn()
-        except ApiException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise DeployError(f"the Kubernetes API at {config.host} is unreachable: {exc}") from exc
+        if resp.status >= 400:
             raise DeployError(
                 f"could not apply {what} in namespace {obj['metadata']['namespace']}: "
-                f"{exc.status} {exc.reason}: {_message(exc)}"
+                f"{resp.status} {resp.reason}: {_message(resp.data)}"
                 + (f" (applied before it: {', '.join(done)})" if done else "")
-            ) from exc
-        except OSError as exc:
-            raise DeployError(f"the Kubernetes API is unreachable: {exc}") from exc
+            )
         done.append(what)
     return done
 
 
-def _message(exc: Any) -> str:
+def _message(body: bytes) -> str:
     try:
-        return str(json.loads(exc.body).get("message") or "")
+        return str(json.loads(body).get("message") or "")
     except (TypeError, ValueError, AttributeError):
-        return str(exc.body or "")
+        return body.decode("utf-8", "replace")[:500]

@@ -26,7 +26,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 class Endpoint:
     """One model-serving endpoint (an entry of the chart's ``serving.endpoints``).
 
-    name: DNS label; the objects are named ``<release>-<name>``.
+    name: DNS label; the objects are named ``<full name>-<name>`` (the full name is the
+        release's, with ``-usina`` unless the release name contains it, as Helm charts do).
     model: the registry URI ``usina serve`` loads (``models:/fraud@champion``).
     replicas: pods (with autoscaling on: the minimum); None keeps the chart's default.
     image: full image reference of ``usina serve``; None keeps the chart's ``images.serving``.
@@ -39,16 +40,13 @@ class Endpoint:
 
     def problems(self, release: str) -> list[str]:
         found = []
-        if not _DNS_LABEL.match(self.name):
+        if not _DNS_LABEL.match(self.name) or len(self.name) > 63:
             found.append(
-                f"endpoint name {self.name!r} must be a DNS label: lower-case letters, digits "
-                "and '-', starting and ending with a letter or digit"
+                f"endpoint name {self.name!r} must be a DNS label: at most 63 lower-case "
+                "letters, digits and '-', starting and ending with a letter or digit"
             )
-        elif len(f"{release}-{self.name}") > 63:
-            found.append(
-                f"'{release}-{self.name}' is longer than 63 characters: shorten the endpoint "
-                "name or the release name"
-            )
+        if not _DNS_LABEL.match(release) or len(release) > 53:
+            found.append(f"release name {release!r} must be a DNS label of at most 53 characters")
         if not self.model.strip():
             found.append("the model URI is empty (e.g. models:/fraud@champion)")
         if self.replicas is not None and self.replicas < 1:
@@ -162,4 +160,10 @@ def render_endpoint(
     objects = parse_objects(rendered, SERVING_TEMPLATES)
     if not objects:  # pragma: no cover - the chart always renders a Deployment per endpoint
         raise DeployError(f"the chart rendered no object for endpoint {endpoint.name!r}")
+    name = objects[0]["metadata"]["name"]
+    if not name.endswith(f"-{endpoint.name}"):  # the chart cut it at 63 characters
+        raise DefinitionError(
+            f"endpoint {endpoint.name!r} of release {release!r} would be named {name!r} "
+            "(cut at 63 characters): choose a shorter endpoint or release name"
+        )
     return objects

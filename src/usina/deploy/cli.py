@@ -44,6 +44,9 @@ def deploy(
         bool, typer.Option("--apply", help="server-side apply them instead of printing")
     ] = False,
     context: Annotated[str | None, typer.Option(help="kubeconfig context for --apply")] = None,
+    kubeconfig: Annotated[
+        Path | None, typer.Option(help="kubeconfig file for --apply (default: $KUBECONFIG)")
+    ] = None,
 ) -> None:
     """Render (or --apply) a serving endpoint: Deployment, Service, HPA and PDB."""
     chart_values = _values(values, set_)
@@ -59,7 +62,7 @@ def deploy(
 
         sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
         return
-    api = _api_client(context)
+    api = _api_client(context, kubeconfig)
     try:
         for what in apply_objects(objects, api):
             typer.echo(f"{what} applied (namespace {namespace})", err=True)
@@ -99,16 +102,18 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _api_client(context: str | None) -> Any:
+def _api_client(context: str | None, kubeconfig: Path | None) -> Any:
     try:
         from kubernetes import client, config
     except ImportError as exc:
         raise MissingExtraError("kubernetes", "deploy") from exc
-    if context is None:
+    if context is None and kubeconfig is None:
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             return client.ApiClient()
         except config.ConfigException:
             pass
-    config.load_kube_config(context=context)  # type: ignore[no-untyped-call]
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig) if kubeconfig else None, context=context
+    )
     return client.ApiClient()

@@ -10,7 +10,7 @@ EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,dev
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint fmt clean services tools
+.PHONY: install demo test lint fmt clean services tools chart images
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,22 @@ lint: install
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The Helm chart and the Dockerfile, as tests/deploy checks them (also part of `make test`):
+# Helm's Go SDK renders and lints the chart (strict), every object is validated against the
+# Kubernetes and CRD schemas, checkov and hadolint scan the manifests and the Dockerfile.
+chart: install tools
+	$(BIN)/python -m pytest tests/deploy -q -p no:cacheprovider
+
+# The three images (needs a Docker engine with BuildKit). IMAGE_PREFIX=ghcr.io/org/ to push.
+IMAGE_PREFIX ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+images:
+	for target in server runtime serving; do \
+	  docker build --target $$target --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION=$(REVISION) -t $(IMAGE_PREFIX)usina-$$target:$(VERSION) . || exit 1; \
+	done
 
 fmt: install
 	$(BIN)/ruff format src tests examples benchmarks

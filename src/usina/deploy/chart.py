@@ -1,7 +1,7 @@
 """usina's Helm chart, rendered offline by Helm's own Go SDK (``helm-python-sdk``).
 
 The chart lives in the repository at ``deploy/helm/usina`` and travels inside the wheel as
-``usina/deploy/chart``. Rendering never contacts a cluster. ``render_endpoint`` renders the
+``usina/deploy/helm/usina``. Rendering never contacts a cluster. ``render_endpoint`` renders the
 chart's serving template (``templates/serving/``) for one endpoint, with every other part of the
 chart switched off, so ``usina deploy`` and ``helm install`` produce the same objects.
 """
@@ -65,7 +65,7 @@ class Endpoint:
 def chart_path() -> Path:
     """The chart's folder: the copy inside the installed package, else the repository's."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "chart", here.parents[2] / "deploy" / "helm" / "usina"):
+    for candidate in (here / "helm" / "usina", here.parents[2] / "deploy" / "helm" / "usina"):
         if (candidate / "Chart.yaml").is_file():
             return candidate
     raise DeployError(

@@ -170,6 +170,23 @@ def test_secrets_come_from_existing_secrets(all_objects: list[Obj]) -> None:
     assert "postgresql://" not in json.dumps(server)
 
 
+def test_server_replicas_need_a_shared_database(
+    default_objects: list[Obj], all_objects: list[Obj]
+) -> None:
+    def replicas(objects: list[Obj]) -> int:
+        server = next(o for o in objects if describe(o) == "Deployment/usina-server")
+        return int(server["spec"]["replicas"])
+
+    assert replicas(default_objects) == 1  # SQLite on an emptyDir: one pod
+    assert replicas(all_objects) == 3  # PostgreSQL from database.existingSecret
+
+
+def test_endpoint_names_are_unique() -> None:
+    twice = {"serving": {"endpoints": [{"name": "fraud", "model": "models:/fraud@champion"}] * 2}}
+    with pytest.raises(DeployError, match='the name "fraud" is used twice'):
+        render_chart(twice)
+
+
 def test_kueue_quotas_cover_every_resource_of_every_flavor(all_objects: list[Obj]) -> None:
     queue = next(o for o in all_objects if o["kind"] == "ClusterQueue")
     group = queue["spec"]["resourceGroups"][0]

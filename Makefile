@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,torch,server,monitoring,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,server,monitoring,dev
 # PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
 # satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
 # wheel where one is configured (PIP_FIND_LINKS), else the index's.
@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: install demo test lint fmt clean services browser prometheus
+.PHONY: install demo test lint fmt clean services browser prometheus tools chart images
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,19 @@ $(STAMP): pyproject.toml Makefile $(TORCH_STAMP) | $(UV)
 install: $(STAMP)
 	@[ "$$(cat $(STAMP))" = '$(EXTRAS)' ] || { rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP); }
 
+# checkov (the security scan of the Dockerfile and the Helm chart's manifests, tests/deploy) lives
+# in a virtual environment of its own: it pins old networkx and packaging, which would downgrade
+# what torch and mlflow need. tests/deploy finds it at $(CHECKOV_VENV)/bin/checkov.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+$(CHECKOV_STAMP): | $(UV)
+	$(PY) -m venv --without-pip $(CHECKOV_VENV)
+	$(UV) pip install -q --python $(CHECKOV_VENV)/bin/python checkov==$(CHECKOV_VERSION)
+	touch $@
+
+tools: $(CHECKOV_STAMP)
+
 # The fraud pipeline end to end on embedded defaults (SQLite + files + MLflow under ./.usina).
 demo: install
 	$(BIN)/python examples/fraud/demo.py
@@ -46,7 +59,7 @@ browser:
 prometheus:
 	@bash scripts/prometheus.sh
 
-test: install services browser prometheus
+test: install tools services browser prometheus
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -56,6 +69,22 @@ lint: install
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The Helm chart and the Dockerfile, as tests/deploy checks them (also part of `make test`):
+# Helm's Go SDK renders and lints the chart (strict), every object is validated against the
+# Kubernetes and CRD schemas, checkov and hadolint scan the manifests and the Dockerfile.
+chart: install tools
+	$(BIN)/python -m pytest tests/deploy -q -p no:cacheprovider
+
+# The three images (needs a Docker engine with BuildKit). IMAGE_PREFIX=ghcr.io/org/ to push.
+IMAGE_PREFIX ?=
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+images:
+	for target in server runtime serving; do \
+	  docker build --target $$target --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION=$(REVISION) -t $(IMAGE_PREFIX)usina-$$target:$(VERSION) . || exit 1; \
+	done
 
 fmt: install
 	$(BIN)/ruff format src tests examples benchmarks

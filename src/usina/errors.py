@@ -11,6 +11,7 @@
     │   └── ArtifactMissingError   an artifact's bytes are gone or do not match their hash
     ├── SerializationError     a step's value cannot be written or read as an artifact
     ├── BackendError           a backend could not launch, observe or cancel an attempt
+    ├── DeployError            the Helm chart could not be rendered, or its objects applied
     └── MissingExtraError      an optional dependency is not installed (names the pip line)
 
 Adapters map their native errors into this tree with ``raise ... from exc``.
@@ -53,6 +54,10 @@ class SerializationError(UsinaError):
 
 class BackendError(UsinaError):
     """A backend could not launch, observe or cancel an attempt."""
+
+
+class DeployError(UsinaError):
+    """The Helm chart could not be rendered, or its objects could not be applied."""
 
 
 class MissingExtraError(UsinaError):

@@ -160,6 +160,9 @@ class Emulator:
         self.compacted_rv = 0
         self.requests: collections.Counter[str] = collections.Counter()
         self.request_log: list[tuple[str, str]] = []
+        # What RBAC authorizes, for every request (routes the emulator lacks included):
+        # (API group, resource[/subresource], verb), e.g. ("", "pods/log", "get").
+        self.access_log: list[tuple[str, str, str]] = []
         self.scripts: dict[str, list[PodScript]] = {}
         # execute=True: the kubelet really runs each container's command (``python`` is this
         # interpreter) as a local process; its output is the pod log, its exit code the pod's.
@@ -961,6 +964,31 @@ class _HttpError(Exception):
         self.body = body
 
 
+def rbac_attributes(method: str, path: str) -> tuple[str, str, str] | None:
+    """The (API group, resource[/subresource], verb) RBAC checks for one request, as the API
+    server's request-info resolver derives them; None for non-resource URLs."""
+    url = urlparse(path)
+    parts = [p for p in url.path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2:3]
+    watch = parse_qs(url.query).get("watch", [""])[-1] in ("true", "1")
+    verb = {
+        "GET": "watch" if watch else "get" if name else "list",
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if name else "deletecollection",
+    }.get(method, method.lower())
+    return group, "/".join([resource, *sub]), verb
+
+
 _ROUTES = {
     ("apis", "batch", "v1"): "jobs",
     ("api", "v1"): "pods",
@@ -1005,6 +1033,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _handle(self, method: str) -> None:
+        access = rbac_attributes(method, self.path)
+        if access is not None:
+            with self.emu.lock:
+                self.emu.access_log.append(access)
         try:
             kind, namespace, name, sub, query = self._route()
             if kind == "stats":

@@ -673,8 +673,15 @@ def _register_optional() -> None:
     try:
         from usina.server.cli import server
     except ImportError:  # the server extra is not installed
-        return
-    app.command(name="server")(server)
+        pass
+    else:
+        app.command(name="server")(server)
+    try:
+        from usina.deploy.cli import deploy
+    except ImportError:
+        pass
+    else:
+        app.command(name="deploy")(deploy)
 
 
 def main(argv: list[str] | None = None) -> int:

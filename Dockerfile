@@ -1,0 +1,135 @@
+# syntax=docker/dockerfile:1.7
+# usina's images, one multi-stage build:
+#
+#   docker build --target server  -t usina-server:0.1.0  .   # usina server (API, UI, reconciler)
+#   docker build --target runtime -t usina-runtime:0.1.0 .   # what a step's Kubernetes Job runs
+#   docker build --target serving -t usina-serving:0.1.0 .   # usina serve MODEL_URI
+#
+# The builder stage has the compilers and builds every wheel; the final stages install those
+# wheels from a bind mount (so no wheel, cache or compiler lands in a layer) into /opt/venv and
+# run as a non-root user.
+#
+# GPU runtime: the runtime stage's base is a build argument. Any image with Python 3.12 works
+# (the wheels are built for CPython 3.12); for CUDA use an Ubuntu 24.04 CUDA runtime image and
+# install PyTorch's CUDA wheels (PyPI's default ones bundle CUDA) instead of the CPU ones:
+#
+#   docker build --target runtime -t usina-runtime:0.1.0-cuda \
+#     --build-arg RUNTIME_BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#     --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
+#
+# The NVIDIA container toolkit on the node provides the driver; nothing else changes.
+
+ARG PYTHON_VERSION=3.12.11
+ARG RUNTIME_BASE=python:${PYTHON_VERSION}-slim-bookworm
+# usina's version: pyproject.toml's (the final stages install exactly it) and the images' label.
+ARG VERSION=0.1.0
+ARG SOURCE=https://github.com/usina-ml/usina
+ARG REVISION=unknown
+
+# ---- builder: wheels for usina and every dependency of every image ---------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY deploy/helm/usina ./deploy/helm/usina
+# One wheelhouse per image: each final stage installs from its own with --no-index.
+RUN pip wheel --wheel-dir /wheels/server '.[server,postgres,mlflow,k8s]' \
+ && pip wheel --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
+ && pip wheel --wheel-dir /wheels/runtime --extra-index-url "${TORCH_INDEX_URL}" \
+      '.[tables,mlflow,torch]'
+
+# ---- base: Python, the non-root user, and an empty virtual environment -----------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS base
+ARG VERSION
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina" \
+      org.opencontainers.image.description="usina ML platform" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    USINA_HOME=/var/lib/usina
+RUN groupadd --system --gid 10001 usina \
+ && useradd --system --uid 10001 --gid usina --home-dir /home/usina --create-home \
+      --shell /usr/sbin/nologin usina \
+ && python -m venv /opt/venv \
+ && install -d -o usina -g usina /var/lib/usina
+WORKDIR /home/usina
+
+# ---- server: usina server ----------------------------------------------------------------------
+FROM base AS server
+ARG VERSION
+RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
+    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s]==${VERSION}" \
+ && pip uninstall -y pip
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+ENTRYPOINT ["usina"]
+CMD ["server", "--host=0.0.0.0", "--port=8000"]
+
+# ---- serving: usina serve MODEL_URI -------------------------------------------------------------
+FROM base AS serving
+ARG VERSION
+RUN --mount=type=bind,from=builder,source=/wheels/serving,target=/wheels \
+    pip install --no-index --find-links=/wheels "usina[serving,grpc,mlflow]==${VERSION}" \
+ && pip uninstall -y pip
+USER 10001:10001
+EXPOSE 8080 8081
+HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"]
+ENTRYPOINT ["usina"]
+CMD ["serve", "--help"]
+
+# ---- runtime: the image a step's Job runs (python -m usina.runtime ...) ------------------------
+# Its base is RUNTIME_BASE (a CUDA image for GPU steps, see the top). The Kubernetes backend
+# runs the pod as UID 1000 (KubernetesSettings.run_as_user), so the image's user is 1000 too.
+# Build your pipeline's image FROM this one and copy its code in.
+FROM ${RUNTIME_BASE} AS runtime
+ARG VERSION
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-runtime" \
+      org.opencontainers.image.description="usina step runtime (the image of a step's Job)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# A CUDA base has no Python: install the distribution's 3.12 (Ubuntu 24.04) without caches.
+# hadolint ignore=DL3008
+RUN if ! command -v python3 >/dev/null; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 python3-venv \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && (getent group 1000 >/dev/null || groupadd --gid 1000 usina) \
+ && (getent passwd 1000 >/dev/null \
+     || useradd --uid 1000 --gid 1000 --home-dir /home/usina --create-home \
+          --shell /usr/sbin/nologin usina) \
+ && python3 -m venv /opt/venv
+RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
+    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch]==${VERSION}" \
+ && pip uninstall -y pip
+WORKDIR /home/usina
+USER 1000:1000
+# A step's Job has no long-running process to probe: it runs and exits.
+HEALTHCHECK NONE
+CMD ["python", "-m", "usina.runtime", "--help"]

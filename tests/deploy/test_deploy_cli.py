@@ -1,0 +1,222 @@
+"""``usina deploy``: the fraud champion's endpoint rendered from the chart's serving template
+validates like the chart, and ``--apply`` server-side-applies each object."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import FRAUD, NAMESPACE
+from tests.deploy.validation import validate
+from usina.cli.main import main
+from usina.deploy.chart import render_endpoint
+
+Obj = dict[str, Any]
+
+
+def deploy(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[Obj], str]:
+    code = main(["deploy", "models:/fraud@champion", "--name", "fraud", *args])
+    out, err = capsys.readouterr()
+    objects = [d for d in yaml.safe_load_all(out) if d] if code == 0 and out.strip() else []
+    return code, objects, err
+
+
+def test_fraud_champion_validates_like_the_chart(capsys: pytest.CaptureFixture[str]) -> None:
+    code, objects, err = deploy(capsys, "--namespace", NAMESPACE, "--replicas", "3")
+    assert code == 0, err
+    assert [o["kind"] for o in objects] == [
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
+    for obj in objects:
+        validate(obj)
+        assert obj["metadata"]["name"] == "usina-fraud"
+        assert obj["metadata"]["namespace"] == NAMESPACE
+    deployment, service, hpa, _ = objects
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["serve", "models:/fraud@champion"]
+    assert container["image"] == "ghcr.io/usina-ml/usina-serving:0.1.0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"http": 8080, "grpc": 8081}
+    assert hpa["spec"]["minReplicas"] == 3
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    # the same objects as the chart's template renders for that endpoint
+    expected = render_endpoint(
+        FRAUD.__class__("fraud", FRAUD.model, replicas=3), namespace=NAMESPACE
+    )
+    assert objects == expected
+
+
+def test_values_and_set_reach_the_template(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "mlflow": {"existingSecret": "mlflow", "secretKey": "uri"},
+                "serving": {"autoscaling": {"enabled": False}},
+                # parts of the chart that are not the endpoint stay off
+                "server": {"enabled": True},
+                "kueue": {"enabled": True},
+            }
+        )
+    )
+    code, objects, err = deploy(
+        capsys,
+        "-f",
+        str(values),
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+        "--image",
+        "registry.example.com/usina-serving:1.2.3",
+        "--release",
+        "platform",
+    )
+    assert code == 0, err
+    assert [o["kind"] for o in objects] == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+    ]
+    for obj in objects:
+        validate(obj)
+    deployment = objects[0]
+    assert deployment["metadata"]["name"] == "platform-usina-fraud"
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/usina-serving:1.2.3"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow",
+        "key": "uri",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--name", "Fraud_Champion"], 2, "must be a DNS label"),
+        (["--set", "serving.maxBatchSize=many"], 1, "/serving/maxBatchSize"),
+        (["--replicas", "0"], 2, "replicas"),
+    ],
+)
+def test_bad_input_is_refused(
+    capsys: pytest.CaptureFixture[str], args: list[str], code: int, message: str
+) -> None:
+    got, _, err = deploy(capsys, *args)
+    assert got == code
+    assert message in " ".join(err.split()) or message in err
+
+
+class FakeApiServer:
+    """Records server-side-apply PATCHes; answers 422 for names in ``reject``."""
+
+    def __init__(self) -> None:
+        self.requests: list[Obj] = []
+        self.reject: set[str] = set()
+        self.kubeconfig = ""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_PATCH(self) -> None:
+                url = urlparse(self.path)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(
+                    {
+                        "path": url.path,
+                        "query": {k: v[-1] for k, v in parse_qs(url.query).items()},
+                        "content_type": self.headers["Content-Type"],
+                        "authorization": self.headers["Authorization"],
+                        "body": body,
+                    }
+                )
+                code = 422 if body["metadata"]["name"] in fake.reject else 200
+                reply = (
+                    {"kind": "Status", "code": 422, "message": "spec.replicas: Invalid value"}
+                    if code == 422
+                    else body
+                )
+                data = json.dumps(reply).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+@pytest.fixture
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
+    fake = FakeApiServer()
+    fake.thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test", "cluster": {"server": fake.url}}],
+                "users": [{"name": "test", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+                "current-context": "test",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    fake.kubeconfig = str(kubeconfig)
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def test_apply_is_server_side_apply(capsys: pytest.CaptureFixture[str], api: FakeApiServer) -> None:
+    code, _, err = deploy(
+        capsys, "--namespace", NAMESPACE, "--apply", "--kubeconfig", api.kubeconfig
+    )
+    assert code == 0, err
+    assert [r["path"] for r in api.requests] == [
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/usina-fraud",
+        f"/api/v1/namespaces/{NAMESPACE}/services/usina-fraud",
+        f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/usina-fraud",
+        f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets/usina-fraud",
+    ]
+    for request in api.requests:
+        assert request["content_type"] == "application/apply-patch+yaml"
+        assert request["query"] == {"fieldManager": "usina", "force": "true"}
+        assert request["authorization"] == "Bearer t0ken"  # the kubeconfig's credentials
+    assert api.requests[0]["body"] == render_endpoint(FRAUD, namespace=NAMESPACE)[0]
+    assert "Deployment/usina-fraud applied" in err
+
+
+def test_apply_failure_names_the_object(
+    capsys: pytest.CaptureFixture[str], api: FakeApiServer
+) -> None:
+    api.reject.add("usina-fraud")
+    code, _, err = deploy(capsys, "--apply", "--kubeconfig", api.kubeconfig)
+    assert code == 1
+    flat = " ".join(err.split())
+    assert "could not apply Deployment/usina-fraud in namespace default: 422" in flat
+    assert "spec.replicas: Invalid value" in flat

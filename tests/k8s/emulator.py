@@ -4,11 +4,12 @@ scheduler and kubelet, for testing the Kubernetes backend with the real ``kubern
 It speaks the part of the API the backend uses: create/get/list/delete/watch of ``batch/v1``
 Jobs and ``v1`` Pods, create/get/list/delete of ``v1`` Services (label selectors,
 ``resourceVersion``, ``limit``/``continue``, bookmarks, chunked watch streams, ``ERROR`` events
-with 410 Gone), pod logs, and ``Status`` bodies for 404/409/410/429/500. The simulation moves pods through the status shapes documented in
-``shared/reference/kubernetes-jobs.md`` (§1.3): success, exit codes, OOMKilled/137, preemption,
-API eviction, node-pressure eviction, node loss, image pull failure, config errors, admission
-errors, unschedulable pods, and the Job controller's ``podFailurePolicy``, ``backoffLimit``,
-``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished``.
+with 410 Gone), pod logs, and ``Status`` bodies for 404/409/410/429/500. The simulation moves
+pods through the status shapes documented in ``shared/reference/kubernetes-jobs.md`` (§1.3):
+success, exit codes, OOMKilled/137, preemption, API eviction, node-pressure eviction, node loss,
+image pull failure, config errors, admission errors, unschedulable pods, and the Job
+controller's ``podFailurePolicy``, ``backoffLimit``, ``activeDeadlineSeconds`` and
+``ttlSecondsAfterFinished``.
 
 Indexed Jobs (``completionMode: Indexed``) get one pod per index, each with the
 ``batch.kubernetes.io/job-completion-index`` annotation and label and the hostname
@@ -174,6 +175,7 @@ class Emulator:
         self.compacted_rv = 0
         self.requests: collections.Counter[str] = collections.Counter()
         self.request_log: list[tuple[str, str]] = []
+        self.created: list[Obj] = []  # the bodies of create requests, as the client sent them
         self.scripts: dict[str, list[PodScript]] = {}
         self.index_scripts: dict[tuple[str, int], list[PodScript]] = {}
         #: Pods the Job controller created, per Job name (a gang restarts as a new Job, never
@@ -1227,6 +1229,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif verb == "create":
                 body = json.loads(raw or b"{}")
                 with self.emu.lock:
+                    self.emu.created.append(copy.deepcopy(body))
                     created = self.emu._create(kind, namespace, body)
                     self._send_json(201, created)
             elif verb == "get":

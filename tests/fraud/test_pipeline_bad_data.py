@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from examples.fraud import data as gen
+
 from tests.integration.cli_helpers import Usina
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +58,9 @@ def test_bad_data_fails_validate_as_a_user_error(tmp_path, maker, suffix):
     source = tmp_path / f"transactions{suffix}"
     expected = maker(source)
     usina = Usina(tmp_path)
-    res = usina("run", PIPELINE, "-p", f"source={source}", "--no-tracking", "-o", "json", timeout=300)
+    res = usina(
+        "run", PIPELINE, "-p", f"source={source}", "--no-tracking", "-o", "json", timeout=300
+    )
     assert res.code == 1, res.out[-2000:] + res.err[-2000:]
     run = res.json()
     states = {s["node"]: s["state"] for s in run["steps"]}

@@ -226,3 +226,24 @@ def test_restart_adopts_a_running_gang_and_cancel_removes_it(  # type: ignore[no
     assert emulator.get("jobs", attempt) is None
     assert _wait_until(lambda: emulator.list("services") == [] and emulator.list("pods") == [])
     assert dict(emulator.pods_created) == {attempt: 3}
+
+
+def test_a_service_whose_job_went_while_no_backend_ran_is_deleted(  # type: ignore[no-untyped-def]
+    make_backend, emulator: Emulator, monkeypatch
+) -> None:
+    import usina.backends.kubernetes.backend as backend_module
+
+    monkeypatch.setattr(backend_module, "SERVICE_GRACE_SECONDS", 0.0)
+    attempt = "r1-train-1"
+    emulator.script(attempt, HANG)
+    old = make_backend()
+    old.launch(make_task(attempt, node_extra=GANG_NODE))
+    settle(old, [attempt], done=("running",))
+    old.close()
+    with emulator.lock:  # e.g. its TTL ran out while the engine was down
+        emulator._delete(("jobs", "ml", attempt))
+    assert len(emulator.list("services")) == 1
+
+    new = make_backend()
+    assert new.wait_synced(5)
+    assert _wait_until(lambda: emulator.list("services") == [])

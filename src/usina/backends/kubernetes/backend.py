@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from usina.backends.kubernetes.classify import (
     classify,
     container_started,
+    parse_time,
     pod_finished,
     pod_index,
 )
@@ -39,6 +40,7 @@ from usina.backends.kubernetes.settings import (
     ATTEMPT_ANNOTATION,
     CONTAINER,
     QUEUE_TIMEOUT_ANNOTATION,
+    SELECTOR,
     KubernetesSettings,
 )
 from usina.engine.ports import (
@@ -73,6 +75,8 @@ JOB_LABEL = "batch.kubernetes.io/job-name"
 LOG_HOLD_SECONDS = 30.0
 #: Deleted Jobs are remembered this long, so their outcome can still be observed.
 TOMBSTONE_SECONDS = 3600.0
+#: A gang Service without a Job is an orphan once it is this old (its Job was not created).
+SERVICE_GRACE_SECONDS = 300.0
 #: The header of one pod's part of a gang's log record.
 _SECTION = re.compile(r"^==> pod (?P<pod>\S+) \(node (?P<index>\d+)[^\n]*<==\n", re.MULTILINE)
 
@@ -118,6 +122,7 @@ class KubernetesBackend:
         self._names: dict[str, str] = {}  # attempt id -> Job name (a gang's may be shortened)
         self._failed_seq: dict[str, int] = {}  # pod name -> order in which it was seen failing
         self._services_gone: set[str] = set()  # gang Services deleted (or being deleted)
+        self._swept = False  # orphaned Services looked for (once, after the first Job list)
         self._errors_done: set[str] = set()  # attempts whose gang error record was settled
         self._log_write = threading.Lock()  # one read-merge-write of a log record at a time
         self._dirty: set[str] = set()  # jobs whose Job, pods or logs changed since
@@ -297,6 +302,9 @@ class KubernetesBackend:
             for obj in objects:
                 self._apply_locked(kind, "MODIFIED", obj)
             self._bump()
+            if kind == "jobs" and not self._swept and not self._stop.is_set():
+                self._swept = True
+                self._logs_pool.submit(self._sweep_services)
 
     def apply(self, kind: str, event: str, obj: Obj) -> None:
         with self._changed:
@@ -508,6 +516,38 @@ class KubernetesBackend:
             self._logs_pool.submit(self._delete_service, name)
         except RuntimeError:  # the backend is closing
             self._services_gone.discard(name)
+
+    def _sweep_services(self) -> None:
+        """Delete gang Services whose Job is gone or finished, e.g. deleted by its TTL while no
+        backend ran. A Service younger than ``SERVICE_GRACE_SECONDS`` is left alone: its Job may
+        be being created right now."""
+        try:
+            body = self._call(
+                self._core.list_namespaced_service,
+                self.settings.namespace,
+                label_selector=SELECTOR,
+            )
+            services = json.loads(body).get("items") or []
+        except Exception as exc:
+            log.warning("could not list Services in namespace %s: %s", self.settings.namespace, exc)
+            return
+        now = time.time()
+        with self._lock:
+            for service in services:
+                meta = service.get("metadata") or {}
+                name = str(meta.get("name"))
+                if ATTEMPT_ANNOTATION not in (meta.get("annotations") or {}):
+                    continue
+                job = self._jobs.get(name)
+                alive = job is not None and name not in self._deleted_jobs
+                if alive and not _job_finished(job or {}):
+                    continue
+                created = parse_time(meta.get("creationTimestamp")) or now
+                if job is None and (
+                    name in self._launched or now - created < SERVICE_GRACE_SECONDS
+                ):
+                    continue
+                self._retire_service(name)
 
     def _delete_service(self, name: str) -> None:
         try:

@@ -145,9 +145,8 @@ def test_one_rank_failing_restarts_the_whole_gang_once(  # type: ignore[no-untyp
 
 def test_a_failing_rank_s_error_record_becomes_the_attempt_s(tmp_path) -> None:  # type: ignore[no-untyped-def]
     run_id = "gang-err"
-    final, metadata, artifacts, _, backend, _ = _run_gang(
-        tmp_path, run_id, {"GANG_FAIL_RANK": "2"}, {}
-    )
+    env = {"GANG_FAIL_RANK": "2", "GANG_BARRIER": str(tmp_path / "barrier")}
+    final, metadata, artifacts, _, backend, _ = _run_gang(tmp_path, run_id, env, {})
     assert final.state is RunState.SUCCEEDED
     first = metadata.get_attempts(run_id, "fit")[0]
     raw = artifacts.read_record(error_key(first.id))

@@ -533,6 +533,7 @@ class KubernetesBackend:
             return
         now = time.time()
         with self._lock:
+            launched = set(self._names.values())  # by this backend, maybe not seen yet
             for service in services:
                 meta = service.get("metadata") or {}
                 name = str(meta.get("name"))
@@ -543,9 +544,8 @@ class KubernetesBackend:
                 if alive and not _job_finished(job or {}):
                     continue
                 created = parse_time(meta.get("creationTimestamp")) or now
-                if job is None and (
-                    name in self._launched or now - created < SERVICE_GRACE_SECONDS
-                ):
+                young = now - created < SERVICE_GRACE_SECONDS
+                if job is None and (name in launched or young):
                     continue
                 self._retire_service(name)
 

@@ -105,3 +105,28 @@ def test_single_pod_steps_are_unchanged() -> None:
     [job] = render_task_manifests(make_task("r1-train-1"), settings)
     assert "completionMode" not in job["spec"]
     assert job["metadata"]["name"] == "r1-train-1"
+
+
+def test_the_pod_command_parses_as_torchrun_does() -> None:
+    """torchrun's own parser reads the pod's command (with the index the kubelet substitutes):
+    static rendezvous on rank 0's pod, this pod's node rank, no in-place restarts."""
+    from torch.distributed.run import get_args_parser
+
+    service, job = gang_manifests()
+    name = job["metadata"]["name"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[0] == "torchrun"
+    argv = [arg.replace("$(JOB_COMPLETION_INDEX)", "3") for arg in command[1:]]
+    args = get_args_parser().parse_args(argv)
+    assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("4", "8", 3)
+    assert args.rdzv_backend == "static"
+    assert args.master_addr == f"{name}-0.{service['metadata']['name']}"
+    assert (args.master_port, args.max_restarts) == (29500, 0)
+    assert args.module
+    assert args.training_script == "usina.runtime"
+    assert args.training_script_args == [
+        "--artifacts",
+        "s3://bucket/usina",
+        "--attempt",
+        "fraud-20261127-1200-train-1",
+    ]

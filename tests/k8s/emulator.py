@@ -2,13 +2,22 @@
 scheduler and kubelet, for testing the Kubernetes backend with the real ``kubernetes`` client.
 
 It speaks the part of the API the backend uses: create/get/list/delete/watch of ``batch/v1``
-Jobs and ``v1`` Pods (label selectors, ``resourceVersion``, ``limit``/``continue``, bookmarks,
-chunked watch streams, ``ERROR`` events with 410 Gone), pod logs, and ``Status`` bodies for
-404/409/410/429/500. The simulation moves pods through the status shapes documented in
-``shared/reference/kubernetes-jobs.md`` (§1.3): success, exit codes, OOMKilled/137, preemption,
-API eviction, node-pressure eviction, node loss, image pull failure, config errors, admission
-errors, unschedulable pods, and the Job controller's ``podFailurePolicy``, ``backoffLimit``,
-``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished``.
+Jobs and ``v1`` Pods, create/get/list/delete of ``v1`` Services (label selectors,
+``resourceVersion``, ``limit``/``continue``, bookmarks, chunked watch streams, ``ERROR`` events
+with 410 Gone), pod logs, and ``Status`` bodies for 404/409/410/429/500. The simulation moves
+pods through the status shapes documented in ``shared/reference/kubernetes-jobs.md`` (§1.3):
+success, exit codes, OOMKilled/137, preemption, API eviction, node-pressure eviction, node loss,
+image pull failure, config errors, admission errors, unschedulable pods, and the Job
+controller's ``podFailurePolicy``, ``backoffLimit``, ``activeDeadlineSeconds`` and
+``ttlSecondsAfterFinished``.
+
+Indexed Jobs (``completionMode: Indexed``) get one pod per index, each with the
+``batch.kubernetes.io/job-completion-index`` annotation and label and the hostname
+``<job>-<index>``; ``script_index`` scripts one index (one rank of a gang fails while the others
+run). When a Job fails, the Job controller stops its remaining pods (SIGTERM: exit 143) before it
+sets ``Failed``. With ``execute=True`` the kubelet runs ``torchrun`` commands through
+``tests/k8s/fake_torchrun.py`` (the same flags, one process per local rank, no torch import),
+with the pods' hostnames resolving to loopback.
 
 Faults: ``drop_watches()`` cuts every open watch; ``gone(n)`` answers the next ``n`` watches with
 410 Gone; ``fail(status, n)`` answers the next ``n`` requests with 429/500.
@@ -28,6 +37,8 @@ import itertools
 import json
 import os
 import random
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +52,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 ATTEMPT_ANNOTATION = "usina.dev/attempt-id"
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+FAKE_TORCHRUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_torchrun.py")
 Obj = dict[str, Any]
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+_FIELD_REF = re.compile(r"metadata\.(annotations|labels)\['([^']+)'\]")
 
 
 def rfc3339(t: float) -> str:
@@ -163,7 +178,15 @@ class Emulator:
         # What RBAC authorizes, for every request (routes the emulator lacks included):
         # (API group, resource[/subresource], verb), e.g. ("", "pods/log", "get").
         self.access_log: list[tuple[str, str, str]] = []
+        self.created: list[Obj] = []  # the bodies of create requests, as the client sent them
         self.scripts: dict[str, list[PodScript]] = {}
+        self.index_scripts: dict[tuple[str, int], list[PodScript]] = {}
+        #: Pods the Job controller created, per Job name (a gang restarts as a new Job, never
+        #: as a replacement pod).
+        self.pods_created: collections.Counter[str] = collections.Counter()
+        #: Seconds a pod the Job controller stopped stays (terminated) before it is removed.
+        self.linger = 1.0
+        self._ports: dict[str, int] = {}  # job uid -> the loopback port of its rendezvous
         # execute=True: the kubelet really runs each container's command (``python`` is this
         # interpreter) as a local process; its output is the pod log, its exit code the pod's.
         self.default_script = PodScript("execute") if execute else SUCCEED
@@ -172,6 +195,7 @@ class Emulator:
         self.on_pod_succeeded: Callable[[Obj, Obj], None] | None = None
         self._sims: dict[str, _Sim] = {}
         self._pods_made: collections.Counter[str] = collections.Counter()
+        self._index_made: collections.Counter[tuple[str, int]] = collections.Counter()
         self._faults: list[tuple[int, str | None, float | None]] = []  # status, verb, retry-after
         self._gone = 0
         self._watches: set[socket.socket] = set()
@@ -204,7 +228,7 @@ class Emulator:
         with self.lock:
             procs = list(self._procs.values())
         for proc in procs:
-            proc.kill()
+            _kill(proc)
         with self._timer_wake:
             self._timer_wake.notify_all()
         self.drop_watches()
@@ -226,6 +250,12 @@ class Emulator:
         """What the pods of this attempt's Job do, in order (the last one repeats)."""
         with self.lock:
             self.scripts[attempt_id] = list(pods)
+
+    def script_index(self, attempt_id: str, index: int, *pods: PodScript) -> None:
+        """What the pods of one index of this attempt's Indexed Job do, in order (the last one
+        repeats); the other indexes follow ``script`` or the default."""
+        with self.lock:
+            self.index_scripts[(attempt_id, index)] = list(pods)
 
     def drop_watches(self) -> None:
         """Cut every open watch connection (as a load balancer or API server restart would)."""
@@ -337,7 +367,7 @@ class Emulator:
             self._sims.pop(key[2], None)
             proc = self._procs.pop(key[2], None)
             if proc is not None:
-                proc.kill()
+                _kill(proc)
         return obj
 
     # ---- timers ----------------------------------------------------------------------------
@@ -379,26 +409,43 @@ class Emulator:
         self._update("jobs", job)
         if job["spec"].get("suspend"):
             return
-        self._new_pod(job)
+        if _indexed(job):
+            for index in range(int(job["spec"].get("parallelism", 1))):
+                self._new_pod(job, index)
+        else:
+            self._new_pod(job)
         deadline = job["spec"].get("activeDeadlineSeconds")
         if deadline:
             uid = job["metadata"]["uid"]
             self._after(float(deadline), lambda: self._deadline(namespace, name, uid))
 
-    def _script_for(self, job: Obj) -> PodScript:
+    def _script_for(self, job: Obj, index: int | None) -> PodScript:
         attempt = job["metadata"].get("annotations", {}).get(ATTEMPT_ANNOTATION, "")
-        scripts = self.scripts.get(attempt) or [self.default_script]
-        n = self._pods_made[job["metadata"]["uid"]]
+        uid = job["metadata"]["uid"]
+        if index is not None:
+            n = self._index_made[(uid, index)]
+            scripts = self.index_scripts.get((attempt, index)) or self.scripts.get(attempt)
+        else:
+            n = self._pods_made[uid]
+            scripts = self.scripts.get(attempt)
+        scripts = scripts or [self.default_script]
         return scripts[min(n, len(scripts) - 1)]
 
-    def _new_pod(self, job: Obj) -> None:
+    def _new_pod(self, job: Obj, index: int | None = None) -> None:
         meta = job["metadata"]
-        script = self._script_for(job)
+        script = self._script_for(job, index)
         self._pods_made[meta["uid"]] += 1
+        self.pods_created[meta["name"]] += 1
         suffix = "".join(self._rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
         name = f"{meta['name']}-{suffix}"
         template = copy.deepcopy(job["spec"]["template"])
         labels = dict(template.get("metadata", {}).get("labels", {}))
+        annotations = dict(template.get("metadata", {}).get("annotations", {}))
+        if index is not None:
+            self._index_made[(meta["uid"], index)] += 1
+            name = f"{meta['name']}-{index}-{suffix}"
+            labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
+            template["spec"]["hostname"] = f"{meta['name']}-{index}"
         labels.update(
             {
                 "batch.kubernetes.io/job-name": meta["name"],
@@ -413,7 +460,7 @@ class Emulator:
             "metadata": {
                 "name": name,
                 "labels": labels,
-                "annotations": dict(template.get("metadata", {}).get("annotations", {})),
+                "annotations": annotations,
                 "ownerReferences": [
                     {
                         "apiVersion": "batch/v1",
@@ -449,9 +496,10 @@ class Emulator:
                 action = rule["action"]
                 message = _rule_message(rule, index, pod, namespace)
                 break
+        index = _index_of(pod)
         if action == "Ignore":
             self._update("jobs", job)
-            self._new_pod(job)
+            self._new_pod(job, index)
             return
         if action == "FailJob":
             status["failed"] = status.get("failed", 0) + 1
@@ -464,7 +512,7 @@ class Emulator:
             )
         else:
             self._update("jobs", job)
-            self._new_pod(job)
+            self._new_pod(job, index)
 
     def _pod_succeeded(self, namespace: str, pod: Obj) -> None:
         job_name = pod["metadata"]["labels"].get("batch.kubernetes.io/job-name")
@@ -473,8 +521,15 @@ class Emulator:
             return
         status = job["status"]
         status["active"] = max(0, status.get("active", 0) - 1)
-        status["ready"] = 0
-        status["succeeded"] = 1
+        status["ready"] = max(0, status.get("ready", 0) - 1)
+        status["succeeded"] = status.get("succeeded", 0) + 1
+        index = _index_of(pod)
+        if index is not None:
+            done = _parse_indexes(status.get("completedIndexes", "")) | {index}
+            status["completedIndexes"] = _format_indexes(done)
+            if len(done) < int(job["spec"].get("completions", 1)):
+                self._update("jobs", job)
+                return
         self._finish(
             job, "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
         )
@@ -483,17 +538,24 @@ class Emulator:
         now = rfc3339(time.time())
         interim = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
         conditions = job["status"].setdefault("conditions", [])
-        for ctype in (interim, kind):
-            conditions.append(
-                {
-                    "type": ctype,
-                    "status": "True",
-                    "reason": reason,
-                    "message": message,
-                    "lastProbeTime": now,
-                    "lastTransitionTime": now,
-                }
-            )
+
+        def condition(ctype: str) -> Obj:
+            return {
+                "type": ctype,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastProbeTime": now,
+                "lastTransitionTime": now,
+            }
+
+        conditions.append(condition(interim))
+        if kind == "Failed" and self._live_pods(job):
+            # The Job controller stops the pods still running (a gang's other ranks), and sets
+            # Failed once they are terminal (podReplacementPolicy: Failed counts them).
+            self._update("jobs", job)
+            self._stop_pods(job)
+        conditions.append(condition(kind))
         job["status"]["ready"] = 0
         if kind == "Complete":
             job["status"]["completionTime"] = now
@@ -504,6 +566,44 @@ class Emulator:
             key = ("jobs", job["metadata"]["namespace"], job["metadata"]["name"])
             uid = job["metadata"]["uid"]
             self._after(float(ttl), lambda: self._ttl_delete(key, uid))
+
+    def _live_pods(self, job: Obj) -> list[tuple[tuple[str, str, str], Obj]]:
+        name = job["metadata"]["name"]
+        return [
+            (key, pod)
+            for key, pod in self.objects.items()
+            if key[0] == "pods"
+            and key[1] == job["metadata"]["namespace"]
+            and pod["metadata"]["labels"].get("batch.kubernetes.io/job-name") == name
+            and pod["status"]["phase"] not in ("Succeeded", "Failed")
+        ]
+
+    def _stop_pods(self, job: Obj) -> None:
+        """Delete the Job's live pods: SIGTERM (exit 143), Failed, removed ``linger`` s later."""
+        now = rfc3339(time.time())
+        status = job["status"]
+        for key, pod in self._live_pods(job):
+            self._sims.pop(key[2], None)
+            proc = self._procs.pop(key[2], None)
+            if proc is not None:
+                _kill(proc)
+            pod["metadata"]["deletionTimestamp"] = now
+            pod["metadata"]["deletionGracePeriodSeconds"] = 30
+            if pod["status"]["phase"] == "Running":
+                _terminate(pod, 143, "Error")
+            pod["status"]["phase"] = "Failed"
+            _not_ready(pod, now, "PodFailed")
+            self._update("pods", pod)
+            status["failed"] = status.get("failed", 0) + 1
+            uid = pod["metadata"]["uid"]
+            self._after(self.linger, lambda key=key, uid=uid: self._remove(key, uid))
+        status["active"] = 0
+        status["ready"] = 0
+
+    def _remove(self, key: tuple[str, str, str], uid: str) -> None:
+        obj = self.objects.get(key)
+        if obj is not None and obj["metadata"]["uid"] == uid:
+            self._delete(key)
 
     def _ttl_delete(self, key: tuple[str, str, str], uid: str) -> None:
         obj = self.objects.get(key)
@@ -690,7 +790,7 @@ class Emulator:
         self._update("pods", pod)
         job = self._job(namespace, sim.job)
         if job is not None and not _finished(job):
-            job["status"]["ready"] = 1
+            job["status"]["ready"] = job["status"].get("ready", 0) + 1
             self._update("jobs", job)
         if sim.script.outcome == "execute":
             self.logs[name] = []
@@ -700,16 +800,23 @@ class Emulator:
 
     def _execute(self, namespace: str, name: str, pod: Obj) -> None:
         container = pod["spec"]["containers"][0]
-        command = list(container["command"])
+        env = _container_env(pod, container)
+        # The kubelet expands $(VAR) in the command from the container's environment.
+        command = [
+            _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), arg)
+            for arg in container["command"]
+        ]
         if command[0] == "python":
             command[0] = sys.executable
-        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
+        elif command[0] == "torchrun":
+            command = [sys.executable, FAKE_TORCHRUN, *self._loopback(pod, command[1:])]
         proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a process group: torchrun's ranks die with their pod
         )
         self._procs[name] = proc
 
@@ -727,6 +834,26 @@ class Emulator:
                 self._exited(namespace, name, code)
 
         threading.Thread(target=pump, daemon=True, name=f"kubelet-{name}").start()
+
+    def _loopback(self, pod: Obj, args: list[str]) -> list[str]:
+        """Cluster DNS, emulated: the rendezvous host (rank 0's pod) is this machine, and each
+        Job gets its own free port, so gangs of parallel tests never meet."""
+        uid = pod["metadata"]["labels"]["batch.kubernetes.io/controller-uid"]
+        if uid not in self._ports:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self._ports[uid] = sock.getsockname()[1]
+        port = self._ports[uid]
+        out: list[str] = []
+        for arg in args:
+            if arg.startswith("--master-addr="):
+                arg = "--master-addr=127.0.0.1"
+            elif arg.startswith("--master-port="):
+                arg = f"--master-port={port}"
+            elif arg.startswith("--rdzv-endpoint="):
+                arg = f"--rdzv-endpoint=127.0.0.1:{port}"
+            out.append(arg)
+        return out
 
     def _exited(self, namespace: str, name: str, code: int) -> None:
         found = self._pod(namespace, name)
@@ -889,6 +1016,62 @@ class Emulator:
             }
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+
+
+def _indexed(job: Obj) -> bool:
+    return job["spec"].get("completionMode") == "Indexed"
+
+
+def _index_of(pod: Obj) -> int | None:
+    value = (pod["metadata"].get("annotations") or {}).get(INDEX_KEY)
+    return int(value) if value is not None else None
+
+
+def _parse_indexes(text: str) -> set[int]:
+    found: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
+
+
+def _format_indexes(indexes: set[int]) -> str:
+    """``completedIndexes`` as the Job controller writes it: ``"0-2,5"``."""
+    parts: list[str] = []
+    for index in sorted(indexes):
+        if parts and parts[-1].split("-")[-1] == str(index - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{index}"
+        else:
+            parts.append(str(index))
+    return ",".join(parts)
+
+
+def _container_env(pod: Obj, container: Obj) -> dict[str, str]:
+    """The container's environment as the kubelet builds it (values and downward-API fields)."""
+    env: dict[str, str] = {}
+    index = _index_of(pod)
+    if index is not None:  # the Job controller injects it into every container of the pod
+        env["JOB_COMPLETION_INDEX"] = str(index)
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = _VAR_REF.sub(
+                lambda m: env.get(m.group(1), m.group(0)), str(item["value"])
+            )
+            continue
+        path = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+        meta = pod["metadata"]
+        match = _FIELD_REF.fullmatch(path)
+        if match:
+            env[item["name"]] = str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+        elif path in ("metadata.name", "metadata.namespace"):
+            env[item["name"]] = str(meta.get(path.split(".")[1], ""))
+    return env
+
+
 def _finished(job: Obj) -> bool:
     return any(
         c["type"] in ("Complete", "Failed") and c["status"] == "True"
@@ -1018,7 +1201,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status_body(404, "NotFound", "the server could not find the requested resource"),
             ) from exc
         resource = parts[i + 2] if len(parts) > i + 2 else ""
-        if resource not in ("jobs", "pods"):
+        if resource not in ("jobs", "pods", "services"):
             raise _HttpError(404, status_body(404, "NotFound", f"unknown resource {resource!r}"))
         name = parts[i + 3] if len(parts) > i + 3 else None
         sub = parts[i + 4] if len(parts) > i + 4 else None
@@ -1078,6 +1261,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif verb == "create":
                 body = json.loads(raw or b"{}")
                 with self.emu.lock:
+                    self.emu.created.append(copy.deepcopy(body))
                     created = self.emu._create(kind, namespace, body)
                     self._send_json(201, created)
             elif verb == "get":
@@ -1144,7 +1328,7 @@ class _Handler(BaseHTTPRequestHandler):
         meta: Obj = {"resourceVersion": rv}
         if limit and start + limit < len(items):
             meta["continue"] = f"{snap_id}:{start + limit}"
-        kind_name = "JobList" if kind == "jobs" else "PodList"
+        kind_name = {"jobs": "JobList", "pods": "PodList", "services": "ServiceList"}[kind]
         api = "batch/v1" if kind == "jobs" else "v1"
         return {"kind": kind_name, "apiVersion": api, "metadata": meta, "items": page}
 

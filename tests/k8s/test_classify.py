@@ -126,3 +126,70 @@ def test_backoff_is_capped_full_jitter() -> None:
     assert backoff.next(at_least=3.0) >= 3.0
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+# ---- gangs: which failed pod of an Indexed Job caused its failure -------------------------------
+
+
+def _rank_pod(index: int, code: int, *, reason: str = "Error", **extra: object) -> dict:
+    pod = _pod(
+        "Failed",
+        state={
+            "terminated": {"exitCode": code, "reason": reason, "startedAt": T0, "finishedAt": T0}
+        },
+        conditions=list(extra.pop("conditions", [])),  # type: ignore[call-overload]
+    )
+    pod["metadata"] = {
+        "name": f"j-{index}-abcde",
+        "creationTimestamp": T0,
+        "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        **extra,
+    }
+    return pod
+
+
+def _failed_gang(reason: str = "BackoffLimitExceeded", message: str = "") -> dict:
+    job = _failed_job(reason, message)
+    job["spec"]["completionMode"] = "Indexed"
+    return job
+
+
+STOPPED = {"deletionTimestamp": T0}  # deleted by the Job controller after the gang failed
+DISRUPTED = [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]
+
+
+def _cause(job: dict, pods: list[dict], seen: dict[str, int] | None = None) -> tuple[str, object]:
+    verdict = classify(job, pods, now=NOW, queue_timeout=60, seen=seen)
+    return str(verdict.pod), verdict.observation.failure_class
+
+
+def test_gang_cause_is_not_a_pod_the_job_controller_stopped() -> None:
+    pods = [_rank_pod(0, 143, **STOPPED), _rank_pod(1, 1), _rank_pod(2, 143, **STOPPED)]
+    assert _cause(_failed_gang(), pods) == ("j-1-abcde", FailureClass.USER_ERROR)
+
+
+def test_gang_cause_is_the_disruption_even_if_a_peer_crashed_first() -> None:
+    # The preempted pod's peers crash in their collectives (exit 1), maybe seen first.
+    pods = [_rank_pod(0, 1), _rank_pod(1, 143, conditions=DISRUPTED, **STOPPED)]
+    seen = {"j-0-abcde": 0, "j-1-abcde": 1}
+    assert _cause(_failed_gang(), pods, seen) == ("j-1-abcde", FailureClass.PREEMPTED)
+
+
+def test_gang_cause_oom_kill_before_crash_and_first_seen_among_equals() -> None:
+    pods = [_rank_pod(0, 1), _rank_pod(1, 137, reason="OOMKilled")]
+    assert _cause(_failed_gang(), pods) == ("j-1-abcde", FailureClass.OOM)
+    pods = [_rank_pod(0, 1), _rank_pod(1, 1)]
+    assert _cause(_failed_gang(), pods, {"j-1-abcde": 0, "j-0-abcde": 1})[0] == "j-1-abcde"
+    assert _cause(_failed_gang(), pods)[0] == "j-0-abcde"  # else the lowest index
+
+
+def test_gang_cause_named_by_the_failjob_rule() -> None:
+    message = "Container main for pod ml/j-2-abcde failed with exit code 42 matching FailJob rule"
+    pods = [_rank_pod(0, 1), _rank_pod(2, 42)]
+    job = _failed_gang("PodFailurePolicy", message)
+    assert _cause(job, pods) == ("j-2-abcde", FailureClass.USER_ERROR)
+
+
+def test_rank_lost_exit_code_is_node_lost() -> None:
+    cls, code, reason, _ = pod_failure(_rank_pod(0, 45))
+    assert (cls, code, reason) == (FailureClass.NODE_LOST, 45, "RankLost")

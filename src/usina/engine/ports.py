@@ -185,5 +185,11 @@ def error_key(attempt_id: str) -> str:
     return f"attempts/{attempt_id}/error.json"
 
 
+def rank_error_key(attempt_id: str, rank: int) -> str:
+    """Where rank ``rank`` of a distributed attempt reports its failure; the launcher (local
+    gang) or the backend (Kubernetes) picks the root cause among them for ``error_key``."""
+    return f"attempts/{attempt_id}/ranks/{rank}/error.json"
+
+
 def log_key(attempt_id: str) -> str:
     return f"attempts/{attempt_id}/log.txt"

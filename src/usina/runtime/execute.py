@@ -18,6 +18,7 @@ from usina.engine.ports import (
     ArtifactStore,
     Task,
     error_key,
+    rank_error_key,
     result_key,
     task_key,
 )
@@ -32,11 +33,7 @@ from usina.stores import serializers
 log = logging.getLogger(__name__)
 
 
-def rank_error_key(attempt_id: str, rank: int) -> str:
-    """Where rank ``rank`` of a distributed attempt reports its failure (the launcher picks the
-    root cause among them and writes the attempt's ``error_key``)."""
-    return f"attempts/{attempt_id}/ranks/{rank}/error.json"
-
+__all__ = ["execute", "load_task", "rank_error_key"]
 
 _RANK: int | None = None  # this process's rank when it runs one rank of a distributed step
 

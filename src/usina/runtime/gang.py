@@ -40,6 +40,7 @@ from usina.engine.ports import (
     EXIT_RANK_LOST,
     EXIT_USER_ERROR,
     error_key,
+    rank_error_key,
 )
 from usina.sdk.distributed import Torchrun
 
@@ -210,8 +211,6 @@ def _report(
         }
         code = EXIT_RANK_LOST if lost else EXIT_USER_ERROR
     else:
-        from usina.runtime.execute import rank_error_key
-
         raw = store.read_record(rank_error_key(task.attempt_id, cause.rank))
         record = json.loads(raw) if raw else {"kind": "user", "message": f"exit {cause.code}"}
         record["message"] = f"{where} failed: {record.get('message', '')}"

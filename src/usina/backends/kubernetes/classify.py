@@ -4,6 +4,12 @@ Pure functions over raw Kubernetes JSON (the shapes in ``reference/kubernetes-jo
 so every rule is testable without a cluster. The order of the checks matters: a Job that ran
 past its deadline had its pod killed (exit 143/137), which must not read as an OOM; a pod with a
 ``DisruptionTarget`` condition was killed by the platform, whatever its exit code says.
+
+A gang (an Indexed Job whose pods are the ranks of one distributed step) fails as a whole; of
+its failed pods, the one that *caused* the failure is reported (``failure_cause``): a
+disruption first (its peers then crash in their collectives), then a kill (OOM, rank lost),
+then a pod that failed by itself; pods the Job controller stopped after the fact (exit 143,
+deleted) come last.
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ from datetime import datetime
 from typing import Any
 
 from usina.backends.kubernetes.settings import CONTAINER
-from usina.engine.ports import EXIT_INFRA, EXIT_OOM, EXIT_USER_ERROR, Observation, TaskState
+from usina.engine.ports import (
+    EXIT_INFRA,
+    EXIT_OOM,
+    EXIT_RANK_LOST,
+    EXIT_USER_ERROR,
+    Observation,
+    TaskState,
+)
 from usina.sdk.retry import FailureClass
 
 Obj = Mapping[str, Any]
@@ -35,6 +48,8 @@ STUCK_WAITING = frozenset(
 )
 _EXIT_IN_MESSAGE = re.compile(r"failed with exit code (\d+)")
 _INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
+_POD_IN_MESSAGE = re.compile(r"for pod [\w.-]+/([\w.-]+)")
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +59,7 @@ class Verdict:
 
     observation: Observation
     stop_job: bool = False
+    pod: str | None = None  # the failed pod the observation is about (a gang's root cause)
 
 
 def parse_time(text: object) -> float | None:
@@ -186,6 +202,17 @@ def pod_failure(pod: Obj) -> tuple[FailureClass, int | None, str, str]:
                 "MemoryError",
                 _join(f"the step raised MemoryError (exit {code})", message),
             )
+        if code == EXIT_RANK_LOST:
+            return (
+                FailureClass.NODE_LOST,
+                code,
+                "RankLost",
+                _join(
+                    f"a rank of the gang was killed from outside (exit {code}); the gang was "
+                    "stopped",
+                    message,
+                ),
+            )
         if code == EXIT_INFRA:
             return (
                 FailureClass.INFRA,
@@ -230,6 +257,63 @@ def pod_failure(pod: Obj) -> tuple[FailureClass, int | None, str, str]:
     )
 
 
+def pod_index(pod: Obj) -> int | None:
+    """The completion index of a pod of an Indexed Job (a gang's node rank), if it has one."""
+    meta = pod.get("metadata") or {}
+    value = (meta.get("annotations") or {}).get(INDEX_ANNOTATION) or (meta.get("labels") or {}).get(
+        INDEX_ANNOTATION
+    )
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def failure_cause(job: Obj, failed: Sequence[Obj], seen: Mapping[str, int] | None = None) -> Obj:
+    """The failed pod of a gang that caused the Job to fail (``failed`` is not empty).
+
+    Ranked by what the pod's end says about its cause, then by the Job controller's own
+    message (a ``FailJob`` rule names the pod), then by the order the backend saw the pods
+    fail (``seen``: pod name -> sequence), then by finish time and index.
+    """
+    named = None
+    for ctype in ("Failed", "FailureTarget"):
+        cond = _conditions(job).get(ctype)
+        match = _POD_IN_MESSAGE.search(str((cond or {}).get("message") or ""))
+        if match:
+            named = match.group(1)
+            break
+    order = seen or {}
+
+    def rank(pod: Obj) -> tuple[int, int, float, float, int]:
+        meta = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        kind, detail = _state(pod)
+        code = detail.get("exitCode") if kind == "terminated" else None
+        if _true(pod, "DisruptionTarget") is not None or status.get("reason") in (
+            "Evicted",
+            "NodeLost",
+        ):
+            severity = 0
+        elif detail.get("reason") == "OOMKilled" or code in (EXIT_RANK_LOST, EXIT_OOM):
+            severity = 1
+        elif meta.get("deletionTimestamp") and code in (None, 143, 137):
+            severity = 3  # stopped by the Job controller because the gang had failed
+        else:
+            severity = 2
+        finished = parse_time(detail.get("finishedAt")) or float("inf")
+        index = pod_index(pod)
+        return (
+            severity,
+            0 if meta.get("name") == named else 1,
+            order.get(str(meta.get("name")), 1 << 62),
+            finished,
+            index if index is not None else 1 << 30,
+        )
+
+    return min(failed, key=rank)
+
+
 def unschedulable_hint(message: str) -> str:
     """The resource no node has, in words, from the scheduler's message."""
     missing = sorted(set(_INSUFFICIENT.findall(message)))
@@ -271,8 +355,12 @@ def classify(
     now: float,
     queue_timeout: float,
     logs_tail: str | None = None,
+    seen: Mapping[str, int] | None = None,
 ) -> Verdict:
-    """The state of one attempt from its Job and every pod it had (deleted ones included)."""
+    """The state of one attempt from its Job and every pod it had (deleted ones included).
+
+    ``seen`` (pod name -> sequence) is the order in which the caller saw pods fail; it breaks
+    ties when the failed pods of a gang say nothing else about which came first."""
     pods = sorted(pods, key=_created)
     status = job.get("status") or {}
     started_at = parse_time(status.get("startTime"))
@@ -333,14 +421,18 @@ def classify(
                 )
             )
         failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+        cause: Obj | None = None
         if failed_pods:
-            cls, code, reason, message = pod_failure(failed_pods[-1])
+            indexed = (job.get("spec") or {}).get("completionMode") == "Indexed"
+            cause = failure_cause(job, failed_pods, seen) if indexed else failed_pods[-1]
+            cls, code, reason, message = pod_failure(cause)
         else:
             match = _EXIT_IN_MESSAGE.search(job_message)
             code = int(match.group(1)) if match else None
             cls = {
                 EXIT_USER_ERROR: FailureClass.USER_ERROR,
                 EXIT_OOM: FailureClass.OOM,
+                EXIT_RANK_LOST: FailureClass.NODE_LOST,
                 137: FailureClass.OOM,
             }.get(code or -1, FailureClass.INFRA)
             reason, message = job_reason, "the Job failed and its pods are gone"
@@ -353,7 +445,8 @@ def classify(
                 message=_evidence(_join(message, f"Job: {job_reason}: {job_message}"), logs_tail),
                 started_at=started,
                 finished_at=done,
-            )
+            ),
+            pod=str((cause.get("metadata") or {}).get("name")) if cause is not None else None,
         )
 
     # Not finished: pending, running, or stuck in a way Kubernetes will not resolve.
@@ -373,27 +466,32 @@ def classify(
         return Verdict(
             Observation(TaskState.PENDING, reason="Starting", message=note, started_at=started_at)
         )
-    pod = live[-1]
-    kind, detail = _state(pod)
-    if kind == "running":
+    # A gang has several live pods: one that cannot start or be placed fails them all.
+    for stuck in live:
+        kind, detail = _state(stuck)
+        if kind == "waiting" and detail.get("reason") in STUCK_WAITING:
+            reason = str(detail["reason"])
+            return Verdict(
+                Observation(
+                    TaskState.FAILED,
+                    FailureClass.INFRA,
+                    reason=reason,
+                    message=_join(
+                        f"container {CONTAINER} cannot start: {reason}", detail.get("message")
+                    ),
+                    started_at=started_at,
+                    finished_at=now,
+                ),
+                stop_job=True,
+                pod=str((stuck.get("metadata") or {}).get("name")),
+            )
+    unplaced = [p for p in live if _unschedulable([p]) is not None]
+    if not unplaced and any(_state(p)[0] == "running" for p in live):
         return Verdict(
             Observation(TaskState.RUNNING, reason="Running", message=note, started_at=started)
         )
-    if kind == "waiting" and detail.get("reason") in STUCK_WAITING:
-        reason = str(detail["reason"])
-        return Verdict(
-            Observation(
-                TaskState.FAILED,
-                FailureClass.INFRA,
-                reason=reason,
-                message=_join(
-                    f"container {CONTAINER} cannot start: {reason}", detail.get("message")
-                ),
-                started_at=started_at,
-                finished_at=now,
-            ),
-            stop_job=True,
-        )
+    pod = unplaced[0] if unplaced else live[-1]
+    kind, detail = _state(pod)
     pending = _unschedulable([pod])
     if pending is not None:
         text = str(pending.get("message") or "")

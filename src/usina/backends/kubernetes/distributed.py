@@ -30,6 +30,8 @@ from usina.errors import BackendError
 from usina.sdk.distributed import Torchrun
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+#: On a gang's Job: ``"<nodes>x<procs_per_node>"`` (the backend maps a pod's index to ranks).
+GANG_ANNOTATION = "usina.dev/gang"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 MAX_HOSTNAME = 63
 
@@ -132,7 +134,7 @@ def build_gang(task: Task, settings: KubernetesSettings) -> tuple[dict[str, Any]
     ]
     container["env"] = env
     container["ports"] = [{"name": "rdzv", "containerPort": spec.port, "protocol": "TCP"}]
-    job["metadata"]["annotations"]["usina.dev/gang"] = f"{spec.nodes}x{spec.procs_per_node}"
+    job["metadata"]["annotations"][GANG_ANNOTATION] = f"{spec.nodes}x{spec.procs_per_node}"
 
     labels = {k: v for k, v in job["metadata"]["labels"].items() if not k.startswith("kueue.")}
     headless = {

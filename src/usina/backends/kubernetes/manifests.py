@@ -5,7 +5,7 @@ cluster or the client installed. Field choices follow DESIGN.md ("Attempts and f
 and ``reference/kubernetes-jobs.md``: ``restartPolicy: Never``, a ``podFailurePolicy`` that fails
 the Job at once on the runtime's reserved exit codes, a small ``backoffLimit`` (the engine owns
 retries: each retry is a new Job), ``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished``
-always set.
+always set. A distributed step's attempt is a gang instead (``distributed.py``).
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
     problems = settings.problems()
     if task.node.get("distributed"):
         problems.append(
-            f"step '{task.node.get('step')}' is distributed; multi-node steps (Indexed Job + "
-            "headless Service) are not supported by the Kubernetes backend yet"
+            f"step '{task.node.get('step')}' is distributed: its attempt is a gang (headless "
+            "Service + Indexed Job); build it with render_task_manifests()"
         )
     image = task.node.get("image") or settings.image
     if not image:

@@ -17,6 +17,7 @@ from kubernetes import client
 from tests.deploy.conftest import NAMESPACE
 from tests.k8s.emulator import Emulator, PodScript
 from tests.k8s.support import MemoryArtifacts, make_task, settle
+from usina import Torchrun
 from usina.backends.kubernetes.backend import KubernetesBackend
 from usina.backends.kubernetes.settings import KubernetesSettings
 from usina.deploy.chart import parse_objects, render_chart
@@ -70,7 +71,11 @@ def recorded_calls(emulator: Emulator) -> set[Access]:
         first.launch(make_task("r1-bad-1"))
         emulator.script("r1-pull-1", PodScript("image_pull"))
         first.launch(make_task("r1-pull-1"))
-        done = settle(first, ["r1-ok-1", "r1-bad-1", "r1-pull-1"])
+        # a distributed step: a headless Service and an Indexed Job, the Service removed after
+        gang = {"distributed": Torchrun(nodes=2, procs_per_node=1).to_json()}
+        first.launch(make_task("r1-gang-1", node_extra=gang))
+        done = settle(first, ["r1-ok-1", "r1-bad-1", "r1-pull-1", "r1-gang-1"])
+        assert done["r1-gang-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
         assert done["r1-ok-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
         assert done["r1-bad-1"].failure_class is FailureClass.USER_ERROR  # type: ignore[attr-defined]
         assert done["r1-pull-1"].failure_class is FailureClass.INFRA  # type: ignore[attr-defined]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from examples.fraud import data as gen
 
+from examples.fraud import data as gen
 from tests.integration.cli_helpers import Usina
 
 REPO = Path(__file__).resolve().parents[2]

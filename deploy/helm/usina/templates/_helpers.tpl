@@ -101,8 +101,9 @@ usina.dev/endpoint: {{ . }}
 {{/*
 The permissions of usina's Kubernetes backend (src/usina/backends/kubernetes): Jobs are
 created, listed and watched (an informer), and deleted (cancel, a failed attempt); Pods are
-listed and watched; pod logs are read. tests/deploy checks these rules against the calls the
-backend makes. Nothing else: no Secrets, no get, no update/patch.
+listed and watched; pod logs are read; a distributed step's headless Service is created,
+listed (clean-up of leftovers) and deleted. tests/deploy checks these rules against the calls
+the backend makes. Nothing else: no Secrets, no get, no update/patch.
 */}}
 {{- define "usina.rbacRules" -}}
 - apiGroups: ["batch"]
@@ -114,4 +115,7 @@ backend makes. Nothing else: no Secrets, no get, no update/patch.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "delete", "list"]
 {{- end }}

@@ -6,9 +6,16 @@ import json
 
 from tests.contract.test_backend import Harness
 from usina.backends.local import LocalBackend
-from usina.engine.ports import TaskState, result_key
+from usina.engine.ports import Task, TaskState, result_key, task_key
 from usina.stores import serializers
 from usina.stores.artifacts import FsspecArtifactStore
+
+
+def _gpu_task(h: Harness, step: str, gpus: int) -> Task:
+    """A task of ``step`` asking for ``gpus`` GPUs, with its record written."""
+    task = Task.from_json({**h.task(step).to_json(), "resources": {"memory": "1Gi", "gpus": gpus}})
+    h.store.write_record(task_key(task.attempt_id), json.dumps(task.to_json()).encode())
+    return task
 
 
 def _value(store: FsspecArtifactStore, attempt: str) -> str:
@@ -21,19 +28,11 @@ def test_gpus_are_assigned_and_released(tmp_path):
     backend = LocalBackend(str(tmp_path / "attempts"), store, gpus=[0, 1, 2])
     h = Harness(backend, store)
     try:
-        first = h.task("show_gpus")
-        first = type(first)(**{**first.to_json(), "resources": {"memory": "1Gi", "gpus": 2}})
-        h.store.write_record(
-            f"attempts/{first.attempt_id}/task.json", json.dumps(first.to_json()).encode()
-        )
+        first = _gpu_task(h, "show_gpus", 2)
         backend.launch(first)
         h.wait_for(first.attempt_id, {TaskState.SUCCEEDED})
         assert _value(store, first.attempt_id) == "0,1"
-        second = h.task("show_gpus")
-        second = type(second)(**{**second.to_json(), "resources": {"memory": "1Gi", "gpus": 3}})
-        h.store.write_record(
-            f"attempts/{second.attempt_id}/task.json", json.dumps(second.to_json()).encode()
-        )
+        second = _gpu_task(h, "show_gpus", 3)
         backend.launch(second)
         h.wait_for(second.attempt_id, {TaskState.SUCCEEDED})
         assert sorted(_value(store, second.attempt_id).split(",")) == ["0", "1", "2"]  # released
@@ -46,11 +45,7 @@ def test_gpus_asked_for_but_absent_run_on_cpu_with_a_warning(tmp_path):
     backend = LocalBackend(str(tmp_path / "attempts"), store, gpus=[])
     h = Harness(backend, store)
     try:
-        task = h.task("show_gpus")
-        task = type(task)(**{**task.to_json(), "resources": {"memory": "1Gi", "gpus": 1}})
-        h.store.write_record(
-            f"attempts/{task.attempt_id}/task.json", json.dumps(task.to_json()).encode()
-        )
+        task = _gpu_task(h, "show_gpus", 1)
         backend.launch(task)
         h.wait_for(task.attempt_id, {TaskState.SUCCEEDED})
         assert _value(store, task.attempt_id) == ""
@@ -66,19 +61,11 @@ def test_a_gpu_step_waits_for_a_free_gpu_instead_of_running_on_the_cpu(tmp_path)
     backend = LocalBackend(str(tmp_path / "attempts"), store, gpus=[0])
     h = Harness(backend, store)
 
-    def gpu_task(step: str):
-        task = h.task(step)
-        task = type(task)(**{**task.to_json(), "resources": {"memory": "1Gi", "gpus": 1}})
-        h.store.write_record(
-            f"attempts/{task.attempt_id}/task.json", json.dumps(task.to_json()).encode()
-        )
-        return task
-
     try:
-        busy = gpu_task("sleepy")
+        busy = _gpu_task(h, "sleepy", 1)
         backend.launch(busy)
         h.wait_for(busy.attempt_id, {TaskState.RUNNING})
-        queued = gpu_task("show_gpus")
+        queued = _gpu_task(h, "show_gpus", 1)
         backend.launch(queued)
         for _ in range(10):  # it waits while the only GPU is taken
             assert (

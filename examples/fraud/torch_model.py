@@ -201,3 +201,47 @@ def synthetic(
     logits = x @ w - 4.0 + 0.5 * x[:, 0] * x[:, 1]
     y = (rng.random(rows) < 1 / (1 + np.exp(-logits))).astype(np.float32)
     return x, y
+
+
+class Scorer(nn.Module):
+    """The trained MLP with its standardization: raw feature rows in, one fraud logit out.
+
+    This is what is registered in MLflow, so a served model needs no preprocessing."""
+
+    def __init__(self, model: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nan_to_num(x.float())
+        return self.model((x - self.mean) / self.std)
+
+
+def to_bytes(result: TrainResult, hidden: tuple[int, ...]) -> bytes:
+    """The trained weights and standardization, for passing between steps."""
+    import io
+
+    buf = io.BytesIO()
+    state = {
+        "model": result.model.state_dict(),
+        "mean": result.mean,
+        "std": result.std,
+        "hidden": list(hidden),
+    }
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def from_bytes(data: bytes) -> Scorer:
+    """The ``Scorer`` saved by ``to_bytes``, in eval mode."""
+    import io
+
+    state = torch.load(io.BytesIO(data), weights_only=False)
+    n_features = int(np.asarray(state["mean"]).shape[-1])
+    model = make_mlp(n_features, tuple(state["hidden"]), seed=0)
+    model.load_state_dict(state["model"])
+    scorer = Scorer(model, state["mean"], state["std"])
+    scorer.eval()
+    return scorer

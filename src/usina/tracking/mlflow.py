@@ -454,6 +454,63 @@ class PromotionDecision:
         return asdict(self)
 
 
+_FLAVORS = frozenset({"lightgbm", "pytorch"})
+
+
+def _score(flavor: str, model: Any, features: pd.DataFrame) -> np.ndarray:
+    """The model's fraud scores for ``features`` (higher means more likely fraud)."""
+    import numpy as np
+
+    if flavor == "lightgbm":
+        names = list(model.feature_name())
+        missing = set(names) - set(features.columns)
+        if missing:
+            raise ValueError(f"it needs features this data lacks: {sorted(missing)}")
+        return np.asarray(model.predict(features[names]))
+    import torch
+
+    with torch.no_grad():
+        x = torch.as_tensor(features.to_numpy(dtype=np.float32))
+        out = torch.sigmoid(torch.as_tensor(model(x))).reshape(-1)
+    return out.numpy().astype(np.float64)
+
+
+def _log_model(mlflow: Any, flavor: str, model: Any, signature: Any, example: Any) -> Any:
+    if flavor == "lightgbm":
+        import lightgbm
+
+        return mlflow.lightgbm.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+        )
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    # PyTorch models are logged as a traced program (MLflow's "pt2"): loading one needs no
+    # Python class, so a served model does not depend on the training code. Its inputs are a
+    # float32 matrix of the features, in the signature's order.
+    rows = example.to_numpy(dtype=np.float32)
+    with torch.no_grad():
+        out = model(torch.as_tensor(rows)).numpy()
+    return mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=infer_signature(rows, out),
+        input_example=rows,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
+
+
+def _load_model(mlflow: Any, flavor: str, uri: str) -> Any:
+    if flavor == "lightgbm":
+        return mlflow.lightgbm.load_model(uri)
+    return mlflow.pytorch.load_model(uri)  # a traced program: already in inference mode
+
+
 def register_model(
     model: Any,
     *,
@@ -467,11 +524,13 @@ def register_model(
     run_id: str | None = None,
     tracking_uri: str | None = None,
     example_rows: int = 5,
+    flavor: str = "lightgbm",
 ) -> PromotionDecision:
-    """Log a LightGBM model, register it as a version of ``name``, and gate its promotion.
+    """Log a model, register it as a version of ``name``, and gate its promotion.
 
-    model: a ``lightgbm.Booster``. features/labels: the test set both models are scored on
-    (float columns: the signature then accepts missing values);
+    model: a ``lightgbm.Booster`` (``flavor="lightgbm"``) or a ``torch.nn.Module`` returning one
+    logit per row (``flavor="pytorch"``; scores are its sigmoid). features/labels: the test set
+    both models are scored on (float columns: the signature then accepts missing values);
     ``metric(labels, scores)`` is the gate, higher is better. The new version gets alias
     ``challenger``; it takes ``champion`` if there is none, or if it beats the current one by
     more than ``min_improvement``. A champion that cannot score these features (another
@@ -493,23 +552,18 @@ def register_model(
             client, name, uri
         )
 
-    import lightgbm
     import pandas
 
+    if flavor not in _FLAVORS:
+        raise ValueError(f"flavor {flavor!r} is not one of {sorted(_FLAVORS)}")
     # Plain object column labels: MLflow compares them with a range, which pandas >= 3
     # deprecates for its Arrow-backed string labels.
     features = features.set_axis(pandas.Index(list(features.columns), dtype=object), axis=1)
-    scores = model.predict(features)
+    scores = _score(flavor, model, features)
     challenger = float(metric(labels, scores))
     signature = infer_signature(features.head(100), scores[:100])
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as active:
-        info = mlflow.lightgbm.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=features.head(example_rows),
-            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
-        )
+        info = _log_model(mlflow, flavor, model, signature, features.head(example_rows))
         usina_run = _usina_run_id()
         version = mlflow.register_model(
             info.model_uri, name, tags={"usina.run_id": usina_run} if usina_run else None
@@ -527,11 +581,8 @@ def register_model(
             promoted, reason = True, f"no {CHAMPION} yet: version {version.version} becomes it"
         else:
             try:
-                old = mlflow.lightgbm.load_model(f"models:/{name}/{champion_version}")
-                missing = set(old.feature_name()) - set(features.columns)
-                if missing:
-                    raise ValueError(f"it needs features this data lacks: {sorted(missing)}")
-                champion = float(metric(labels, old.predict(features[old.feature_name()])))
+                old = _load_model(mlflow, flavor, f"models:/{name}/{champion_version}")
+                champion = float(metric(labels, _score(flavor, old, features)))
             except Exception as exc:
                 promoted = False
                 reason = (

@@ -122,7 +122,7 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         what = "null/NaN or non-numeric values" if got == "O" else f"{arr.dtype} values"
         raise InvalidInputError(f"input {name!r}: {datatype} data cannot hold {what}")
     if kind == "int" and got in "iu" and arr.size:
-        info = np.iinfo(dtype)
+        info = np.iinfo(dtype.type)  # type: ignore[type-var]
         if int(arr.min()) < info.min or int(arr.max()) > info.max:
             raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
     flat = arr.astype(dtype, copy=False).reshape(-1)
@@ -191,14 +191,17 @@ def _assemble_matrix(model: LoadedModel, tensor: InputTensor) -> np.ndarray:
             f"{', ...' if len(features) > 8 else ''})"
         )
     kinds = {_kind(m.datatype) for m in features}
-    accepted = set.intersection(*(set(_ACCEPTS[k]) for k in kinds))
+    strict_columns = "float" in kinds and kinds != {"float"}
+    # A matrix has one datatype: floating point is fine for integer features too, as long as
+    # their columns hold whole numbers (checked below).
+    accepted = _ACCEPTS["float"] if "float" in kinds else _ACCEPTS[kinds.pop()]
     if tensor.datatype not in accepted:
         raise InvalidInputError(
             f"input {tensor.name!r}: datatype {tensor.datatype} does not fit the model's "
             f"features ({', '.join(sorted({m.datatype for m in features}))})"
         )
     matrix = tensor.data.reshape(rows, width).astype(model.batch_dtype, copy=False)
-    if tensor.datatype in _FLOATS and kinds != {"float"}:
+    if tensor.datatype in _FLOATS and strict_columns:
         strict = [i for i, m in enumerate(features) if not m.allows_nan]
         sub = matrix[:, strict]
         bad = ~np.isfinite(sub) | (sub != np.round(sub))

@@ -67,8 +67,6 @@ _CODES = {
     ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
 }
 
-Handler = "Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]"
-
 
 def _parse(message_type: Any, data: bytes) -> Any:
     try:
@@ -106,7 +104,7 @@ def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
             dtype = V2_TO_NUMPY[datatype]
             wide = np.array(values, dtype=np.float64 if dtype.kind == "f" else object)
             if dtype.kind in "iu" and wide.size:
-                info = np.iinfo(dtype)
+                info = np.iinfo(dtype.type)  # type: ignore[type-var]
                 if int(wide.min()) < info.min or int(wide.max()) > info.max:
                     raise InvalidInputError(
                         f"input {name!r}: a value is out of range for {datatype}"
@@ -162,11 +160,11 @@ class GrpcService:
 
     async def _server_live(self, request: bytes) -> bytes:
         _parse(pb.ServerLiveRequest, request)
-        return pb.ServerLiveResponse(live=True).SerializeToString()
+        return bytes(pb.ServerLiveResponse(live=True).SerializeToString())
 
     async def _server_ready(self, request: bytes) -> bytes:
         _parse(pb.ServerReadyRequest, request)
-        return pb.ServerReadyResponse(ready=self.repository.ready).SerializeToString()
+        return bytes(pb.ServerReadyResponse(ready=self.repository.ready).SerializeToString())
 
     async def _model_ready(self, request: bytes) -> bytes:
         req = _parse(pb.ModelReadyRequest, request)
@@ -175,25 +173,33 @@ class GrpcService:
             ready = self.repository.ready
         except (ModelNotFoundError, ModelNotReadyError):
             ready = False
-        return pb.ModelReadyResponse(ready=ready).SerializeToString()
+        return bytes(pb.ModelReadyResponse(ready=ready).SerializeToString())
 
     async def _server_metadata(self, request: bytes) -> bytes:
         _parse(pb.ServerMetadataRequest, request)
-        return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=usina_version, extensions=EXTENSIONS
-        ).SerializeToString()
+        return bytes(
+            pb.ServerMetadataResponse(
+                name=SERVER_NAME, version=usina_version, extensions=EXTENSIONS
+            ).SerializeToString()
+        )
 
     async def _model_metadata(self, request: bytes) -> bytes:
         req = _parse(pb.ModelMetadataRequest, request)
         model = self.repository.get(req.name, req.version or None)
         meta = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=[model.version],
-            platform=model.platform,
-            inputs=[meta(name=m.name, datatype=m.datatype, shape=m.shape) for m in model.inputs],
-            outputs=[meta(name=m.name, datatype=m.datatype, shape=m.shape) for m in model.outputs],
-        ).SerializeToString()
+        return bytes(
+            pb.ModelMetadataResponse(
+                name=model.name,
+                versions=[model.version],
+                platform=model.platform,
+                inputs=[
+                    meta(name=m.name, datatype=m.datatype, shape=m.shape) for m in model.inputs
+                ],
+                outputs=[
+                    meta(name=m.name, datatype=m.datatype, shape=m.shape) for m in model.outputs
+                ],
+            ).SerializeToString()
+        )
 
     async def _model_infer(self, request: bytes) -> bytes:
         start = time.perf_counter()
@@ -217,9 +223,9 @@ class GrpcService:
                 values = outputs[meta.name]
                 response.outputs.add(name=meta.name, datatype=meta.datatype, shape=values.shape)
                 response.raw_output_contents.append(tensor_bytes(meta, values))
-            return response.SerializeToString()
+            return bytes(response.SerializeToString())
         except Exception as exc:
-            code = _CODES.get(type(exc))
+            code = _CODES.get(type(exc))  # type: ignore[arg-type]
             status = code.name if code is not None else "INTERNAL"
             raise
         finally:

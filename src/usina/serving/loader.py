@@ -280,9 +280,6 @@ def _native_feature_names(native: Any, flavour: str) -> list[str]:
     return []
 
 
-_Predict = "Callable[[np.ndarray], Mapping[str, np.ndarray]]"
-
-
 def _predictor(
     native: Any,
     flavour: str,

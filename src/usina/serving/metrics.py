@@ -168,7 +168,7 @@ class ServingMetrics:
     def render(self) -> bytes:
         if self.multiprocess_dir:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
             return bytes(generate_latest(registry))
         return bytes(generate_latest(self.registry))
 
@@ -178,4 +178,4 @@ def mark_worker_dead(multiprocess_dir: str, pid: int) -> None:
     from prometheus_client import multiprocess
 
     if os.path.isdir(multiprocess_dir):
-        multiprocess.mark_process_dead(pid, multiprocess_dir)
+        multiprocess.mark_process_dead(pid, multiprocess_dir)  # type: ignore[no-untyped-call]

@@ -1,0 +1,77 @@
+"""Fixtures for the serving tests: one local MLflow registry (SQLite + file artifacts) per
+session, built in a subprocess by make_models.py, and the server started on free ports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serving_support import HERE, Server, start_server
+
+
+@dataclass(frozen=True)
+class Registry:
+    tracking_uri: str
+    root: Path
+    x: np.ndarray
+    pred_v1: np.ndarray
+    pred_v2: np.ndarray
+    columns: list[str]
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "make_models.py"),
+                self.tracking_uri,
+                "--alias",
+                name,
+                alias,
+                version,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    out = root / "out"
+    subprocess.run(
+        [sys.executable, str(HERE / "make_models.py"), uri, str(out)],
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    return Registry(
+        tracking_uri=uri,
+        root=root,
+        x=np.load(out / "x.npy"),
+        pred_v1=np.load(out / "pred_v1.npy"),
+        pred_v2=np.load(out / "pred_v2.npy"),
+        columns=(out / "columns.txt").read_text().split("\n"),
+    )
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
+    """The static model ``fraud@champion`` (version 1), shared by a test module."""
+    srv = start_server(
+        registry.tracking_uri,
+        "models:/fraud@champion",
+        tmp_path_factory.mktemp("logs"),
+        "--max-body-bytes",
+        "65536",
+    )
+    yield srv
+    srv.stop()
+
+
+__all__ = ["Registry", "Server"]

@@ -3,6 +3,7 @@ session, built in a subprocess by make_models.py, and the server started on free
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,20 +24,18 @@ class Registry:
     columns: list[str]
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "make_models.py"),
-                self.tracking_uri,
-                "--alias",
-                name,
-                alias,
-                version,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        """Move an alias by updating MLflow's alias table directly.
+
+        ``make_models.py URI --alias NAME ALIAS VERSION`` does the same through MlflowClient,
+        but a fresh mlflow process costs 15-20 s of CPU here; the server under test still reads
+        the alias through MlflowClient.
+        """
+        with sqlite3.connect(self.tracking_uri.removeprefix("sqlite:///")) as db:
+            updated = db.execute(
+                "UPDATE registered_model_aliases SET version = ? WHERE name = ? AND alias = ?",
+                (int(version), name, alias),
+            ).rowcount
+        assert updated == 1, (name, alias)
 
 
 @pytest.fixture(scope="session")

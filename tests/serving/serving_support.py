@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,3 +198,75 @@ def rss_bytes(pid: int) -> int:
     import psutil
 
     return int(psutil.Process(pid).memory_info().rss)
+
+
+@dataclass
+class Result:
+    sent: float  # when the request was written (perf_counter)
+    done: float
+    status: int | None  # None: the connection failed
+    version: str | None = None
+    value: float | None = None
+
+
+class LoadGenerator:
+    """Closed-loop load from ``connections`` keep-alive connections, in a background thread."""
+
+    def __init__(
+        self, address: str, path: str, body: bytes, connections: int, pause: float = 0.0
+    ) -> None:
+        self.pause = pause
+        host, port = address.split(":")
+        self.host, self.port = host, int(port)
+        self.path, self.body, self.connections = path, body, connections
+        self.results: list[Result] = []
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LoadGenerator:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Result]:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(60)
+        return self.results
+
+    async def _main(self) -> None:
+        await asyncio.gather(*(self._worker() for _ in range(self.connections)))
+
+    async def _worker(self) -> None:
+        client = RawClient(self.host, self.port)
+        try:
+            while not self._stop:
+                sent = time.perf_counter()
+                try:
+                    status, payload, _ = await asyncio.wait_for(
+                        client.post(self.path, self.body), timeout=30
+                    )
+                except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                    self.results.append(Result(sent, time.perf_counter(), None))
+                    await client.close()
+                    if self._stop:
+                        return
+                    await asyncio.sleep(0.05)
+                    continue
+                result = Result(sent, time.perf_counter(), status)
+                if status == 200:
+                    doc = orjson.loads(payload)
+                    result.version = doc["model_version"]
+                    result.value = doc["outputs"][0]["data"][0]
+                self.results.append(result)
+                if self.pause:
+                    await asyncio.sleep(self.pause)
+        finally:
+            await client.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]

@@ -310,10 +310,12 @@ def channel(server):
 
 def call(channel, method, payload):
     stub = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+    code = details = None
     try:
         stub(payload, timeout=30)
     except grpc.RpcError as exc:
-        assert exc.code() not in BAD_CODES, (method, exc.code(), exc.details(), payload[:200])
+        code, details = exc.code(), exc.details()
+    assert code not in BAD_CODES, (method, code, details, payload[:200])
 
 
 @settings(FUZZ, max_examples=300)

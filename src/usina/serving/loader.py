@@ -9,6 +9,7 @@ come from the MLflow signature (or, for tree models logged without one, from the
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import shutil
@@ -49,6 +50,13 @@ def _mlflow() -> Any:
     except ImportError as exc:  # pragma: no cover - the extra is installed in tests
         raise MissingExtraError("mlflow", "mlflow") from exc
     return mlflow
+
+
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str | None) -> Any:
+    """One MlflowClient per URI: building one (and its database engine) on every poll is slow."""
+    mlflow = _mlflow()
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,7 @@ class ModelSource:
             return "1"
         if self.version is not None:
             return self.version
-        mlflow = _mlflow()
-        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = _client(self.tracking_uri)
         try:
             return str(client.get_model_version_by_alias(self.name, self.alias).version)
         except Exception as exc:

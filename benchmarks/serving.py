@@ -39,7 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENVS = HERE / ".venvs"
 WORK = HERE / ".work"
-MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1"]
+# uvloop 0.22 made get_event_loop() raise without a loop, which breaks MLServer 1.7 workers.
+MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop<0.22"]
 N_FEATURES = 30
 N_TREES = 200
 MODEL = "fraud"

@@ -59,9 +59,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
-    """The static model ``fraud@champion`` (version 1), shared by a test module."""
+    """The static model ``fraud@champion`` (version 1), shared by the protocol and fuzz tests."""
     srv = start_server(
         registry.tracking_uri,
         "models:/fraud@champion",

@@ -55,6 +55,9 @@ def run_worker(settings: ServeSettings) -> int:
     except ModelLoadError as exc:
         log.error("cannot start serving: %s", exc)
         return EXIT_STARTUP_FAILED
+    except OSError as exc:  # typically a port already in use
+        log.error("cannot start serving: %s", exc)
+        return EXIT_STARTUP_FAILED
 
 
 async def _serve(settings: ServeSettings) -> int:

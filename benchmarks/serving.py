@@ -34,6 +34,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -301,8 +302,8 @@ def run_wrk(port: int, path: str, body: bytes, connections: int, duration: float
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", out)
     n_err = int(non2xx.group(1)) if non2xx else 0
@@ -317,21 +318,28 @@ def _grpc_worker(port: int, payload: bytes, concurrency: int, duration: float, q
     async def main() -> tuple[int, list[float], int]:
         latencies: list[float] = []
         errors = 0
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-            end = time.perf_counter() + duration
+        # Several connections, so SO_REUSEPORT spreads them over a server's worker processes
+        # (a local subchannel pool stops grpc from sharing one connection between channels).
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(4)
+        ]
+        calls = [ch.unary_unary("/inference.GRPCInferenceService/ModelInfer") for ch in channels]
+        end = time.perf_counter() + duration
 
-            async def loop() -> None:
-                nonlocal errors
-                while time.perf_counter() < end:
-                    t0 = time.perf_counter()
-                    try:
-                        await call(payload, timeout=30)
-                        latencies.append(time.perf_counter() - t0)
-                    except grpc.aio.AioRpcError:
-                        errors += 1
+        async def loop(call: Any) -> None:
+            nonlocal errors
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    await call(payload, timeout=30)
+                    latencies.append(time.perf_counter() - t0)
+                except grpc.aio.AioRpcError:
+                    errors += 1
 
-            await asyncio.gather(*(loop() for _ in range(concurrency)))
+        await asyncio.gather(*(loop(calls[i % len(calls)]) for i in range(concurrency)))
+        for ch in channels:
+            await ch.close()
         return len(latencies), latencies, errors
 
     q.put(asyncio.run(main()))  # type: ignore[attr-defined]

@@ -1,0 +1,104 @@
+"""``usina serve``: the Typer command; the lead registers :func:`serve` in ``usina.cli``.
+
+Settings are read here, at the edge, and passed on as one frozen :class:`ServeSettings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from usina.serving.settings import BatchSettings, ServeSettings
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT)
+
+
+def worker_main(settings: ServeSettings) -> None:
+    """Entry point of one worker process (importable, for multiprocessing's spawn)."""
+    from usina.serving.worker import run_worker
+
+    _configure_logging(settings.log_level)
+    raise SystemExit(run_worker(settings))
+
+
+def serve(
+    model_uri: Annotated[
+        str,
+        typer.Argument(help="models:/NAME@ALIAS (followed), models:/NAME/VERSION or a model dir."),
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Serve under this name (default: the model's).")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",
+    http_port: Annotated[int, typer.Option("--http-port", help="REST port.")] = 8080,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", help="gRPC port.")] = 8081,
+    grpc: Annotated[bool, typer.Option("--grpc/--no-grpc", help="Serve gRPC too.")] = True,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, help="Most rows per model call.")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option("--max-wait-ms", min=0.0, help="Longest wait for a batch to fill, in ms."),
+    ] = 2.0,
+    max_queue: Annotated[
+        int,
+        typer.Option("--max-queue", min=1, help="Waiting requests per worker before 503s."),
+    ] = 256,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes sharing the ports.")
+    ] = 1,
+    poll_interval: Annotated[
+        float,
+        typer.Option("--poll-interval", min=0.0, help="Seconds between alias checks (0: off)."),
+    ] = 30.0,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Largest request body accepted.")
+    ] = 8 * 1024 * 1024,
+    grace_period: Annotated[
+        float,
+        typer.Option("--grace-period", min=0.0, help="Seconds to drain on SIGTERM."),
+    ] = 20.0,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking/registry URI."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "info",
+) -> None:
+    """Serve a model over the Open Inference Protocol (KServe V2), REST and gRPC."""
+    settings = ServeSettings(
+        model_uri=model_uri,
+        name=name,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port if grpc else None,
+        workers=workers,
+        batch=BatchSettings(
+            max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue
+        ),
+        poll_interval_s=poll_interval,
+        max_body_bytes=max_body_bytes,
+        grace_period_s=grace_period,
+        tracking_uri=tracking_uri,
+        log_level=log_level,
+    )
+    _configure_logging(log_level)
+    from usina.serving.worker import run_worker, supervise
+
+    code = run_worker(settings) if workers == 1 else supervise(settings, worker_main)
+    if code:
+        raise typer.Exit(code)
+
+
+def app() -> typer.Typer:
+    """A one-command Typer app, for ``python -m usina.serving``."""
+    application = typer.Typer(add_completion=False)
+    application.command()(serve)
+    return application

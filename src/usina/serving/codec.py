@@ -1,0 +1,430 @@
+"""Open Inference Protocol payloads: decode and validate requests, encode responses.
+
+Both protocols decode into :class:`InputTensor` values; :func:`assemble` checks them against the
+model's metadata (names, datatypes, shapes, NaN) and builds the one array the model predicts on.
+Every problem raises :class:`InvalidInputError` with a message naming the input and the fix, so
+bad input is always a 400 / INVALID_ARGUMENT and never a 500.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from usina.serving.errors import InvalidInputError
+from usina.serving.model import V2_TO_NUMPY, Layout, LoadedModel, TensorMeta
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+_FLOATS = frozenset({"FP16", "FP32", "FP64"})
+_INTS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+# Request datatypes accepted for an input declared with a given kind of datatype.
+_ACCEPTS = {
+    "float": _FLOATS | _INTS | {"BOOL"},
+    "int": _INTS | {"BOOL"},
+    "bool": frozenset({"BOOL"}),
+}
+MAX_DIMS = 8
+
+
+def _kind(datatype: str) -> str:
+    if datatype in _FLOATS:
+        return "float"
+    if datatype in _INTS:
+        return "int"
+    if datatype == "BOOL":
+        return "bool"
+    return "bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class InputTensor:
+    """One request input, its data flattened and typed as its declared datatype."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    """A decoded request, protocol-independent."""
+
+    id: str | None
+    inputs: tuple[InputTensor, ...]
+    outputs: tuple[RequestedOutput, ...] | None  # None: all outputs
+    binary_output: bool = False
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list | tuple) or not shape:
+        raise InvalidInputError(f"input {name!r}: 'shape' must be a non-empty list of integers")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInputError(f"input {name!r}: shape has {len(shape)} dims, at most {MAX_DIMS}")
+    out = []
+    for dim in shape:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise InvalidInputError(
+                f"input {name!r}: shape {list(shape)} must hold non-negative integers"
+            )
+        out.append(dim)
+    if math.prod(out) > 1 << 31:
+        raise InvalidInputError(f"input {name!r}: shape {out} is too large")
+    return tuple(out)
+
+
+def check_datatype(name: str, datatype: Any) -> str:
+    if not isinstance(datatype, str) or (datatype not in V2_TO_NUMPY and datatype != "BYTES"):
+        raise InvalidInputError(
+            f"input {name!r}: unknown datatype {datatype!r}; use one of "
+            f"{', '.join(sorted(V2_TO_NUMPY))}"
+        )
+    if datatype == "BYTES":
+        raise InvalidInputError(f"input {name!r}: BYTES inputs are not accepted by this model")
+    return datatype
+
+
+def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+    """JSON tensor data (flat or nested, row-major) as a flat array of ``datatype``."""
+    dtype = V2_TO_NUMPY[datatype]
+    kind = _kind(datatype)
+    try:
+        arr = np.array(data)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise InvalidInputError(f"input {name!r}: 'data' is not a rectangular array") from exc
+    got = arr.dtype.kind
+    if got == "O" and kind == "float":
+        try:  # null stands for a missing value (NaN) in floating-point inputs
+            arr = np.array(data, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise InvalidInputError(
+                f"input {name!r}: 'data' must hold only numbers or null for {datatype}"
+            ) from exc
+        got = "f"
+    ok = {"float": "iufb", "int": "iub", "bool": "b"}[kind]
+    if got not in ok:
+        what = "null/NaN or non-numeric values" if got == "O" else f"{arr.dtype} values"
+        raise InvalidInputError(f"input {name!r}: {datatype} data cannot hold {what}")
+    if kind == "int" and got in "iu" and arr.size:
+        info = np.iinfo(dtype.type)  # type: ignore[type-var]
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
+    flat = arr.astype(dtype, copy=False).reshape(-1)
+    count = math.prod(shape)
+    if flat.size != count:
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has {flat.size}"
+        )
+    return flat
+
+
+def raw_array(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+    """Binary tensor data (little-endian, row-major) as a flat array."""
+    dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
+    count = math.prod(shape)
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} of {datatype} needs "
+            f"{count * dtype.itemsize} bytes, got {len(raw)}"
+        )
+    flat = np.frombuffer(raw, dtype=dtype)
+    if datatype == "BOOL" and flat.size and int(flat.view(np.uint8).max()) > 1:
+        raise InvalidInputError(f"input {name!r}: BOOL bytes must be 0 or 1")
+    return flat
+
+
+def _batch_rows(name: str, shape: tuple[int, ...]) -> int:
+    rows = shape[0]
+    if rows == 0:
+        raise InvalidInputError(f"input {name!r}: the batch is empty (shape {list(shape)})")
+    return rows
+
+
+def _check_accepts(meta: TensorMeta, tensor: InputTensor) -> None:
+    if tensor.datatype not in _ACCEPTS[_kind(meta.datatype)]:
+        raise InvalidInputError(
+            f"input {tensor.name!r}: datatype {tensor.datatype} does not fit the model's "
+            f"{meta.datatype}"
+        )
+
+
+def assemble(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.ndarray:
+    """Validate ``inputs`` against ``model`` and build the array it predicts on."""
+    if not inputs:
+        raise InvalidInputError("the request has no inputs")
+    if model.layout is Layout.TENSOR:
+        return _assemble_tensor(model, inputs)
+    features = model.inputs
+    index = model.input_index()
+    if len(inputs) == 1 and len(inputs[0].shape) == 2:
+        only = inputs[0]
+        is_column = only.name in index and only.shape[1] == 1 and len(features) > 1
+        if not is_column:
+            return _assemble_matrix(model, only)
+    return _assemble_columns(model, inputs, index)
+
+
+def _assemble_matrix(model: LoadedModel, tensor: InputTensor) -> np.ndarray:
+    features = model.inputs
+    rows, width = tensor.shape
+    _batch_rows(tensor.name, tensor.shape)
+    if width != len(features):
+        raise InvalidInputError(
+            f"input {tensor.name!r}: shape {list(tensor.shape)} has {width} columns, the model "
+            f"takes {len(features)} features ({', '.join(m.name for m in features[:8])}"
+            f"{', ...' if len(features) > 8 else ''})"
+        )
+    kinds = {_kind(m.datatype) for m in features}
+    strict_columns = "float" in kinds and kinds != {"float"}
+    # A matrix has one datatype: floating point is fine for integer features too, as long as
+    # their columns hold whole numbers (checked below).
+    accepted = _ACCEPTS["float"] if "float" in kinds else _ACCEPTS[kinds.pop()]
+    if tensor.datatype not in accepted:
+        raise InvalidInputError(
+            f"input {tensor.name!r}: datatype {tensor.datatype} does not fit the model's "
+            f"features ({', '.join(sorted({m.datatype for m in features}))})"
+        )
+    matrix = tensor.data.reshape(rows, width).astype(model.batch_dtype, copy=False)
+    if tensor.datatype in _FLOATS and strict_columns:
+        strict = [i for i, m in enumerate(features) if not m.allows_nan]
+        sub = matrix[:, strict]
+        bad = ~np.isfinite(sub) | (sub != np.round(sub))
+        if bad.any():
+            col = strict[int(np.argwhere(bad)[0][1])]
+            raise InvalidInputError(
+                f"input {tensor.name!r}: feature {features[col].name!r} is "
+                f"{features[col].datatype}: it forbids NaN and needs whole numbers"
+            )
+    return matrix
+
+
+def _assemble_columns(
+    model: LoadedModel, inputs: Sequence[InputTensor], index: Mapping[str, int]
+) -> np.ndarray:
+    features = model.inputs
+    rows: int | None = None
+    seen: dict[int, InputTensor] = {}
+    for tensor in inputs:
+        col = index.get(tensor.name)
+        if col is None:
+            expected = ", ".join(m.name for m in features[:10])
+            raise InvalidInputError(
+                f"unknown input {tensor.name!r}; the model takes {len(features)} inputs "
+                f"({expected}{', ...' if len(features) > 10 else ''}) or one 2-D input"
+            )
+        if col in seen:
+            raise InvalidInputError(f"input {tensor.name!r} is given twice")
+        if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise InvalidInputError(
+                f"input {tensor.name!r}: shape {list(tensor.shape)} must be [rows] or [rows, 1]"
+            )
+        n = _batch_rows(tensor.name, tensor.shape)
+        if rows is None:
+            rows = n
+        elif n != rows:
+            raise InvalidInputError(f"input {tensor.name!r} has {n} rows, other inputs have {rows}")
+        _check_accepts(features[col], tensor)
+        seen[col] = tensor
+    assert rows is not None  # inputs is not empty
+    if len(seen) != len(features):
+        missing = [m for i, m in enumerate(features) if i not in seen]
+        required = [m.name for m in missing if not m.optional]
+        if required:
+            raise InvalidInputError(
+                f"missing input(s): {', '.join(required[:10])}"
+                f"{', ...' if len(required) > 10 else ''} ({len(required)} in all)"
+            )
+    matrix = np.full((rows, len(features)), np.nan, dtype=model.batch_dtype)
+    for col, tensor in seen.items():
+        matrix[:, col] = tensor.data
+    return matrix
+
+
+def _assemble_tensor(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.ndarray:
+    meta = model.inputs[0]
+    if len(inputs) != 1:
+        raise InvalidInputError(f"the model takes one input {meta.name!r}, got {len(inputs)}")
+    tensor = inputs[0]
+    if tensor.name != meta.name:
+        raise InvalidInputError(f"unknown input {tensor.name!r}; the model takes {meta.name!r}")
+    want = meta.shape
+    if len(tensor.shape) != len(want) or any(
+        w >= 0 and w != g for w, g in zip(want, tensor.shape, strict=True)
+    ):
+        raise InvalidInputError(
+            f"input {tensor.name!r}: shape {list(tensor.shape)} does not fit {list(want)}"
+        )
+    _batch_rows(tensor.name, tensor.shape)
+    _check_accepts(meta, tensor)
+    return tensor.data.reshape(tensor.shape).astype(model.batch_dtype, copy=False)
+
+
+def select_outputs(
+    model: LoadedModel, requested: Sequence[RequestedOutput] | None
+) -> list[tuple[TensorMeta, bool]]:
+    if requested is None:
+        return [(meta, False) for meta in model.outputs]
+    by_name = {m.name: m for m in model.outputs}
+    chosen = []
+    for out in requested:
+        meta = by_name.get(out.name)
+        if meta is None:
+            raise InvalidInputError(
+                f"unknown output {out.name!r}; the model returns {', '.join(by_name)}"
+            )
+        chosen.append((meta, out.binary))
+    return chosen
+
+
+# --------------------------------------------------------------------------- REST
+
+
+def _params(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where}: 'parameters' must be an object")
+    return value
+
+
+def parse_rest(body: bytes, header_length: int | None) -> InferRequest:
+    """Decode a REST infer body, JSON or JSON + binary tensor data."""
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length {header_length} exceeds the body "
+                f"({len(body)} bytes)"
+            )
+        head, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        head, binary = body, memoryview(b"")
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInputError("the body must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError("'inputs' must be a non-empty list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError("'id' must be a string")
+    params = _params("request", doc.get("parameters"))
+    offset = 0
+    inputs = []
+    for i, item in enumerate(raw_inputs):
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"inputs[{i}] must be an object")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise InvalidInputError(f"inputs[{i}]: 'name' must be a string")
+        datatype = check_datatype(name, item.get("datatype"))
+        shape = check_shape(name, item.get("shape"))
+        in_params = _params(f"input {name!r}", item.get("parameters"))
+        size = in_params.get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InvalidInputError(f"input {name!r}: binary_data_size must be an integer")
+            if offset + size > len(binary):
+                raise InvalidInputError(
+                    f"input {name!r}: binary_data_size {size} runs past the end of the body"
+                )
+            data = raw_array(name, datatype, shape, bytes(binary[offset : offset + size]))
+            offset += size
+        elif "data" in item:
+            data = json_array(name, datatype, shape, item["data"])
+        else:
+            raise InvalidInputError(f"input {name!r} has no 'data'")
+        inputs.append(InputTensor(name, datatype, shape, data))
+    if offset != len(binary):
+        raise InvalidInputError(
+            f"the body has {len(binary) - offset} bytes of binary data no input claims"
+        )
+    outputs = None
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInputError("'outputs' must be a list")
+        outputs = []
+        for i, item in enumerate(raw_outputs):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InvalidInputError(f"outputs[{i}] must be an object with a 'name'")
+            out_params = _params(f"output {item['name']!r}", item.get("parameters"))
+            outputs.append(RequestedOutput(item["name"], out_params.get("binary_data") is True))
+    return InferRequest(
+        id=request_id,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs) if outputs is not None else None,
+        binary_output=params.get("binary_data_output") is True,
+    )
+
+
+def _bytes_tensor(values: np.ndarray) -> bytes:
+    parts = []
+    for v in values.reshape(-1).tolist():
+        b = v if isinstance(v, bytes) else str(v).encode()
+        parts.append(struct.pack("<I", len(b)) + b)
+    return b"".join(parts)
+
+
+def tensor_bytes(meta: TensorMeta, values: np.ndarray) -> bytes:
+    if meta.datatype == "BYTES":
+        return _bytes_tensor(values)
+    return np.ascontiguousarray(values, dtype=meta.dtype.newbyteorder("<")).tobytes()
+
+
+def encode_rest(
+    model: LoadedModel,
+    request_id: str | None,
+    chosen: Sequence[tuple[TensorMeta, bool]],
+    results: Mapping[str, np.ndarray],
+    binary_all: bool,
+) -> tuple[bytes, int | None]:
+    """The response body and, when it carries binary data, the JSON header's length."""
+    outputs = []
+    blobs = []
+    for meta, binary in chosen:
+        values = results[meta.name]
+        entry: dict[str, Any] = {
+            "name": meta.name,
+            "datatype": meta.datatype,
+            "shape": list(values.shape),
+        }
+        if binary or binary_all:
+            blob = tensor_bytes(meta, values)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif meta.datatype == "BYTES" or values.dtype.kind not in "biuf":
+            entry["data"] = [str(v) for v in values.reshape(-1).tolist()]
+        else:
+            entry["data"] = np.ascontiguousarray(values.reshape(-1))
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = outputs
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

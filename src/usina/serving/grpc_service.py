@@ -1,0 +1,233 @@
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` on grpc.aio.
+
+Handlers take and return raw bytes and parse the messages themselves, so a request that is not
+a valid protobuf gets ``INVALID_ARGUMENT`` rather than grpc's own ``INTERNAL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from usina import __version__ as usina_version
+from usina.serving.batching import PredictError
+from usina.serving.codec import (
+    InputTensor,
+    RequestedOutput,
+    assemble,
+    check_datatype,
+    raw_array,
+    select_outputs,
+    tensor_bytes,
+)
+from usina.serving.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OverloadedError,
+)
+from usina.serving.model import V2_TO_NUMPY
+from usina.serving.proto import grpc_predict_v2_pb2 as pb
+from usina.serving.rest import EXTENSIONS, SERVER_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from usina.serving.batching import Batcher
+    from usina.serving.metrics import ServingMetrics
+    from usina.serving.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+_CODES = {
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _parse(message_type: Any, data: bytes) -> Any:
+    try:
+        return message_type.FromString(data)
+    except (DecodeError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"the request is not a valid {message_type.__name__}") from exc
+
+
+def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInputError(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+        )
+    tensors = []
+    for i, tensor in enumerate(request.inputs):
+        name = tensor.name
+        datatype = check_datatype(name, tensor.datatype)
+        shape = tuple(int(d) for d in tensor.shape)
+        if not shape or any(d < 0 for d in shape) or len(shape) > 8:
+            raise InvalidInputError(f"input {name!r}: shape {list(shape)} is not valid")
+        if math.prod(shape) > 1 << 31:
+            raise InvalidInputError(f"input {name!r}: shape {list(shape)} is too large")
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidInputError(
+                    f"input {name!r}: set contents or raw_input_contents, not both"
+                )
+            data = raw_array(name, datatype, shape, raw[i])
+        else:
+            field = _CONTENTS_FIELD.get(datatype)
+            if field is None:
+                raise InvalidInputError(f"input {name!r}: {datatype} needs raw_input_contents")
+            values = getattr(tensor.contents, field)
+            dtype = V2_TO_NUMPY[datatype]
+            wide = np.array(values, dtype=np.float64 if dtype.kind == "f" else object)
+            if dtype.kind in "iu" and wide.size:
+                info = np.iinfo(dtype.type)  # type: ignore[type-var]
+                if int(wide.min()) < info.min or int(wide.max()) > info.max:
+                    raise InvalidInputError(
+                        f"input {name!r}: a value is out of range for {datatype}"
+                    )
+            data = wide.astype(dtype)
+            count = math.prod(shape)
+            if data.size != count:
+                raise InvalidInputError(
+                    f"input {name!r}: shape {list(shape)} needs {count} values, got {data.size}"
+                )
+        tensors.append(InputTensor(name, datatype, shape, data))
+    return tuple(tensors)
+
+
+class GrpcService:
+    """Implements the six OIP RPCs against one repository and batcher."""
+
+    def __init__(
+        self, repository: ModelRepository, batcher: Batcher, metrics: ServingMetrics
+    ) -> None:
+        self.repository = repository
+        self.batcher = batcher
+        self.metrics = metrics
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        methods = {
+            "ServerLive": self._server_live,
+            "ServerReady": self._server_ready,
+            "ModelReady": self._model_ready,
+            "ServerMetadata": self._server_metadata,
+            "ModelMetadata": self._model_metadata,
+            "ModelInfer": self._model_infer,
+        }
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                name: grpc.unary_unary_rpc_method_handler(self._guard(fn))
+                for name, fn in methods.items()
+            },
+        )
+
+    def _guard(self, fn: Callable[[bytes], Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
+        async def call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            try:
+                return await fn(request)
+            except tuple(_CODES) as exc:
+                await context.abort(_CODES[type(exc)], str(exc))
+            except PredictError as exc:
+                await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            raise AssertionError("unreachable")  # abort() always raises
+
+        return call
+
+    async def _server_live(self, request: bytes) -> bytes:
+        _parse(pb.ServerLiveRequest, request)
+        return bytes(pb.ServerLiveResponse(live=True).SerializeToString())
+
+    async def _server_ready(self, request: bytes) -> bytes:
+        _parse(pb.ServerReadyRequest, request)
+        return bytes(pb.ServerReadyResponse(ready=self.repository.ready).SerializeToString())
+
+    async def _model_ready(self, request: bytes) -> bytes:
+        req = _parse(pb.ModelReadyRequest, request)
+        try:
+            self.repository.get(req.name, req.version or None)
+            ready = self.repository.ready
+        except (ModelNotFoundError, ModelNotReadyError):
+            ready = False
+        return bytes(pb.ModelReadyResponse(ready=ready).SerializeToString())
+
+    async def _server_metadata(self, request: bytes) -> bytes:
+        _parse(pb.ServerMetadataRequest, request)
+        return bytes(
+            pb.ServerMetadataResponse(
+                name=SERVER_NAME, version=usina_version, extensions=EXTENSIONS
+            ).SerializeToString()
+        )
+
+    async def _model_metadata(self, request: bytes) -> bytes:
+        req = _parse(pb.ModelMetadataRequest, request)
+        model = self.repository.get(req.name, req.version or None)
+        meta = pb.ModelMetadataResponse.TensorMetadata
+        return bytes(
+            pb.ModelMetadataResponse(
+                name=model.name,
+                versions=[model.version],
+                platform=model.platform,
+                inputs=[
+                    meta(name=m.name, datatype=m.datatype, shape=m.shape) for m in model.inputs
+                ],
+                outputs=[
+                    meta(name=m.name, datatype=m.datatype, shape=m.shape) for m in model.outputs
+                ],
+            ).SerializeToString()
+        )
+
+    async def _model_infer(self, request: bytes) -> bytes:
+        start = time.perf_counter()
+        name = ""
+        version = ""
+        status = "OK"
+        try:
+            req = _parse(pb.ModelInferRequest, request)
+            name = req.model_name
+            model = self.repository.get(name, req.model_version or None)
+            version = model.version
+            tensors = decode_tensors(req)
+            batch = assemble(model, tensors)
+            requested = [RequestedOutput(o.name) for o in req.outputs] or None
+            chosen = select_outputs(model, requested)
+            outputs = await self.batcher.submit(model, batch)
+            response = pb.ModelInferResponse(
+                model_name=model.name, model_version=model.version, id=req.id
+            )
+            for meta, _ in chosen:
+                values = outputs[meta.name]
+                response.outputs.add(name=meta.name, datatype=meta.datatype, shape=values.shape)
+                response.raw_output_contents.append(tensor_bytes(meta, values))
+            return bytes(response.SerializeToString())
+        except Exception as exc:
+            code = _CODES.get(type(exc))  # type: ignore[arg-type]
+            status = code.name if code is not None else "INTERNAL"
+            raise
+        finally:
+            self.metrics.request(name, version, "grpc", status)
+            self.metrics.request_done(name, "grpc", time.perf_counter() - start)

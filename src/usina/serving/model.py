@@ -1,0 +1,94 @@
+"""A served model: its I/O metadata in Open Inference Protocol terms and its predict function.
+
+The loader (``usina.serving.loader``) builds a :class:`LoadedModel` from an MLflow model; the
+rest of the serving package sees only this module, never mlflow or a model library.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# Open Inference Protocol datatype -> numpy dtype (BYTES is not served by the tabular path).
+V2_TO_NUMPY: dict[str, np.dtype[np.generic]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_V2: dict[np.dtype[np.generic], str] = {v: k for k, v in V2_TO_NUMPY.items()}
+
+
+def v2_datatype(dtype: np.dtype[np.generic]) -> str:
+    """The V2 datatype name of a numpy dtype (``BYTES`` for strings and objects)."""
+    return NUMPY_TO_V2.get(np.dtype(dtype), "BYTES")
+
+
+class Layout(enum.Enum):
+    """How the model takes its input."""
+
+    COLUMNS = "columns"  # named scalar features; requests send one input per feature or a matrix
+    TENSOR = "tensor"  # one tensor, batch on the first axis
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """One input or output as the model metadata advertises it (-1 = variable dimension)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def dtype(self) -> np.dtype[np.generic]:
+        return V2_TO_NUMPY.get(self.datatype, np.dtype(object))
+
+    @property
+    def allows_nan(self) -> bool:
+        """Only floating-point inputs can carry NaN; integer and boolean ones forbid it."""
+        return self.datatype in ("FP16", "FP32", "FP64")
+
+
+class PredictFn(Protocol):
+    def __call__(self, batch: np.ndarray) -> Mapping[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class LoadedModel:
+    """One loaded version of a model, ready to predict.
+
+    ``predict`` takes the whole batch as one array: for ``Layout.COLUMNS`` a 2-D array with the
+    features in ``inputs`` order (dtype ``batch_dtype``); for ``Layout.TENSOR`` the one input
+    tensor. It returns every output, batch on the first axis. ``score_output`` names the output
+    whose values feed the prediction-score histogram (a probability for classifiers).
+    """
+
+    name: str
+    version: str
+    platform: str
+    flavour: str
+    layout: Layout
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    predict: PredictFn
+    batch_dtype: np.dtype[np.generic]
+    score_output: str | None = None
+    score_column: int | None = None  # for a 2-D score output: which column is the score
+
+    def input_index(self) -> dict[str, int]:
+        return {meta.name: i for i, meta in enumerate(self.inputs)}

@@ -1,0 +1,160 @@
+"""The served model and its lifecycle: initial load, following a registry alias, hot reload.
+
+When the alias moves, the new version is loaded in a thread while the old one keeps serving;
+then one assignment switches traffic. Requests already admitted keep a reference to the old
+version and finish on it; it is released when the last of them is answered. A failed load leaves
+the old version serving, is logged and counted, and is retried at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from usina.serving.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
+
+if TYPE_CHECKING:
+    from usina.serving.loader import ModelSource
+    from usina.serving.metrics import ServingMetrics
+    from usina.serving.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelRepository:
+    """Holds the current version of one served model and swaps it when its alias moves."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        name: str,
+        metrics: ServingMetrics,
+        *,
+        poll_interval_s: float = 30.0,
+        predict_threads: int = 1,
+    ) -> None:
+        self.source = source
+        self.name = name
+        self.metrics = metrics
+        self.poll_interval_s = poll_interval_s
+        self.predict_threads = predict_threads
+        self.current: LoadedModel | None = None
+        self.draining = False
+        self.load_failures = 0
+        self._failed_version: str | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None and not self.draining
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        """The model to serve ``name`` (at ``version`` when given), or a 404/503 error."""
+        if name != self.name:
+            raise ModelNotFoundError(
+                f"model {name!r} is not served here; this server serves {self.name!r}"
+            )
+        model = self.current
+        if model is None:
+            raise ModelNotReadyError(f"model {name!r} is not loaded yet")
+        if version and version != model.version:
+            raise ModelNotFoundError(
+                f"version {version!r} of model {name!r} is not served; the current version is "
+                f"{model.version!r}"
+            )
+        return model
+
+    async def load_initial(self) -> LoadedModel:
+        version = await asyncio.to_thread(self.source.resolve)
+        model = await self._load(version)
+        self._switch(model)
+        return model
+
+    def start_polling(self) -> None:
+        if self.source.follows_alias and self._poller is None and self.poll_interval_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll_forever(), name=f"usina-poll-{self.name}"
+            )
+
+    async def stop_polling(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poller must outlive any registry hiccup
+                log.exception("polling the registry for %s failed", self.source.uri)
+
+    async def poll_once(self) -> bool:
+        """Re-resolve the alias; load and switch to a new version. True when it switched."""
+        try:
+            version = await asyncio.to_thread(self.source.resolve)
+        except ModelLoadError as exc:
+            log.warning("%s; still serving version %s", exc, self._version())
+            return False
+        if self.current is not None and version == self.current.version:
+            return False
+        try:
+            model = await self._load(version)
+        except ModelLoadError as exc:
+            self.load_failures += 1
+            self.metrics.load_failures.labels(self.name).inc()
+            level = logging.ERROR if version != self._failed_version else logging.WARNING
+            self._failed_version = version
+            log.log(
+                level,
+                "alias %s moved to version %s but it failed to load; still serving version %s "
+                "and retrying every %.0fs: %s",
+                self.source.uri,
+                version,
+                self._version(),
+                self.poll_interval_s,
+                exc,
+            )
+            return False
+        self._switch(model)
+        return True
+
+    async def _load(self, version: str) -> LoadedModel:
+        start = time.perf_counter()
+        model = await asyncio.to_thread(self.source.load, self.name, version, self.predict_threads)
+        self.metrics.load_seconds.labels(self.name).observe(time.perf_counter() - start)
+        return model
+
+    def _switch(self, model: LoadedModel) -> None:
+        old = self.current
+        self.current = model  # the atomic switch: new requests see the new version from here
+        self._failed_version = None
+        self.metrics.set_version(self.name, old.version if old else None, model.version)
+        if old is not None:
+            weakref.finalize(old, log.info, "released version %s of %s", old.version, self.name)
+            log.info(
+                "switched %s from version %s to %s (%s)",
+                self.name,
+                old.version,
+                model.version,
+                self.source.uri,
+            )
+        else:
+            log.info(
+                "serving %s version %s (%s, %s)",
+                self.name,
+                model.version,
+                model.flavour,
+                self.source.uri,
+            )
+
+    def _version(self) -> str:
+        return self.current.version if self.current is not None else "none"

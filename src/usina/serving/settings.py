@@ -1,0 +1,49 @@
+"""Settings of ``usina serve``: nested frozen dataclasses, read once at the CLI edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """Dynamic batching, per model and per worker process."""
+
+    max_batch_size: int = 64
+    """Most rows predicted in one call. Bigger batches amortize per-call overhead."""
+    max_wait_ms: float = 2.0
+    """Longest a request waits for others to join its batch, in milliseconds. A batch is sent
+    earlier as soon as no more requests are arriving, so an idle server adds no delay."""
+    max_queue: int = 256
+    """Requests allowed to wait per model and worker; past it they get 503 at once instead of
+    queueing without bound (admitted latency stays near max_queue / throughput)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything one ``usina serve`` needs; workers receive it pickled."""
+
+    model_uri: str
+    """``models:/name@alias`` (followed), ``models:/name/version`` or a local MLflow model path."""
+    name: str | None = None
+    """Name the model is served under; default: the registered name or the folder's name."""
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int | None = 8081
+    """None disables gRPC."""
+    workers: int = 1
+    """Processes sharing the ports through SO_REUSEPORT; each holds the model and batches."""
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    poll_interval_s: float = 30.0
+    """How often an ``@alias`` URI is re-resolved; a moved alias is loaded and switched to."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Largest REST body or gRPC message accepted."""
+    grace_period_s: float = 20.0
+    """On SIGTERM: time allowed to answer the requests already accepted before exiting."""
+    tracking_uri: str | None = None
+    """MLflow tracking/registry URI; None lets mlflow use its own (MLFLOW_TRACKING_URI)."""
+    predict_threads: int = 1
+    """Threads a native model may use per predict call (1: the workers are the parallelism)."""
+    metrics_dir: str | None = None
+    """Directory for prometheus multiprocess files (set by the CLI when workers > 1)."""
+    log_level: str = "info"

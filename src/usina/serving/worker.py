@@ -1,0 +1,233 @@
+"""One serving process: the model, its batcher, REST on uvicorn and gRPC, in one event loop.
+
+Both protocols share the batcher, so REST and gRPC requests are batched together. On SIGTERM or
+SIGINT the process turns not-ready, stops accepting connections and RPCs, answers every request
+it had accepted (within the grace period), then exits. :func:`supervise` runs several such
+processes on the same ports through SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from usina.serving.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
+
+    from usina.serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 3
+_BACKLOG = 2048
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+def run_worker(settings: ServeSettings) -> int:
+    """Serve until signalled; the process's exit code."""
+    import uvloop
+
+    try:
+        return uvloop.run(_serve(settings))
+    except ModelLoadError as exc:
+        log.error("cannot start serving: %s", exc)
+        return EXIT_STARTUP_FAILED
+    except OSError as exc:  # typically a port already in use
+        log.error("cannot start serving: %s", exc)
+        return EXIT_STARTUP_FAILED
+
+
+async def _serve(settings: ServeSettings) -> int:
+    import grpc
+    import uvicorn
+
+    from usina.serving.batching import Batcher
+    from usina.serving.grpc_service import GrpcService
+    from usina.serving.loader import ModelSource
+    from usina.serving.metrics import ServingMetrics
+    from usina.serving.repository import ModelRepository
+    from usina.serving.rest import RestApp
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield  # this process installs its own handlers, for REST and gRPC together
+
+    metrics = ServingMetrics(settings.metrics_dir)
+    source = ModelSource.parse(settings.model_uri, settings.tracking_uri)
+    name = settings.name or source.name
+    repository = ModelRepository(
+        source,
+        name,
+        metrics,
+        poll_interval_s=settings.poll_interval_s,
+        predict_threads=settings.predict_threads,
+    )
+    await repository.load_initial()
+    batcher = Batcher(name, settings.batch, metrics)
+    batcher.start()
+
+    reuse = settings.workers > 1
+    sock = bind_socket(settings.host, settings.http_port, reuse_port=reuse)
+    app = RestApp(repository, batcher, metrics, max_body_bytes=settings.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        backlog=_BACKLOG,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=max(1, int(settings.grace_period_s)),
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    server = _Server(config)
+
+    grpc_server: Any = None
+    if settings.grpc_port is not None:
+        grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 1 if reuse else 0),
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ]
+        )
+        grpc_server.add_generic_rpc_handlers((GrpcService(repository, batcher, metrics).handler(),))
+        address = f"{settings.host}:{settings.grpc_port}"
+        if grpc_server.add_insecure_port(address) == 0:
+            raise ModelLoadError(f"cannot bind gRPC to {address}")
+        await grpc_server.start()
+
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(signum: int) -> None:
+        if stopping:
+            return
+        log.info(
+            "received %s: draining (grace %.0fs)",
+            signal.Signals(signum).name,
+            settings.grace_period_s,
+        )
+        repository.draining = True
+        server.should_exit = True
+        if grpc_server is not None:
+            stopping.append(loop.create_task(grpc_server.stop(settings.grace_period_s)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    repository.start_polling()
+    log.info(
+        "serving %s version %s: REST on %s:%d%s (pid %d)",
+        name,
+        repository.current.version if repository.current else "?",
+        settings.host,
+        settings.http_port,
+        f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server is not None else "",
+        os.getpid(),
+    )
+    await server.serve(sockets=[sock])
+    for task in stopping:
+        await task
+    await repository.stop_polling()
+    try:
+        await asyncio.wait_for(batcher.stop(), timeout=settings.grace_period_s)
+    except TimeoutError:
+        log.warning("batches still running after the grace period; exiting anyway")
+    log.info("stopped (pid %d)", os.getpid())
+    return EXIT_OK
+
+
+def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], None]) -> int:
+    """Run ``settings.workers`` processes of ``worker_main``; forward SIGTERM; restart crashes."""
+    from usina.serving.metrics import mark_worker_dead
+
+    metrics_dir = settings.metrics_dir
+    own_dir = None
+    if metrics_dir is None:
+        own_dir = metrics_dir = tempfile.mkdtemp(prefix="usina-serve-metrics-")
+    # prometheus_client picks its multiprocess mode from the environment at import time.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    settings = replace(settings, metrics_dir=metrics_dir)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(i: int) -> Any:
+        proc = ctx.Process(target=worker_main, args=(settings,), name=f"usina-serve-{i}")
+        proc.start()
+        return proc
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    procs = [start(i) for i in range(settings.workers)]
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    code = EXIT_OK
+    restarts: list[float] = []
+    try:
+        while any(p.is_alive() for p in procs) or not stopping:
+            for i, proc in enumerate(procs):
+                proc.join(timeout=0.1)
+                if proc.is_alive() or stopping:
+                    continue
+                if proc.pid is not None:
+                    mark_worker_dead(metrics_dir, proc.pid)
+                if proc.exitcode == EXIT_STARTUP_FAILED:
+                    log.error("worker %d could not start; stopping", i)
+                    code = EXIT_STARTUP_FAILED
+                    on_signal(signal.SIGTERM, None)
+                    break
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < 60] + [now]
+                if len(restarts) > 5 * settings.workers:
+                    log.error("workers keep dying (last exit code %s); stopping", proc.exitcode)
+                    code = 1
+                    on_signal(signal.SIGTERM, None)
+                    break
+                log.warning("worker %d exited with %s; restarting it", i, proc.exitcode)
+                procs[i] = start(i)
+            if stopping:
+                deadline = time.monotonic() + settings.grace_period_s + 10
+                for proc in procs:
+                    proc.join(timeout=max(0.0, deadline - time.monotonic()))
+                    if proc.is_alive():
+                        proc.kill()
+                        proc.join()
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    return code

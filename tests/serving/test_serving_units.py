@@ -1,0 +1,135 @@
+"""Hermetic unit tests: request validation (codec) and the batcher, on an in-memory model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from usina.serving.batching import Batcher
+from usina.serving.codec import InputTensor, assemble, json_array, parse_rest
+from usina.serving.errors import InvalidInputError, OverloadedError
+from usina.serving.metrics import ServingMetrics
+from usina.serving.model import Layout, LoadedModel, TensorMeta
+from usina.serving.settings import BatchSettings
+
+CALLS: list[int] = []
+
+
+def _predict(batch):
+    CALLS.append(batch.shape[0])
+    return {"predict": batch.sum(axis=1)}
+
+
+def model(version: str = "1") -> LoadedModel:
+    return LoadedModel(
+        name="m",
+        version=version,
+        platform="test",
+        flavour="test",
+        layout=Layout.COLUMNS,
+        inputs=(TensorMeta("a", "FP64", (-1,)), TensorMeta("n", "INT64", (-1,))),
+        outputs=(TensorMeta("predict", "FP64", (-1,)),),
+        predict=_predict,
+        batch_dtype=np.dtype(np.float64),
+        score_output="predict",
+    )
+
+
+def tensor(name, datatype, shape, data):
+    return InputTensor(name, datatype, tuple(shape), json_array(name, datatype, tuple(shape), data))
+
+
+def test_named_inputs_and_matrix_build_the_same_batch():
+    m = model()
+    named = assemble(m, [tensor("n", "INT64", [2], [1, 2]), tensor("a", "FP64", [2, 1], [0.5, 1])])
+    matrix = assemble(m, [tensor("x", "FP64", [2, 2], [[0.5, 1], [1.0, 2]])])
+    np.testing.assert_array_equal(named, matrix)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([("x", "FP64", [1, 3], [1, 2, 3])], "3 columns"),
+        ([("x", "FP64", [1, 2], [1.5, 2.5])], "forbids NaN and needs whole numbers"),
+        ([("x", "FP64", [1, 2], [1.0, None])], "forbids NaN"),
+        ([("a", "FP64", [1], [1.0])], "missing input"),
+        ([("a", "FP64", [1], [1]), ("n", "INT64", [1], [1]), ("z", "FP64", [1], [1])], "unknown"),
+        ([("a", "FP64", [1], [1]), ("n", "FP64", [1], [1])], "does not fit"),
+        ([("a", "FP64", [2], [1, 2]), ("n", "INT64", [1], [1])], "rows"),
+        ([("x", "FP64", [0, 2], [])], "empty"),
+    ],
+)
+def test_invalid_inputs_say_what_is_wrong(inputs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        assemble(model(), [tensor(*i) for i in inputs])
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "shape", "data", "message"),
+    [
+        ("n", "INT64", [1], [None], "null/NaN"),
+        ("n", "INT8", [1], [300], "out of range"),
+        ("a", "FP64", [2], [1.0], "needs 2 values"),
+        ("a", "FP64", [1], ["x"], "cannot hold"),
+        ("a", "FP64", [2], [[1], [2, 3]], "rectangular"),
+    ],
+)
+def test_json_data_checks(name, datatype, shape, data, message):
+    with pytest.raises(InvalidInputError, match=message):
+        json_array(name, datatype, tuple(shape), data)
+
+
+def test_rest_binary_extension():
+    payload = np.array([[0.5, 2.0]], dtype=np.float32).tobytes()
+    head = (
+        b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32",'
+        b'"parameters":{"binary_data_size":8}}]}'
+    )
+    request = parse_rest(head + payload, len(head))
+    np.testing.assert_array_equal(request.inputs[0].data, [0.5, 2.0])
+    with pytest.raises(InvalidInputError, match="no input claims"):
+        parse_rest(head + payload + b"x", len(head))
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        parse_rest(b"{", None)
+
+
+def test_batcher_batches_splits_exactly_and_sheds():
+    async def main():
+        CALLS.clear()
+        settings = BatchSettings(max_batch_size=8, max_wait_ms=50, max_queue=12)
+        batcher = Batcher("m", settings, ServingMetrics())
+        m = model()
+        rows = [np.array([[float(i), float(i)]]) for i in range(12)]
+        # Not started yet: the twelve wait in the queue, the thirteenth is refused at once.
+        waiting = [asyncio.ensure_future(batcher.submit(m, r)) for r in rows]
+        await asyncio.sleep(0)
+        with pytest.raises(OverloadedError, match="retry later"):
+            await batcher.submit(m, rows[0])
+        batcher.start()
+        results = await asyncio.gather(*waiting)
+        assert [float(r["predict"][0]) for r in results] == [2.0 * i for i in range(12)]
+        assert CALLS == [8, 4]  # bounded by max_batch_size, split back per request
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_batcher_never_mixes_versions_and_skips_cancelled():
+    async def main():
+        CALLS.clear()
+        batcher = Batcher("m", BatchSettings(max_batch_size=8, max_wait_ms=20), ServingMetrics())
+        batcher.start()
+        old, new = model("1"), model("2")
+        one = np.array([[1.0, 1.0]])
+        cancelled = asyncio.ensure_future(batcher.submit(old, one))
+        first = asyncio.ensure_future(batcher.submit(old, one))
+        second = asyncio.ensure_future(batcher.submit(new, one))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.gather(first, second)
+        assert CALLS == [1, 1]  # the cancelled request was dropped; versions never mixed
+        await batcher.stop()
+
+    asyncio.run(main())

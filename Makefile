@@ -62,6 +62,7 @@ prometheus:
 test: install tools services browser prometheus
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -37,6 +37,84 @@ def _load_output(home: Path, ref: dict[str, object]) -> object:
     )
 
 
+def _serve_champion(name: str, tracking: str) -> None:
+    """Serve the champion over the Open Inference Protocol and score a few transactions."""
+    import socket
+    import time
+    import urllib.request
+
+    import numpy as np
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "usina.cli.main",
+            "serve",
+            f"models:/{name}@champion",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--no-grpc",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    print("\ncould not serve the champion (usina serve exited)")
+                    return
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/v2/models/{name}", timeout=5) as resp:
+            meta = json.load(resp)
+        rng = np.random.default_rng(0)
+        rows = [
+            {
+                "name": i["name"],
+                "shape": [3],
+                "datatype": i["datatype"],
+                "data": [
+                    float(abs(v)) if i["datatype"].startswith("FP") else int(abs(v))
+                    for v in rng.normal(size=3) * 10
+                ],
+            }
+            for i in meta["inputs"]
+        ]
+        request = urllib.request.Request(
+            f"{base}/v2/models/{name}/infer",
+            data=json.dumps({"inputs": rows}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            answer = json.load(resp)
+        scores = answer["outputs"][0]["data"]
+        print(f"\n== the champion, served (Open Inference Protocol, {base})")
+        print(
+            f"model {answer['model_name']} version {answer.get('model_version')}: "
+            f"fraud scores of 3 transactions: {[round(float(x), 4) for x in scores]}"
+        )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def main(argv: list[str]) -> int:
     home = Path(os.environ.get("USINA_HOME") or REPO / ".usina").resolve()
     print(f"usina demo: the fraud pipeline on synthetic payments (state in {home})\n", flush=True)
@@ -66,11 +144,15 @@ def main(argv: list[str]) -> int:
     print(f"\nregistry:   {decision.get('name')} version {decision.get('version')} {verdict}")
     print(f"            {decision.get('reason')}")
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db"
+    _serve_champion(str(decision.get("name") or "fraud"), tracking)
     print("\n== where to look")
     print(f"usina runs show {run_id}")
     print(f"usina runs why {run_id}        # failed or retried attempts, if any")
     print(f"mlflow ui --backend-store-uri {tracking}   # then http://127.0.0.1:5000")
     print("usina run examples/fraud/pipeline.py   # again: every step up to evaluate is cached")
+    print(
+        f"usina serve models:/{decision.get('name') or 'fraud'}@champion   # REST :8080, gRPC :8081"
+    )
     return 0
 
 

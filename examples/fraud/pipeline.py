@@ -145,19 +145,29 @@ def evaluate(
 def register(
     model: bytes, test_set: pl.DataFrame, report: dict, model_name: str, min_improvement: float
 ) -> dict:
-    """Register the model; promote it to ``champion`` only if it beats the current one."""
-    from usina.tracking.mlflow import register_model  # MLflow is imported only when needed
+    """Register the model; promote it to ``champion`` only if it beats the current one. The
+    features' and scores' distributions go with the version, so ``usina serve`` can measure
+    drift against them."""
+    from usina.monitoring.drift import DriftReference
+    from usina.tracking.mlflow import log_drift_reference, register_model
 
+    booster = fraud_model.from_bytes(model)
+    features = fraud_model.frame(test_set)
     decision = register_model(
-        fraud_model.from_bytes(model),
+        booster,
         name=model_name,
-        features=fraud_model.frame(test_set),
+        features=features,
         labels=test_set["label"].to_numpy(),
         metric=fm.pr_auc,
         metric_name="pr_auc",
         min_improvement=min_improvement,
         extra_metrics={f"test.{k}": v for k, v in report["overall"].items() if v is not None},
     )
+    reference = DriftReference.from_training(
+        {c: features[c].to_numpy(dtype=float) for c in features.columns},
+        booster.predict(features),
+    )
+    log_drift_reference(reference.to_json(), run_id=decision.run_id)
     usina.log_metric("challenger_pr_auc", decision.challenger_score)
     if decision.champion_score is not None:
         usina.log_metric("champion_pr_auc", decision.champion_score)

@@ -16,7 +16,7 @@ PIPELINE = str(REPO / "examples" / "fraud" / "pipeline_torch.py")
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_the_mlp_is_trained_on_a_gang_and_registered_as_champion(tmp_path):
+def test_the_mlp_is_trained_on_a_gang_and_registered_as_champion(tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
@@ -53,6 +53,7 @@ def test_the_mlp_is_trained_on_a_gang_and_registered_as_champion(tmp_path):
     )
     assert sorted(r.data.tags["usina.node"] for r in nested) == ["data", "register", "train_mlp"]
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the test
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/fraud-mlp@champion")
     from examples.fraud import features as feats

@@ -31,8 +31,8 @@ class Usina:
             "PYTHONUNBUFFERED": "1",
             "COLUMNS": "200",
         }
-        self.env.pop("USINA_DATABASE_URL", None)
-        self.env.pop("USINA_ARTIFACTS_URL", None)
+        for name in ("USINA_DATABASE_URL", "USINA_ARTIFACTS_URL", "MLFLOW_TRACKING_URI"):
+            self.env.pop(name, None)  # each test says where its state lives
 
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "usina.cli.main", *args]

@@ -45,9 +45,9 @@ def train(df: pd.DataFrame, seed: int, trees: int) -> lgb.Booster:
     return lgb.train(params, lgb.Dataset(df, y), trees)
 
 
-def log(booster: lgb.Booster, df: pd.DataFrame, name: str) -> str:
+def log(booster: lgb.Booster, df: pd.DataFrame, name: str, drift: bool = False) -> str:
     sig = infer_signature(df, booster.predict(df))
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         info = mlflow.lightgbm.log_model(
             booster,
             name="model",
@@ -55,6 +55,16 @@ def log(booster: lgb.Booster, df: pd.DataFrame, name: str) -> str:
             registered_model_name=name,
             pip_requirements=["lightgbm"],  # skip mlflow's slow requirement inference
         )
+        if drift:  # the training reference usina serve compares live traffic with
+            from usina.monitoring.drift import DriftReference
+            from usina.tracking.mlflow import log_drift_reference
+
+            reference = DriftReference.from_training(
+                {c: df[c].to_numpy(dtype=float) for c in df.columns}, booster.predict(df)
+            )
+            log_drift_reference(
+                reference.to_json(), run_id=run.info.run_id, tracking_uri=mlflow.get_tracking_uri()
+            )
     return str(info.registered_model_version)
 
 
@@ -86,7 +96,7 @@ def main() -> None:
     train_df = frame(2000, 0)
     b1 = train(train_df, 1, 40)
     b2 = train(train_df, 2, 60)
-    client.set_registered_model_alias("fraud", "champion", log(b1, train_df, "fraud"))
+    client.set_registered_model_alias("fraud", "champion", log(b1, train_df, "fraud", drift=True))
     client.set_registered_model_alias("fraud_reload", "champion", log(b1, train_df, "fraud_reload"))
     log(b2, train_df, "fraud_reload")
     log_broken("fraud_reload")

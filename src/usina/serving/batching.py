@@ -152,6 +152,13 @@ class Batcher:
             return self._take(queue)
         return items
 
+    def _observe_drift(self, model: LoadedModel, batch: np.ndarray, scores: np.ndarray) -> None:
+        try:
+            columns = {meta.name: batch[:, i] for i, meta in enumerate(model.inputs)}
+            model.drift.observe(columns, scores)
+        except Exception as exc:  # drift must never fail a prediction
+            log.warning("drift monitoring of %s failed: %s", self.name, exc)
+
     def _predict(self, items: list[_Item], depth: int) -> None:
         model = items[0].model
         start = time.perf_counter()
@@ -173,6 +180,8 @@ class Batcher:
                 scores = scores[:, model.score_column]
             if scores.ndim == 1:
                 self.metrics.observe_scores(self.name, model.version, scores)
+                if model.drift is not None and batch.ndim == 2:
+                    self._observe_drift(model, batch, scores)
         offset = 0
         for item in items:
             n = item.batch.shape[0]

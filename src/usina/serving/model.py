@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -89,6 +89,7 @@ class LoadedModel:
     batch_dtype: np.dtype[np.generic]
     score_output: str | None = None
     score_column: int | None = None  # for a 2-D score output: which column is the score
+    drift: Any = None  # a usina.monitoring.drift.DriftMonitor when the version has a reference
 
     def input_index(self) -> dict[str, int]:
         return {meta.name: i for i, meta in enumerate(self.inputs)}

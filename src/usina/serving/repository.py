@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from usina.serving.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
 
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
     from usina.serving.model import LoadedModel
 
 log = logging.getLogger(__name__)
+
+
+_DRIFT_METRICS: dict[int, Any] = {}
+
+
+def drift_metrics(registry: Any) -> Any:
+    """The drift gauges of this process, registered once in ``registry``."""
+    from usina.monitoring.drift import DriftMetrics
+
+    key = id(registry)
+    if key not in _DRIFT_METRICS:
+        _DRIFT_METRICS[key] = DriftMetrics(registry)
+    return _DRIFT_METRICS[key]
 
 
 class ModelRepository:
@@ -131,7 +145,34 @@ class ModelRepository:
         start = time.perf_counter()
         model = await asyncio.to_thread(self.source.load, self.name, version, self.predict_threads)
         self.metrics.load_seconds.labels(self.name).observe(time.perf_counter() - start)
-        return model
+        monitor = await asyncio.to_thread(self._drift_monitor, model)
+        return dataclasses.replace(model, drift=monitor) if monitor is not None else model
+
+    def _drift_monitor(self, model: LoadedModel) -> Any:
+        """A drift monitor fed by live traffic, when the version has a training reference
+        (logged with ``usina.tracking.mlflow.log_drift_reference``); None otherwise."""
+        name = getattr(self.source, "name", None)
+        if not name or getattr(self.source, "local_path", None) is not None:
+            return None
+        try:
+            from usina.monitoring.drift import DriftMonitor, DriftReference
+            from usina.tracking.mlflow import load_drift_reference
+
+            ref = load_drift_reference(
+                f"models:/{name}/{model.version}",
+                tracking_uri=getattr(self.source, "tracking_uri", None),
+            )
+            if ref is None:
+                return None
+            return DriftMonitor(
+                DriftReference.from_json(ref),
+                model=self.name,
+                version=model.version,
+                metrics=drift_metrics(self.metrics.registry),
+            )
+        except Exception as exc:  # drift is an extra: serving goes on without it
+            log.warning("no drift monitoring for %s v%s: %s", self.name, model.version, exc)
+            return None
 
     def _switch(self, model: LoadedModel) -> None:
         old = self.current

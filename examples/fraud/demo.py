@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "examples" / "fraud" / "pipeline.py"
@@ -37,13 +38,12 @@ def _load_output(home: Path, ref: dict[str, object]) -> object:
     )
 
 
-def _serve_champion(name: str, tracking: str) -> None:
-    """Serve the champion over the Open Inference Protocol and score a few transactions."""
+def _serve_champion(name: str, tracking: str, sample: Any = None) -> None:
+    """Serve the champion over the Open Inference Protocol and score a few transactions of
+    the out-of-time test set (``sample``: a polars frame with the features and the label)."""
     import socket
     import time
     import urllib.request
-
-    import numpy as np
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,15 +81,15 @@ def _serve_champion(name: str, tracking: str) -> None:
                 time.sleep(0.5)
         with urllib.request.urlopen(f"{base}/v2/models/{name}", timeout=5) as resp:
             meta = json.load(resp)
-        rng = np.random.default_rng(0)
+        n = 0 if sample is None else sample.height
         rows = [
             {
                 "name": i["name"],
-                "shape": [3],
+                "shape": [n],
                 "datatype": i["datatype"],
                 "data": [
-                    float(abs(v)) if i["datatype"].startswith("FP") else int(abs(v))
-                    for v in rng.normal(size=3) * 10
+                    float(v) if i["datatype"].startswith("FP") else int(v)
+                    for v in sample[i["name"]].fill_null(float("nan")).to_list()
                 ],
             }
             for i in meta["inputs"]
@@ -103,10 +103,14 @@ def _serve_champion(name: str, tracking: str) -> None:
             answer = json.load(resp)
         scores = answer["outputs"][0]["data"]
         print(f"\n== the champion, served (Open Inference Protocol, {base})")
+        labels = sample["label"].to_list() if sample is not None else []
         print(
-            f"model {answer['model_name']} version {answer.get('model_version')}: "
-            f"fraud scores of 3 transactions: {[round(float(x), 4) for x in scores]}"
+            f"model {answer['model_name']} version {answer.get('model_version')}, "
+            "on out-of-time test transactions:"
         )
+        for score, label in zip(scores, labels, strict=False):
+            later = "yes" if label else "no"
+            print(f"  fraud score {float(score):.4f}   (chargeback came later: {later})")
     finally:
         server.terminate()
         try:
@@ -144,7 +148,13 @@ def main(argv: list[str]) -> int:
     print(f"\nregistry:   {decision.get('name')} version {decision.get('version')} {verdict}")
     print(f"            {decision.get('reason')}")
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db"
-    _serve_champion(str(decision.get("name") or "fraud"), tracking)
+    test_set = _load_output(home, steps["split"]["outputs"][2])
+    sample = (
+        test_set.filter(test_set["label"] == 0)
+        .head(2)
+        .vstack(test_set.filter(test_set["label"] == 1).head(1))
+    )
+    _serve_champion(str(decision.get("name") or "fraud"), tracking, sample)
     print("\n== where to look")
     print(f"usina runs show {run_id}")
     print(f"usina runs why {run_id}        # failed or retried attempts, if any")

@@ -134,7 +134,6 @@ class Engine:
         self.owner = owner or default_owner()
         self._environment = self.settings.environment
         self._plans: dict[str, tuple[int, Plan]] = {}
-        self._steps: dict[str, list[StepRecord]] = {}
         self._mirrors: dict[str, _Mirror] = {}
         self._renewed: dict[str, float] = {}
 
@@ -153,14 +152,15 @@ class Engine:
 
     def steps_of(self, run_id: str) -> list[StepRecord]:
         """The steps as the last pass left them (read from the store if none ran here)."""
-        steps = self._steps.get(run_id)
-        return list(steps) if steps is not None else self.metadata.get_steps(run_id)
+        mirror = self._mirrors.get(run_id)
+        if mirror is None:
+            return self.metadata.get_steps(run_id)
+        return list(mirror.steps.values())
 
     def forget(self, run_id: str) -> None:
         """Drop what this engine remembers of a run between passes (a long-lived driver of
         many runs calls it when a run ends or passes to another driver)."""
         self._plans.pop(run_id, None)
-        self._steps.pop(run_id, None)
         self._mirrors.pop(run_id, None)
         self._renewed.pop(run_id, None)
 
@@ -218,7 +218,6 @@ class Engine:
         """
         run = self.metadata.get_run(run_id)
         self._plans.pop(run_id, None)
-        self._steps.pop(run_id, None)
         self._mirrors.pop(run_id, None)
         if plan is not None:
             old = Plan.from_json(run.plan)
@@ -402,7 +401,6 @@ class Engine:
         # 4. Finish the run when every step has.
         if all(s.state.finished for s in steps.values()) and in_flight == 0:
             run = self._finish(run, steps)
-        self._steps[run.id] = list(steps.values())
         mirror.run_seen = run
         return run
 

@@ -179,7 +179,12 @@ def test_two_replicas_finish_every_run_when_one_is_killed(tmp_path: Path, postgr
                     assert len(mine) == 1, (rid, step.node, mine)
             # The runs the killed server held were finished by the other one.
             assert held_by_victim <= set(run_ids)
-            assert all(metadata.get_run(r).lease_owner is None for r in run_ids)
+            # ...and let go of their leases (on the pass after a run ends, so wait a little).
+            wait_until(
+                lambda: all(metadata.get_run(r).lease_owner is None for r in run_ids),
+                30,
+                "the leases of finished runs to be released",
+            )
             listed = clients[1].get("/api/v1/runs", params={"limit": 200}).json()["items"]
             assert {r["id"] for r in listed} == set(run_ids)
             assert {r["state"] for r in listed} == {"succeeded"}

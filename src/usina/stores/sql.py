@@ -170,8 +170,11 @@ class SqlMetadataStore:
         """Group the writes made inside into one transaction (per thread; nested is a no-op).
 
         The engine wraps each reconcile pass in it: one commit instead of one per record. If
-        anything inside raises, none of the batch's writes happen."""
-        if getattr(self._batch, "conn", None) is not None:
+        anything inside raises, none of the batch's writes happen. On SQLite only: there one
+        process writes at a time anyway and each commit costs a millisecond; on PostgreSQL,
+        where several server replicas write at once, a pass-long transaction would hold row
+        locks (the shared cache rows) across replicas, so each write commits on its own."""
+        if getattr(self._batch, "conn", None) is not None or self._engine.dialect.name != "sqlite":
             yield
             return
         with self._guard("a batch of writes"), self._engine.connect() as conn:

@@ -17,17 +17,12 @@ from serving_support import free_port, post_json, row_request, start_server
 
 from tests.integration.cli_helpers import Usina
 from tests.monitoring.support import Prometheus
-from tests.monitoring.test_prometheus import GPU_OOM
+from tests.monitoring.test_prometheus import GPU_OOM, _value
 
 SERVING = Path(__file__).resolve().parents[1] / "serving"
 
 pytestmark = pytest.mark.timeout(600)
 REQUESTS = 25
-
-
-def _value(result: list[dict]) -> float:
-    assert len(result) == 1, result
-    return float(result[0]["value"][1])
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ def _duration(start: float | None, end: float | None) -> float | None:
     return max(0.0, (end or time.time()) - start)
 
 
-def _fmt(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
+    """ "12.3s" under a minute, else "4m05s"; "" for no duration."""
     if seconds is None:
         return ""
     if seconds < 60:
@@ -63,7 +64,7 @@ def steps_table(run: RunRecord, steps: Sequence[StepRecord]) -> Table:
             step.node,
             f"[{_STYLE[step.state]}]{label}[/]",
             str(step.attempts or ""),
-            "" if step.cached else _fmt(_duration(step.started_at, step.finished_at)),
+            "" if step.cached else format_duration(_duration(step.started_at, step.finished_at)),
             step.error or "",
         )
     return table
@@ -73,7 +74,7 @@ def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
     steps = ordered(run, steps)
     cached = [s.node for s in steps if s.cached]
     ran = [s.node for s in steps if s.state is StepState.SUCCEEDED and not s.cached]
-    took = _fmt(_duration(run.started_at, run.finished_at))
+    took = format_duration(_duration(run.started_at, run.finished_at))
     parts = [f"run {run.id} {run.state.value} in {took}: {len(ran)} ran, {len(cached)} from cache"]
     if cached:
         parts.append(f"cached: {', '.join(cached)}")
@@ -170,7 +171,9 @@ class Progress:
             if step.state is StepState.PENDING:
                 continue
             note = f" ({step.error})" if step.error else ""
-            took = "" if step.cached else _fmt(_duration(step.started_at, step.finished_at))
+            took = (
+                "" if step.cached else format_duration(_duration(step.started_at, step.finished_at))
+            )
             extra = f" attempt {step.attempts}" if step.attempts > 1 else ""
             when = f" {took}" if step.state.finished and took else ""
             self.console.print(f"  {step.node}: {key[0]}{extra}{when}{note}", highlight=False)
@@ -193,7 +196,8 @@ def kpi_table(report: dict[str, Any], period: str) -> Table:
     table.add_row("success rate", _num(runs["success_rate"], "{:.1%}"))
     table.add_row(
         "mean time to recovery",
-        f"{_fmt(rec['mttr_seconds']) or '-'} ({rec['recovered']} recovered, {rec['open']} open)",
+        f"{format_duration(rec['mttr_seconds']) or '-'} "
+        f"({rec['recovered']} recovered, {rec['open']} open)",
     )
     table.add_row("GPU-hours used", _num(gpu["used_hours"]))
     table.add_row(
@@ -203,7 +207,8 @@ def kpi_table(report: dict[str, Any], period: str) -> Table:
         table.add_row(f"  wasted by {klass}", _num(hours))
     table.add_row(
         "queue wait p50 / p99",
-        f"{_fmt(wait['p50_seconds']) or '-'} / {_fmt(wait['p99_seconds']) or '-'}",
+        f"{format_duration(wait['p50_seconds']) or '-'} / "
+        f"{format_duration(wait['p99_seconds']) or '-'}",
     )
     models = report.get("models")
     if models is not None and not models["available"]:

@@ -18,6 +18,7 @@ from urllib.request import Request, urlopen
 from rich.console import Console
 from rich.table import Table
 
+from usina.cli.display import format_duration
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 
 _FINISHED = {"succeeded", "failed", "cancelled"}
@@ -85,22 +86,17 @@ def _error(exc: HTTPError, url: str) -> UsinaError:
     return UsinaError(f"the server answered {exc.code}: {detail}")
 
 
-def _took(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s"
-
-
 def steps_table(run: dict[str, Any]) -> Table:
     table = Table(title=f"{run['pipeline']} · {run['id']} · {run['state']}", title_justify="left")
     for col in ("step", "state", "attempt", "duration", "note"):
         table.add_column(col)
     for s in run["steps"]:
         table.add_row(
-            s["node"], s["state"], str(s["attempts"] or ""), _took(s["duration"]), s["error"] or ""
+            s["node"],
+            s["state"],
+            str(s["attempts"] or ""),
+            format_duration(s["duration"]),
+            s["error"] or "",
         )
     return table
 
@@ -109,7 +105,7 @@ def summary(run: dict[str, Any]) -> str:
     ran = [s["node"] for s in run["steps"] if s["state"] == "succeeded"]
     cached = [s["node"] for s in run["steps"] if s["state"] == "cached"]
     line = (
-        f"run {run['id']} {run['state']} in {_took(run['duration'])}: "
+        f"run {run['id']} {run['state']} in {format_duration(run['duration'])}: "
         f"{len(ran)} ran, {len(cached)} from cache"
     )
     failed = [s["node"] for s in run["steps"] if s["state"] == "failed"]
@@ -172,7 +168,7 @@ def runs_table(items: list[dict[str, Any]]) -> Table:
             r["pipeline"],
             r["state"],
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
-            _took(r["duration"]) if r["finished_at"] else "",
+            format_duration(r["duration"]) if r["finished_at"] else "",
         )
     return table
 

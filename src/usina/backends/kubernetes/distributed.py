@@ -23,7 +23,12 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
-from usina.backends.kubernetes.manifests import FAIL_JOB_EXIT_CODES, JobManifest, build_job
+from usina.backends.kubernetes.manifests import (
+    FAIL_JOB_EXIT_CODES,
+    JobManifest,
+    build_job,
+    runtime_args,
+)
 from usina.backends.kubernetes.settings import ATTEMPT_ANNOTATION, CONTAINER, KubernetesSettings
 from usina.engine.ports import EXIT_RANK_LOST, Task
 from usina.errors import BackendError
@@ -84,12 +89,7 @@ def torchrun_command(task: Task, spec: Torchrun, master: str) -> list[str]:
         f"--master-addr={master}",
         f"--master-port={spec.port}",
         "--max-restarts=0",  # the engine restarts the gang, never torchrun in place
-        "-m",
-        "usina.runtime",
-        "--artifacts",
-        task.artifacts_url,
-        "--attempt",
-        task.attempt_id,
+        *runtime_args(task),
     ]
 
 

@@ -233,15 +233,7 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
-        "command": [
-            "python",
-            "-m",
-            "usina.runtime",
-            "--artifacts",
-            task.artifacts_url,
-            "--attempt",
-            task.attempt_id,
-        ],
+        "command": ["python", *runtime_args(task)],
         "env": env,
         "resources": container_resources(resources),
         "securityContext": {
@@ -329,6 +321,11 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
             },
         },
     }
+
+
+def runtime_args(task: Task) -> list[str]:
+    """The step runtime's arguments (after the interpreter, or after ``torchrun``'s options)."""
+    return ["-m", "usina.runtime", "--artifacts", task.artifacts_url, "--attempt", task.attempt_id]
 
 
 def render_task_manifests(task: Task, settings: KubernetesSettings) -> list[dict[str, Any]]:

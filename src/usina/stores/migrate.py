@@ -10,6 +10,7 @@ already at the newest revision is left as it is.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,8 +66,26 @@ def _stamped(connection: sa.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def upgrade(engine: sa.Engine) -> None:
-    """Migrate the database of ``engine`` to the newest schema revision (a no-op when there)."""
+def upgrade(engine: sa.Engine, *, attempts: int = 5) -> None:
+    """Migrate the database of ``engine`` to the newest schema revision (a no-op when there).
+
+    SQLite answers "database is locked" at once, without waiting for its busy timeout, when
+    several processes open a brand-new file together (one switching it to WAL while another
+    reads); that race is retried a few times with a short backoff.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            _upgrade(engine)
+            return
+        except sa.exc.OperationalError as exc:
+            locked = engine.dialect.name == "sqlite" and "database is locked" in str(exc)
+            if not locked or attempt == attempts:
+                raise
+            log.info("metadata store locked while migrating; retry %d/%d", attempt, attempts)
+            time.sleep(0.1 * attempt)
+
+
+def _upgrade(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         if _stamped(conn) == HEAD:
             conn.rollback()

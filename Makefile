@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,server,monitoring,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,server,monitoring,docs,dev
 # PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
 # satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
 # wheel where one is configured (PIP_FIND_LINKS), else the index's.
@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: install demo test lint fmt clean services browser prometheus tools chart images
+.PHONY: install demo test lint fmt clean services browser prometheus tools chart images docs
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -86,6 +86,12 @@ images:
 	  docker build --target $$target --build-arg VERSION=$(VERSION) \
 	    --build-arg REVISION=$(REVISION) -t $(IMAGE_PREFIX)usina-$$target:$(VERSION) . || exit 1; \
 	done
+
+# The documentation site (MkDocs Material) into site/, strict: a broken link, a missing page or an
+# unresolved API reference fails. The reference pages are regenerated from the code first.
+docs: install
+	$(BIN)/python scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 fmt: install
 	$(BIN)/ruff format src tests examples benchmarks

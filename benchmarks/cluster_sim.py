@@ -305,7 +305,7 @@ def main() -> None:
 
     stop = threading.Event()
     samples: list[list[PassSample]] = [[] for _ in replicas]
-    t0 = time.time()
+    t0 = float(fetch_stats(url)["t0"])  # the cluster's clock: arrivals are on it
 
     def drive(i: int) -> None:
         rec = replicas[i]
@@ -367,7 +367,8 @@ def main() -> None:
             peak, rss_at_peak = flying, rss_bytes()
         print(
             f"  t={time.time() - t0:5.0f}s submitted={submitted} in flight={flying} "
-            f"rss={rss_bytes() / 2**20:.0f} MiB",
+            f"rss={rss_bytes() / 2**20:.0f} MiB held="
+            + "/".join(str(len(r.held)) for r in replicas),
             file=sys.stderr,
         )
     stop.set()
@@ -452,6 +453,16 @@ def report(
             f" | {statistics.fmean(s.changes for s in group):10.1f} | "
             f"{p50 * 1000 / max(1, statistics.fmean(s.held for s in group)):.2f}"
         )
+    if len(flat) >= 3:
+        import numpy as np
+
+        x = np.array([[s.held, s.changes, 1.0] for s in flat])
+        y = np.array([s.seconds for s in flat])
+        (per_run, per_change, fixed), *_ = np.linalg.lstsq(x, y, rcond=None)
+        print(
+            f"  least squares over the passes: pass time = {per_run * 1000:.3f} ms x runs held "
+            f"+ {per_change * 1000:.2f} ms x changes + {fixed * 1000:.0f} ms"
+        )
     mem = [s for s in samples[0] if s.rss]
     print("engine process memory (RSS: engine, backends, in-memory store) vs runs in flight:")
     step = max(1, len(mem) // 8)
@@ -479,13 +490,25 @@ def report(
     )
     print(f"admission phases at the end (usina's admission_of): {stats['phases']}")
     print(f"  provisioning reported as unschedulable: {stats['wrongly_unschedulable']}")
-    print("queueing delay per team (first Job created -> first admitted, simulated minutes):")
+    print(
+        "queueing delay per team, simulated minutes: in Kueue (Job created -> admitted) | "
+        "from submission (run submitted -> admitted, the engine's lag included) | engine lag "
+        "(run submitted -> Job created)"
+    )
+    lag = stats["submit_to_created"]
+    total = stats["submit_to_admitted"]
     for team, q in stats["queue_delay"].items():
+        t, e = total.get(team, {}), lag.get(team, {})
         print(
-            f"  {team:<9} n={q['n']:>6}  p50 {(q['p50'] or 0) / 60:7.1f}  "
-            f"p90 {(q['p90'] or 0) / 60:7.1f}"
+            f"  {team:<9} n={q['n']:>6}  queue p50 {(q['p50'] or 0) / 60:6.1f} p90 "
+            f"{(q['p90'] or 0) / 60:6.1f} | submitted p50 {(t.get('p50') or 0) / 60:6.1f} p90 "
+            f"{(t.get('p90') or 0) / 60:6.1f} | lag p50 {(e.get('p50') or 0) / 60:6.1f}"
         )
-    print(f"evictions by the admission controller: {stats['evictions']}")
+    print(
+        f"evictions by the admission controller: {stats['evictions']} (of them other tenants' "
+        f"work present at the start: {stats['background_evicted']}; "
+        f"{stats['background_left']} of it still running)"
+    )
     print(
         "GPU-hours lost to failures (same failure events; checkpoint every "
         f"{args.checkpoint / 60:g} simulated min):"

@@ -102,6 +102,7 @@ class Workload:
     provision_failures: int = 0
     failure: str | None = None  # the class of a failure this cluster caused
     quota_message: str = ""
+    background_until: float | None = None  # other tenants' work, not driven by usina
 
     @property
     def quarters(self) -> int:
@@ -183,6 +184,8 @@ class SimCluster(Emulator):
         for pool in self.pools.values():
             for _ in range(pool.nodes):
                 self._add_node(pool, 0.0)
+        self.background_evicted = 0
+        self._fill_background(float(args.background))
 
     # ---- clock ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -196,6 +199,42 @@ class SimCluster(Emulator):
         super().start()
         self._after(0.2, self._tick)
         return self
+
+    def _fill_background(self, share: float) -> None:
+        """Work already running when the simulation starts (other pipelines, notebooks): it holds
+        ``share`` of every pool's GPUs within the teams' quotas, ends after a runtime drawn from
+        the trace's distribution, and can be preempted (half of it is batch priority)."""
+        rng = random.Random(7919)
+        from benchmarks.gpu_cluster.workload import TEAMS, runtime
+
+        n = 0
+        for flavor, pool in self.pools.items():
+            target = int(pool.nodes * NODE_QUARTERS * share)
+            used = 0
+            while used < target:
+                team = str(rng.choices([t for t, _ in TEAMS], [w for _, w in TEAMS])[0])
+                q = rng.choice((1, 2, 4, 4, 4, 8))
+                node = self._best_fit(flavor, q)
+                if node is None:
+                    break
+                n += 1
+                job = SimJob(
+                    -n, team, rng.choice(("batch", "normal")), pool.gpu_type, q,
+                    runtime(rng.uniform(0.6, 1.0)), 0.0, None,
+                )  # fmt: skip
+                wl = Workload(f"background-{n}", "", RunState(job), 0.0, time.time())
+                wl.background_until = job.duration * rng.random()
+                wl.borrowing = self.usage[team][flavor] + q > self.quota[team][flavor]
+                self.usage[team][flavor] += q
+                wl.state, wl.node, wl.flavor = "admitted", node.name, flavor
+                self._set_free(node, node.free - q)
+                node.jobs.add(wl.job_name)
+                self.workloads[wl.job_name] = wl
+                used += q
+
+    def _drop_background(self, wl: Workload) -> None:
+        self._release(wl)
+        self.workloads.pop(wl.job_name, None)
 
     # ---- nodes ------------------------------------------------------------------------------
     def _add_node(self, pool: Pool, now: float) -> Node:
@@ -331,11 +370,15 @@ class SimCluster(Emulator):
 
     def _evict(self, wl: Workload, reason: str) -> None:
         """Kueue preemption: suspend the Job (its pods get SIGTERM), requeue the workload."""
+        self.evictions[reason] = self.evictions.get(reason, 0) + 1
+        if wl.background_until is not None:
+            self.background_evicted += 1
+            self._drop_background(wl)
+            return
         job = self._job(wl.namespace, wl.job_name)
         if wl.started_wall is not None:
             self._account(wl, "preempted_by_quota")
             wl.started_wall = None
-        self.evictions[reason] = self.evictions.get(reason, 0) + 1
         self._release(wl)
         wl.queued_at = self.now()
         wl.quota_message = f"evicted: {reason}"
@@ -348,6 +391,9 @@ class SimCluster(Emulator):
             self._update("jobs", job)
 
     def _kill(self, wl: Workload, outcome: str, cls: str) -> None:
+        if wl.background_until is not None:
+            self._drop_background(wl)
+            return
         pod = self.pod_of.get(wl.job_name)
         sim = self._sims.get(pod) if pod else None
         if pod is None or sim is None or wl.started_wall is None:
@@ -392,6 +438,10 @@ class SimCluster(Emulator):
                 self._remove_node(node)  # the autoscaler scales an idle node down
         p_spot = self.spot_rate * dt
         for wl in list(self.workloads.values()):
+            if wl.background_until is not None:
+                if now >= wl.background_until:
+                    self._drop_background(wl)
+                continue
             if (
                 wl.state == "admitted"
                 and wl.flavor
@@ -605,6 +655,13 @@ class SimCluster(Emulator):
                         for t, v in sorted(self.queue_delays.items())
                     },
                     "evictions": dict(self.evictions),
+                    "background_left": sum(
+                        1 for w in self.workloads.values() if w.background_until is not None
+                    ),
+                    "background_evicted": self.background_evicted,
+                    "t0": self._t0,
+                    "submit_to_admitted": _delays(self.jobs, "admitted"),
+                    "submit_to_created": _delays(self.jobs, "created"),
                     "losses": losses,
                     "useful_gpu_seconds": sum(r.job.duration * r.job.gpus for r in done),
                 }
@@ -620,6 +677,20 @@ def _condition(ctype: str, status: str, reason: str, message: str, at: str | Non
         "message": message,
         "lastProbeTime": at or rfc3339(time.time()),
         "lastTransitionTime": at or rfc3339(time.time()),
+    }
+
+
+def _delays(jobs: dict[str, RunState], what: str) -> dict[str, dict[str, float | None]]:
+    """Per team: simulated seconds from a run's submission to its first Job (the engine's lag)
+    or to its first admission (the engine's lag plus the queue)."""
+    by_team: dict[str, list[float]] = {}
+    for run in jobs.values():
+        at = run.first_admitted if what == "admitted" else run.first_created
+        if at is not None:
+            by_team.setdefault(run.job.team, []).append(at - run.job.arrival)
+    return {
+        t: {"n": len(v), "p50": _median(v), "p90": _quantile(v, 0.9)}
+        for t, v in sorted(by_team.items())
     }
 
 
@@ -649,6 +720,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provision-max", type=float, default=360.0, help="sim s")
     parser.add_argument("--provision-failure-share", type=float, default=0.05)
     parser.add_argument("--max-scan", type=int, default=2000, help="pending scanned per tick")
+    parser.add_argument(
+        "--background", type=float, default=0.7, help="share of GPUs busy with other work at start"
+    )
     parser.add_argument("--seed", type=int, default=7)
 
 

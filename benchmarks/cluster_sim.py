@@ -527,7 +527,7 @@ def report(
     targets = {
         "API requests per Job <= 3": total_requests / max(1, jobs_created) <= 3,
         "p99 event->recorded < 1 s": percentile(delays, 0.99) < 1.0,
-        "RSS <= 1 GiB": final_rss <= 2**30,
+        f"RSS <= 1 GiB (with {submitted} runs submitted)": final_rss <= 2**30,
     }
     print("targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items()))
 

@@ -51,6 +51,7 @@ from kubernetes import client  # noqa: E402
 from tests.k8s.support import MemoryArtifacts  # noqa: E402
 from usina.backends.kubernetes import KubernetesSettings, job_name  # noqa: E402
 from usina.backends.kubernetes.backend import KubernetesBackend  # noqa: E402
+from usina.backends.kubernetes.settings import RUN_ANNOTATION  # noqa: E402
 from usina.engine.engine import Engine, EngineSettings  # noqa: E402
 from usina.engine.ports import Observation, Task, TaskState, result_key  # noqa: E402
 from usina.engine.records import AttemptRecord, AttemptState  # noqa: E402
@@ -177,6 +178,89 @@ class Claims:
             return len(self.unfinished)
 
 
+class WatchingBackend(KubernetesBackend):
+    """The real backend, noting which runs its watch saw change (``--driver changes``)."""
+
+    def __init__(self, *args: Any) -> None:
+        self.changed_runs: set[str] = set()
+        super().__init__(*args)
+
+    def _apply_locked(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        super()._apply_locked(kind, event, obj)
+        meta = obj["metadata"]
+        run = (meta.get("annotations") or {}).get(RUN_ANNOTATION) or (meta.get("labels") or {}).get(
+            "usina.dev/run"
+        )
+        if run:
+            self.changed_runs.add(run)
+
+    def take_changed(self) -> set[str]:
+        with self._changed:
+            out, self.changed_runs = self.changed_runs, set()
+        return out
+
+
+class ChangeDriver:
+    """A what-if, not the server's code: a replica loop that reconciles a held run only when
+    its Jobs or pods changed (the backend's watch says which), plus new runs (at most
+    ``max_new`` a pass, so launches cannot starve the recording of ends) and a round-robin
+    slice of ``sweep`` held runs (for what changes with time alone: backoff, log copies).
+    Leases are renewed only when less than half their TTL is left."""
+
+    def __init__(
+        self, engine: Engine, backend: WatchingBackend, claims: Claims, settings: Any
+    ) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.claims = claims
+        self.owner = engine.owner
+        self.ttl = float(settings.lease_ttl)
+        self.max_runs = int(settings.max_runs)
+        self._held: dict[str, float] = {}
+        self._fresh: list[str] = []
+        self._cursor = 0
+        self.max_new = 200
+        self.sweep = 300
+
+    @property
+    def held(self) -> list[str]:
+        return list(self._held)
+
+    def pass_once(self) -> int:
+        store = self.engine.metadata
+        now = time.time()
+        room = self.max_runs - len(self._held)
+        if room > 0:
+            for run_id in self.claims.claimable_runs(self.owner, now, room + len(self._held)):
+                if run_id not in self._held and store.acquire_lease(
+                    run_id, self.owner, self.ttl, now
+                ):
+                    self._held[run_id] = now + self.ttl
+                    self._fresh.append(run_id)
+        for run_id, until in list(self._held.items()):
+            if until - now < self.ttl / 2:
+                if store.acquire_lease(run_id, self.owner, self.ttl, now):
+                    self._held[run_id] = now + self.ttl
+                else:
+                    self._held.pop(run_id)
+                    self.engine.forget(run_id)
+        due = {r for r in self.backend.take_changed() if r in self._held}
+        new, self._fresh = self._fresh[: self.max_new], self._fresh[self.max_new :]
+        due.update(r for r in new if r in self._held)
+        ids = list(self._held)
+        if ids:
+            start = self._cursor % len(ids)
+            due.update(ids[start : start + self.sweep])
+            self._cursor = start + self.sweep
+        for run_id in due:
+            run = self.engine.reconcile(run_id)
+            if run.state.finished:
+                self._held.pop(run_id, None)
+                self.engine.forget(run_id)
+                store.release_lease(run_id, self.owner)
+        return len(due)
+
+
 @dataclass
 class PassSample:
     at: float
@@ -239,6 +323,12 @@ def main() -> None:
     parser.add_argument(
         "--load", type=float, default=0.9, help="offered GPU load vs the full cluster"
     )
+    parser.add_argument(
+        "--driver",
+        choices=("reconciler", "changes"),
+        default="reconciler",
+        help="the server's Reconciler, or a what-if loop that reconciles changed runs only",
+    )
     args = parser.parse_args()
     losses = LeaseLosses()
     logging.getLogger("usina").addHandler(losses)
@@ -251,7 +341,7 @@ def main() -> None:
         args.arrival_rate = args.load * total_gpus / (mean_gpus * mean_runtime())
     sim_args = []
     for action in parser._actions:
-        if action.dest in ("help", "replicas", "wall", "load"):
+        if action.dest in ("help", "replicas", "wall", "load", "driver"):
             continue
         sim_args += [action.option_strings[0], str(getattr(args, action.dest))]
     workload = generate(
@@ -286,14 +376,15 @@ def main() -> None:
     rec_settings = ReconcilerSettings(
         lease_ttl=60.0, poll_interval=0.5, max_runs=args.jobs // args.replicas + 1
     )
-    replicas = []
+    replicas: list[Any] = []
     apis = []
     for i in range(args.replicas):
         config = client.Configuration()
         config.host = url
         api = client.ApiClient(config)
         apis.append(api)
-        backend = ResultBackend(KubernetesBackend(settings, api, artifacts), artifacts)
+        inner = WatchingBackend(settings, api, artifacts)
+        backend = ResultBackend(inner, artifacts)
         backend.inner.wait_synced()
         engine = Engine(
             backend=backend,  # type: ignore[arg-type]
@@ -302,7 +393,10 @@ def main() -> None:
             settings=engine_settings,
             owner=f"replica-{i}",
         )
-        replicas.append(Reconciler(engine, claims, rec_settings))  # type: ignore[arg-type]
+        if args.driver == "changes":
+            replicas.append(ChangeDriver(engine, inner, claims, rec_settings))
+        else:
+            replicas.append(Reconciler(engine, claims, rec_settings))  # type: ignore[arg-type]
 
     stop = threading.Event()
     samples: list[list[PassSample]] = [[] for _ in replicas]
@@ -394,7 +488,7 @@ def report(
     stats: dict[str, Any],
     store: CountingStore,
     samples: list[list[PassSample]],
-    replicas: list[Reconciler],
+    replicas: list[Any],
     submitted: int,
     wall: float,
     memory: tuple[int, int, int],

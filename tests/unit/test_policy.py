@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from usina import FailureClass, Resources, Retry
-from usina.engine.policy import decide
+from usina.engine.policy import advice, decide
 
 F = FailureClass
 RES = Resources(memory="1Gi").to_json()
@@ -59,3 +61,11 @@ def test_infra_and_timeout_budgets():
     assert not decide(Retry(), [F.INFRA] * 4, RES).retry
     assert not decide(Retry(), [F.TIMEOUT], RES).retry
     assert decide(Retry(timeout=1), [F.TIMEOUT], RES).retry
+
+
+@pytest.mark.parametrize("failure", list(FailureClass))
+def test_every_failure_class_has_advice_and_a_retry_budget(failure: FailureClass) -> None:
+    # advice() and Retry.budget() are exhaustive matches: a class missing from either raises
+    # here (and fails mypy's assert_never check).
+    assert advice(failure, "r-1").strip()
+    assert Retry().budget(failure) >= 0

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from usina.engine.cache import cache_key, environment_fingerprint
 from usina.engine.clock import SystemClock
+from usina.engine.failures import ErrorRecord
 from usina.engine.policy import advice, decide
 from usina.engine.ports import (
     ArtifactStore,
@@ -444,20 +445,17 @@ class Engine:
         failure = obs.failure_class or FailureClass.USER_ERROR
         message = obs.message or ""
         reason = obs.reason
-        error = self.artifacts.read_record(error_key(attempt.id))
-        if error is not None:
+        raw = self.artifacts.read_record(error_key(attempt.id))
+        if raw is not None:
             try:
-                detail = json.loads(error)
-            except ValueError:
-                detail = {}
-            if failure is FailureClass.USER_ERROR and detail.get("kind") == "oom":
-                failure = FailureClass.OOM
-            if detail.get("kind") == "infra" and failure is FailureClass.USER_ERROR:
-                failure = FailureClass.INFRA
-            tb = str(detail.get("traceback") or "")
-            summary = str(detail.get("message") or "")
-            message = "\n".join(x for x in (summary, tb, message) if x)
-            reason = reason or str(detail.get("type") or "") or None
+                record = ErrorRecord.from_json(json.loads(raw))
+            except (ValueError, TypeError, AttributeError):
+                record = ErrorRecord(FailureClass.USER_ERROR, "", "")
+            if failure is FailureClass.USER_ERROR:
+                # The runtime's own record says more than an exit code read as a user error.
+                failure = record.kind
+            message = "\n".join(x for x in (record.message, record.traceback, message) if x)
+            reason = reason or record.type or None
         done = replace(
             attempt,
             state=AttemptState.FAILED,

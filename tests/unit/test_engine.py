@@ -115,7 +115,7 @@ def test_oom_retry_grows_memory_in_the_next_task(world):
     memories = [a.resources["memory"] for a in metadata.get_attempts(run.id, "train")]
     assert memories == ["1Gi", "2Gi", "4Gi"]
     tasks = [x.task for x in backend.launched.values() if x.task.node["id"] == "train"]
-    assert [t.resources["memory"] for t in tasks] == ["1Gi", "2Gi", "4Gi"]
+    assert [t.resources.memory for t in tasks] == ["1Gi", "2Gi", "4Gi"]
 
 
 def test_preemptions_do_not_use_the_user_budget(world):

@@ -38,8 +38,6 @@ from usina.engine.ports import (
     result_key,
 )
 from usina.errors import BackendError
-from usina.sdk.distributed import gang_nodes
-from usina.sdk.resources import memory_bytes
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -191,12 +189,8 @@ class LocalBackend:
                 return
             os.makedirs(folder, exist_ok=True)
             # A distributed step's resources are per node; its gang runs here as one tree.
-            nodes = gang_nodes(task.node.get("distributed"))
-            limit = (
-                memory_bytes(str(task.resources.get("memory"))) * nodes
-                if self.enforce_memory
-                else None
-            )
+            nodes = task.nodes
+            limit = task.resources.memory_bytes * nodes if self.enforce_memory else None
             now = time.time()
             attempt = _Attempt(
                 id=task.attempt_id,
@@ -207,7 +201,7 @@ class LocalBackend:
             )
             env = dict(task.env)
             env["USINA_ATTEMPT_ID"] = task.attempt_id
-            wanted = int(task.resources.get("gpus") or 0) * nodes
+            wanted = task.total_gpus
             self._attempts[task.attempt_id] = attempt
             if wanted and wanted > len(self._gpus_all):
                 env["CUDA_VISIBLE_DEVICES"] = ""

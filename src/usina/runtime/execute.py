@@ -72,14 +72,14 @@ def _load_input(store: ArtifactStore, ref: ArtifactRef) -> Any:
 def execute(store: ArtifactStore, task: Task) -> int:
     """Run ``task`` in this process and return the exit code for it.
 
-    A distributed step (``node["distributed"]``) run where no rank is set yet (the local
+    A distributed step (``task.distributed``) run where no rank is set yet (the local
     backend's worker) becomes the launcher of its gang (``usina.runtime.gang``); with ``RANK``
     set (by that launcher, or by ``torchrun`` in a pod) it runs that one rank: every rank calls
     the function, and only rank 0 writes the outputs and the result record.
     """
     global _RANK
     node = task.node
-    if node.get("distributed"):
+    if task.distributed is not None:
         if "RANK" not in os.environ:
             from usina.runtime.gang import launch_gang
 

@@ -50,11 +50,11 @@ from usina.engine.ports import (
     error_key,
     rank_error_key,
 )
-from usina.sdk.distributed import Torchrun
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
     from usina.engine.ports import ArtifactStore, Task
+    from usina.sdk.distributed import Torchrun
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for the surviving ranks of a failed gang
 
@@ -125,7 +125,9 @@ def _start_rank(store: ArtifactStore, task: Task, env: dict[str, str], threads: 
 
 def launch_gang(store: ArtifactStore, task: Task) -> int:
     """Run every rank of ``task`` as a child process; returns the attempt's exit code."""
-    spec = Torchrun.from_json(task.node["distributed"])
+    spec = task.distributed
+    if spec is None:
+        raise ValueError(f"attempt {task.attempt_id} is not a distributed step")
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     port = _free_port()
     threads = threads_per_rank(spec.world_size)

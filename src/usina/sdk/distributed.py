@@ -72,4 +72,3 @@ class Torchrun:
             port=int(data.get("port", 29500)),
             rdzv_timeout=float(data.get("rdzv_timeout", 300.0)),
         )
-

@@ -8,7 +8,7 @@ from usina import FailureClass, Resources, Retry
 from usina.engine.policy import advice, decide
 
 F = FailureClass
-RES = Resources(memory="1Gi").to_json()
+RES = Resources(memory="1Gi")
 
 
 def test_user_errors_fail_fast_by_default():
@@ -33,9 +33,9 @@ def test_oom_grows_memory_up_to_the_cap():
     policy = Retry(oom=3, oom_grow=1.5, max_memory="2Gi")
     first = decide(policy, [F.OOM], RES)
     assert first.retry
-    assert first.resources["memory"] == "1536Mi"
+    assert first.resources.memory == "1536Mi"
     second = decide(policy, [F.OOM, F.OOM], first.resources)
-    assert second.resources["memory"] == "2Gi"  # clamped
+    assert second.resources.memory == "2Gi"  # clamped
     third = decide(policy, [F.OOM] * 3, second.resources)
     assert not third.retry
     assert "max_memory=2Gi" in third.reason

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from usina.sdk.resources import Resources, memory_bytes
 from usina.sdk.retry import FailureClass, Retry
@@ -45,11 +45,11 @@ def advice(failure: FailureClass, run_id: str) -> str:
 class Decision:
     retry: bool
     delay: float  # seconds before the next attempt
-    resources: dict[str, Any]  # resources of the next attempt
+    resources: Resources  # resources of the next attempt
     reason: str  # why, in words
 
 
-def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str, Any]) -> Decision:
+def decide(policy: Retry, failures: Sequence[FailureClass], resources: Resources) -> Decision:
     """Decide what follows the last of ``failures`` (the step's counted failed attempts)."""
     if not failures:
         raise ValueError("decide() needs at least one failure")
@@ -73,7 +73,7 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str,
     else:
         delay = min(policy.backoff_max, policy.backoff * policy.backoff_factor ** (count - 1))
     if last is FailureClass.OOM:
-        current = Resources.from_json(resources)
+        current = resources
         now_bytes = current.memory_bytes
         grown = math.ceil(now_bytes * policy.oom_grow)
         if policy.max_memory is not None:
@@ -90,7 +90,7 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str,
         return Decision(
             True,
             delay,
-            bigger.to_json(),
+            bigger,
             f"retry {count}/{budget} with memory {current.memory} -> {bigger.memory}",
         )
     return Decision(True, delay, resources, f"retry {count}/{budget} after {last.value}")

@@ -22,6 +22,7 @@ from usina.engine.records import (
     StepRecord,
     StepState,
 )
+from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass, Retry
 
 if TYPE_CHECKING:
@@ -75,14 +76,14 @@ class Steps(EngineBase):
             for a in attempts
             if a.state is AttemptState.FAILED and a.number > step.retry_base
         ]
-        decision = decide(Retry.from_json(node.retry), counted, step.resources)
+        decision = decide(Retry.from_json(node.retry), counted, Resources.from_json(step.resources))
         if decision.retry and not run.cancel_requested:
             step = replace(
                 step,
                 state=StepState.BACKOFF,
                 attempts=latest.number,
                 next_attempt_at=now + decision.delay,
-                resources=decision.resources,
+                resources=decision.resources.to_json(),  # stored: JSON
             )
             self._save_step(step)
             self._event(run.id, "step_retry", node=node.id, message=decision.reason)

@@ -181,12 +181,12 @@ def pod_failure(pod: Obj) -> tuple[FailureClass, int | None, str, str]:
                 ),
             )
         ended = exit_failure(code, fallback_reason=reason)
-        if ended is None:  # a failed pod whose container exited 0: not the step's result
+        if ended is None:  # a failed pod whose container exited 0: it wrote no result
             return (
-                FailureClass.INFRA,
+                FailureClass.USER_ERROR,
                 code,
                 reason,
-                _join(f"pod {name} failed although its container exited 0", message),
+                _join(f"container {CONTAINER} exited with code {code} ({reason})", message),
             )
         if ended.reason == "Error" or ended.reason == reason:
             head = f"container {CONTAINER} exited with code {code} ({reason})"

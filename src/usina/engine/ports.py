@@ -205,9 +205,9 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
-# Exit codes of the step runtime (``python -m usina.runtime``). Backends read them to classify
-# an attempt; Kubernetes' podFailurePolicy uses them to fail a Job at once (the engine, not the
-# Job controller, owns retries).
+# Exit codes of the step runtime (``python -m usina.runtime``). Backends read them through
+# ``usina.engine.failures.exit_failure`` to classify an attempt; Kubernetes' podFailurePolicy
+# uses them to fail a Job at once (the engine, not the Job controller, owns retries).
 EXIT_OK = 0
 EXIT_USER_ERROR = 42  # the step's code raised; the traceback is in the attempt's error record
 EXIT_OOM = 43  # the step raised MemoryError

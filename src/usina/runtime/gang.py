@@ -243,5 +243,5 @@ def _report(
 
 def _own_code(code: int | None) -> int:
     """The gang's exit code for a rank that exited by itself: its own, when it is one of the
-    runtime's (user error, MemoryError, infra), else a user error."""
-    return code if code in (EXIT_USER_ERROR, EXIT_OOM, EXIT_INFRA) else EXIT_USER_ERROR
+    runtime's (user error, MemoryError, infra), else 1 (a failure of no known kind)."""
+    return code if code in (EXIT_USER_ERROR, EXIT_OOM, EXIT_INFRA) else 1

@@ -13,6 +13,7 @@ import pytest
 
 from usina.backends.local import LocalBackend
 from usina.engine.ports import Backend, Task, TaskState, result_key, task_key
+from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.testing.backend import FakeBackend
@@ -55,7 +56,7 @@ class Harness:
             pipeline="contract",
             node=node,
             number=1,
-            resources=node["resources"],
+            resources=Resources(cpu=1, memory="1Gi"),
             inputs={"x": {"const": x}},
             artifacts_url=self.store.url,
             params={},

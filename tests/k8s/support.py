@@ -80,7 +80,7 @@ def make_task(
         pipeline="fraud",
         node=node,
         number=int(attempt_id.rsplit("-", 1)[-1]) if attempt_id[-1].isdigit() else 1,
-        resources=res.to_json(),
+        resources=res,
         inputs={},
         artifacts_url="s3://bucket/usina",
         params={},

@@ -153,7 +153,7 @@ def test_a_failing_rank_s_error_record_becomes_the_attempt_s(tmp_path) -> None: 
     assert raw is not None
     record = json.loads(raw)
     assert record["rank"] == 2
-    assert record["kind"] == "user"
+    assert record["kind"] == "user_error"
     assert record["message"].startswith(f"rank 2 of 4 (node 1, pod {first.id}-1-")
     assert "ValueError: rank 2: loss is NaN" in record["traceback"]
     assert "ValueError: rank 2: loss is NaN" in (first.message or "")

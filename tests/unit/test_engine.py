@@ -115,7 +115,7 @@ def test_oom_retry_grows_memory_in_the_next_task(world):
     memories = [a.resources["memory"] for a in metadata.get_attempts(run.id, "train")]
     assert memories == ["1Gi", "2Gi", "4Gi"]
     tasks = [x.task for x in backend.launched.values() if x.task.node["id"] == "train"]
-    assert [t.resources["memory"] for t in tasks] == ["1Gi", "2Gi", "4Gi"]
+    assert [t.resources.memory for t in tasks] == ["1Gi", "2Gi", "4Gi"]
 
 
 def test_preemptions_do_not_use_the_user_budget(world):
@@ -275,3 +275,48 @@ def test_a_resume_written_by_another_engine_is_seen_by_the_driver(world):
         clock.advance(1.0)
     assert metadata.get_run(run.id).state is RunState.SUCCEEDED
     assert len(metadata.get_attempts(run.id, "transform")) == 5
+
+
+@step(env=["USINA_TEST_TOKEN"], resources=Resources(memory="3Gi"))
+def needs_token() -> int:
+    return 1
+
+
+@pipeline
+def with_env():
+    needs_token()
+
+
+def test_the_engine_submits_exactly_what_build_task_builds(monkeypatch) -> None:
+    from usina.engine.tasks import build_task, task_env
+
+    monkeypatch.setenv("USINA_TEST_TOKEN", "s3cret")
+    clock = FakeClock()
+    artifacts = InMemoryArtifactStore()
+    backend = FakeBackend(artifacts, clock)
+    settings = EngineSettings(environment="test-env", env={"LOG_LEVEL": "debug"})
+    engine = Engine(
+        backend=backend,
+        metadata=InMemoryMetadataStore(),
+        artifacts=artifacts,
+        clock=clock,
+        settings=settings,
+    )
+    plan = with_env.compile()
+    run = engine.submit(plan, labels={"team": "ml"})
+    engine.reconcile(run.id)
+    (launched,) = backend.launched.values()
+    node = plan.node("needs_token")
+    built = build_task(
+        plan,
+        node,
+        run_id=run.id,
+        artifacts_url=artifacts.url,
+        env=task_env(node, base=settings.env),
+        run_labels=run.labels,
+    )
+    assert launched.task == built
+    assert built.env == {"LOG_LEVEL": "debug", "USINA_TEST_TOKEN": "s3cret"}
+    assert built.labels["usina.dev/team"] == "ml"
+    assert built.labels["usina.dev/attempt"] == "1"
+    assert built.resources == Resources(memory="3Gi")

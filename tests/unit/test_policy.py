@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from usina import FailureClass, Resources, Retry
-from usina.engine.policy import decide
+from usina.engine.policy import advice, decide
 
 F = FailureClass
-RES = Resources(memory="1Gi").to_json()
+RES = Resources(memory="1Gi")
 
 
 def test_user_errors_fail_fast_by_default():
@@ -31,9 +33,9 @@ def test_oom_grows_memory_up_to_the_cap():
     policy = Retry(oom=3, oom_grow=1.5, max_memory="2Gi")
     first = decide(policy, [F.OOM], RES)
     assert first.retry
-    assert first.resources["memory"] == "1536Mi"
+    assert first.resources.memory == "1536Mi"
     second = decide(policy, [F.OOM, F.OOM], first.resources)
-    assert second.resources["memory"] == "2Gi"  # clamped
+    assert second.resources.memory == "2Gi"  # clamped
     third = decide(policy, [F.OOM] * 3, second.resources)
     assert not third.retry
     assert "max_memory=2Gi" in third.reason
@@ -59,3 +61,11 @@ def test_infra_and_timeout_budgets():
     assert not decide(Retry(), [F.INFRA] * 4, RES).retry
     assert not decide(Retry(), [F.TIMEOUT], RES).retry
     assert decide(Retry(timeout=1), [F.TIMEOUT], RES).retry
+
+
+@pytest.mark.parametrize("failure", list(FailureClass))
+def test_every_failure_class_has_advice_and_a_retry_budget(failure: FailureClass) -> None:
+    # advice() and Retry.budget() are exhaustive matches: a class missing from either raises
+    # here (and fails mypy's assert_never check).
+    assert advice(failure, "r-1").strip()
+    assert Retry().budget(failure) >= 0

@@ -26,12 +26,9 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from usina.engine.failures import ErrorRecord, exit_code_for, exit_failure
 from usina.engine.ports import (
-    EXIT_INFRA,
     EXIT_OK,
-    EXIT_OOM,
-    EXIT_RANK_LOST,
-    EXIT_USER_ERROR,
     ArtifactStore,
     Observation,
     Task,
@@ -41,8 +38,6 @@ from usina.engine.ports import (
     result_key,
 )
 from usina.errors import BackendError
-from usina.sdk.distributed import gang_nodes
-from usina.sdk.resources import memory_bytes
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -72,6 +67,7 @@ class _Attempt:
     finished_at: float | None = None
     peak_memory: int = 0
     gpus: list[int] = field(default_factory=list)
+    recorded: ErrorRecord | None = None  # the runtime's error record, for a concluded attempt
 
 
 def detect_gpus() -> list[int]:
@@ -193,12 +189,8 @@ class LocalBackend:
                 return
             os.makedirs(folder, exist_ok=True)
             # A distributed step's resources are per node; its gang runs here as one tree.
-            nodes = gang_nodes(task.node.get("distributed"))
-            limit = (
-                memory_bytes(str(task.resources.get("memory"))) * nodes
-                if self.enforce_memory
-                else None
-            )
+            nodes = task.nodes
+            limit = task.resources.memory_bytes * nodes if self.enforce_memory else None
             now = time.time()
             attempt = _Attempt(
                 id=task.attempt_id,
@@ -209,7 +201,7 @@ class LocalBackend:
             )
             env = dict(task.env)
             env["USINA_ATTEMPT_ID"] = task.attempt_id
-            wanted = int(task.resources.get("gpus") or 0) * nodes
+            wanted = task.total_gpus
             self._attempts[task.attempt_id] = attempt
             if wanted and wanted > len(self._gpus_all):
                 env["CUDA_VISIBLE_DEVICES"] = ""
@@ -329,30 +321,13 @@ class LocalBackend:
             return FailureClass.CANCELLED, "Cancelled", a.kill_message
         if a.kill_reason is FailureClass.NODE_LOST:
             return FailureClass.NODE_LOST, "ProcessLost", a.kill_message
-        if a.code == EXIT_OK:
+        near = bool(a.memory_limit) and a.peak_memory > 0.8 * (a.memory_limit or 0)
+        ended = exit_failure(a.code, signal=a.signal, memory_near_limit=near)
+        if ended is None:
             return None, None, None
-        if a.code == EXIT_OOM:
-            return FailureClass.OOM, "MemoryError", "the step raised MemoryError"
-        if a.code == EXIT_INFRA:
-            return FailureClass.INFRA, "RuntimeError", "the runtime could not load or store data"
-        if a.code == EXIT_USER_ERROR:
-            return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
-        if a.code == EXIT_RANK_LOST:
-            return (
-                FailureClass.NODE_LOST,
-                "RankLost",
-                "a rank of the gang was killed from outside; the whole gang was stopped",
-            )
-        if a.signal is not None:
-            name = signal.Signals(a.signal).name if a.signal in signal.valid_signals() else a.signal
-            if (
-                a.signal == signal.SIGKILL
-                and a.memory_limit
-                and a.peak_memory > 0.8 * a.memory_limit
-            ):
-                return FailureClass.OOM, "OOMKilled", "killed by SIGKILL near its memory limit"
-            return FailureClass.USER_ERROR, "Signal", f"killed by signal {name}"
-        return FailureClass.USER_ERROR, "Error", f"exit code {a.code}"
+        # Concluded from the runtime's own error record (no engine watched it end): its class.
+        failure = a.recorded.kind if a.recorded is not None else ended.failure
+        return failure, ended.reason, ended.message
 
     def _adopt_or_conclude(self, aid: str) -> _Attempt | None:
         """An attempt this backend did not start: adopt it if alive, else read its outcome."""
@@ -392,10 +367,8 @@ class LocalBackend:
                 "watching it (killed, or the machine restarted)"
             )
             return
-        kind = json.loads(raw).get("kind")
-        attempt.code = {"oom": EXIT_OOM, "infra": EXIT_INFRA, "node_lost": EXIT_RANK_LOST}.get(
-            kind, EXIT_USER_ERROR
-        )
+        attempt.recorded = ErrorRecord.from_json(json.loads(raw))
+        attempt.code = exit_code_for(attempt.recorded.kind)
 
     def _ensure_zygote(self) -> subprocess.Popen[bytes]:
         if self._zygote is not None and self._zygote.poll() is None:

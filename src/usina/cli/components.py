@@ -14,6 +14,7 @@ from usina.engine.engine import Engine, EngineSettings, attempt_id, new_run_id
 from usina.engine.ports import ArtifactStore, Backend, MetadataStore, Task, Tracker
 from usina.errors import MissingExtraError
 from usina.sdk.pipeline import Plan
+from usina.sdk.resources import Resources
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.stores.sql import SqlMetadataStore
 
@@ -64,7 +65,7 @@ def render_plan(plan: Plan, options: KubernetesOptions, settings: Settings) -> l
             pipeline=plan.pipeline,
             node=node.to_json(),
             number=1,
-            resources=dict(node.resources),
+            resources=Resources.from_json(dict(node.resources)),
             inputs={},
             artifacts_url=settings.artifacts_url,
             params=dict(plan.params),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, assert_never
 
 from usina.sdk.resources import Resources, memory_bytes
 from usina.sdk.retry import FailureClass, Retry
@@ -15,34 +15,41 @@ from usina.sdk.retry import FailureClass, Retry
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-_ADVICE = {
-    FailureClass.USER_ERROR: (
-        "fix the step's code or data (see the traceback), then 'usina runs resume {run}'"
-    ),
-    FailureClass.OOM: "raise the step's memory (Resources(memory=...)) or Retry(max_memory=...)",
-    FailureClass.TIMEOUT: "raise the step's timeout, or make it faster",
-    FailureClass.INFRA: "check the image, secrets and config the step needs, then resume",
-    FailureClass.UNSCHEDULABLE: "ask for resources some node has, or add capacity to the queue",
-    FailureClass.PREEMPTED: "resume the run; preemptions do not use the retry budget",
-    FailureClass.NODE_LOST: "resume the run; lost nodes do not use the retry budget",
-    FailureClass.CANCELLED: "resume the run to continue it",
-}
-
 
 def advice(failure: FailureClass, run_id: str) -> str:
-    """What a user should do next about a failure of this class."""
-    return _ADVICE[failure].format(run=run_id)
+    """What a user should do next about a failure of this class (every class has one: the
+    ``match`` is exhaustive, so mypy rejects a new class that is missing here)."""
+    match failure:
+        case FailureClass.USER_ERROR:
+            text = "fix the step's code or data (see the traceback), then 'usina runs resume {run}'"
+        case FailureClass.OOM:
+            text = "raise the step's memory (Resources(memory=...)) or Retry(max_memory=...)"
+        case FailureClass.TIMEOUT:
+            text = "raise the step's timeout, or make it faster"
+        case FailureClass.INFRA:
+            text = "check the image, secrets and config the step needs, then resume"
+        case FailureClass.UNSCHEDULABLE:
+            text = "ask for resources some node has, or add capacity to the queue"
+        case FailureClass.PREEMPTED:
+            text = "resume the run; preemptions do not use the retry budget"
+        case FailureClass.NODE_LOST:
+            text = "resume the run; lost nodes do not use the retry budget"
+        case FailureClass.CANCELLED:
+            text = "resume the run to continue it"
+        case _:
+            assert_never(failure)
+    return text.format(run=run_id)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     retry: bool
     delay: float  # seconds before the next attempt
-    resources: dict[str, Any]  # resources of the next attempt
+    resources: Resources  # resources of the next attempt
     reason: str  # why, in words
 
 
-def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str, Any]) -> Decision:
+def decide(policy: Retry, failures: Sequence[FailureClass], resources: Resources) -> Decision:
     """Decide what follows the last of ``failures`` (the step's counted failed attempts)."""
     if not failures:
         raise ValueError("decide() needs at least one failure")
@@ -66,7 +73,7 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str,
     else:
         delay = min(policy.backoff_max, policy.backoff * policy.backoff_factor ** (count - 1))
     if last is FailureClass.OOM:
-        current = Resources.from_json(resources)
+        current = resources
         now_bytes = current.memory_bytes
         grown = math.ceil(now_bytes * policy.oom_grow)
         if policy.max_memory is not None:
@@ -83,7 +90,7 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: dict[str,
         return Decision(
             True,
             delay,
-            bigger.to_json(),
+            bigger,
             f"retry {count}/{budget} with memory {current.memory} -> {bigger.memory}",
         )
     return Decision(True, delay, resources, f"retry {count}/{budget} after {last.value}")

@@ -8,6 +8,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from usina.sdk.distributed import Torchrun
+from usina.sdk.resources import Resources
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -77,14 +80,21 @@ class TaskState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """Everything a backend needs to run one attempt of a step."""
+    """Everything a backend needs to run one attempt of a step.
+
+    Typed values stay typed here: ``resources`` (per node, for a gang) and the gang's spec
+    (``distributed``, read from the node). JSON appears only in ``to_json``/``from_json``,
+    for the task record the runtime reads (``task_key``). ``node`` is ``PlanNode.to_json()``:
+    a backend may find its own extras there (a Kubernetes ``queue_timeout`` or ``image``).
+    The engine builds tasks with ``usina.engine.tasks.build_task``.
+    """
 
     attempt_id: str
     run_id: str
     pipeline: str
-    node: dict[str, Any]  # PlanNode.to_json()
+    node: dict[str, Any]  # PlanNode.to_json(), plus any backend extras
     number: int
-    resources: dict[str, Any]
+    resources: Resources
     inputs: dict[str, dict[str, Any]]  # name -> {"artifact": ArtifactRef json} | {"const": v}
     artifacts_url: str
     params: dict[str, Any]
@@ -94,13 +104,47 @@ class Task:
     timeout: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def distributed(self) -> Torchrun | None:
+        """The gang this attempt runs as, or None for a single process. Raises ``ValueError``
+        for a spec this version does not know."""
+        spec = self.node.get("distributed")
+        return Torchrun.from_json(dict(spec)) if spec else None
+
+    @property
+    def nodes(self) -> int:
+        """Machines (pods) the attempt uses: the gang's nodes, else 1."""
+        spec = self.distributed
+        return spec.nodes if spec is not None else 1
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs the whole attempt holds: per-node GPUs x nodes."""
+        return self.resources.total_gpus(self.nodes)
+
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {
+            "attempt_id": self.attempt_id,
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "node": self.node,
+            "number": self.number,
+            "resources": self.resources.to_json(),
+            "inputs": self.inputs,
+            "artifacts_url": self.artifacts_url,
+            "params": self.params,
+            "sys_path": list(self.sys_path),
+            "source": self.source,
+            "env": self.env,
+            "timeout": self.timeout,
+            "labels": self.labels,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Task:
         values = dict(data)
         values["sys_path"] = tuple(values.get("sys_path", ()))
+        values["resources"] = Resources.from_json(dict(values.get("resources") or {}))
         return cls(**values)
 
 
@@ -161,9 +205,9 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
-# Exit codes of the step runtime (``python -m usina.runtime``). Backends read them to classify
-# an attempt; Kubernetes' podFailurePolicy uses them to fail a Job at once (the engine, not the
-# Job controller, owns retries).
+# Exit codes of the step runtime (``python -m usina.runtime``). Backends read them through
+# ``usina.engine.failures.exit_failure`` to classify an attempt; Kubernetes' podFailurePolicy
+# uses them to fail a Job at once (the engine, not the Job controller, owns retries).
 EXIT_OK = 0
 EXIT_USER_ERROR = 42  # the step's code raised; the traceback is in the attempt's error record
 EXIT_OOM = 43  # the step raised MemoryError

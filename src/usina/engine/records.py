@@ -1,7 +1,8 @@
 """The engine's records: runs, steps, attempts, artifacts and events, as frozen values.
 
-Everything the engine knows lives in these records in the metadata store; the engine keeps no
-state of its own between reconcile passes.
+Everything the engine knows lives in these records in the metadata store, the truth it writes
+first. Between passes it keeps a mirror of the runs it drives (``usina.engine.mirror``), which
+it rereads whenever it cannot be sure it wrote every change since; nothing else survives a pass.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class AttemptRecord:
     reason: str | None = None
     message: str | None = None  # the evidence: traceback tail, pod status message
     backend: str = "local"
-    gpus: int = 0
+    gpus: int = 0  # every GPU the attempt holds: per-node GPUs x nodes for a gang
     log_uri: str | None = None
 
     @property

@@ -10,11 +10,9 @@ import time
 import traceback
 from typing import Any
 
+from usina.engine.failures import ErrorRecord, exit_code_for
 from usina.engine.ports import (
-    EXIT_INFRA,
     EXIT_OK,
-    EXIT_OOM,
-    EXIT_USER_ERROR,
     ArtifactStore,
     Task,
     error_key,
@@ -27,6 +25,7 @@ from usina.errors import SerializationError, UsinaError
 from usina.runtime.checkpoints import StoreCheckpointer, checkpoint_url
 from usina.runtime.loader import resolve_callable
 from usina.sdk.context import StepContext, set_current
+from usina.sdk.retry import FailureClass
 from usina.sdk.step import Step
 from usina.stores import serializers
 
@@ -38,21 +37,22 @@ __all__ = ["execute", "load_task", "rank_error_key"]
 _RANK: int | None = None  # this process's rank when it runs one rank of a distributed step
 
 
-def _write_error(store: ArtifactStore, attempt_id: str, kind: str, exc: BaseException) -> None:
-    detail: dict[str, Any] = {
-        "kind": kind,
-        "type": type(exc).__name__,
-        "message": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc))[-16000:],
-    }
+def _fail(store: ArtifactStore, attempt_id: str, kind: FailureClass, exc: BaseException) -> int:
+    """Write the attempt's (or this rank's) error record; returns the exit code for ``kind``."""
+    record = ErrorRecord(
+        kind=kind,
+        type=type(exc).__name__,
+        message=f"{type(exc).__name__}: {exc}",
+        traceback="".join(traceback.format_exception(exc)),
+        rank=_RANK,
+        at=time.time() if _RANK is not None else None,
+    )
     key = error_key(attempt_id) if _RANK is None else rank_error_key(attempt_id, _RANK)
-    if _RANK is not None:
-        detail["rank"] = _RANK
-        detail["at"] = time.time()
     try:
-        store.write_record(key, json.dumps(detail).encode())
+        store.write_record(key, json.dumps(record.to_json()).encode())
     except Exception:  # the store itself is broken: the exit code still tells the class
         traceback.print_exc()
+    return exit_code_for(kind)
 
 
 def load_task(store: ArtifactStore, attempt_id: str) -> Task:
@@ -72,14 +72,14 @@ def _load_input(store: ArtifactStore, ref: ArtifactRef) -> Any:
 def execute(store: ArtifactStore, task: Task) -> int:
     """Run ``task`` in this process and return the exit code for it.
 
-    A distributed step (``node["distributed"]``) run where no rank is set yet (the local
+    A distributed step (``task.distributed``) run where no rank is set yet (the local
     backend's worker) becomes the launcher of its gang (``usina.runtime.gang``); with ``RANK``
     set (by that launcher, or by ``torchrun`` in a pod) it runs that one rank: every rank calls
     the function, and only rank 0 writes the outputs and the result record.
     """
     global _RANK
     node = task.node
-    if node.get("distributed"):
+    if task.distributed is not None:
         if "RANK" not in os.environ:
             from usina.runtime.gang import launch_gang
 
@@ -97,8 +97,7 @@ def execute(store: ArtifactStore, task: Task) -> int:
         target = resolve_callable(node["module"], node["qualname"], node.get("file"))
     except Exception as exc:
         print(f"usina: cannot import step {node['step']!r}: {exc}", file=sys.stderr)
-        _write_error(store, task.attempt_id, "user", exc)
-        return EXIT_USER_ERROR
+        return _fail(store, task.attempt_id, FailureClass.USER_ERROR, exc)
     fn = target.fn if isinstance(target, Step) else target
     try:
         kwargs: dict[str, Any] = {}
@@ -108,12 +107,10 @@ def execute(store: ArtifactStore, task: Task) -> int:
             else:
                 kwargs[name] = spec["const"]
     except MemoryError as exc:
-        _write_error(store, task.attempt_id, "oom", exc)
-        return EXIT_OOM
+        return _fail(store, task.attempt_id, FailureClass.OOM, exc)
     except Exception as exc:
         print(f"usina: cannot load the inputs of {node['step']!r}: {exc}", file=sys.stderr)
-        _write_error(store, task.attempt_id, "infra", exc)
-        return EXIT_INFRA
+        return _fail(store, task.attempt_id, FailureClass.INFRA, exc)
 
     # 2. The user's code.
     ctx = StepContext(
@@ -135,13 +132,13 @@ def execute(store: ArtifactStore, task: Task) -> int:
     try:
         value = fn(**kwargs)
     except MemoryError as exc:
-        _write_error(store, task.attempt_id, "oom", exc)
+        code = _fail(store, task.attempt_id, FailureClass.OOM, exc)
         traceback.print_exc()
-        return EXIT_OOM
+        return code
     except BaseException as exc:  # SystemExit too: a step must return, not exit
-        _write_error(store, task.attempt_id, "user", exc)
+        code = _fail(store, task.attempt_id, FailureClass.USER_ERROR, exc)
         traceback.print_exc()
-        return EXIT_USER_ERROR
+        return code
     finally:
         set_current(None)
         del token
@@ -162,9 +159,9 @@ def execute(store: ArtifactStore, task: Task) -> int:
             problem = SerializationError(
                 f"step {node['step']!r} is annotated to return {count} values but returned {got}"
             )
-            _write_error(store, task.attempt_id, "user", problem)
+            code = _fail(store, task.attempt_id, FailureClass.USER_ERROR, problem)
             print(f"usina: {problem}", file=sys.stderr)
-            return EXIT_USER_ERROR
+            return code
         values = list(value)
     outputs: list[dict[str, Any]] = []
     try:
@@ -173,16 +170,15 @@ def execute(store: ArtifactStore, task: Task) -> int:
             digest = store.put_bytes(data)
             outputs.append(ArtifactRef(digest, serializer, type_name, len(data)).to_json())
     except MemoryError as exc:
-        _write_error(store, task.attempt_id, "oom", exc)
-        return EXIT_OOM
+        return _fail(store, task.attempt_id, FailureClass.OOM, exc)
     except SerializationError as exc:
-        _write_error(store, task.attempt_id, "user", exc)
+        code = _fail(store, task.attempt_id, FailureClass.USER_ERROR, exc)
         print(f"usina: step {node['step']!r}: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return code
     except Exception as exc:
-        _write_error(store, task.attempt_id, "infra", exc)
+        code = _fail(store, task.attempt_id, FailureClass.INFRA, exc)
         traceback.print_exc()
-        return EXIT_INFRA
+        return code
     result = {
         "outputs": outputs,
         "metrics": ctx.metrics,
@@ -194,8 +190,7 @@ def execute(store: ArtifactStore, task: Task) -> int:
         store.write_record(result_key(task.attempt_id), json.dumps(result).encode())
     except Exception as exc:
         traceback.print_exc()
-        _write_error(store, task.attempt_id, "infra", exc)
-        return EXIT_INFRA
+        return _fail(store, task.attempt_id, FailureClass.INFRA, exc)
     return EXIT_OK
 
 

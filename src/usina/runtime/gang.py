@@ -11,10 +11,11 @@ already imported, so a gang starts in milliseconds; every rank is still its own 
 A gang lives and dies together: when any rank fails, the others get SIGTERM (SIGKILL after a
 grace period), and the launcher exits with the root cause's code, so the engine sees one failed
 attempt and starts the whole gang again as the next one (which resumes from its checkpoint).
-Root cause: a rank killed from outside (SIGKILL/SIGTERM/SIGHUP that the launcher did not send)
-wins, because its peers then fail in their collectives as a consequence; it is reported as
-``node_lost`` (exit ``EXIT_RANK_LOST``). Otherwise the first rank that failed, with its own
-error record (user error, MemoryError, infra).
+Root cause (``usina.engine.failures.root_cause``, the same ranking the Kubernetes backend uses
+for the pods of a gang): a rank killed from outside (SIGKILL/SIGTERM/SIGHUP that the launcher
+did not send, reported as ``node_lost``, exit ``EXIT_RANK_LOST``) or one that ran out of memory
+comes before one that failed by itself, because its peers then fail in their collectives as a
+consequence; among equals, the first that ended, with its own error record.
 
 Process tree: the launcher and its ranks share one process group, so the backend's watchdog
 (memory limit, timeout, cancel) stops the whole gang with one ``killpg``.
@@ -30,25 +31,32 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from usina.engine.failures import (
+    ErrorRecord,
+    ExitFailure,
+    MemberEnd,
+    exit_code_for,
+    exit_failure,
+    root_cause,
+)
 from usina.engine.ports import (
     EXIT_INFRA,
     EXIT_OK,
     EXIT_OOM,
-    EXIT_RANK_LOST,
     EXIT_USER_ERROR,
     error_key,
     rank_error_key,
 )
-from usina.sdk.distributed import Torchrun
+from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
     from usina.engine.ports import ArtifactStore, Task
+    from usina.sdk.distributed import Torchrun
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for the surviving ranks of a failed gang
-_LOST_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP})
 
 
 @dataclass(slots=True)
@@ -117,7 +125,9 @@ def _start_rank(store: ArtifactStore, task: Task, env: dict[str, str], threads: 
 
 def launch_gang(store: ArtifactStore, task: Task) -> int:
     """Run every rank of ``task`` as a child process; returns the attempt's exit code."""
-    spec = Torchrun.from_json(task.node["distributed"])
+    spec = task.distributed
+    if spec is None:
+        raise ValueError(f"attempt {task.attempt_id} is not a distributed step")
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     port = _free_port()
     threads = threads_per_rank(spec.world_size)
@@ -179,9 +189,18 @@ def _supervise(store: ArtifactStore, task: Task, spec: Torchrun, ranks: dict[int
     failed = [m for m in ended if m.code != EXIT_OK and m.self_inflicted]
     if not failed:
         return EXIT_OK
-    lost = [m for m in failed if m.signal in _LOST_SIGNALS]
-    cause = lost[0] if lost else failed[0]
+    order = {id(m): n for n, m in enumerate(ended)}
+    cause = root_cause(
+        failed,
+        lambda m: MemberEnd(_ended(m).failure, order=(order[id(m)],), index=m.rank),
+    )
     return _report(store, task, spec, cause, ended)
+
+
+def _ended(member: _Rank) -> ExitFailure:
+    """How a rank ended; a signal the launcher did not send means the rank was lost."""
+    found = exit_failure(member.code, signal=member.signal, outside_kill=True)
+    return found or ExitFailure(FailureClass.USER_ERROR, "Error", "ended without a result")
 
 
 def _signal_all(live: dict[int, _Rank], sig: int) -> None:
@@ -199,25 +218,30 @@ def _report(
         for m in ended
         if m is not cause and m.code != EXIT_OK
     )
-    record: dict[str, Any] = {}
+    ended_as = _ended(cause)
     if cause.signal is not None:
-        name = signal.Signals(cause.signal).name
-        lost = cause.signal in _LOST_SIGNALS
-        record = {
-            "kind": "node_lost" if lost else "user",
-            "type": "RankLost" if lost else "Signal",
-            "message": f"{where} was killed by {name}",
-            "traceback": "",
-        }
-        code = EXIT_RANK_LOST if lost else EXIT_USER_ERROR
+        record = ErrorRecord(
+            kind=ended_as.failure,
+            type="RankLost" if ended_as.failure is FailureClass.NODE_LOST else "Signal",
+            message=f"{where} was killed by {signal.Signals(cause.signal).name}",
+        )
     else:
         raw = store.read_record(rank_error_key(task.attempt_id, cause.rank))
-        record = json.loads(raw) if raw else {"kind": "user", "message": f"exit {cause.code}"}
-        record["message"] = f"{where} failed: {record.get('message', '')}"
-        code = cause.code if cause.code in (EXIT_USER_ERROR, EXIT_OOM, EXIT_INFRA) else 1
-    record["rank"] = cause.rank
+        own = (
+            ErrorRecord.from_json(json.loads(raw))
+            if raw
+            else ErrorRecord(ended_as.failure, ended_as.reason, f"exit {cause.code}")
+        )
+        record = replace(own, message=f"{where} failed: {own.message}")
     if others:
-        record["message"] += f"; the gang was stopped ({others})"
-    print(f"usina: {record['message']}", file=sys.stderr, flush=True)
-    store.write_record(error_key(task.attempt_id), json.dumps(record).encode())
-    return code if code is not None else EXIT_USER_ERROR
+        record = replace(record, message=f"{record.message}; the gang was stopped ({others})")
+    record = replace(record, rank=cause.rank)
+    print(f"usina: {record.message}", file=sys.stderr, flush=True)
+    store.write_record(error_key(task.attempt_id), json.dumps(record.to_json()).encode())
+    return exit_code_for(record.kind) if cause.signal is not None else _own_code(cause.code)
+
+
+def _own_code(code: int | None) -> int:
+    """The gang's exit code for a rank that exited by itself: its own, when it is one of the
+    runtime's (user error, MemoryError, infra), else 1 (a failure of no known kind)."""
+    return code if code in (EXIT_USER_ERROR, EXIT_OOM, EXIT_INFRA) else 1

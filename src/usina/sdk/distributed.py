@@ -72,10 +72,3 @@ class Torchrun:
             port=int(data.get("port", 29500)),
             rdzv_timeout=float(data.get("rdzv_timeout", 300.0)),
         )
-
-
-def gang_nodes(distributed: dict[str, Any] | None) -> int:
-    """How many nodes (pods) an attempt of a plan node with this ``distributed`` spec uses."""
-    if not distributed:
-        return 1
-    return max(1, int(distributed.get("nodes", 1)))

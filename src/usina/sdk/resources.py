@@ -161,6 +161,11 @@ class Resources:
     def cpu_millicores(self) -> int:
         return cpu_millicores(self.cpu)
 
+    def total_gpus(self, nodes: int = 1) -> int:
+        """GPUs an attempt holds in all: these resources are per node, so ``gpus x nodes``
+        for a gang of ``nodes`` (a distributed step), ``gpus`` otherwise."""
+        return self.gpus * max(1, nodes)
+
     def with_memory(self, n_bytes: int) -> Resources:
         """A copy with a new memory amount (used by the ``oom`` retry)."""
         return replace(self, memory=format_memory(n_bytes))

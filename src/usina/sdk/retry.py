@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import assert_never
 
 
 class FailureClass(enum.StrEnum):
@@ -65,16 +66,21 @@ class Retry:
 
     def budget(self, failure: FailureClass) -> int:
         """How many retries the policy allows after failures of this class."""
-        return {
-            FailureClass.USER_ERROR: self.user,
-            FailureClass.OOM: self.oom,
-            FailureClass.INFRA: self.infra,
-            FailureClass.TIMEOUT: self.timeout,
-            FailureClass.PREEMPTED: self.max_disruptions,
-            FailureClass.NODE_LOST: self.max_disruptions,
-            FailureClass.UNSCHEDULABLE: 0,
-            FailureClass.CANCELLED: 0,
-        }[failure]
+        match failure:
+            case FailureClass.USER_ERROR:
+                return self.user
+            case FailureClass.OOM:
+                return self.oom
+            case FailureClass.INFRA:
+                return self.infra
+            case FailureClass.TIMEOUT:
+                return self.timeout
+            case FailureClass.PREEMPTED | FailureClass.NODE_LOST:
+                return self.max_disruptions
+            case FailureClass.UNSCHEDULABLE | FailureClass.CANCELLED:
+                return 0
+            case _:
+                assert_never(failure)
 
     def to_json(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -5,11 +5,13 @@ so every rule is testable without a cluster. The order of the checks matters: a 
 past its deadline had its pod killed (exit 143/137), which must not read as an OOM; a pod with a
 ``DisruptionTarget`` condition was killed by the platform, whatever its exit code says.
 
-A gang (an Indexed Job whose pods are the ranks of one distributed step) fails as a whole; of
-its failed pods, the one that *caused* the failure is reported (``failure_cause``): a
-disruption first (its peers then crash in their collectives), then a kill (OOM, rank lost),
-then a pod that failed by itself; pods the Job controller stopped after the fact (exit 143,
-deleted) come last.
+A pod's exit code is read by ``usina.engine.failures.exit_failure``, the one classifier the
+runtime and the local backend use too. A gang (an Indexed Job whose pods are the ranks of one
+distributed step) fails as a whole; of its failed pods, the one that *caused* the failure is
+reported (``failure_cause``, ranked by ``usina.engine.failures.root_cause``): a disruption
+first (its peers then crash in their collectives), then a kill (OOM, rank lost), then a pod
+that failed by itself; pods the Job controller stopped after the fact (exit 143, deleted) come
+last.
 """
 
 from __future__ import annotations
@@ -21,14 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from usina.backends.kubernetes.settings import CONTAINER
-from usina.engine.ports import (
-    EXIT_INFRA,
-    EXIT_OOM,
-    EXIT_RANK_LOST,
-    EXIT_USER_ERROR,
-    Observation,
-    TaskState,
-)
+from usina.engine.failures import MemberEnd, exit_failure, root_cause
+from usina.engine.ports import Observation, TaskState
 from usina.sdk.retry import FailureClass
 
 Obj = Mapping[str, Any]
@@ -184,63 +180,19 @@ def pod_failure(pod: Obj) -> tuple[FailureClass, int | None, str, str]:
                     message,
                 ),
             )
-        if code == EXIT_USER_ERROR:
+        ended = exit_failure(code, fallback_reason=reason)
+        if ended is None:  # a failed pod whose container exited 0: it wrote no result
             return (
                 FailureClass.USER_ERROR,
                 code,
-                "UserError",
-                _join(
-                    f"the step raised an exception (exit {code}); the traceback is in the "
-                    "attempt's error record and log",
-                    message,
-                ),
+                reason,
+                _join(f"container {CONTAINER} exited with code {code} ({reason})", message),
             )
-        if code == EXIT_OOM:
-            return (
-                FailureClass.OOM,
-                code,
-                "MemoryError",
-                _join(f"the step raised MemoryError (exit {code})", message),
-            )
-        if code == EXIT_RANK_LOST:
-            return (
-                FailureClass.NODE_LOST,
-                code,
-                "RankLost",
-                _join(
-                    f"a rank of the gang was killed from outside (exit {code}); the gang was "
-                    "stopped",
-                    message,
-                ),
-            )
-        if code == EXIT_INFRA:
-            return (
-                FailureClass.INFRA,
-                code,
-                "RuntimeError",
-                _join(
-                    f"the usina runtime could not load the task or its inputs, or write its "
-                    f"outputs (exit {code})",
-                    message,
-                ),
-            )
-        if code == 137:
-            return (
-                FailureClass.OOM,
-                code,
-                "Killed",
-                _join(
-                    "container was killed with SIGKILL (exit 137) without a disruption: most "
-                    "likely the memory limit (the kernel's OOM killer), else a liveness kill",
-                    message,
-                ),
-            )
-        return (
-            FailureClass.USER_ERROR,
-            code,
-            reason,
-            _join(f"container {CONTAINER} exited with code {code} ({reason})", message),
-        )
+        if ended.reason == "Error" or ended.reason == reason:
+            head = f"container {CONTAINER} exited with code {code} ({reason})"
+        else:
+            head = f"container {CONTAINER}: {ended.message}"
+        return ended.failure, code, ended.reason, _join(head, message)
     if kind == "waiting":
         reason = str(detail.get("reason") or "Waiting")
         return (
@@ -285,33 +237,30 @@ def failure_cause(job: Obj, failed: Sequence[Obj], seen: Mapping[str, int] | Non
             break
     order = seen or {}
 
-    def rank(pod: Obj) -> tuple[int, int, float, float, int]:
+    def evidence(pod: Obj) -> MemberEnd:
         meta = pod.get("metadata") or {}
         status = pod.get("status") or {}
         kind, detail = _state(pod)
         code = detail.get("exitCode") if kind == "terminated" else None
-        if _true(pod, "DisruptionTarget") is not None or status.get("reason") in (
-            "Evicted",
-            "NodeLost",
-        ):
-            severity = 0
-        elif detail.get("reason") == "OOMKilled" or code in (EXIT_RANK_LOST, EXIT_OOM):
-            severity = 1
-        elif meta.get("deletionTimestamp") and code in (None, 143, 137):
-            severity = 3  # stopped by the Job controller because the gang had failed
-        else:
-            severity = 2
-        finished = parse_time(detail.get("finishedAt")) or float("inf")
+        failure = pod_failure(pod)[0]
         index = pod_index(pod)
-        return (
-            severity,
-            0 if meta.get("name") == named else 1,
-            order.get(str(meta.get("name")), 1 << 62),
-            finished,
-            index if index is not None else 1 << 30,
+        return MemberEnd(
+            failure,
+            platform=_true(pod, "DisruptionTarget") is not None
+            or status.get("reason") in ("Evicted", "NodeLost"),
+            # Deleted by the Job controller because the gang had failed (SIGTERM, SIGKILL).
+            stopped_by_gang=bool(meta.get("deletionTimestamp"))
+            and code in (None, 143, 137)
+            and detail.get("reason") != "OOMKilled",
+            named=meta.get("name") == named,
+            order=(
+                order.get(str(meta.get("name")), 1 << 62),
+                parse_time(detail.get("finishedAt")) or float("inf"),
+            ),
+            index=index if index is not None else 1 << 30,
         )
 
-    return min(failed, key=rank)
+    return root_cause(failed, evidence)
 
 
 def unschedulable_hint(message: str) -> str:
@@ -429,12 +378,8 @@ def classify(
         else:
             match = _EXIT_IN_MESSAGE.search(job_message)
             code = int(match.group(1)) if match else None
-            cls = {
-                EXIT_USER_ERROR: FailureClass.USER_ERROR,
-                EXIT_OOM: FailureClass.OOM,
-                EXIT_RANK_LOST: FailureClass.NODE_LOST,
-                137: FailureClass.OOM,
-            }.get(code or -1, FailureClass.INFRA)
+            ended = exit_failure(code) if code is not None else None
+            cls = ended.failure if ended is not None else FailureClass.INFRA
             reason, message = job_reason, "the Job failed and its pods are gone"
         return Verdict(
             Observation(

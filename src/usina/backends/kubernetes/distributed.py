@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usina.backends.kubernetes.manifests import (
     FAIL_JOB_EXIT_CODES,
@@ -32,7 +32,9 @@ from usina.backends.kubernetes.manifests import (
 from usina.backends.kubernetes.settings import ATTEMPT_ANNOTATION, CONTAINER, KubernetesSettings
 from usina.engine.ports import EXIT_RANK_LOST, Task
 from usina.errors import BackendError
-from usina.sdk.distributed import Torchrun
+
+if TYPE_CHECKING:
+    from usina.sdk.distributed import Torchrun
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: On a gang's Job: ``"<nodes>x<procs_per_node>"`` (the backend maps a pod's index to ranks).
@@ -43,12 +45,15 @@ MAX_HOSTNAME = 63
 
 def gang_spec(task: Task) -> Torchrun:
     try:
-        return Torchrun.from_json(dict(task.node["distributed"]))
+        spec = task.distributed
     except (KeyError, TypeError, ValueError) as exc:
         raise BackendError(
             f"attempt {task.attempt_id}: step '{task.node.get('step')}' has a distributed "
             f"spec this backend does not know ({task.node.get('distributed')!r})"
         ) from exc
+    if spec is None:
+        raise BackendError(f"attempt {task.attempt_id}: step is not distributed")
+    return spec
 
 
 def gang_name(job: str, nodes: int) -> str:
@@ -102,7 +107,7 @@ def build_gang(task: Task, settings: KubernetesSettings) -> tuple[dict[str, Any]
     name = service = gang_name(job["metadata"]["name"], spec.nodes)
     job["metadata"]["name"] = name
     master = f"{name}-0.{service}"
-    gpus = int(task.resources.get("gpus") or 0)
+    gpus = task.resources.gpus  # per node (pod)
 
     job_spec = job["spec"]
     job_spec.update(

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import math
 import re
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from usina.backends.kubernetes.settings import (
     ATTEMPT_ANNOTATION,
@@ -28,6 +28,9 @@ from usina.backends.kubernetes.settings import (
 )
 from usina.engine.ports import EXIT_INFRA, EXIT_OOM, EXIT_USER_ERROR, Task
 from usina.errors import BackendError
+
+if TYPE_CHECKING:
+    from usina.sdk.resources import Resources
 
 #: Exit codes after which the Job fails at once (FailJob): the runtime's reserved codes, and 137
 #: (SIGKILL, in practice the cgroup OOM killer) so an OOM is not re-run with the same memory.
@@ -111,8 +114,8 @@ def _quantity(value: object) -> str:
     return str(value)
 
 
-def container_resources(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Requests and limits of the step container from ``Resources.to_json()``.
+def container_resources(resources: Resources) -> dict[str, dict[str, str]]:
+    """Requests and limits of the step container (one pod: a gang's resources are per node).
 
     Memory: request = limit (an attempt that exceeds it is ``oom``; the engine grows it).
     CPU: the request, limited by ``cpu_limit`` or else ``cpu``. GPUs: whole devices, as
@@ -120,32 +123,30 @@ def container_resources(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
     """
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    cpu = resources.get("cpu")
+    cpu = resources.cpu
     if cpu is not None:
         requests["cpu"] = _quantity(cpu)
-        limits["cpu"] = _quantity(resources.get("cpu_limit") or cpu)
-    memory = resources.get("memory")
-    if memory is not None:
-        requests["memory"] = limits["memory"] = _quantity(memory)
-    storage = resources.get("ephemeral_storage")
+        limits["cpu"] = _quantity(resources.cpu_limit or cpu)
+    if resources.memory is not None:
+        requests["memory"] = limits["memory"] = _quantity(resources.memory)
+    storage = resources.ephemeral_storage
     if storage:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = _quantity(storage)
-    gpus = int(resources.get("gpus") or 0)
-    if gpus:
+    if resources.gpus:
         device = gpu_resource(resources)
-        requests[device] = limits[device] = str(gpus)
-    for name, value in sorted(dict(resources.get("extra") or {}).items()):
+        requests[device] = limits[device] = str(resources.gpus)
+    for name, value in sorted(dict(resources.extra or {}).items()):
         requests[name] = limits[name] = _quantity(value)
     return {"requests": requests, "limits": limits}
 
 
-def gpu_resource(resources: dict[str, Any]) -> str:
+def gpu_resource(resources: Resources) -> str:
     """The extended resource of the step's GPUs: a MIG slice (``nvidia.com/mig-1g.10gb``), a
     time-sliced share (``nvidia.com/gpu.shared``, the GPU operator's renamed resource), or
     whole devices."""
-    if resources.get("mig"):
-        return f"nvidia.com/mig-{resources['mig']}"
-    if resources.get("shared_gpu"):
+    if resources.mig:
+        return f"nvidia.com/mig-{resources.mig}"
+    if resources.shared_gpu:
         return SHARED_GPU_RESOURCE
     return GPU_RESOURCE
 
@@ -210,8 +211,8 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
         raise BackendError(
             f"cannot build the Job for attempt {task.attempt_id}: " + "; ".join(problems)
         )
-    resources = dict(task.resources)
-    gpus = int(resources.get("gpus") or 0)
+    resources = task.resources  # per pod: a gang's resources are per node
+    gpus = resources.gpus
     name = job_name(task.attempt_id)
     labels = job_labels(task)
     if settings.queue:
@@ -239,7 +240,7 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
 
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    shm = resources.get("shm") or (settings.default_shm if gpus else None)
+    shm = resources.shm or (settings.default_shm if gpus else None)
     if shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm)}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -284,7 +285,7 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
     tolerations = _tolerations(gpus, settings)
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    gpu_type = resources.get("gpu_type")
+    gpu_type = resources.gpu_type
     if gpus and gpu_type:
         pod_spec["affinity"] = {
             "nodeAffinity": {

@@ -1,0 +1,143 @@
+"""Steps: bringing a step in line with its latest attempt (success, retry after a backoff, or
+failure by the retry policy) and serving it from the cache when the same work was done before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from usina.engine.base import EngineBase
+from usina.engine.cache import cache_key
+from usina.engine.policy import decide
+from usina.engine.ports import result_key
+from usina.engine.records import (
+    ArtifactRef,
+    AttemptRecord,
+    AttemptState,
+    RunRecord,
+    StepRecord,
+    StepState,
+)
+from usina.sdk.resources import Resources
+from usina.sdk.retry import FailureClass, Retry
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from usina.sdk.pipeline import PlanNode
+
+log = logging.getLogger("usina.engine.engine")
+
+
+class Steps(EngineBase):
+    """The engine's part that settles steps and uses the cache."""
+
+    def _settle(
+        self, run: RunRecord, node: PlanNode, step: StepRecord, attempts: Sequence[AttemptRecord]
+    ) -> StepRecord:
+        """Bring the step's own state in line with its latest attempt."""
+        if step.state.finished or not attempts:
+            return step
+        latest = attempts[-1]
+        now = self.clock.now()
+        if latest.state is AttemptState.RUNNING:
+            if step.state is not StepState.RUNNING or step.attempts != latest.number:
+                step = replace(step, state=StepState.RUNNING, attempts=latest.number)
+                self._save_step(step)
+            return step
+        if latest.state is AttemptState.SUCCEEDED:
+            raw = self.artifacts.read_record(result_key(latest.id))
+            result = json.loads(raw) if raw is not None else {}
+            outputs = tuple(ArtifactRef.from_json(o) for o in result.get("outputs", []))
+            step = replace(
+                step,
+                state=StepState.SUCCEEDED,
+                attempts=latest.number,
+                outputs=outputs,
+                finished_at=latest.finished_at or now,
+                metrics={k: float(v) for k, v in result.get("metrics", {}).items()},
+                error=None,
+            )
+            self._save_step(step)
+            if node.cache and step.cache_key:
+                self.metadata.cache_put(step.cache_key, outputs, run.id, node.id)
+            self._event(run.id, "step_succeeded", node=node.id)
+            self._track("step_finished", run, step, latest)
+            return step
+        # The latest attempt failed: apply the policy once (BACKOFF means it was applied).
+        if step.state not in (StepState.PENDING, StepState.RUNNING):
+            return step
+        counted = [
+            a.failure_class or FailureClass.USER_ERROR
+            for a in attempts
+            if a.state is AttemptState.FAILED and a.number > step.retry_base
+        ]
+        decision = decide(Retry.from_json(node.retry), counted, Resources.from_json(step.resources))
+        if decision.retry and not run.cancel_requested:
+            step = replace(
+                step,
+                state=StepState.BACKOFF,
+                attempts=latest.number,
+                next_attempt_at=now + decision.delay,
+                resources=decision.resources.to_json(),  # stored: JSON
+            )
+            self._save_step(step)
+            self._event(run.id, "step_retry", node=node.id, message=decision.reason)
+            return step
+        failure = latest.failure_class or FailureClass.USER_ERROR
+        cancelled = failure is FailureClass.CANCELLED or run.cancel_requested
+        step = replace(
+            step,
+            state=StepState.CANCELLED if cancelled else StepState.FAILED,
+            attempts=latest.number,
+            finished_at=latest.finished_at or now,
+            error=f"{failure.value}: {decision.reason}",
+        )
+        self._save_step(step)
+        self._event(run.id, "step_failed", node=node.id, message=step.error or "")
+        self._track("step_finished", run, step, latest)
+        return step
+
+    def _key(self, node: PlanNode, inputs: Mapping[str, dict[str, Any]]) -> str:
+        digests = {n: v["artifact"]["digest"] for n, v in inputs.items() if "artifact" in v}
+        env_values = {name: os.environ.get(name) for name in node.env}
+        return cache_key(node, digests, self.environment, env_values)
+
+    def _from_cache(
+        self,
+        run: RunRecord,
+        node: PlanNode,
+        step: StepRecord,
+        key: str,
+        steps: dict[str, StepRecord],
+    ) -> bool:
+        if not (node.cache and self.settings.use_cache) or step.attempts:
+            return False
+        outputs = self.metadata.cache_get(key)
+        if outputs is None or len(outputs) != node.outputs:
+            return False
+        if not all(self.artifacts.exists(o.digest) for o in outputs):
+            log.info("cache entry of %s has missing artifacts; recomputing", node.id)
+            return False
+        now = self.clock.now()
+        done = replace(
+            step,
+            state=StepState.SUCCEEDED,
+            cached=True,
+            outputs=tuple(outputs),
+            cache_key=key,
+            started_at=now,
+            finished_at=now,
+        )
+        self._save_step(done)
+        steps[node.id] = done
+        self._event(run.id, "step_cached", node=node.id)
+        self._track("step_finished", run, done, None)
+        return True
+
+
+__all__ = ["Steps"]

@@ -55,13 +55,13 @@ from usina.errors import BackendError, MissingExtraError
 from usina.sdk.retry import FailureClass
 
 try:
-    import urllib3
     from kubernetes import client as k8s_client
     from kubernetes.client.exceptions import ApiException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("kubernetes", "k8s") from exc
 
-from usina.backends.kubernetes.informer import Backoff, Informer, retry_after
+from usina.backends.kubernetes.client import KubeApi
+from usina.backends.kubernetes.informer import Informer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -128,6 +128,13 @@ class KubernetesBackend:
         self._dirty: set[str] = set()  # jobs whose Job, pods or logs changed since
         self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
         self._stop = threading.Event()
+        self._api = KubeApi(
+            api_client,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+            request_timeout=settings.request_timeout,
+            stop=self._stop,
+        )
         self._logs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="usina-k8s-log")
         self._informers = [
             Informer(
@@ -675,31 +682,8 @@ class KubernetesBackend:
                 ) from exc
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> bytes:
-        """One API call, retried with backoff on 429, 5xx and dropped connections; the body."""
-        kwargs.setdefault("_preload_content", False)
-        kwargs.setdefault("_request_timeout", self.settings.request_timeout)
-        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_max)
-        attempts = 8
-        for attempt in range(attempts):
-            last = attempt == attempts - 1 or self._stop.is_set()
-            try:
-                resp = fn(*args, **kwargs)
-                try:
-                    return bytes(resp.data)
-                finally:
-                    resp.release_conn()  # back to the pool: one keep-alive connection
-            except ApiException as exc:
-                retriable = exc.status == 429 or exc.status >= 500 or exc.status == 0
-                if not retriable or last:
-                    raise
-                delay = backoff.next(retry_after(exc))
-            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
-                if last:
-                    raise BackendError(f"the Kubernetes API is unreachable: {exc}") from exc
-                delay = backoff.next()
-            log.debug("retrying %s in %.2f s", getattr(fn, "__name__", fn), delay)
-            self._stop.wait(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One API call through the shared retrying client (``client.KubeApi``); the body."""
+        return self._api.call(fn, *args, **kwargs)
 
 
 def _gang(job: Obj) -> tuple[int, int] | None:

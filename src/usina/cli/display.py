@@ -70,6 +70,65 @@ def steps_table(run: RunRecord, steps: Sequence[StepRecord]) -> Table:
     return table
 
 
+def _step_style(state: str) -> str:
+    try:
+        return _STYLE[StepState(state)]
+    except ValueError:
+        return "dim"  # "cached" (the server's name for a step taken from the cache)
+
+
+def run_table(run: dict[str, Any]) -> Table:
+    """A run's steps from its JSON (``run_json`` or the server's): the same table whether the
+    run was read locally or from a server."""
+    table = Table(title=f"{run['pipeline']} · {run['id']} · {run['state']}", title_justify="left")
+    table.add_column("step")
+    table.add_column("state")
+    table.add_column("attempt", justify="right")
+    table.add_column("duration", justify="right")
+    table.add_column("note", overflow="fold")
+    for s in run["steps"]:
+        cached = bool(s.get("cached"))
+        label = "cached" if cached else s["state"]
+        table.add_row(
+            s["node"],
+            f"[{_step_style(s['state'])}]{label}[/]",
+            str(s["attempts"] or ""),
+            "" if cached else format_duration(s["duration"]),
+            s["error"] or "",
+        )
+    return table
+
+
+def run_summary(run: dict[str, Any]) -> str:
+    """``run ID STATE in 1m05s: 2 ran, 1 from cache; cached: a; failed: b`` from run JSON."""
+    cached = [s["node"] for s in run["steps"] if s.get("cached")]
+    ran = [s["node"] for s in run["steps"] if s["state"] == "succeeded" and not s.get("cached")]
+    took = format_duration(run["duration"])
+    parts = [f"run {run['id']} {run['state']} in {took}: {len(ran)} ran, {len(cached)} from cache"]
+    if cached:
+        parts.append(f"cached: {', '.join(cached)}")
+    failed = [s["node"] for s in run["steps"] if s["state"] == "failed"]
+    if failed:
+        parts.append(f"failed: {', '.join(failed)}")
+    return "; ".join(parts)
+
+
+def runs_table(items: Sequence[dict[str, Any]]) -> Table:
+    """``usina runs ls``: one row per run, from run JSON (local or the server's)."""
+    table = Table()
+    for col in ("run", "pipeline", "state", "created", "duration"):
+        table.add_column(col)
+    for r in items:
+        table.add_row(
+            r["id"],
+            r["pipeline"],
+            r["state"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            format_duration(r["duration"]) if r["finished_at"] else "",
+        )
+    return table
+
+
 def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
     steps = ordered(run, steps)
     cached = [s.node for s in steps if s.cached]

@@ -618,28 +618,15 @@ class Engine:
         inputs: dict[str, dict[str, Any]],
         env: Mapping[str, str],
     ) -> Task:
-        plan = self.plan_of(run)
-        return Task(
-            attempt_id=attempt_id(run.id, node.id, number),
-            run_id=run.id,
-            pipeline=run.pipeline,
-            node=node.to_json(),
-            number=number,
-            resources=resources,
-            inputs=inputs,
+        return build_task(
+            run,
+            self.plan_of(run),
+            node,
+            number,
+            resources,
+            inputs,
+            {**self.settings.env, **env},
             artifacts_url=self.artifacts.url,
-            params=dict(run.params),
-            sys_path=plan.sys_path,
-            source=plan.source,
-            env={**self.settings.env, **{k: v for k, v in env.items()}},
-            timeout=node.timeout,
-            labels={
-                "usina.dev/run": run.id,
-                "usina.dev/step": node.id,
-                "usina.dev/pipeline": run.pipeline,
-                "usina.dev/attempt": str(number),
-                **{f"usina.dev/{k}": v for k, v in run.labels.items()},
-            },
         )
 
     def _launch(
@@ -823,6 +810,43 @@ class Engine:
             log.warning("tracker step_started failed: %s", exc, exc_info=True)
             self._event(run.id, "tracker_error", node=node, message=f"step_started: {exc}")
             return {}
+
+
+def build_task(
+    run: RunRecord,
+    plan: Plan,
+    node: PlanNode,
+    number: int,
+    resources: dict[str, Any],
+    inputs: dict[str, dict[str, Any]],
+    env: Mapping[str, str],
+    *,
+    artifacts_url: str,
+) -> Task:
+    """The ``Task`` of attempt ``number`` of ``node``: what the engine hands its backend (and
+    what ``usina k8s render`` prints). ``env`` is the attempt's whole environment."""
+    return Task(
+        attempt_id=attempt_id(run.id, node.id, number),
+        run_id=run.id,
+        pipeline=run.pipeline,
+        node=node.to_json(),
+        number=number,
+        resources=resources,
+        inputs=inputs,
+        artifacts_url=artifacts_url,
+        params=dict(run.params),
+        sys_path=plan.sys_path,
+        source=plan.source,
+        env=dict(env),
+        timeout=node.timeout,
+        labels={
+            "usina.dev/run": run.id,
+            "usina.dev/step": node.id,
+            "usina.dev/pipeline": run.pipeline,
+            "usina.dev/attempt": str(number),
+            **{f"usina.dev/{k}": v for k, v in run.labels.items()},
+        },
+    )
 
 
 def _unleased(run: RunRecord) -> RunRecord:

@@ -9,7 +9,6 @@ admin. Every mutation, and every refused one, is written to the audit log.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,7 +19,7 @@ from urllib.request import urlopen
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from usina.backends.local import read_log
+from usina.compose.components import read_attempt_log
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptRecord, AttemptState, RunRecord, RunState
 from usina.errors import NotFoundError, StateError
@@ -323,29 +322,21 @@ def _attempt_for(ctx: ServerContext, run_id: str, node: str, number: int | None)
 
 
 def attempt_log(ctx: ServerContext, attempt: AttemptRecord) -> str:
-    """The attempt's output: the copy kept in the artifact store once it ended, else the
-    file it is writing on this machine."""
-    raw = ctx.artifacts.read_record(log_key(attempt.id))
-    if raw is not None:
-        return raw.decode(errors="replace")
-    return read_log(ctx.settings.attempts_dir, attempt.id)
+    """The attempt's output: the copy kept in the artifact store once it ended, else what the
+    backend has now (through the ``Backend`` port)."""
+    return read_attempt_log(ctx.artifacts, ctx.engine.backend, attempt.id)
 
 
 def _follow(ctx: ServerContext, attempt: AttemptRecord, limit: float) -> Iterator[bytes]:
-    path = os.path.join(ctx.settings.attempts_dir, attempt.id, "output.log")
+    backend = ctx.engine.backend
     sent = 0
     deadline = time.monotonic() + limit
     last_check = 0.0
     while time.monotonic() < deadline:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(sent)
-                chunk = fh.read()
-        except FileNotFoundError:
-            chunk = b""
-        if chunk:
-            sent += len(chunk)
-            yield chunk
+        text = backend.logs(attempt.id).encode()
+        if len(text) > sent:
+            yield text[sent:]
+            sent = len(text)
         if time.monotonic() - last_check > 1.0:
             last_check = time.monotonic()
             current = next(

@@ -35,13 +35,14 @@ def render_manifests(
     from usina.backends.kubernetes import render_task_manifests
     from usina.backends.kubernetes.factory import kubernetes_settings
     from usina.compose.components import plan_tasks, tracked_env
+    from usina.stores.artifacts import FsspecArtifactStore
 
     pipe, plan = compile_target(target, params)
     current = settings()
     tracked = tracking if tracking is not None else bool(pipe.tracking)
     tasks = plan_tasks(
         plan,
-        artifacts_url=current.artifacts_url,
+        artifacts_url=FsspecArtifactStore(current.artifacts_url).url,  # as the engine sees it
         run_id=run_id,
         labels=labels,
         env=tracked_env(current.tracking_uri if tracked else None),

@@ -14,6 +14,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
 from usina.cli.k8s import k8s_app
@@ -110,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     except (DefinitionError, NotFoundError, StateError) as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except UsinaError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")  # "usina[extra]" is not markup
         return EXIT_FAILED
     except Exception as exc:
         # Click's usage errors (typer may vendor its own copy of click): they know how to show

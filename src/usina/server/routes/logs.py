@@ -13,19 +13,18 @@ from usina.compose.components import read_attempt_log
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptRecord, AttemptState
 from usina.errors import NotFoundError
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from usina.server.auth import CurrentPrincipal
-    from usina.server.context import ServerContext
-
+from usina.server.auth import CurrentPrincipal  # noqa: TC001 - FastAPI reads it at run time
 from usina.server.routes.common import (
     NamePath,
     RunIdPath,
     context_of,
     visible_run,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from usina.server.context import ServerContext
 
 router = APIRouter()
 

@@ -8,6 +8,12 @@ from fastapi import APIRouter, Path, Request
 
 from usina.errors import NotFoundError
 from usina.server.auth import CurrentPrincipal, require
+from usina.server.routes.common import (
+    NamePath,
+    audit,
+    context_of,
+    problems,
+)
 from usina.server.schemas import (
     AliasRequest,
     ModelOut,
@@ -16,13 +22,6 @@ from usina.stores.platform import Role
 
 if TYPE_CHECKING:
     from usina.server.context import ServerContext
-
-from usina.server.routes.common import (
-    NamePath,
-    audit,
-    context_of,
-    problems,
-)
 
 router = APIRouter()
 

@@ -6,6 +6,12 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from usina.server.auth import CurrentPrincipal  # noqa: TC001 - FastAPI reads it at run time
+from usina.server.routes.common import (
+    NamePath,
+    context_of,
+    problems,
+)
 from usina.server.schemas import (
     MetricPoint,
     ParamOut,
@@ -14,14 +20,7 @@ from usina.server.schemas import (
 )
 
 if TYPE_CHECKING:
-    from usina.server.auth import CurrentPrincipal
     from usina.server.registry import Registered
-
-from usina.server.routes.common import (
-    NamePath,
-    context_of,
-    problems,
-)
 
 router = APIRouter()
 

@@ -1,19 +1,14 @@
 """``KubernetesBackend``: runs each attempt as a ``batch/v1`` Job and reports on it.
 
-Submission is idempotent (a 409 AlreadyExists means the attempt was submitted before, e.g. by
-an engine that crashed). Observation never polls per Job: two informers (one list+watch of
-usina-labelled Jobs, one of their pods, in the namespace) keep an in-memory cache, and
-``observe`` classifies from it. A backend started after a restart lists the namespace and so
-*adopts* every Job an earlier one created. Logs outlive pods: a pod's log is copied into the
-artifact store (``attempts/<id>/log.txt``, assembled by ``logs``) while it runs and when it
-ends, and a finished attempt is reported only once its log is copied, so ``usina why`` can
-quote it. API calls go through ``client.KubeApi`` (retries on 429/5xx).
-
-A distributed step's attempt is a gang (``distributed.py``): its headless Service, then its
-Indexed Job. The Job's own ``Complete``/``Failed`` condition decides the attempt; a failed gang
-is classified from the pod that caused it, whose failing rank's error record becomes the
-attempt's (``gang_errors``). The Service goes when its Job finishes or is deleted
-(``services``); the engine restarts a failed gang as a new attempt.
+Submission is idempotent (409 AlreadyExists: submitted before, e.g. by an engine that crashed).
+Two informers (list+watch of usina's Jobs and of their pods) keep an in-memory cache that
+``observe`` classifies from, so a backend started after a restart *adopts* earlier Jobs. Pod
+logs are copied into the artifact store while pods run and when they end (``logs``); an attempt
+is reported finished only once its log is copied. API calls retry through ``client.KubeApi``.
+A distributed step's attempt is a gang (``distributed.py``): a headless Service, then an Indexed
+Job whose own condition decides the attempt; a failed gang is classified from the pod that
+caused it, whose failing rank's error record becomes the attempt's (``gang_errors``); the
+Service goes with its Job (``services``).
 """
 
 from __future__ import annotations
@@ -59,7 +54,12 @@ from usina.backends.kubernetes.client import KubeApi
 from usina.backends.kubernetes.gang_errors import surface_rank_error
 from usina.backends.kubernetes.informer import Informer
 from usina.backends.kubernetes.logs import log_tail, merge_gang_log, merge_pod_log
-from usina.backends.kubernetes.services import gang_of, job_finished, services_to_retire
+from usina.backends.kubernetes.services import (
+    SERVICE_GRACE_SECONDS,
+    gang_of,
+    job_finished,
+    services_to_retire,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -500,8 +500,9 @@ class KubernetesBackend:
             return
         with self._lock:
             launched = set(self._names.values())  # by this backend, maybe not seen yet
+            now, grace = time.time(), SERVICE_GRACE_SECONDS
             retire = services_to_retire(
-                services, self._jobs, self._deleted_jobs, launched, time.time()
+                services, self._jobs, self._deleted_jobs, launched, now, grace
             )
             for name in retire:
                 self._retire_service(name)
@@ -577,7 +578,6 @@ class KubernetesBackend:
             self._log_tail.pop(pod, None)
             self._log_synced.pop(pod, None)
 
-    # ---- API calls ---------------------------------------------------------------------------
     def _delete_job(self, name: str) -> None:
         try:
             self._call(

@@ -2,7 +2,7 @@
 
 The CLI (``usina run``, ``runs resume``, ``runs cancel``, ``k8s render``) and the server
 (``ServerContext.open``) build through these functions, so they pick implementations the same
-way; ``render_plan`` builds each Task with the engine's own builder (``build_task``), so what
+way; ``plan_tasks`` builds each Task with the engine's own builder (``build_task``), so what
 it prints is what a run submits.
 """
 

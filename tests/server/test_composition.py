@@ -4,6 +4,7 @@ runs source, which prints the same table for a run read locally or from a server
 
 from __future__ import annotations
 
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from usina.cli.source import LocalRuns
 from usina.compose import backends
 from usina.compose.backends import BackendRequest, backend_factory, backend_names
 from usina.compose.settings import Settings
+from usina.engine.records import RunId, RunRecord, RunState, StepRecord, StepState
 from usina.errors import DefinitionError
 from usina.server.context import ServerContext
 from usina.server.settings import ReconcilerSettings, ServerSettings
@@ -107,6 +109,30 @@ def test_the_server_runs_on_the_local_backend_by_default(tmp_path: Path) -> None
         ctx.close()
 
 
+def _long_run(server: Server) -> None:
+    start = time.time() - 400
+    run = RunRecord(
+        id=RunId("long-run"),
+        pipeline="demo",
+        plan={"nodes": [{"id": "load"}]},
+        params={},
+        state=RunState.SUCCEEDED,
+        created_at=start,
+        started_at=start,
+        finished_at=start + 312.4,
+    )
+    step = StepRecord(
+        run_id=run.id,
+        node="load",
+        state=StepState.SUCCEEDED,
+        resources={},
+        attempts=1,
+        started_at=start,
+        finished_at=start + 312.4,
+    )
+    server.ctx.metadata.create_run(run, [step])
+
+
 def _text(renderable: object) -> str:
     console = Console(record=True, width=160, color_system=None)
     console.print(renderable)
@@ -122,6 +148,7 @@ def test_the_same_run_prints_the_same_tables_locally_and_remotely(make_server: A
         headers=server.as_(token),
     ).json()
     server.wait_finished(token, submitted["id"])
+    _long_run(server)  # 5m12s: locally it printed "312.4s", remotely "5m12s"
     remote_run = server.client.get(
         f"/api/v1/runs/{submitted['id']}", headers=server.as_(token)
     ).json()
@@ -151,3 +178,4 @@ def test_the_same_run_prints_the_same_tables_locally_and_remotely(make_server: A
     assert _text(run_table(local_run)) == _text(run_table(remote_run))
     assert run_summary(local_run) == run_summary(remote_run)
     assert _text(runs_table(local_ls)) == _text(runs_table(remote_ls))
+    assert "5m12s" in _text(runs_table(local_ls))

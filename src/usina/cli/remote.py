@@ -17,7 +17,7 @@ from urllib.request import Request, urlopen
 
 from rich.console import Console
 
-from usina.cli.display import run_summary
+from usina.cli.display import run_summary, step_line
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 
 _FINISHED = {"succeeded", "failed", "cancelled"}
@@ -98,9 +98,7 @@ def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) 
             if seen.get(s["node"]) != key and s["state"] != "pending":
                 seen[s["node"]] = key
                 if not as_json:
-                    extra = f" attempt {s['attempts']}" if s["attempts"] > 1 else ""
-                    note = f" ({s['error']})" if s["error"] else ""
-                    out.print(f"  {s['node']}: {s['state']}{extra}{note}", highlight=False)
+                    out.print(step_line(s), highlight=False)
         if run["state"] in _FINISHED:
             break
         time.sleep(0.5)

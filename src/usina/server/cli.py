@@ -3,7 +3,10 @@
 Settings come from the options, else from the same environment variables as the CLI
 (``USINA_HOME``, ``USINA_DATABASE_URL``, ``USINA_ARTIFACTS_URL``, ``MLFLOW_TRACKING_URI``).
 Run several replicas against one PostgreSQL database and one artifact store to share the
-runs; each replica drives at most ``--max-runs`` of them at once.
+runs; each replica drives at most ``--max-runs`` of them at once. ``--backend`` (or
+``USINA_BACKEND``) names where the steps run, as for ``usina run``: ``local`` by default,
+``kubernetes`` (with ``--namespace``, ``--queue``, ``--image``, ``--context``), or any backend
+installed in the ``usina.backends`` entry-point group.
 """
 
 from __future__ import annotations

@@ -100,6 +100,9 @@ class Resources:
     gpu_type: the GPU product wanted (node label value, e.g. "NVIDIA-H100-80GB-HBM3").
     shm: size of the memory-backed /dev/shm for data loaders; None means the runtime default.
     ephemeral_storage: local scratch disk, a quantity.
+    mig: a MIG profile ("1g.10gb"): ``gpus`` slices of that size (``nvidia.com/mig-1g.10gb``)
+        instead of whole GPUs.
+    shared_gpu: ``gpus`` time-sliced shares of a GPU (``nvidia.com/gpu.shared``).
     """
 
     cpu: str | int | float = 1
@@ -110,6 +113,8 @@ class Resources:
     ephemeral_storage: str | None = None
     cpu_limit: str | int | float | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    mig: str | None = None
+    shared_gpu: bool = False
 
     def problems(self) -> list[str]:
         """Everything that is wrong with these resources, in words a user can act on."""
@@ -140,6 +145,12 @@ class Resources:
             found.append(f"gpus={self.gpus!r} must be a whole number >= 0")
         if self.gpu_type is not None and self.gpus == 0:
             found.append(f"gpu_type={self.gpu_type!r} is set but gpus=0; set gpus=1 or more")
+        if (self.mig or self.shared_gpu) and self.gpus == 0:
+            found.append("mig/shared_gpu is set but gpus=0; gpus counts the slices or shares")
+        if self.mig and self.shared_gpu:
+            found.append("set mig or shared_gpu, not both")
+        if self.mig is not None and not re.match(r"^[0-9]+g\.[0-9]+gb(\+me)?$", self.mig):
+            found.append(f"mig={self.mig!r} is not a MIG profile such as '1g.10gb' or '3g.40gb'")
         return found
 
     @property
@@ -164,6 +175,8 @@ class Resources:
             "ephemeral_storage": self.ephemeral_storage,
             "cpu_limit": self.cpu_limit,
             "extra": dict(self.extra),
+            "mig": self.mig,
+            "shared_gpu": self.shared_gpu,
         }
 
     @classmethod

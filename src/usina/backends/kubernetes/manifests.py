@@ -35,6 +35,7 @@ FAIL_JOB_EXIT_CODES = (EXIT_USER_ERROR, EXIT_OOM, EXIT_INFRA, 137)
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 GPU_RESOURCE = "nvidia.com/gpu"
+SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 MAX_NAME = 63
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
@@ -131,10 +132,22 @@ def container_resources(resources: dict[str, Any]) -> dict[str, dict[str, str]]:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = _quantity(storage)
     gpus = int(resources.get("gpus") or 0)
     if gpus:
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(gpus)
+        device = gpu_resource(resources)
+        requests[device] = limits[device] = str(gpus)
     for name, value in sorted(dict(resources.get("extra") or {}).items()):
         requests[name] = limits[name] = _quantity(value)
     return {"requests": requests, "limits": limits}
+
+
+def gpu_resource(resources: dict[str, Any]) -> str:
+    """The extended resource of the step's GPUs: a MIG slice (``nvidia.com/mig-1g.10gb``), a
+    time-sliced share (``nvidia.com/gpu.shared``, the GPU operator's renamed resource), or
+    whole devices."""
+    if resources.get("mig"):
+        return f"nvidia.com/mig-{resources['mig']}"
+    if resources.get("shared_gpu"):
+        return SHARED_GPU_RESOURCE
+    return GPU_RESOURCE
 
 
 def pod_failure_policy(settings: KubernetesSettings) -> dict[str, Any]:
@@ -203,8 +216,9 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
     labels = job_labels(task)
     if settings.queue:
         labels[KUEUE_QUEUE_LABEL] = label_value(settings.queue)
-        if settings.workload_priority_class:
-            labels[KUEUE_PRIORITY_LABEL] = label_value(settings.workload_priority_class)
+        priority = task.node.get("priority") or settings.workload_priority_class
+        if priority:  # a step's priority= names a WorkloadPriorityClass
+            labels[KUEUE_PRIORITY_LABEL] = label_value(str(priority))
     annotations = {
         ATTEMPT_ANNOTATION: task.attempt_id,
         RUN_ANNOTATION: task.run_id,

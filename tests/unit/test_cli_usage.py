@@ -163,3 +163,11 @@ def test_a_command_whose_extra_is_missing_names_the_install_line(
     assert "No such command" not in message
     assert "pip install 'usina[serving]'" in message
     assert "'grpc' is not installed" in message
+
+
+def test_k8s_queues_is_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's ``usina k8s queues example`` reaches the queues commands."""
+    from usina.cli.main import main
+
+    assert main(["k8s", "queues", "example"]) == 0
+    assert "cohort:" in capsys.readouterr().out

@@ -16,10 +16,35 @@ import typer
 
 from usina.cli.common import ParamOpt, compile_target, out, parse_params, settings
 from usina.cli.display import print_json
+from usina.errors import MissingExtraError
 
 k8s_app = typer.Typer(
-    help="Kubernetes: render the Jobs a pipeline would create.", no_args_is_help=True
+    help="Kubernetes: render the Jobs a pipeline would create, and the teams' queues.",
+    no_args_is_help=True,
 )
+
+
+def _add_queues() -> None:
+    """``usina k8s queues`` (it reads YAML: the k8s extra); without it, the pip line."""
+    try:
+        from usina.cli.queues import queues_app
+    except ImportError as exc:
+        missing = exc.name or "yaml"
+
+        @k8s_app.command(
+            "queues",
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            add_help_option=False,
+        )
+        def queues(ctx: typer.Context) -> None:
+            """(needs: pip install 'usina[k8s]')"""
+            raise MissingExtraError(missing, "k8s")
+
+    else:
+        k8s_app.add_typer(queues_app, name="queues")
+
+
+_add_queues()
 
 
 def render_manifests(

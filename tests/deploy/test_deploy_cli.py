@@ -126,6 +126,7 @@ class FakeApiServer:
     def __init__(self) -> None:
         self.requests: list[Obj] = []
         self.reject: set[str] = set()
+        self.unavailable = 0  # the next PATCHes answered 503 (then as usual)
         self.kubeconfig = ""
         fake = self
 
@@ -146,9 +147,14 @@ class FakeApiServer:
                     }
                 )
                 code = 422 if body["metadata"]["name"] in fake.reject else 200
+                if fake.unavailable > 0:
+                    fake.unavailable -= 1
+                    code = 503
                 reply = (
                     {"kind": "Status", "code": 422, "message": "spec.replicas: Invalid value"}
                     if code == 422
+                    else {"kind": "Status", "code": 503, "message": "etcd is busy"}
+                    if code == 503
                     else body
                 )
                 data = json.dumps(reply).encode()
@@ -220,3 +226,39 @@ def test_apply_failure_names_the_object(
     flat = " ".join(err.split())
     assert "could not apply Deployment/usina-fraud in namespace default: 422" in flat
     assert "spec.replicas: Invalid value" in flat
+
+
+def test_apply_retries_what_a_retry_can_fix(
+    capsys: pytest.CaptureFixture[str], api: FakeApiServer
+) -> None:
+    """A 503 is retried by the one Kubernetes client (as the backend's calls are)."""
+    api.unavailable = 2
+    code, _, err = deploy(
+        capsys, "--namespace", NAMESPACE, "--apply", "--kubeconfig", api.kubeconfig
+    )
+    assert code == 0, err
+    paths = [r["path"] for r in api.requests]
+    assert paths[0] == paths[1] == paths[2]  # the first object, sent three times
+    assert len(set(paths)) == len(paths) - 2
+
+
+def test_context_picks_the_cluster(
+    capsys: pytest.CaptureFixture[str], api: FakeApiServer, tmp_path: Path
+) -> None:
+    """``--context`` chooses among the kubeconfig's contexts (its current one is elsewhere)."""
+    config = yaml.safe_load(Path(api.kubeconfig).read_text())
+    config["clusters"].append({"name": "prod", "cluster": {"server": "http://127.0.0.1:9"}})
+    config["contexts"].append({"name": "prod", "context": {"cluster": "prod", "user": "test"}})
+    config["current-context"] = "prod"
+    two = tmp_path / "two-contexts"
+    two.write_text(yaml.safe_dump(config))
+    code, _, err = deploy(
+        capsys, "--namespace", NAMESPACE, "--apply", "--kubeconfig", str(two), "--context", "test"
+    )
+    assert code == 0, err
+    assert api.requests
+    code, _, err = deploy(
+        capsys, "--namespace", NAMESPACE, "--apply", "--kubeconfig", str(two), "--context", "nope"
+    )
+    assert code != 0
+    assert "context 'nope'" in err

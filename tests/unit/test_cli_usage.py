@@ -138,3 +138,36 @@ def test_runs_ls_json_is_a_list(usina):
     res = usina("runs", "ls", "--output", "json")
     assert res.code == 0
     assert res.json() == []
+
+
+def test_a_command_whose_extra_is_missing_names_the_install_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``usina serve`` without the serving extra: the pip line, not "No such command"."""
+    import typer
+
+    from usina.cli import main as cli_main
+    from usina.cli import optional
+
+    def load_command(module: str, function: str) -> object:
+        if module == "usina.serving.cli":
+            raise ModuleNotFoundError("No module named 'grpc'", name="grpc")
+        return optional.importlib.import_module(module).__dict__[function]
+
+    monkeypatch.setattr(optional, "load_command", load_command)
+    fresh = typer.Typer(name="usina", no_args_is_help=True, add_completion=False)
+    fresh.callback()(lambda: None)
+    monkeypatch.setattr(cli_main, "app", fresh)
+    assert cli_main.main(["serve", "models:/fraud@champion", "--port", "9000"]) == 1
+    message = capsys.readouterr().err
+    assert "No such command" not in message
+    assert "pip install 'usina[serving]'" in message
+    assert "'grpc' is not installed" in message
+
+
+def test_k8s_queues_is_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's ``usina k8s queues example`` reaches the queues commands."""
+    from usina.cli.main import main
+
+    assert main(["k8s", "queues", "example"]) == 0
+    assert "cohort:" in capsys.readouterr().out

@@ -45,43 +45,87 @@ def ordered(run: RunRecord, steps: Sequence[StepRecord]) -> list[StepRecord]:
     return sorted(steps, key=lambda s: index.get(s.node, len(index)))
 
 
-def step_label(step: StepRecord) -> str:
-    if step.state is StepState.SUCCEEDED and step.cached:
-        return "cached"
-    return step.state.value
-
-
 def steps_table(run: RunRecord, steps: Sequence[StepRecord]) -> Table:
-    table = Table(title=f"{run.pipeline} · {run.id} · {run.state.value}", title_justify="left")
+    """The steps table of a run being driven here (``run_table`` of its JSON)."""
+    return run_table(run_json(run, steps))
+
+
+def _step_style(state: str) -> str:
+    try:
+        return _STYLE[StepState(state)]
+    except ValueError:
+        return "dim"  # "cached" (the server's name for a step taken from the cache)
+
+
+def run_table(run: dict[str, Any]) -> Table:
+    """A run's steps from its JSON (``run_json`` or the server's): the same table whether the
+    run was read locally or from a server."""
+    table = Table(title=f"{run['pipeline']} · {run['id']} · {run['state']}", title_justify="left")
     table.add_column("step")
     table.add_column("state")
     table.add_column("attempt", justify="right")
     table.add_column("duration", justify="right")
     table.add_column("note", overflow="fold")
-    for step in ordered(run, steps):
-        label = step_label(step)
+    for s in run["steps"]:
+        cached = bool(s.get("cached"))
+        label = "cached" if cached else s["state"]
+        took = s["duration"]
+        if took is None and s["state"] == "running" and s.get("started_at"):
+            took = _duration(s["started_at"], None)  # so far
         table.add_row(
-            step.node,
-            f"[{_STYLE[step.state]}]{label}[/]",
-            str(step.attempts or ""),
-            "" if step.cached else format_duration(_duration(step.started_at, step.finished_at)),
-            step.error or "",
+            s["node"],
+            f"[{_step_style(s['state'])}]{label}[/]",
+            str(s["attempts"] or ""),
+            "" if cached else format_duration(took),
+            s["error"] or "",
+        )
+    return table
+
+
+def step_line(s: dict[str, Any]) -> str:
+    """A step's progress line from its JSON: ``  train: failed attempt 2 12.3s (reason)``."""
+    cached = bool(s.get("cached"))
+    label = "cached" if cached else s["state"]
+    extra = f" attempt {s['attempts']}" if s["attempts"] > 1 else ""
+    took = "" if cached or s["duration"] is None else format_duration(s["duration"])
+    when = f" {took}" if took else ""
+    note = f" ({s['error']})" if s["error"] else ""
+    return f"  {s['node']}: {label}{extra}{when}{note}"
+
+
+def run_summary(run: dict[str, Any]) -> str:
+    """``run ID STATE in 1m05s: 2 ran, 1 from cache; cached: a; failed: b`` from run JSON."""
+    cached = [s["node"] for s in run["steps"] if s.get("cached")]
+    ran = [s["node"] for s in run["steps"] if s["state"] == "succeeded" and not s.get("cached")]
+    took = format_duration(run["duration"])
+    parts = [f"run {run['id']} {run['state']} in {took}: {len(ran)} ran, {len(cached)} from cache"]
+    if cached:
+        parts.append(f"cached: {', '.join(cached)}")
+    failed = [s["node"] for s in run["steps"] if s["state"] == "failed"]
+    if failed:
+        parts.append(f"failed: {', '.join(failed)}")
+    return "; ".join(parts)
+
+
+def runs_table(items: Sequence[dict[str, Any]]) -> Table:
+    """``usina runs ls``: one row per run, from run JSON (local or the server's)."""
+    table = Table()
+    for col in ("run", "pipeline", "state", "created", "duration"):
+        table.add_column(col)
+    for r in items:
+        table.add_row(
+            r["id"],
+            r["pipeline"],
+            r["state"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            format_duration(r["duration"]) if r["finished_at"] else "",
         )
     return table
 
 
 def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
-    steps = ordered(run, steps)
-    cached = [s.node for s in steps if s.cached]
-    ran = [s.node for s in steps if s.state is StepState.SUCCEEDED and not s.cached]
-    took = format_duration(_duration(run.started_at, run.finished_at))
-    parts = [f"run {run.id} {run.state.value} in {took}: {len(ran)} ran, {len(cached)} from cache"]
-    if cached:
-        parts.append(f"cached: {', '.join(cached)}")
-    failed = [s for s in steps if s.state is StepState.FAILED]
-    if failed:
-        parts.append(f"failed: {', '.join(s.node for s in failed)}")
-    return "; ".join(parts)
+    """``run_summary`` of a run driven here."""
+    return run_summary(run_json(run, steps))
 
 
 def run_json(
@@ -104,6 +148,7 @@ def run_json(
                 "state": s.state.value,
                 "cached": s.cached,
                 "attempts": s.attempts,
+                "started_at": s.started_at,
                 "duration": _duration(s.started_at, s.finished_at) if s.finished_at else None,
                 "error": s.error,
                 "metrics": s.metrics,
@@ -163,20 +208,13 @@ class Progress:
         if self._live is not None:
             self._live.update(steps_table(run, steps))
             return
-        for step in ordered(run, steps):
-            key = (step_label(step), step.attempts)
-            if self._seen.get(step.node) == key:
+        for step in run_json(run, steps)["steps"]:
+            key = ("cached" if step["cached"] else step["state"], step["attempts"])
+            if self._seen.get(step["node"]) == key:
                 continue
-            self._seen[step.node] = key
-            if step.state is StepState.PENDING:
-                continue
-            note = f" ({step.error})" if step.error else ""
-            took = (
-                "" if step.cached else format_duration(_duration(step.started_at, step.finished_at))
-            )
-            extra = f" attempt {step.attempts}" if step.attempts > 1 else ""
-            when = f" {took}" if step.state.finished and took else ""
-            self.console.print(f"  {step.node}: {key[0]}{extra}{when}{note}", highlight=False)
+            self._seen[step["node"]] = key
+            if step["state"] != StepState.PENDING.value:
+                self.console.print(step_line(step), highlight=False)
 
 
 def _num(value: Any, fmt: str = "{:.2f}", none: str = "-") -> str:

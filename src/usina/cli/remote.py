@@ -16,9 +16,8 @@ from urllib.parse import quote, urlencode
 from urllib.request import Request, urlopen
 
 from rich.console import Console
-from rich.table import Table
 
-from usina.cli.display import format_duration
+from usina.cli.display import run_summary, step_line
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 
 _FINISHED = {"succeeded", "failed", "cancelled"}
@@ -86,32 +85,6 @@ def _error(exc: HTTPError, url: str) -> UsinaError:
     return UsinaError(f"the server answered {exc.code}: {detail}")
 
 
-def steps_table(run: dict[str, Any]) -> Table:
-    table = Table(title=f"{run['pipeline']} · {run['id']} · {run['state']}", title_justify="left")
-    for col in ("step", "state", "attempt", "duration", "note"):
-        table.add_column(col)
-    for s in run["steps"]:
-        table.add_row(
-            s["node"],
-            s["state"],
-            str(s["attempts"] or ""),
-            format_duration(s["duration"]),
-            s["error"] or "",
-        )
-    return table
-
-
-def summary(run: dict[str, Any]) -> str:
-    ran = [s["node"] for s in run["steps"] if s["state"] == "succeeded"]
-    cached = [s["node"] for s in run["steps"] if s["state"] == "cached"]
-    line = (
-        f"run {run['id']} {run['state']} in {format_duration(run['duration'])}: "
-        f"{len(ran)} ran, {len(cached)} from cache"
-    )
-    failed = [s["node"] for s in run["steps"] if s["state"] == "failed"]
-    return line + (f"; failed: {', '.join(failed)}" if failed else "")
-
-
 def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) -> int:
     """Show a run's steps as the server drives it; 0 when it succeeds, 1 otherwise."""
     seen: dict[str, tuple[str, int]] = {}
@@ -125,9 +98,7 @@ def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) 
             if seen.get(s["node"]) != key and s["state"] != "pending":
                 seen[s["node"]] = key
                 if not as_json:
-                    extra = f" attempt {s['attempts']}" if s["attempts"] > 1 else ""
-                    note = f" ({s['error']})" if s["error"] else ""
-                    out.print(f"  {s['node']}: {s['state']}{extra}{note}", highlight=False)
+                    out.print(step_line(s), highlight=False)
         if run["state"] in _FINISHED:
             break
         time.sleep(0.5)
@@ -136,7 +107,7 @@ def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) 
         out.print_json(json.dumps(run))
     else:
         colour = "green" if run["state"] == "succeeded" else "red"
-        out.print(f"[{colour}]{summary(run)}[/]")
+        out.print(f"[{colour}]{run_summary(run)}[/]")
         if run["state"] == "failed":
             out.print(f"see why: usina runs why {run['id']}   then: usina runs resume {run['id']}")
     return 0 if run["state"] == "succeeded" else 1
@@ -156,21 +127,6 @@ def list_runs(
     )
     items: list[dict[str, Any]] = page["items"]
     return items
-
-
-def runs_table(items: list[dict[str, Any]]) -> Table:
-    table = Table()
-    for col in ("run", "pipeline", "state", "created", "duration"):
-        table.add_column(col)
-    for r in items:
-        table.add_row(
-            r["id"],
-            r["pipeline"],
-            r["state"],
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
-            format_duration(r["duration"]) if r["finished_at"] else "",
-        )
-    return table
 
 
 def show(remote: Remote, run_id: str) -> dict[str, Any]:

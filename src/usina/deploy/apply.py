@@ -11,7 +11,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from usina.errors import DeployError, MissingExtraError
+from usina.errors import DeployError, MissingExtraError, UsinaError
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "usina"
@@ -48,38 +48,27 @@ def apply_objects(
     """Server-side apply ``objects`` in order; returns ``kind/name`` of each one applied.
 
     ``api_client`` is a configured ``kubernetes.client.ApiClient`` (kubeconfig or in-cluster);
-    its host, TLS settings and credentials are used. The request goes through the client's own
-    connection pool rather than a generated API method, whose signatures differ between
-    client versions and which know no custom kinds.
+    its host, TLS settings and credentials are used. Requests go through usina's one retrying
+    Kubernetes client (``backends.kubernetes.client.KubeApi``: 429 and 5xx are retried) as raw
+    PATCHes rather than generated API methods, whose signatures differ between client versions
+    and which know no custom kinds.
     """
     try:
-        import urllib3
-    except ImportError as exc:  # pragma: no cover - urllib3 comes with kubernetes
+        from usina.backends.kubernetes.client import KubeApi
+    except ImportError as exc:  # pragma: no cover - the deploy extra brings kubernetes
         raise MissingExtraError("kubernetes", "deploy") from exc
-    config = api_client.configuration
-    headers = {
-        **api_client.default_headers,
-        "Content-Type": "application/apply-patch+yaml",
-        "Accept": "application/json",
-    }
-    for auth in config.auth_settings().values():  # a bearer token, refreshed if it expires
-        if auth.get("in") == "header" and auth.get("value"):
-            headers[auth["key"]] = auth["value"]
+    api = KubeApi(api_client, request_timeout=timeout)
+    headers = {"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"}
     query = urlencode({"fieldManager": field_manager, "force": "true"})
     done: list[str] = []
     for obj in objects:
         what = f"{obj['kind']}/{obj['metadata']['name']}"
-        url = f"{config.host.rstrip('/')}{object_path(obj)}?{query}"
+        path = f"{object_path(obj)}?{query}"
+        body = json.dumps(obj).encode()  # JSON is YAML
         try:
-            resp = api_client.rest_client.pool_manager.request(
-                "PATCH",
-                url,
-                body=json.dumps(obj).encode(),  # JSON is YAML
-                headers=headers,
-                timeout=timeout,
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise DeployError(f"the Kubernetes API at {config.host} is unreachable: {exc}") from exc
+            resp = api.request("PATCH", path, body, headers)
+        except UsinaError as exc:
+            raise DeployError(f"the Kubernetes API at {api.host} is unreachable: {exc}") from exc
         if resp.status >= 400:
             raise DeployError(
                 f"could not apply {what} in namespace {obj['metadata']['namespace']}: "

@@ -104,16 +104,7 @@ def _merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 def _api_client(context: str | None, kubeconfig: Path | None) -> Any:
     try:
-        from kubernetes import client, config
+        from usina.backends.kubernetes.client import api_client
     except ImportError as exc:
         raise MissingExtraError("kubernetes", "deploy") from exc
-    if context is None and kubeconfig is None:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return client.ApiClient()
-        except config.ConfigException:
-            pass
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig) if kubeconfig else None, context=context
-    )
-    return client.ApiClient()
+    return api_client(context, kubeconfig)

@@ -3,7 +3,10 @@
 Settings come from the options, else from the same environment variables as the CLI
 (``USINA_HOME``, ``USINA_DATABASE_URL``, ``USINA_ARTIFACTS_URL``, ``MLFLOW_TRACKING_URI``).
 Run several replicas against one PostgreSQL database and one artifact store to share the
-runs; each replica drives at most ``--max-runs`` of them at once.
+runs; each replica drives at most ``--max-runs`` of them at once. ``--backend`` (or
+``USINA_BACKEND``) names where the steps run, as for ``usina run``: ``local`` by default,
+``kubernetes`` (with ``--namespace``, ``--queue``, ``--image``, ``--context``), or any backend
+installed in the ``usina.backends`` entry-point group.
 """
 
 from __future__ import annotations
@@ -46,6 +49,17 @@ def server(
     reconcile: Annotated[
         bool, typer.Option("--reconcile/--no-reconcile", help="drive runs in this process")
     ] = True,
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="USINA_BACKEND",
+            help="where steps run: local, kubernetes or an installed usina.backends entry",
+        ),
+    ] = "local",
+    namespace: Annotated[str | None, typer.Option(help="kubernetes: namespace of the Jobs")] = None,
+    queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
+    image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
+    context: Annotated[str | None, typer.Option(help="kubernetes: kubeconfig context")] = None,
 ) -> None:
     """Serve the platform: REST API (/docs), web UI (/ui) and the run reconciler."""
     import uvicorn
@@ -73,6 +87,17 @@ def server(
             max_parallel=max_parallel,
             enabled=reconcile,
         ),
+        backend=backend,
+        backend_options={
+            k: v
+            for k, v in {
+                "namespace": namespace,
+                "queue": queue,
+                "image": image,
+                "context": context,
+            }.items()
+            if v is not None
+        },
     )
     ctx = ServerContext.open(settings)
     log.info(

@@ -1,5 +1,7 @@
 """Everything one server process works with, built once from its settings: the stores, the
-pipelines it accepts, an engine for the API's writes, and the reconciler."""
+pipelines it accepts, an engine for the API's writes, and the reconciler. The backend is chosen
+by name (``ServerSettings.backend``) and built, like the engines, by the composition root
+(``usina.compose``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from usina.backends.local import LocalBackend
+from usina.compose.backends import BackendRequest, make_backend
+from usina.compose.components import build_engine, tracked_env
 from usina.engine.engine import Engine, EngineSettings
 from usina.server.auth import TokenCache
 from usina.server.models import MlflowModels, ModelRegistry
@@ -44,7 +47,15 @@ class ServerContext:
         artifacts = FsspecArtifactStore(settings.artifacts_url)
         platform = PlatformStore(settings.database_url)
         os.makedirs(settings.attempts_dir, exist_ok=True)
-        backend = LocalBackend(settings.attempts_dir, artifacts, preload=pipelines.files)
+        backend = make_backend(
+            settings.backend,
+            BackendRequest(
+                artifacts=artifacts,
+                attempts_dir=settings.attempts_dir,
+                preload=tuple(pipelines.files),
+                options=settings.backend_options,
+            ),
+        )
         rs = settings.reconciler
         engine_settings = EngineSettings(
             max_parallel=rs.max_parallel, lease_ttl=rs.lease_ttl, poll_interval=rs.poll_interval
@@ -53,16 +64,16 @@ class ServerContext:
         tracker = trackers if trackers.tracking() else None
         if tracker is not None:
             engine_settings = replace(
-                engine_settings, env={"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri()}
+                engine_settings, env=tracked_env(settings.mlflow_tracking_uri())
             )
-        driver = Engine(
+        driver = build_engine(
             backend=backend,
             metadata=metadata,
             artifacts=artifacts,
             settings=engine_settings,
             tracker=tracker,
         )
-        api_engine = Engine(
+        api_engine = build_engine(
             backend=backend,
             metadata=metadata,
             artifacts=artifacts,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,10 @@ class ServerSettings:
     tracking_uri: MLflow tracking URI for runs of pipelines declared ``tracking="mlflow"``
         (default: ``registry_uri``, else SQLite next to the attempts folder).
     reconciler: see ``ReconcilerSettings``.
+    backend: where the steps of the server's runs run, by name in the ``usina.backends``
+        entry-point group (default ``local``: processes on this machine; ``kubernetes``: Jobs).
+    backend_options: that backend's own options (``kubernetes``: ``namespace``, ``queue``,
+        ``image``, ``context``, ``kubeconfig``).
     """
 
     database_url: str
@@ -47,6 +55,8 @@ class ServerSettings:
     registry_uri: str | None = None
     tracking_uri: str | None = None
     reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
+    backend: str = "local"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
 
     def mlflow_tracking_uri(self) -> str:
         """Where tracked runs are logged (see ``tracking_uri``)."""

@@ -1,26 +1,20 @@
 """``KubernetesBackend``: runs each attempt as a ``batch/v1`` Job and reports on it.
 
-Submission is idempotent (a 409 AlreadyExists means the attempt was submitted before, e.g. by
-an engine that crashed). Observation never polls per Job: two informers (one list+watch of
-usina-labelled Jobs, one of their pods, in the namespace) keep an in-memory cache, and
-``observe`` classifies from it. A backend started after a restart lists the namespace and so
-*adopts* every Job an earlier one created. Logs outlive pods: a pod's log is copied into the
-artifact store (``attempts/<id>/log.txt``) while it runs and when it ends, and a finished attempt
-is reported only once its log is copied, so ``usina why`` can quote it.
-
-A distributed step's attempt is a gang (``distributed.py``): its headless Service, then its
-Indexed Job. The Job's own ``Complete``/``Failed`` condition decides the attempt; a failed gang
-is classified from the pod that caused it, and the error record of the rank that failed in
-that pod (``attempts/<id>/ranks/<r>/error.json``, written by the runtime) becomes the attempt's
-``error.json``. The log record holds every pod's log, node 0 (rank 0) first. The Service goes
-when its Job finishes or is deleted; the engine restarts a failed gang as a new attempt.
+Submission is idempotent (409 AlreadyExists: submitted before, e.g. by an engine that crashed).
+Two informers (list+watch of usina's Jobs and of their pods) keep an in-memory cache that
+``observe`` classifies from, so a backend started after a restart *adopts* earlier Jobs. Pod
+logs are copied into the artifact store while pods run and when they end (``logs``); an attempt
+is reported finished only once its log is copied. API calls retry through ``client.KubeApi``.
+A distributed step's attempt is a gang (``distributed.py``): a headless Service, then an Indexed
+Job whose own condition decides the attempt; a failed gang is classified from the pod that
+caused it, whose failing rank's error record becomes the attempt's (``gang_errors``); the
+Service goes with its Job (``services``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +24,9 @@ from typing import TYPE_CHECKING, Any
 from usina.backends.kubernetes.classify import (
     classify,
     container_started,
-    parse_time,
     pod_finished,
     pod_index,
 )
-from usina.backends.kubernetes.distributed import GANG_ANNOTATION
 from usina.backends.kubernetes.manifests import job_name, render_task_manifests
 from usina.backends.kubernetes.settings import (
     ATTEMPT_ANNOTATION,
@@ -47,21 +39,27 @@ from usina.engine.ports import (
     Observation,
     Task,
     TaskState,
-    error_key,
     log_key,
-    rank_error_key,
 )
 from usina.errors import BackendError, MissingExtraError
 from usina.sdk.retry import FailureClass
 
 try:
-    import urllib3
     from kubernetes import client as k8s_client
     from kubernetes.client.exceptions import ApiException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("kubernetes", "k8s") from exc
 
-from usina.backends.kubernetes.informer import Backoff, Informer, retry_after
+from usina.backends.kubernetes.client import KubeApi
+from usina.backends.kubernetes.gang_errors import surface_rank_error
+from usina.backends.kubernetes.informer import Informer
+from usina.backends.kubernetes.logs import log_tail, merge_gang_log, merge_pod_log
+from usina.backends.kubernetes.services import (
+    SERVICE_GRACE_SECONDS,
+    gang_of,
+    job_finished,
+    services_to_retire,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,10 +73,6 @@ JOB_LABEL = "batch.kubernetes.io/job-name"
 LOG_HOLD_SECONDS = 30.0
 #: Deleted Jobs are remembered this long, so their outcome can still be observed.
 TOMBSTONE_SECONDS = 3600.0
-#: A gang Service without a Job is an orphan once it is this old (its Job was not created).
-SERVICE_GRACE_SECONDS = 300.0
-#: The header of one pod's part of a gang's log record.
-_SECTION = re.compile(r"^==> pod (?P<pod>\S+) \(node (?P<index>\d+)[^\n]*<==\n", re.MULTILINE)
 
 
 class KubernetesBackend:
@@ -128,6 +122,13 @@ class KubernetesBackend:
         self._dirty: set[str] = set()  # jobs whose Job, pods or logs changed since
         self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
         self._stop = threading.Event()
+        self._api = KubeApi(
+            api_client,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+            request_timeout=settings.request_timeout,
+            stop=self._stop,
+        )
         self._logs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="usina-k8s-log")
         self._informers = [
             Informer(
@@ -238,7 +239,7 @@ class KubernetesBackend:
                     to_stop.append((attempt_id, name, obs))
                 if (
                     obs.state is TaskState.FAILED
-                    and _gang(job) is not None
+                    and gang_of(job) is not None
                     and attempt_id not in self._errors_done
                 ):
                     gangs.append((attempt_id, job, cause))
@@ -324,7 +325,7 @@ class KubernetesBackend:
                 self._deleted_jobs[name] = time.time()
             else:
                 self._deleted_jobs.pop(name, None)
-            if _gang(obj) is not None and (event == "DELETED" or _job_finished(obj)):
+            if gang_of(obj) is not None and (event == "DELETED" or job_finished(obj)):
                 self._retire_service(name)
             return
         self._pods[name] = obj
@@ -445,9 +446,7 @@ class KubernetesBackend:
                     self.artifacts.write_record(log_key(attempt_id), merged)
             except Exception as exc:
                 log.warning("could not store the log of attempt %s: %s", attempt_id, exc)
-        tail = None
-        if text:
-            tail = "\n".join(text.rstrip("\n").splitlines()[-self.settings.log_tail_lines :])
+        tail = log_tail(text, self.settings.log_tail_lines)
         with self._changed:
             self._log_synced[pod] = time.time()
             if final:
@@ -459,52 +458,20 @@ class KubernetesBackend:
             self._bump()
 
     def _merge(self, attempt_id: str, obj: Obj, text: str) -> bytes:
-        """The attempt's log with this pod's part replaced: a gang's pods in index order
-        (node 0, with rank 0, first); else earlier pods' logs (replaced after a disruption),
-        then this one's."""
+        """The attempt's log record with this pod's part replaced (``logs``)."""
         pod = obj["metadata"]["name"]
         job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL) or self._name(attempt_id)
         index = pod_index(obj)
-        if index is not None:
-            return self._merge_gang(attempt_id, pod, index, text)
         with self._lock:
-            pods = sorted(
-                self._pods_of.get(job, ()),
-                key=lambda p: str(
-                    self._pods.get(p, {}).get("metadata", {}).get("creationTimestamp", "")
-                ),
-            )
-        if len(pods) <= 1:
+            several = len(self._pods_of.get(job, ())) > 1
+            current = self._jobs.get(self._name(attempt_id))
+            gang = gang_of(current) if current is not None else None
+        if index is None and not several:
             return text.encode()
         previous = self.artifacts.read_record(log_key(attempt_id)) or b""
-        marker = f"==> pod {pod} <==\n".encode()
-        if marker in previous:
-            previous = previous[: previous.index(marker)]
-        return previous + marker + text.encode()
-
-    def _merge_gang(self, attempt_id: str, pod: str, index: int, text: str) -> bytes:
-        previous = (self.artifacts.read_record(log_key(attempt_id)) or b"").decode(
-            "utf-8", "replace"
-        )
-        parts: dict[str, tuple[int, str, str]] = {}  # pod -> (index, header, text)
-        found = list(_SECTION.finditer(previous))
-        for i, match in enumerate(found):
-            end = found[i + 1].start() if i + 1 < len(found) else len(previous)
-            parts[match["pod"]] = (int(match["index"]), match.group(0), previous[match.end() : end])
-        gang = None
-        with self._lock:
-            job = self._jobs.get(self._name(attempt_id))
-            if job is not None:
-                gang = _gang(job)
-        ranks = ""
-        if gang is not None:
-            per_node = gang[1]
-            first, last = index * per_node, (index + 1) * per_node - 1
-            ranks = f": rank {first}" if first == last else f": ranks {first}-{last}"
-        body = text if text.endswith("\n") or not text else text + "\n"
-        parts[pod] = (index, f"==> pod {pod} (node {index}{ranks}) <==\n", body)
-        ordered = sorted(parts.items(), key=lambda kv: (kv[1][0], kv[0]))
-        return "".join(header + part for _, (_, header, part) in ordered).encode()
+        if index is not None:
+            return merge_gang_log(previous, pod, index, text, gang)
+        return merge_pod_log(previous, pod, text, several=True)
 
     def _retire_service(self, name: str) -> None:
         """Delete a gang's headless Service once (its Job finished or is gone); caller holds
@@ -531,22 +498,13 @@ class KubernetesBackend:
         except Exception as exc:
             log.warning("could not list Services in namespace %s: %s", self.settings.namespace, exc)
             return
-        now = time.time()
         with self._lock:
             launched = set(self._names.values())  # by this backend, maybe not seen yet
-            for service in services:
-                meta = service.get("metadata") or {}
-                name = str(meta.get("name"))
-                if ATTEMPT_ANNOTATION not in (meta.get("annotations") or {}):
-                    continue
-                job = self._jobs.get(name)
-                alive = job is not None and name not in self._deleted_jobs
-                if alive and not _job_finished(job or {}):
-                    continue
-                created = parse_time(meta.get("creationTimestamp")) or now
-                young = now - created < SERVICE_GRACE_SECONDS
-                if job is None and (name in launched or young):
-                    continue
+            now, grace = time.time(), SERVICE_GRACE_SECONDS
+            retire = services_to_retire(
+                services, self._jobs, self._deleted_jobs, launched, now, grace
+            )
+            for name in retire:
                 self._retire_service(name)
 
     def _delete_service(self, name: str) -> None:
@@ -568,52 +526,15 @@ class KubernetesBackend:
                 self._services_gone.discard(name)
 
     def _surface_rank_error(self, attempt_id: str, job: Obj, cause: str | None) -> None:
-        """Make the error record of the rank that failed the gang the attempt's own.
-
-        Each rank's runtime writes ``ranks/<r>/error.json``; the engine reads ``error.json``.
-        The ranks of the pod that caused the failure are read (all ranks when that pod is not
-        known), and the earliest error among them is copied, naming the rank and its pod. The
-        ranks of other pods only failed because the gang broke; their records stay where they are.
-        """
+        """The error record of the rank that failed the gang becomes the attempt's own
+        (``gang_errors``)."""
         with self._lock:
-            gang = _gang(job)
+            gang = gang_of(job)
             cause_pod = self._pods.get(cause) if cause else None
             index = pod_index(cause_pod) if cause_pod is not None else None
             self._errors_done.add(attempt_id)
-        if gang is None:
-            return
-        nodes, per_node = gang
-        world = nodes * per_node
-        ranks = (
-            range(index * per_node, (index + 1) * per_node) if index is not None else range(world)
-        )
-        try:
-            if self.artifacts.read_record(error_key(attempt_id)) is not None:
-                return
-            records: list[dict[str, Any]] = []
-            for rank in ranks:
-                raw = self.artifacts.read_record(rank_error_key(attempt_id, rank))
-                if raw is None:
-                    continue
-                try:
-                    detail = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(detail, dict):
-                    records.append({**detail, "rank": detail.get("rank", rank)})
-            if not records:
-                return
-            first = min(records, key=lambda d: float(d.get("at") or 0.0) or float("inf"))
-            rank = int(first["rank"])
-            where = f"rank {rank} of {world} (node {rank // per_node}"
-            where += f", pod {cause})" if cause else ")"
-            record = {**first, "message": f"{where} failed: {first.get('message', '')}"}
-            others = len(records) - 1
-            if others:
-                record["message"] += f"; {others} other rank(s) of that pod failed too"
-            self.artifacts.write_record(error_key(attempt_id), json.dumps(record).encode())
-        except Exception as exc:  # evidence only: the attempt's class stands without it
-            log.warning("could not read the rank error records of attempt %s: %s", attempt_id, exc)
+        if gang is not None:
+            surface_rank_error(self.artifacts, attempt_id, gang, index, cause)
 
     def _housekeep(self) -> None:
         interval = self.settings.log_sync_seconds
@@ -657,7 +578,6 @@ class KubernetesBackend:
             self._log_tail.pop(pod, None)
             self._log_synced.pop(pod, None)
 
-    # ---- API calls ---------------------------------------------------------------------------
     def _delete_job(self, name: str) -> None:
         try:
             self._call(
@@ -675,47 +595,5 @@ class KubernetesBackend:
                 ) from exc
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> bytes:
-        """One API call, retried with backoff on 429, 5xx and dropped connections; the body."""
-        kwargs.setdefault("_preload_content", False)
-        kwargs.setdefault("_request_timeout", self.settings.request_timeout)
-        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_max)
-        attempts = 8
-        for attempt in range(attempts):
-            last = attempt == attempts - 1 or self._stop.is_set()
-            try:
-                resp = fn(*args, **kwargs)
-                try:
-                    return bytes(resp.data)
-                finally:
-                    resp.release_conn()  # back to the pool: one keep-alive connection
-            except ApiException as exc:
-                retriable = exc.status == 429 or exc.status >= 500 or exc.status == 0
-                if not retriable or last:
-                    raise
-                delay = backoff.next(retry_after(exc))
-            except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:
-                if last:
-                    raise BackendError(f"the Kubernetes API is unreachable: {exc}") from exc
-                delay = backoff.next()
-            log.debug("retrying %s in %.2f s", getattr(fn, "__name__", fn), delay)
-            self._stop.wait(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _gang(job: Obj) -> tuple[int, int] | None:
-    """``(nodes, procs_per_node)`` of a gang's Job, from its annotation; ``None`` otherwise."""
-    value = (job["metadata"].get("annotations") or {}).get(GANG_ANNOTATION)
-    if not value:
-        return None
-    nodes, _, per_node = str(value).partition("x")
-    try:
-        return max(1, int(nodes)), max(1, int(per_node))
-    except ValueError:
-        return None
-
-
-def _job_finished(job: Obj) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
+        """One API call through the shared retrying client (``client.KubeApi``); the body."""
+        return self._api.call(fn, *args, **kwargs)

@@ -1,0 +1,117 @@
+"""``usina run``: run a pipeline to its end, here (on a backend chosen by name) or on a server."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from usina.cli import remote
+from usina.cli.common import (
+    Output,
+    OutputOpt,
+    ParamOpt,
+    compile_target,
+    err,
+    out,
+    parse_params,
+    server,
+    settings,
+)
+from usina.cli.drive import drive, tracker
+
+
+def kubernetes_options(
+    namespace: str | None, queue: str | None, image: str | None, context: str | None
+) -> dict[str, Any]:
+    """The ``kubernetes`` backend's options that were given on the command line."""
+    given = {"namespace": namespace, "queue": queue, "image": image, "context": context}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def run(
+    target: Annotated[str, typer.Argument(help="FILE.py[:PIPELINE]")],
+    param: ParamOpt = [],  # noqa: B006
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="run every step, ignore the cache")
+    ] = False,
+    max_parallel: Annotated[int | None, typer.Option(help="steps running at once")] = None,
+    tracking: Annotated[
+        bool | None,
+        typer.Option(
+            "--tracking/--no-tracking", help="log to MLflow (default: as the pipeline says)"
+        ),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="where steps run: local, kubernetes, or an installed usina.backends name"
+        ),
+    ] = "local",
+    namespace: Annotated[str | None, typer.Option(help="kubernetes: namespace of the Jobs")] = None,
+    queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
+    image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
+    context: Annotated[str | None, typer.Option(help="kubernetes: kubeconfig context")] = None,
+    project: Annotated[str, typer.Option(help="project of the run (with --server)")] = "default",
+    label: Annotated[
+        list[str],
+        typer.Option("--label", "-l", help="KEY=VALUE on the run, repeatable (team=... for costs)"),
+    ] = [],  # noqa: B006
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve Prometheus metrics at http://ADDR:PORT/metrics while it runs"),
+    ] = None,
+    metrics_addr: Annotated[str, typer.Option(help="address for --metrics-port")] = "127.0.0.1",
+    output: OutputOpt = Output.text,
+) -> None:
+    """Run a pipeline to its end and show its steps as they go."""
+    from usina.compose.backends import backend_factory
+    from usina.compose.components import BackendChoice, make_engine, open_stores
+    from usina.runtime.loader import load_pipeline
+
+    remote_server = server()
+    if remote_server is not None:
+        # The server runs the pipelines it was started with; a local file names one (and its
+        # parameters are checked here first).
+        name = target
+        if target.partition(":")[0].endswith(".py"):
+            local = load_pipeline(target)
+            local.resolve(parse_params(param))
+            name = local.name
+        submitted = remote.submit(remote_server, name, parse_params(param), project)
+        as_json = output is Output.json
+        raise typer.Exit(remote.follow(remote_server, submitted, out, as_json=as_json))
+    backend_factory(backend)  # an unknown name fails before anything is loaded
+    choice = BackendChoice(backend, kubernetes_options(namespace, queue, image, context))
+    pipe, plan = compile_target(target, param)
+    current = settings()
+    comps = open_stores(current)
+    try:
+        engine = make_engine(
+            comps,
+            preload=[plan.source] if plan.source else [],
+            tracker=tracker(current, pipe, tracking),
+            max_parallel=max_parallel,
+            use_cache=not no_cache,
+            backend=choice,
+        )
+        labels = parse_params(label, "--label")
+        stop_metrics = _metrics_server(comps.metadata, metrics_port, metrics_addr)
+        try:
+            record = engine.submit(plan, labels=labels)
+            raise typer.Exit(drive(engine, record, output))
+        finally:
+            stop_metrics()
+    finally:
+        comps.close()
+
+
+def _metrics_server(metadata: Any, port: int | None, addr: str) -> Any:
+    """Serve the pipeline metrics of ``metadata`` on ``port`` (a no-op without one)."""
+    if port is None:
+        return lambda: None
+    from usina.monitoring.pipeline_metrics import pipeline_registry, start_metrics_server
+
+    metrics = start_metrics_server(pipeline_registry(metadata), port, addr)
+    err.print(f"metrics: http://{addr}:{metrics.port}/metrics")
+    return metrics.stop

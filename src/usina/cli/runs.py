@@ -1,0 +1,205 @@
+"""``usina runs``: list and inspect runs; resume, cancel, explain failures. Reads go through
+one ``RunsSource`` (local state folder or ``--server``) and print the same either way."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from usina.cli import remote
+from usina.cli.common import EXIT_FAILED, Output, OutputOpt, err, out, server, settings
+from usina.cli.display import print_json, run_summary, run_table, runs_table
+from usina.cli.drive import drive, tracker
+from usina.cli.source import runs_source
+from usina.engine.records import RunState
+from usina.errors import StateError
+from usina.sdk.pipeline import Pipeline, Plan
+
+runs_app = typer.Typer(
+    help="List and inspect runs; resume, cancel, explain failures.", no_args_is_help=True
+)
+
+
+@runs_app.command("ls")
+def runs_ls(
+    limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+    state: Annotated[str | None, typer.Option(help="only runs in this state")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """List runs, newest first."""
+    source = runs_source()
+    try:
+        items = source.list_runs(limit=limit, state=state, pipeline=pipeline)
+    finally:
+        source.close()
+    if output is Output.json:
+        print_json(out, items)
+    else:
+        out.print(runs_table(items))
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
+    """A run's steps, states, attempts and timings."""
+    source = runs_source()
+    try:
+        shown = source.show(run_id)
+    finally:
+        source.close()
+    if output is Output.json:
+        print_json(out, shown)
+        return
+    out.print(run_table(shown))
+    finished = RunState(shown["state"]).finished
+    out.print(run_summary(shown) if finished else f"run {shown['id']} {shown['state']}")
+
+
+@runs_app.command("logs")
+def runs_logs(
+    run_id: str,
+    step: str,
+    attempt: Annotated[
+        int | None, typer.Option(help="attempt number (default: the latest)")
+    ] = None,
+) -> None:
+    """The output (stdout and stderr) of a step's attempt."""
+    source = runs_source()
+    try:
+        sys.stdout.write(source.logs(run_id, step, attempt))
+    finally:
+        source.close()
+
+
+@runs_app.command("why")
+def runs_why(run_id: str, output: OutputOpt = Output.text) -> None:
+    """Why a run failed (or what its retries cost): class, evidence and what to do."""
+    source = runs_source()
+    try:
+        report = source.why(run_id)
+    finally:
+        source.close()
+    _print_why(report, output)
+
+
+def _print_why(report: dict[str, Any], output: Output) -> None:
+    if output is Output.json:
+        print_json(out, report)
+        return
+    error = report["error"]
+    out.print(f"run {report['run']}: {report['state']}" + (f" — {error}" if error else ""))
+    if not report["failed_attempts"]:
+        out.print("no attempt failed")
+        return
+    for item in report["failed_attempts"]:
+        out.print(
+            f"\n[bold]{item['node']}[/] attempt {item['number']}: "
+            f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})"
+        )
+        if item["message"]:
+            out.print(item["message"].rstrip()[-3000:], markup=False)
+        if item["log_tail"]:
+            out.print("last log lines:", style="dim")
+            for line in item["log_tail"]:
+                out.print(f"  {line}", markup=False)
+        out.print(f"what to do: {item['advice']}")
+    if report["state"] == RunState.FAILED.value:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: str,
+    tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Continue a run: failed steps run again with the current code; finished ones are kept."""
+    from usina.compose.components import make_engine, open_stores
+    from usina.runtime.loader import load_file
+
+    remote_server = server()
+    if remote_server is not None:
+        resumed = remote_server.call("POST", f"/api/v1/runs/{quote(run_id)}/resume")
+        as_json = output is Output.json
+        raise typer.Exit(remote.follow(remote_server, resumed, out, as_json=as_json))
+    current = settings()
+    comps = open_stores(current)
+    try:
+        record = comps.metadata.get_run(run_id)
+        old = Plan.from_json(record.plan)
+        pipe: Pipeline | None = None
+        plan: Plan | None = None
+        if old.source and os.path.exists(old.source):
+            module = load_file(old.source)
+            pipe = next(
+                (
+                    v
+                    for v in vars(module).values()
+                    if isinstance(v, Pipeline) and v.name == record.pipeline
+                ),
+                None,
+            )
+        if pipe is not None:
+            compiled = pipe.compile(record.params)
+            plan = Plan(
+                compiled.pipeline, compiled.params, compiled.nodes, compiled.source, old.sys_path
+            )
+        else:
+            err.print(
+                f"[yellow]cannot load pipeline {record.pipeline!r} from {old.source}; "
+                "resuming with the code recorded at submission[/]"
+            )
+        engine = make_engine(
+            comps,
+            preload=[old.source] if old.source else [],
+            tracker=tracker(current, pipe, tracking),
+        )
+        if record.state.finished or record.state is RunState.RUNNING or plan is not None:
+            record = engine.resume(run_id, plan)
+        raise typer.Exit(drive(engine, record, output))
+    finally:
+        comps.close()
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
+    """Stop a run: its running steps are killed and it ends as cancelled."""
+    remote_server = server()
+    done = (
+        remote_server.call("POST", f"/api/v1/runs/{quote(run_id)}/cancel")
+        if remote_server is not None
+        else _cancel_here(run_id)
+    )
+    if output is Output.json:
+        print_json(out, {k: done[k] for k in ("id", "state", "cancel_requested")})
+        return
+    finished = RunState(done["state"]).finished
+    out.print(f"run {done['id']}: {done['state']}" + ("" if finished else " (cancel requested)"))
+
+
+def _cancel_here(run_id: str) -> dict[str, Any]:
+    from usina.compose.components import make_engine, open_stores
+
+    comps = open_stores(settings())
+    try:
+        engine = make_engine(comps)
+        record = engine.cancel(run_id)
+        if not record.state.finished:
+            try:
+                engine.drive(run_id)  # nobody drives it: finish the cancel here
+            except StateError:
+                pass  # its driver is alive and will see the request on its next pass
+            finally:
+                engine.backend.close()
+        record = comps.metadata.get_run(run_id)
+        return {
+            "id": record.id,
+            "state": record.state.value,
+            "cancel_requested": record.cancel_requested,
+        }
+    finally:
+        comps.close()

@@ -1,0 +1,155 @@
+"""Where the CLI reads runs from: ONE interface (``RunsSource``) with a local implementation
+(the state folder: metadata store, artifact store, backend) and a remote one (a usina server's
+REST API). Both answer in the server's JSON shapes, so every command prints its table and its
+JSON the same way whichever source it reads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from usina.cli import remote
+from usina.cli.display import attempt_json, run_json
+from usina.engine.policy import advice
+from usina.engine.ports import log_key
+from usina.engine.records import AttemptState, RunState
+from usina.errors import NotFoundError
+from usina.sdk.retry import FailureClass
+
+if TYPE_CHECKING:
+    from usina.cli.remote import Remote
+    from usina.compose.components import Components
+    from usina.compose.settings import Settings
+    from usina.engine.records import AttemptRecord
+
+Json = dict[str, Any]
+#: Log lines ``runs why`` quotes from each failed attempt.
+WHY_TAIL = 15
+
+
+class RunsSource(Protocol):
+    def list_runs(self, *, limit: int, state: str | None, pipeline: str | None) -> list[Json]:
+        """Runs, newest first, without their steps."""
+
+    def show(self, run_id: str) -> Json:
+        """A run with its ``steps`` and ``attempts``."""
+
+    def logs(self, run_id: str, step: str, attempt: int | None) -> str:
+        """A step attempt's output (the latest attempt unless ``attempt`` is given)."""
+
+    def why(self, run_id: str) -> Json:
+        """``{run, state, error, failed_attempts: [attempt + log_tail + advice]}``."""
+
+    def close(self) -> None: ...
+
+
+def _summary(run: Json) -> Json:
+    return {k: v for k, v in run.items() if k != "steps"}
+
+
+class LocalRuns:
+    """The runs of the local state folder (``USINA_HOME``, ``USINA_DATABASE_URL``...)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from usina.compose.components import open_stores
+
+        self.settings = settings
+        self.comps: Components = open_stores(settings)
+
+    def close(self) -> None:
+        self.comps.close()
+
+    def list_runs(self, *, limit: int, state: str | None, pipeline: str | None) -> list[Json]:
+        wanted = RunState(state) if state else None
+        runs = self.comps.metadata.list_runs(limit=limit, state=wanted, pipeline=pipeline)
+        return [_summary(run_json(r, [])) for r in runs]
+
+    def show(self, run_id: str) -> Json:
+        md = self.comps.metadata
+        return run_json(md.get_run(run_id), md.get_steps(run_id), md.get_attempts(run_id))
+
+    def _attempt(self, run_id: str, step: str, number: int | None) -> AttemptRecord:
+        md = self.comps.metadata
+        md.get_run(run_id)
+        attempts = md.get_attempts(run_id, step)
+        if not attempts:
+            names = [s.node for s in md.get_steps(run_id)]
+            if step not in names:
+                raise NotFoundError(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
+            raise NotFoundError(f"step {step!r} of run {run_id} has not run (cached or pending)")
+        chosen = (
+            attempts[-1]
+            if number is None
+            else next((a for a in attempts if a.number == number), None)
+        )
+        if chosen is None:
+            raise NotFoundError(f"step {step!r} has no attempt {number}; it has {len(attempts)}")
+        return chosen
+
+    def logs(self, run_id: str, step: str, attempt: int | None) -> str:
+        from usina.compose.components import attempt_logs
+
+        chosen = self._attempt(run_id, step, attempt)
+        return attempt_logs(self.comps, chosen.id, chosen.backend)
+
+    def why(self, run_id: str) -> Json:
+        md = self.comps.metadata
+        record = md.get_run(run_id)
+        report = []
+        for a in md.get_attempts(run_id):
+            if a.state is not AttemptState.FAILED:
+                continue
+            raw = self.comps.artifacts.read_record(log_key(a.id))
+            tail = (raw.decode(errors="replace") if raw else "").splitlines()[-WHY_TAIL:]
+            klass = a.failure_class or FailureClass.USER_ERROR
+            report.append({**attempt_json(a), "log_tail": tail, "advice": advice(klass, run_id)})
+        return {
+            "run": record.id,
+            "state": record.state.value,
+            "error": record.error,
+            "failed_attempts": report,
+        }
+
+
+class RemoteRuns:
+    """The runs of a usina server (``--server URL``)."""
+
+    def __init__(self, server: Remote) -> None:
+        self.server = server
+
+    def close(self) -> None:
+        pass
+
+    def list_runs(self, *, limit: int, state: str | None, pipeline: str | None) -> list[Json]:
+        return remote.list_runs(self.server, limit=limit, state=state, pipeline=pipeline)
+
+    def show(self, run_id: str) -> Json:
+        return remote.show(self.server, run_id)
+
+    def logs(self, run_id: str, step: str, attempt: int | None) -> str:
+        return remote.logs(self.server, run_id, step, attempt)
+
+    def why(self, run_id: str) -> Json:
+        shown = self.show(run_id)
+        report = []
+        for item in shown["attempts"]:
+            if item["state"] != "failed":
+                continue
+            text = self.logs(run_id, item["node"], item["number"])
+            report.append({**item, "log_tail": text.splitlines()[-WHY_TAIL:]})
+        return {
+            "run": run_id,
+            "state": shown["state"],
+            "error": shown["error"],
+            "failed_attempts": report,
+        }
+
+
+def runs_source() -> RunsSource:
+    """The remote source with ``--server``, else the local one."""
+    from usina.cli.common import server, settings
+
+    remote_server = server()
+    if remote_server is not None:
+        return RemoteRuns(remote_server)
+    return LocalRuns(settings())

@@ -1,0 +1,50 @@
+"""What every route module shares: the server context of a request, the run visibility
+rule, the audit call, the documented problems and the path parameter types."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Path, Request
+
+from usina.errors import NotFoundError
+from usina.server.schemas import (
+    Problem,
+)
+from usina.stores.platform import Principal, Role
+
+if TYPE_CHECKING:
+    from usina.engine.records import RunRecord
+    from usina.server.context import ServerContext
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem} for code in (401, *codes)}
+
+
+RunIdPath = Annotated[str, Path(min_length=1, max_length=200)]
+NamePath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def context_of(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+def visible_run(ctx: ServerContext, principal: Principal, run_id: str) -> RunRecord:
+    """The run, or 404 when it does not exist or its project is not the token's to read."""
+    run = ctx.metadata.get_run(run_id)
+    if not principal.can(run.project, Role.VIEWER):
+        raise NotFoundError(f"run {run_id!r} does not exist")
+    return run
+
+
+def audit(
+    ctx: ServerContext,
+    principal: Principal,
+    action: str,
+    project: str | None,
+    target: str | None,
+    **detail: Any,
+) -> None:
+    ctx.platform.audit(principal.actor, action, project=project, target=target, detail=detail)

@@ -1,0 +1,210 @@
+"""Routes of runs (``/runs``): list, submit, show, cancel, resume, attempts, events,
+lineage. A run of a project the token cannot read answers 404."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from usina.engine.records import RunState
+from usina.errors import StateError
+from usina.server.auth import CurrentPrincipal, require
+from usina.server.routes.common import (
+    RunIdPath,
+    audit,
+    context_of,
+    problems,
+    visible_run,
+)
+from usina.server.schemas import (
+    AttemptOut,
+    EventOut,
+    LineageConsumer,
+    LineageItem,
+    LineageProducer,
+    RunDetail,
+    RunPage,
+    RunStateName,
+    SubmitRequest,
+    artifact_out,
+    attempt_out,
+    event_out,
+    run_detail,
+    summary_from_row,
+)
+from usina.stores.platform import Role, decode_cursor, encode_cursor
+
+router = APIRouter()
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+@router.get("/runs", response_model=RunPage, responses=problems(400), tags=["runs"])
+def list_runs(
+    request: Request,
+    principal: CurrentPrincipal,
+    project: Annotated[str | None, Query(max_length=200)] = None,
+    state: RunStateName | None = None,
+    pipeline: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> RunPage:
+    """Runs newest first, one page at a time (keyset pagination: pass ``next_cursor``)."""
+    ctx = context_of(request)
+    visible = principal.visible_projects()
+    if project is not None:
+        if not principal.can(project, Role.VIEWER):
+            return RunPage(items=[], next_cursor=None)
+        visible = frozenset({project})
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    rows = ctx.platform.runs_page(
+        projects_=visible,
+        limit=limit + 1,
+        after=after,
+        state=RunState(state) if state else None,
+        pipeline=pipeline,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+    return RunPage(items=[summary_from_row(r) for r in rows], next_cursor=nxt)
+
+
+@router.post(
+    "/runs",
+    response_model=RunDetail,
+    status_code=201,
+    responses=problems(400, 403, 404),
+    tags=["runs"],
+)
+def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitRequest) -> RunDetail:
+    """Submit a run of a pipeline this server has; the reconciler picks it up at once."""
+    ctx = context_of(request)
+    require(ctx, principal, body.project, Role.EDITOR, action="run.submit", target=body.pipeline)
+    plan = ctx.pipelines.get(body.pipeline).compile(body.params)
+    for tries_left in (2, 1, 0):
+        try:
+            run = ctx.engine.submit(plan, labels=body.labels, project=body.project)
+            break
+        except StateError:
+            # Run ids carry 16 random bits per second: busy servers do collide. Draw again.
+            if not tries_left:
+                raise
+    audit(ctx, principal, "run.submit", body.project, run.id, pipeline=run.pipeline)
+    return run_detail(run, ctx.metadata.get_steps(run.id))
+
+
+@router.get("/runs/{run_id}", response_model=RunDetail, responses=problems(404), tags=["runs"])
+def get_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath) -> RunDetail:
+    ctx = context_of(request)
+    run = visible_run(ctx, principal, run_id)
+    return run_detail(run, ctx.metadata.get_steps(run_id))
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=RunDetail,
+    responses=problems(403, 404),
+    tags=["runs"],
+)
+def cancel_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath) -> RunDetail:
+    """Ask a run to stop; the replica driving it kills its attempts on its next pass."""
+    ctx = context_of(request)
+    run = visible_run(ctx, principal, run_id)
+    require(ctx, principal, run.project, Role.EDITOR, action="run.cancel", target=run_id)
+    run = ctx.engine.cancel(run_id)
+    audit(ctx, principal, "run.cancel", run.project, run_id)
+    return run_detail(run, ctx.metadata.get_steps(run_id))
+
+
+@router.post(
+    "/runs/{run_id}/resume",
+    response_model=RunDetail,
+    responses=problems(403, 404, 409),
+    tags=["runs"],
+)
+def resume_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath) -> RunDetail:
+    """Run a finished run's failed, skipped and cancelled steps again, with the pipeline's
+    current code when this server has the pipeline; succeeded steps keep their outputs."""
+    ctx = context_of(request)
+    run = visible_run(ctx, principal, run_id)
+    require(ctx, principal, run.project, Role.EDITOR, action="run.resume", target=run_id)
+    if not run.state.finished:
+        raise StateError(f"run {run_id} is {run.state.value}; only a finished run is resumed")
+    if run.state is RunState.SUCCEEDED:
+        raise StateError(f"run {run_id} succeeded; there is nothing to resume")
+    reg = ctx.pipelines.find(run.pipeline)
+    plan = reg.compile(run.params) if reg is not None else None
+    run = ctx.engine.resume(run_id, plan)
+    audit(ctx, principal, "run.resume", run.project, run_id, current_code=plan is not None)
+    return run_detail(run, ctx.metadata.get_steps(run_id))
+
+
+@router.get(
+    "/runs/{run_id}/attempts",
+    response_model=list[AttemptOut],
+    responses=problems(404),
+    tags=["runs"],
+)
+def list_attempts(
+    request: Request,
+    principal: CurrentPrincipal,
+    run_id: RunIdPath,
+    step: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[AttemptOut]:
+    """Every attempt of the run's steps, with the failure class, evidence and advice."""
+    ctx = context_of(request)
+    visible_run(ctx, principal, run_id)
+    return [attempt_out(a) for a in ctx.metadata.get_attempts(run_id, step)]
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_model=list[EventOut],
+    responses=problems(404),
+    tags=["runs"],
+)
+def list_events(request: Request, principal: CurrentPrincipal, run_id: RunIdPath) -> list[EventOut]:
+    ctx = context_of(request)
+    visible_run(ctx, principal, run_id)
+    return [event_out(e) for e in ctx.metadata.list_events(run_id)]
+
+
+@router.get(
+    "/runs/{run_id}/lineage",
+    response_model=list[LineageItem],
+    responses=problems(404),
+    tags=["artifacts"],
+)
+def run_lineage(
+    request: Request, principal: CurrentPrincipal, run_id: RunIdPath
+) -> list[LineageItem]:
+    """Each artifact the run's steps produced: its metadata, the step and output that made
+    it, the steps that read it, and whether its bytes are still stored."""
+    ctx = context_of(request)
+    run = visible_run(ctx, principal, run_id)
+    consumers: dict[tuple[str, int], list[LineageConsumer]] = {}
+    for node in run.plan.get("nodes", []):
+        for name, spec in node.get("inputs", {}).items():
+            if "ref" in spec:
+                source, index = spec["ref"]
+                consumers.setdefault((source, int(index)), []).append(
+                    LineageConsumer(node=node["id"], input=name)
+                )
+    items = []
+    for step in ctx.metadata.get_steps(run_id):
+        for index, ref in enumerate(step.outputs):
+            items.append(
+                LineageItem(
+                    artifact=artifact_out(ref),
+                    producer=LineageProducer(run_id=run_id, node=step.node, output=index),
+                    consumers=consumers.get((step.node, index), []),
+                    stored=ctx.artifacts.exists(ref.digest),
+                )
+            )
+    return items

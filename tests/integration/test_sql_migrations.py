@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 
 from usina.engine.records import RunId, RunRecord, RunState
 from usina.stores import migrate
-from usina.stores.sql import SqlMetadataStore, normalize_url
+from usina.stores.database import normalize_url, sqlite_file
+from usina.stores.sql import SqlMetadataStore
 from usina.stores.sql_schema import metadata
 
 TABLES = {
@@ -53,6 +54,9 @@ def _inspect(url: str) -> Iterator[sa.Connection]:
 
 
 def revision_and_tables(url: str) -> tuple[str | None, set[str]]:
+    path = sqlite_file(sa.make_url(url))
+    if path is not None and not path.exists():
+        return None, set()  # connecting would create an empty file, which a store refuses
     for conn in _inspect(url):
         revision = MigrationContext.configure(conn).get_current_revision()
         return revision, set(sa.inspect(conn).get_table_names())

@@ -1,9 +1,11 @@
 """The platform server's store: API tokens and project roles, the audit log, serving
 endpoints, and the run queries a multi-replica server needs beyond ``MetadataStore``.
 
-It works on the same database as ``SqlMetadataStore`` (same URL, its own connection pool) and
-migrates it the same way on open. Tokens look like ``usn_<id>_<secret>``: the id finds the row,
-and only the sha256 of the whole token is stored, compared in constant time.
+It works on the same database as ``SqlMetadataStore`` (same URL, its own connection pool),
+opened by the same factory (``usina.stores.database``: SQLite's busy timeout, WAL and
+``BEGIN IMMEDIATE`` writers, the checks and migrations). Tokens look like
+``usn_<id>_<secret>``: the id finds the row, and only the sha256 of the whole token is stored,
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,8 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from usina.engine.records import RunState
 from usina.errors import NotFoundError, StateError, StoreError
-from usina.stores import migrate
-from usina.stores.sql import normalize_url
+from usina.stores.database import for_writing, normalize_url, open_database, shown_url
 from usina.stores.sql_schema import (
     api_tokens,
     audit_log,
@@ -182,26 +182,9 @@ _LIST_COLUMNS = [
 class PlatformStore:
     """Tokens, roles, audit log, endpoints and server-side run queries, in SQL."""
 
-    def __init__(self, url: str) -> None:
-        self._url = sa.make_url(normalize_url(url))
-        self._shown_url = self._url.render_as_string(hide_password=True)
-        try:
-            if self._url.get_backend_name() == "sqlite" and self._url.database not in (
-                None,
-                "",
-                ":memory:",
-            ):
-                Path(self._url.database or "").expanduser().parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-                self._engine = sa.create_engine(
-                    self._url, connect_args={"timeout": 30, "check_same_thread": False}
-                )
-            else:
-                self._engine = sa.create_engine(self._url, pool_pre_ping=True)
-            migrate.upgrade(self._engine)
-        except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot open the platform store {self._shown_url}: {exc}") from exc
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self._shown_url = shown_url(normalize_url(url))
+        self._engine = open_database(url, what="the platform store", busy_timeout=busy_timeout)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -211,10 +194,14 @@ class PlatformStore:
         return self._engine.dialect.name
 
     @contextmanager
-    def _conn(self, what: str) -> Iterator[sa.Connection]:
+    def _conn(self, what: str, *, write: bool = True) -> Iterator[sa.Connection]:
+        """A transaction; a writing one takes SQLite's write lock up front (``for_writing``)."""
         try:
-            with self._engine.begin() as conn:
-                yield conn
+            with self._engine.connect() as conn:
+                if write:
+                    for_writing(conn)
+                with conn.begin():
+                    yield conn
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
@@ -265,7 +252,7 @@ class PlatformStore:
         token_id, sep, _secret = token[len(_TOKEN_PREFIX) :].partition("_")
         if not sep or not token_id:
             return None
-        with self._conn("checking a token") as conn:
+        with self._conn("checking a token", write=False) as conn:
             row = (
                 conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id))
                 .mappings()
@@ -291,7 +278,7 @@ class PlatformStore:
 
     def list_tokens(self, projects_: Collection[str] | None = None) -> list[TokenInfo]:
         """Tokens with a role in one of ``projects_`` (every token when None)."""
-        with self._conn("listing tokens") as conn:
+        with self._conn("listing tokens", write=False) as conn:
             roles = conn.execute(sa.select(token_roles)).mappings().all()
             rows = (
                 conn.execute(sa.select(api_tokens).order_by(api_tokens.c.created_at))
@@ -337,7 +324,7 @@ class PlatformStore:
         return info
 
     def list_projects(self) -> list[str]:
-        with self._conn("listing projects") as conn:
+        with self._conn("listing projects", write=False) as conn:
             rows = conn.execute(sa.select(projects.c.name).order_by(projects.c.name)).all()
         return [str(r[0]) for r in rows]
 
@@ -378,7 +365,7 @@ class PlatformStore:
             query = query.where(audit_log.c.project.in_(list(projects_)))
         if before is not None:
             query = query.where(audit_log.c.seq < before)
-        with self._conn("reading the audit log") as conn:
+        with self._conn("reading the audit log", write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [
             AuditEntry(
@@ -413,7 +400,7 @@ class PlatformStore:
         query = sa.select(endpoints).order_by(endpoints.c.name)
         if projects_ is not None:
             query = query.where(endpoints.c.project.in_(list(projects_)))
-        with self._conn("listing endpoints") as conn:
+        with self._conn("listing endpoints", write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [
             Endpoint(str(r["name"]), str(r["project"]), str(r["url"]), float(r["created_at"]))
@@ -445,7 +432,7 @@ class PlatformStore:
         if after is not None:
             query = query.where(sa.tuple_(runs.c.created_at, runs.c.id) < sa.tuple_(*after))
         query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
-        with self._conn("listing runs") as conn:
+        with self._conn("listing runs", write=False) as conn:
             rows = conn.execute(query).mappings().all()
             counts: dict[str, dict[str, int]] = {}
             if rows:
@@ -488,13 +475,13 @@ class PlatformStore:
             .order_by(runs.c.created_at, runs.c.id)
             .limit(limit)
         )
-        with self._conn("finding runs to drive") as conn:
+        with self._conn("finding runs to drive", write=False) as conn:
             return [str(r[0]) for r in conn.execute(query).all()]
 
     def lease_holders(self) -> dict[str, str]:
         """Unfinished run id -> the owner of its lease (for operators and tests)."""
         query = sa.select(runs.c.id, runs.c.lease_owner).where(runs.c.state.in_(_UNFINISHED))
-        with self._conn("reading leases") as conn:
+        with self._conn("reading leases", write=False) as conn:
             return {str(r[0]): str(r[1] or "") for r in conn.execute(query).all()}
 
     def step_metrics(
@@ -510,7 +497,7 @@ class PlatformStore:
             .join(steps, steps.c.run_id == sub.c.id)
             .order_by(sub.c.created_at, steps.c.node)
         )
-        with self._conn(f"reading the metrics of pipeline {pipeline!r}") as conn:
+        with self._conn(f"reading the metrics of pipeline {pipeline!r}", write=False) as conn:
             rows = conn.execute(query).all()
         return [
             (str(r[0]), float(r[1]), str(r[2]), {k: float(v) for k, v in (r[3] or {}).items()})

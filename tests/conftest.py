@@ -9,12 +9,12 @@ folders that starts the CLI in a subprocess is listed in ``SUBPROCESS`` and move
 ``integration`` tier until its file moves to a folder of that tier.
 
 Fuzz suites (Hypothesis) run a small default profile; ``USINA_FUZZ=deep`` loads the ``deep``
-profile and multiplies the example count that a test sets for itself by ``DEEP_FACTOR``.
+profile and multiplies the example count that a test sets for itself by ``DEEP_FACTOR``
+(``tests/fuzz.py``).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+
+from tests.fuzz import DEEP_FACTOR, PROFILES
+from tests.fuzz import PROFILE as FUZZ_PROFILE
 
 TESTS = Path(__file__).resolve().parent
 
@@ -39,6 +42,7 @@ TIERS = {
     "benchmarks": "integration",
     "fraud": "e2e",
 }
+TIER_NAMES = frozenset(TIERS.values())
 # Seconds a test of the tier may take unless it sets its own ``pytest.mark.timeout``; the
 # rest get pyproject's ``timeout``.
 TIER_TIMEOUTS = {"unit": 30, "contract": 60}
@@ -46,8 +50,6 @@ TIER_TIMEOUTS = {"unit": 30, "contract": 60}
 # each): they run in `make test`, not in `make test-fast`. Prefixes of node ids.
 SUBPROCESS = ("tests/unit/test_cli_usage.py::",)
 
-FUZZ_PROFILE = os.environ.get("USINA_FUZZ", "default")
-DEEP_FACTOR = 10
 hypothesis_settings.register_profile("default", deadline=None, print_blob=True)
 hypothesis_settings.register_profile(
     "deep", deadline=None, print_blob=True, max_examples=100 * DEEP_FACTOR
@@ -55,8 +57,8 @@ hypothesis_settings.register_profile(
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if FUZZ_PROFILE not in ("default", "deep"):
-        raise pytest.UsageError(f"USINA_FUZZ={FUZZ_PROFILE!r}: expected 'default' or 'deep'")
+    if FUZZ_PROFILE not in PROFILES:
+        raise pytest.UsageError(f"USINA_FUZZ={FUZZ_PROFILE!r}: expected one of {PROFILES}")
     hypothesis_settings.load_profile(FUZZ_PROFILE)
 
 
@@ -79,7 +81,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: tests/{folder} has no tier; add it to TIERS in tests/conftest.py"
             )
         item.add_marker(getattr(pytest.mark, tier))
-        if folder in TIERS and folder != tier:
+        if folder not in TIER_NAMES:  # tests/serving -> also "serving"
             item.add_marker(getattr(pytest.mark, folder))
         timeout = TIER_TIMEOUTS.get(tier)
         if timeout is not None and item.get_closest_marker("timeout") is None:

@@ -204,3 +204,32 @@ def test_reading_a_current_database_writes_nothing_even_on_a_full_disk(tmp_path:
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["['r1']", "write refused: StoreError", "0"]
     assert path.read_bytes() == before["usina.db"]
+
+
+def test_runs_ls_works_on_a_full_disk(tmp_path: Path) -> None:
+    home = tmp_path / ".usina"
+    with SqlMetadataStore(f"sqlite:///{home / 'usina.db'}") as store:
+        run = RunRecord(
+            id=RunId("r1"), pipeline="p", plan={}, params={}, state=RunState.FAILED, created_at=1.0
+        )
+        store.create_run(run, [])
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)); "
+        "from usina.cli.main import main; main()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "runs", "ls", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PYTHONPATH": f"{REPO / 'src'}",
+            "PATH": "/usr/bin:/bin",
+            "USINA_HOME": str(home),
+            "HOME": str(tmp_path),
+        },
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "disk full" in out.stderr or "shared-memory index" in out.stderr
+    assert '"id": "r1"' in out.stdout

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 ALL_PROJECTS = "*"
 _TOKEN_PREFIX = "usn_"
+_TOKEN_ID_MAX = 32  # api_tokens.id: longer ids are not ours (and would not fit the column)
 
 
 class Role(enum.IntEnum):
@@ -100,6 +101,28 @@ class TokenInfo:
     created_by: str
     revoked_at: float | None
     roles: dict[str, str]
+    expires_at: float | None = None  # seconds since the epoch; None: never
+
+
+class TokenVerdict(enum.StrEnum):
+    """What checking a presented token found; only ``OK`` lets the request through."""
+
+    OK = "ok"
+    MALFORMED = "malformed"  # not shaped like usn_<id>_<secret>
+    UNKNOWN = "unknown"  # no token has this id
+    WRONG_SECRET = "wrong_secret"  # the id exists, the secret does not match
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """The outcome of ``PlatformStore.check_token``: the verdict, the token's id when the token
+    was shaped like one (for the audit log: never the token itself), and the principal if OK."""
+
+    verdict: TokenVerdict
+    token_id: str | None = None
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +233,26 @@ class PlatformStore:
     # -- tokens and roles ------------------------------------------------------------------
 
     def create_token(
-        self, name: str, roles: Mapping[str, Role], *, created_by: str = "cli"
+        self,
+        name: str,
+        roles: Mapping[str, Role],
+        *,
+        created_by: str = "cli",
+        expires_at: float | None = None,
     ) -> tuple[str, TokenInfo]:
-        """A new token with ``roles``; returns the token (shown once) and what is stored."""
+        """A new token with ``roles``; returns the token (shown once) and what is stored.
+
+        expires_at: when it stops working, in seconds since the epoch; None: never."""
         if not roles:
             raise ValueError("a token needs a role in at least one project")
+        now = time.time()
+        if expires_at is not None and expires_at <= now:
+            raise ValueError(
+                f"a token must expire in the future; expires_at={expires_at} is "
+                f"{now - expires_at:.0f} s ago"
+            )
         token_id = secrets.token_hex(6)
         token = f"{_TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-        now = time.time()
         with self._conn("creating a token") as conn:
             conn.execute(
                 sa.insert(api_tokens).values(
@@ -227,6 +262,7 @@ class PlatformStore:
                     created_at=now,
                     created_by=created_by,
                     revoked_at=None,
+                    expires_at=expires_at,
                 )
             )
             for project, role in roles.items():
@@ -241,17 +277,29 @@ class PlatformStore:
                     )
                 )
         info = TokenInfo(
-            token_id, name, now, created_by, None, {p: r.label for p, r in roles.items()}
+            token_id,
+            name,
+            now,
+            created_by,
+            None,
+            {p: r.label for p, r in roles.items()},
+            expires_at,
         )
         return token, info
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal of a valid, unrevoked token; None otherwise."""
+        """The principal of a valid, unrevoked, unexpired token; None otherwise."""
+        return self.check_token(token).principal
+
+    def check_token(self, token: str, *, now: float | None = None) -> TokenCheck:
+        """Check a presented token and say why it is refused (``TokenVerdict``).
+
+        now: the time to check expiry against (seconds since the epoch; default: the clock)."""
         if not token.startswith(_TOKEN_PREFIX):
-            return None
+            return TokenCheck(TokenVerdict.MALFORMED)
         token_id, sep, _secret = token[len(_TOKEN_PREFIX) :].partition("_")
-        if not sep or not token_id:
-            return None
+        if not sep or not token_id or len(token_id) > _TOKEN_ID_MAX:
+            return TokenCheck(TokenVerdict.MALFORMED)
         with self._conn("checking a token", write=False) as conn:
             row = (
                 conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id))
@@ -260,21 +308,25 @@ class PlatformStore:
             )
             if row is None:
                 hmac.compare_digest(hash_token(token), "0" * 64)  # same work either way
-                return None
+                return TokenCheck(TokenVerdict.UNKNOWN, token_id)
             if not hmac.compare_digest(hash_token(token), str(row["token_hash"])):
-                return None
+                return TokenCheck(TokenVerdict.WRONG_SECRET, token_id)
             if row["revoked_at"] is not None:
-                return None
+                return TokenCheck(TokenVerdict.REVOKED, token_id)
+            expires_at = row["expires_at"]
+            if expires_at is not None and expires_at <= (time.time() if now is None else now):
+                return TokenCheck(TokenVerdict.EXPIRED, token_id)
             roles = conn.execute(
                 sa.select(token_roles.c.project, token_roles.c.role).where(
                     token_roles.c.token_id == token_id
                 )
             ).all()
-        return Principal(
+        principal = Principal(
             token_id=token_id,
             name=str(row["name"]),
             roles={str(p): Role.parse(str(r)) for p, r in roles},
         )
+        return TokenCheck(TokenVerdict.OK, token_id, principal)
 
     def list_tokens(self, projects_: Collection[str] | None = None) -> list[TokenInfo]:
         """Tokens with a role in one of ``projects_`` (every token when None)."""
@@ -301,6 +353,7 @@ class PlatformStore:
                     created_by=str(row["created_by"]),
                     revoked_at=row["revoked_at"],
                     roles=held,
+                    expires_at=row["expires_at"],
                 )
             )
         return found

@@ -4,9 +4,9 @@ by one file live in that file.
 Tiers come from the folder a test lives in (``TIERS``): ``unit`` (hermetic, in-process, fast),
 ``contract`` (one suite per Protocol, every implementation), ``integration`` (real services,
 processes, servers) and ``e2e`` (the examples end to end). Each test also gets its folder's name
-as a marker (``-m serving``). ``make test-fast`` runs ``unit or contract``; a test in those
-folders that starts the CLI in a subprocess is listed in ``SUBPROCESS`` and moved to the
-``integration`` tier until its file moves to a folder of that tier.
+as a marker (``-m serving``). ``make test-fast`` runs ``unit or contract``; a file in those
+folders that starts the CLI or a server is listed in ``RETIERED`` and counted as
+``integration`` until it moves to a folder of that tier.
 
 Fuzz suites (Hypothesis) run a small default profile; ``USINA_FUZZ=deep`` loads the ``deep``
 profile and multiplies the example count that a test sets for itself by ``DEEP_FACTOR``
@@ -41,14 +41,19 @@ TIERS = {
     "distributed": "integration",
     "benchmarks": "integration",
     "fraud": "e2e",
+    "docs": "e2e",
+    "e2e": "e2e",
 }
 TIER_NAMES = frozenset(TIERS.values())
 # Seconds a test of the tier may take unless it sets its own ``pytest.mark.timeout``; the
 # rest get pyproject's ``timeout``.
 TIER_TIMEOUTS = {"unit": 30, "contract": 60}
-# Tests in the unit or contract folders that start the `usina` CLI as a subprocess (seconds
-# each): they run in `make test`, not in `make test-fast`. Prefixes of node ids.
-SUBPROCESS = ("tests/unit/test_cli_usage.py::",)
+# Tests whose folder's tier does not fit them, until their file moves (node-id prefix -> tier
+# and a marker saying why): they run in `make test`, not in `make test-fast`.
+RETIERED = {
+    "tests/unit/test_cli_usage.py::": ("integration", "subprocess"),  # the CLI, seconds a test
+    "tests/contract/test_artifact_store_s3.py::": ("integration", "service"),  # starts SeaweedFS
+}
 
 hypothesis_settings.register_profile("default", deadline=None, print_blob=True)
 hypothesis_settings.register_profile(
@@ -73,9 +78,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except ValueError:
             continue
         tier = TIERS.get(folder)
-        if item.nodeid.startswith(SUBPROCESS):
-            item.add_marker(pytest.mark.subprocess)
-            tier = "integration"
+        for prefix, (moved_to, why) in RETIERED.items():
+            if item.nodeid.startswith(prefix):
+                tier = moved_to
+                item.add_marker(getattr(pytest.mark, why))
         if tier is None:
             raise pytest.UsageError(
                 f"{item.nodeid}: tests/{folder} has no tier; add it to TIERS in tests/conftest.py"

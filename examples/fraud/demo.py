@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
         .vstack(test_set.filter(test_set["label"] == 1).head(1))
     )
     _serve_champion(str(decision.get("name") or "fraud"), tracking, sample)
-    print("\n== where to look")
+    print("\n== where to look (in a new shell, first: . .venv/bin/activate)")
     print(f"usina runs show {run_id}")
     print(f"usina runs why {run_id}        # failed or retried attempts, if any")
     print(f"mlflow ui --backend-store-uri {tracking}   # then http://127.0.0.1:5000")

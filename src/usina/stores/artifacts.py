@@ -313,8 +313,8 @@ class FsspecArtifactStore:
         log.error("artifact %s in %s is corrupt (its bytes hash to %s)", digest, self._url, actual)
         return ArtifactCorruptError(
             f"artifact {digest} in {self._url} is corrupt: its bytes hash to {actual}; they "
-            f"were {where} and are not used. Re-run the step that produced it "
-            "(`usina runs resume RUN` recomputes it)",
+            f"were {where} and are not used. The artifact now reads as missing: running the "
+            "pipeline again recomputes it",
             digest,
         )
 

@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: install demo demo-install test lint fmt clean services browser prometheus tools chart images docs
+.PHONY: install demo demo-install test test-fast test-deep lint fmt clean services browser prometheus tools chart images docs
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -68,11 +68,27 @@ browser:
 prometheus:
 	@bash scripts/prometheus.sh
 
+# Durations of the slowest 25 tests are printed; JUnit XML goes to test-output/ (git-ignored).
+TEST_OUTPUT ?= test-output
 test: install tools services browser prometheus
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 --junitxml=$(TEST_OUTPUT)/junit.xml $(PYTEST_ARGS)
+
+# The quick loop: the unit and contract tiers (tests/conftest.py marks tiers by folder), 30 s
+# per test at most, no CLI subprocesses or servers of their own (tests/conftest.py RETIERED).
+# Needs only PostgreSQL (the SQL store contract).
+test-fast: install services
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -q tests/unit tests/contract -m 'unit or contract' \
+	  --timeout=30 --durations=5 $(PYTEST_ARGS); rc=$$?; \
+	echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# The fuzz suites (Hypothesis) with ten times their examples (tests/conftest.py, USINA_FUZZ).
+test-deep: install services
+	USINA_FUZZ=deep $(BIN)/python -m pytest --durations=25 \
+	  tests/serving/test_serving_fuzz.py tests/server/test_schema.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks
@@ -107,4 +123,4 @@ fmt: install
 	$(BIN)/ruff check --fix src tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) .usina .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .usina .pytest_cache .mypy_cache .ruff_cache $(TEST_OUTPUT)

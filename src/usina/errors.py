@@ -9,6 +9,7 @@
     ├── StateError             the operation does not fit the object's state (resume a running run)
     ├── StoreError             the metadata or artifact store failed
     │   └── ArtifactMissingError   an artifact's bytes are gone or do not match their hash
+    │       └── ArtifactCorruptError   its bytes do not match their sha256 (never used)
     ├── SerializationError     a step's value cannot be written or read as an artifact
     ├── BackendError           a backend could not launch, observe or cancel an attempt
     ├── DeployError            the Helm chart could not be rendered, or its objects applied
@@ -46,6 +47,18 @@ class StoreError(UsinaError):
 
 class ArtifactMissingError(StoreError):
     """An artifact's content is missing or does not match its hash."""
+
+
+class ArtifactCorruptError(ArtifactMissingError):
+    """An artifact's stored bytes do not hash to its digest. The store moved them aside, so the
+    artifact is missing from now on and its producer must run again; ``digest`` names it."""
+
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
+
+    def __reduce__(self) -> tuple[type[ArtifactCorruptError], tuple[str, str]]:
+        return (type(self), (str(self), self.digest))
 
 
 class SerializationError(UsinaError):

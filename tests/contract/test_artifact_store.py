@@ -17,7 +17,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFile
 
 from usina.engine.ports import ArtifactStore, result_key, task_key
-from usina.errors import ArtifactMissingError, StoreError
+from usina.errors import ArtifactCorruptError, ArtifactMissingError, StoreError
 from usina.stores import artifacts as artifacts_module
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.testing import InMemoryArtifactStore
@@ -32,6 +32,12 @@ class Subject:
     break_writes: Callable[[pytest.MonkeyPatch], None]
     # The stray files a crashed write left behind, for the stores that have files.
     leftovers: Callable[[], list[str]]
+    # Changes one byte of the stored artifact, keeping its size (bit rot, a careless edit).
+    corrupt: Callable[[str], None]
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
 
 
 def _failing_write(real: Callable[..., int]) -> Callable[..., int]:
@@ -67,7 +73,12 @@ def _local(tmp_path: Path) -> Subject:
             if p.is_file() and (p.name.startswith(".tmp-") or "tmp" in p.parts)
         ]
 
-    return Subject(FsspecArtifactStore(str(root)), break_writes, leftovers)
+    def corrupt(digest: str) -> None:
+        hex_ = digest.removeprefix("sha256:")
+        blob = root / "sha256" / hex_[:2] / hex_
+        blob.write_bytes(_flip(blob.read_bytes()))
+
+    return Subject(FsspecArtifactStore(str(root)), break_writes, leftovers, corrupt)
 
 
 def _memory() -> Subject:
@@ -80,7 +91,12 @@ def _memory() -> Subject:
     def leftovers() -> list[str]:
         return [p for p in fs.find(bucket) if "/tmp/" in p]
 
-    return Subject(FsspecArtifactStore(bucket), break_writes, leftovers)
+    def corrupt(digest: str) -> None:
+        hex_ = digest.removeprefix("sha256:")
+        blob = f"{bucket}/sha256/{hex_[:2]}/{hex_}"
+        fs.pipe_file(blob, _flip(fs.cat_file(blob)))
+
+    return Subject(FsspecArtifactStore(bucket), break_writes, leftovers, corrupt)
 
 
 def _fake() -> Subject:
@@ -92,7 +108,10 @@ def _fake() -> Subject:
 
         monkeypatch.setattr(store, "_read", read)
 
-    return Subject(store, break_writes, list)
+    def corrupt(digest: str) -> None:
+        store._blobs[digest] = _flip(store._blobs[digest])
+
+    return Subject(store, break_writes, list, corrupt)
 
 
 def _forget(url: str) -> None:
@@ -133,6 +152,52 @@ def test_put_get_exists_verify_delete(store: ArtifactStore) -> None:
     store.delete(digest)  # deleting what is gone is a no-op
     with pytest.raises(ArtifactMissingError, match=digest):
         store.get_bytes(digest)
+
+
+def test_a_corrupt_artifact_is_never_returned(subject: Subject) -> None:
+    store = subject.store
+    digest = store.put_bytes(DATA)
+    other = store.put_bytes(b"untouched")
+    subject.corrupt(digest)
+    assert not store.verify(digest)
+    assert store.exists(digest)  # verify only looks
+    with pytest.raises(ArtifactCorruptError, match=f"artifact {digest} .* is corrupt") as caught:
+        store.get_bytes(digest)
+    assert caught.value.digest == digest
+    assert isinstance(caught.value, ArtifactMissingError)
+    # Moved aside: the artifact is missing from now on, so a cache lookup sees it gone ...
+    assert not store.exists(digest)
+    with pytest.raises(ArtifactMissingError) as again:
+        store.get_bytes(digest)
+    assert not isinstance(again.value, ArtifactCorruptError)
+    # ... and the producer's next write stores it afresh.
+    assert store.put_bytes(DATA) == digest
+    assert store.get_bytes(digest) == DATA
+    assert store.get_bytes(other) == b"untouched"
+
+
+def test_a_corrupt_artifact_has_no_local_path(subject: Subject) -> None:
+    store = subject.store
+    has_files = store.local_path(store.put_bytes(b"probe")) is not None
+    digest = store.put_bytes(DATA)
+    subject.corrupt(digest)
+    if has_files:
+        with pytest.raises(ArtifactCorruptError) as caught:
+            store.local_path(digest)
+        assert caught.value.digest == digest
+        assert not store.exists(digest)
+    else:  # stores without local files hand out no path; their reads are checked
+        assert store.local_path(digest) is None
+        with pytest.raises(ArtifactCorruptError):
+            store.get_bytes(digest)
+
+
+def test_the_corruption_error_survives_pickling() -> None:
+    import pickle
+
+    exc = ArtifactCorruptError("artifact sha256:ab is corrupt", "sha256:ab")
+    back = pickle.loads(pickle.dumps(exc))
+    assert (type(back), str(back), back.digest) == (ArtifactCorruptError, str(exc), exc.digest)
 
 
 def test_same_bytes_same_digest(store: ArtifactStore, tmp_path: Path) -> None:
@@ -272,6 +337,19 @@ def test_corrupted_blob_fails_verify(tmp_path: Path) -> None:
     assert path is not None
     Path(path).write_bytes(DATA[:-1] + b"?")
     assert not store.verify(digest)
+
+
+def test_corrupt_bytes_are_kept_in_quarantine(tmp_path: Path) -> None:
+    store = FsspecArtifactStore(str(tmp_path))
+    digest = store.put_bytes(DATA)
+    path = store.local_path(digest)
+    assert path is not None
+    Path(path).write_bytes(DATA[:-1] + b"?")
+    with pytest.raises(ArtifactCorruptError, match=r"moved to .*quarantine"):
+        store.local_path(digest)
+    (kept,) = (tmp_path / "quarantine").iterdir()
+    assert kept.name.startswith(digest.removeprefix("sha256:") + ".")
+    assert kept.read_bytes() == DATA[:-1] + b"?"
 
 
 def test_memory_store_has_no_local_path() -> None:

@@ -13,7 +13,10 @@ import pytest
 from tests.contract.test_artifact_store import (
     DATA,
     Subject,
+    _flip,
     sha,
+    test_a_corrupt_artifact_has_no_local_path,
+    test_a_corrupt_artifact_is_never_returned,
     test_concurrent_writers_of_the_same_bytes,
     test_missing_digest,
     test_put_file_of_a_missing_file,
@@ -29,6 +32,8 @@ from usina.engine.ports import ArtifactStore
 from usina.stores.artifacts import FsspecArtifactStore
 
 __all__ = [  # the contract, collected again here with the S3 subject
+    "test_a_corrupt_artifact_has_no_local_path",
+    "test_a_corrupt_artifact_is_never_returned",
     "test_concurrent_writers_of_the_same_bytes",
     "test_missing_digest",
     "test_put_file_of_a_missing_file",
@@ -53,7 +58,15 @@ def subject(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Subject:
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     store = FsspecArtifactStore(s3.url(f"contract-{uuid.uuid4().hex[:8]}"))
-    return Subject(store, lambda _patch: None, list)
+    prefix = store.url.removeprefix(f"s3://{s3.bucket}/")
+
+    def corrupt(digest: str) -> None:
+        key = f"{prefix}/sha256/{digest[7:9]}/{digest[7:]}"
+        client = s3.client()
+        body = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+        client.put_object(Bucket=s3.bucket, Key=key, Body=_flip(body))
+
+    return Subject(store, lambda _patch: None, list, corrupt)
 
 
 @pytest.fixture

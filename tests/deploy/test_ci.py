@@ -32,7 +32,7 @@ def test_workflow_calls_existing_targets() -> None:
     calls = workflow_make_calls()
     assert set(calls) == {"lint", "test", "chart", "images"}
     called = set().union(*calls.values())
-    assert called == {"lint", "test", "chart", "images"}
+    assert called == {"lint", "test", "docs", "chart", "images"}
     assert called <= make_targets()
 
 

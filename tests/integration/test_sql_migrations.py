@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 
 from usina.engine.records import RunId, RunRecord, RunState
 from usina.stores import migrate
-from usina.stores.sql import SqlMetadataStore, normalize_url
+from usina.stores.database import normalize_url, sqlite_file
+from usina.stores.sql import SqlMetadataStore
 from usina.stores.sql_schema import metadata
 
 TABLES = {
@@ -53,6 +54,9 @@ def _inspect(url: str) -> Iterator[sa.Connection]:
 
 
 def revision_and_tables(url: str) -> tuple[str | None, set[str]]:
+    path = sqlite_file(sa.make_url(url))
+    if path is not None and not path.exists():
+        return None, set()  # connecting would create an empty file, which a store refuses
     for conn in _inspect(url):
         revision = MigrationContext.configure(conn).get_current_revision()
         return revision, set(sa.inspect(conn).get_table_names())
@@ -151,3 +155,40 @@ def test_the_head_constant_matches_the_migration_scripts():
     from usina.stores import migrate
 
     assert migrate.head_revision() == migrate.HEAD
+
+
+def test_tokens_of_revision_0002_keep_working_after_the_upgrade(
+    fresh_url: Callable[[], str],
+) -> None:
+    from alembic import command
+
+    from usina.stores.platform import PlatformStore, hash_token
+
+    url = fresh_url()
+    token = "usn_0ld70ken0002_secret"
+    engine = sa.create_engine(normalize_url(url))
+    try:
+        with engine.begin() as conn:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0002")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO api_tokens (id, name, token_hash, created_at, created_by) "
+                    "VALUES ('0ld70ken0002', 'old', :hash, 1.0, 'cli')"
+                ),
+                {"hash": hash_token(token)},
+            )
+            conn.execute(sa.text("INSERT INTO token_roles VALUES ('0ld70ken0002', 'p', 'viewer')"))
+    finally:
+        engine.dispose()
+    assert revision_and_tables(url)[0] == "0002"
+    platform = PlatformStore(url)  # migrates to the head
+    try:
+        principal = platform.authenticate(token)
+        assert principal is not None
+        assert principal.token_id == "0ld70ken0002"
+        assert platform.get_token("0ld70ken0002").expires_at is None
+    finally:
+        platform.close()
+    assert revision_and_tables(url) == (migrate.head_revision(), TABLES)

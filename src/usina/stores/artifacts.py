@@ -6,6 +6,12 @@ root::
     sha256/<hex[:2]>/<hex>     the bytes whose sha256 is <hex> (digest "sha256:<hex>")
     records/<key>              named records, e.g. records/attempts/<id>/result.json
     tmp/                       files being written (local and non-object-store file systems)
+    quarantine/<hex>.<n>       bytes found not to hash to their name, moved aside when read
+
+Every read checks the bytes against their digest (``get_bytes``, and ``local_path`` before it
+hands out the file): a mismatch raises ``ArtifactCorruptError`` naming the artifact, after the
+bytes are moved to ``quarantine/``, so the artifact is missing from then on (a cache lookup
+sees it gone) and the step that produced it stores it again when it re-runs.
 
 Writes are atomic: a reader never sees a partial blob or record under its final name. On the
 local file system a write goes to a temporary file that is flushed, fsynced and then
@@ -26,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usina.errors import ArtifactMissingError, StoreError
+from usina.errors import ArtifactCorruptError, ArtifactMissingError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -226,26 +232,32 @@ class FsspecArtifactStore:
         return open(path, "rb") if self._local else self._fs.open(path, "rb")
 
     def get_bytes(self, digest: str) -> bytes:
+        """The bytes of ``digest``, checked against it: ``ArtifactCorruptError`` when they
+        do not hash to it (the file is moved aside first), ``ArtifactMissingError`` when gone."""
         path = self._blob_path(digest)
         try:
             with self._open(path) as src:
                 data: bytes = src.read()
         except FileNotFoundError as exc:
-            raise ArtifactMissingError(
-                f"artifact {digest} is not in {self._url}; re-run the step that produced it "
-                "(`usina resume RUN`)"
-            ) from exc
+            raise self._missing(digest) from exc
         except OSError as exc:
             raise StoreError(f"cannot read artifact {digest} from {self._url}: {exc}") from exc
+        actual = digest_of(data)
+        if actual != digest:
+            raise self._corrupt(path, digest, actual)
         return data
 
     def local_path(self, digest: str) -> str | None:
-        """The file holding ``digest`` on the local file system; None on any other."""
+        """The file holding ``digest`` on the local file system, its content checked against
+        the digest first (as ``get_bytes``); None on any other file system."""
         path = self._blob_path(digest)
         if not self._local:
             return None
-        if not os.path.exists(path):
-            raise ArtifactMissingError(f"artifact {digest} is not in {self._url}")
+        actual = self._hash_stored(path, digest)
+        if actual is None:
+            raise self._missing(digest)
+        if actual != digest:
+            raise self._corrupt(path, digest, actual)
         return path
 
     def exists(self, digest: str) -> bool:
@@ -256,21 +268,55 @@ class FsspecArtifactStore:
             raise StoreError(f"cannot look for artifact {digest} in {self._url}: {exc}") from exc
 
     def verify(self, digest: str) -> bool:
-        """Whether the stored bytes of ``digest`` exist and still hash to it."""
-        path = self._blob_path(digest)
+        """Whether the stored bytes of ``digest`` exist and still hash to it (nothing moves)."""
+        actual = self._hash_stored(self._blob_path(digest), digest)
+        if actual is not None and actual != digest:
+            log.warning("artifact %s in %s does not match its hash", digest, self._url)
+        return actual == digest
+
+    def _hash_stored(self, path: str, digest: str) -> str | None:
+        """The digest of the bytes stored at ``path``; None when there are none."""
         hasher = hashlib.sha256()
         try:
             with self._open(path) as src:
                 for chunk in _chunks(src):
                     hasher.update(chunk)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
             raise StoreError(f"cannot read artifact {digest} from {self._url}: {exc}") from exc
-        ok = "sha256:" + hasher.hexdigest() == digest
-        if not ok:
-            log.warning("artifact %s in %s does not match its hash", digest, self._url)
-        return ok
+        return "sha256:" + hasher.hexdigest()
+
+    def _missing(self, digest: str) -> ArtifactMissingError:
+        return ArtifactMissingError(
+            f"artifact {digest} is not in {self._url}; re-run the step that produced it "
+            "(`usina runs resume RUN`)"
+        )
+
+    def _corrupt(self, path: str, digest: str, actual: str) -> ArtifactCorruptError:
+        """Move the corrupt bytes to ``quarantine/`` (so that the artifact reads as missing
+        and its producer's next write stores it afresh) and return the error to raise."""
+        hex_ = digest.removeprefix("sha256:")
+        aside = f"{self._root}/quarantine/{hex_}.{uuid.uuid4().hex[:8]}"
+        try:
+            if self._local:
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                os.replace(path, aside)
+            else:
+                self._fs.mv(path, aside)
+            where = f"moved to {aside}"
+        except FileNotFoundError:
+            where = "already moved aside by another reader"
+        except OSError as exc:  # still never used: the error is raised either way
+            log.warning("cannot move corrupt artifact %s aside: %s", digest, exc)
+            where = f"left in place ({exc})"
+        log.error("artifact %s in %s is corrupt (its bytes hash to %s)", digest, self._url, actual)
+        return ArtifactCorruptError(
+            f"artifact {digest} in {self._url} is corrupt: its bytes hash to {actual}; they "
+            f"were {where} and are not used. The artifact now reads as missing: running the "
+            "pipeline again recomputes it",
+            digest,
+        )
 
     def delete(self, digest: str) -> None:
         path = self._blob_path(digest)

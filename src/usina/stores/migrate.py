@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from alembic.config import Config
 
 log = logging.getLogger(__name__)
@@ -26,13 +28,13 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock key: any fixed 64-bit number, the same in every usina process.
 _PG_LOCK_KEY = 0x75_73_69_6E_61_5F_6D_67  # "usina_mg"
 
-# Execution option read by the SQLite ``begin`` hook in ``usina.stores.sql``.
+# Execution option read by the SQLite ``begin`` hook in ``usina.stores.database``.
 SQLITE_BEGIN = "usina_sqlite_begin"
 
 
 # The newest revision shipped; a test checks it against the migration scripts. Knowing it
 # lets an up-to-date database skip importing Alembic at all (a third of a CLI start).
-HEAD = "0002"
+HEAD = "0003"
 
 
 def alembic_config() -> Config:
@@ -58,7 +60,15 @@ def current_revision(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _stamped(connection: sa.Connection) -> str | None:
+def revisions() -> list[str]:
+    """Every revision usina ships, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def stamped_revision(connection: sa.Connection) -> str | None:
     """The revision recorded in ``alembic_version``, read without Alembic (None if absent)."""
     if not sa.inspect(connection).has_table("alembic_version"):
         return None
@@ -66,8 +76,17 @@ def _stamped(connection: sa.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def upgrade(engine: sa.Engine, *, attempts: int = 5) -> None:
-    """Migrate the database of ``engine`` to the newest schema revision (a no-op when there).
+def upgrade(
+    engine: sa.Engine,
+    *,
+    attempts: int = 5,
+    check: Callable[[sa.Connection], None] | None = None,
+) -> None:
+    """Migrate the database of ``engine`` to the newest schema revision (a no-op when there,
+    which reads and never writes).
+
+    check: called on a read connection before anything is written; raises to refuse the
+        database (``usina.stores.database.check_database``: not usina's).
 
     SQLite answers "database is locked" at once, without waiting for its busy timeout, when
     several processes open a brand-new file together (one switching it to WAL while another
@@ -75,7 +94,7 @@ def upgrade(engine: sa.Engine, *, attempts: int = 5) -> None:
     """
     for attempt in range(1, attempts + 1):
         try:
-            _upgrade(engine)
+            _upgrade(engine, check)
             return
         except sa.exc.OperationalError as exc:
             locked = engine.dialect.name == "sqlite" and "database is locked" in str(exc)
@@ -85,9 +104,11 @@ def upgrade(engine: sa.Engine, *, attempts: int = 5) -> None:
             time.sleep(0.1 * attempt)
 
 
-def _upgrade(engine: sa.Engine) -> None:
+def _upgrade(engine: sa.Engine, check: Callable[[sa.Connection], None] | None) -> None:
     with engine.connect() as conn:
-        if _stamped(conn) == HEAD:
+        if check is not None:
+            check(conn)
+        if stamped_revision(conn) == HEAD:
             conn.rollback()
             return
         conn.rollback()

@@ -1,9 +1,11 @@
 """The platform server's store: API tokens and project roles, the audit log, serving
 endpoints, and the run queries a multi-replica server needs beyond ``MetadataStore``.
 
-It works on the same database as ``SqlMetadataStore`` (same URL, its own connection pool) and
-migrates it the same way on open. Tokens look like ``usn_<id>_<secret>``: the id finds the row,
-and only the sha256 of the whole token is stored, compared in constant time.
+It works on the same database as ``SqlMetadataStore`` (same URL, its own connection pool),
+opened by the same factory (``usina.stores.database``: SQLite's busy timeout, WAL and
+``BEGIN IMMEDIATE`` writers, the checks and migrations). Tokens look like
+``usn_<id>_<secret>``: the id finds the row, and only the sha256 of the whole token is stored,
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,8 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from usina.engine.records import RunState
 from usina.errors import NotFoundError, StateError, StoreError
-from usina.stores import migrate
-from usina.stores.sql import normalize_url
+from usina.stores.database import for_writing, normalize_url, open_database, shown_url
 from usina.stores.sql_schema import (
     api_tokens,
     audit_log,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 ALL_PROJECTS = "*"
 _TOKEN_PREFIX = "usn_"
+_TOKEN_ID_MAX = 32  # api_tokens.id: longer ids are not ours (and would not fit the column)
 
 
 class Role(enum.IntEnum):
@@ -100,6 +101,28 @@ class TokenInfo:
     created_by: str
     revoked_at: float | None
     roles: dict[str, str]
+    expires_at: float | None = None  # seconds since the epoch; None: never
+
+
+class TokenVerdict(enum.StrEnum):
+    """What checking a presented token found; only ``OK`` lets the request through."""
+
+    OK = "ok"
+    MALFORMED = "malformed"  # not shaped like usn_<id>_<secret>
+    UNKNOWN = "unknown"  # no token has this id
+    WRONG_SECRET = "wrong_secret"  # the id exists, the secret does not match
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """The outcome of ``PlatformStore.check_token``: the verdict, the token's id when the token
+    was shaped like one (for the audit log: never the token itself), and the principal if OK."""
+
+    verdict: TokenVerdict
+    token_id: str | None = None
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,26 +205,9 @@ _LIST_COLUMNS = [
 class PlatformStore:
     """Tokens, roles, audit log, endpoints and server-side run queries, in SQL."""
 
-    def __init__(self, url: str) -> None:
-        self._url = sa.make_url(normalize_url(url))
-        self._shown_url = self._url.render_as_string(hide_password=True)
-        try:
-            if self._url.get_backend_name() == "sqlite" and self._url.database not in (
-                None,
-                "",
-                ":memory:",
-            ):
-                Path(self._url.database or "").expanduser().parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-                self._engine = sa.create_engine(
-                    self._url, connect_args={"timeout": 30, "check_same_thread": False}
-                )
-            else:
-                self._engine = sa.create_engine(self._url, pool_pre_ping=True)
-            migrate.upgrade(self._engine)
-        except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot open the platform store {self._shown_url}: {exc}") from exc
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self._shown_url = shown_url(normalize_url(url))
+        self._engine = open_database(url, what="the platform store", busy_timeout=busy_timeout)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -211,10 +217,14 @@ class PlatformStore:
         return self._engine.dialect.name
 
     @contextmanager
-    def _conn(self, what: str) -> Iterator[sa.Connection]:
+    def _conn(self, what: str, *, write: bool = True) -> Iterator[sa.Connection]:
+        """A transaction; a writing one takes SQLite's write lock up front (``for_writing``)."""
         try:
-            with self._engine.begin() as conn:
-                yield conn
+            with self._engine.connect() as conn:
+                if write:
+                    for_writing(conn)
+                with conn.begin():
+                    yield conn
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
@@ -223,14 +233,26 @@ class PlatformStore:
     # -- tokens and roles ------------------------------------------------------------------
 
     def create_token(
-        self, name: str, roles: Mapping[str, Role], *, created_by: str = "cli"
+        self,
+        name: str,
+        roles: Mapping[str, Role],
+        *,
+        created_by: str = "cli",
+        expires_at: float | None = None,
     ) -> tuple[str, TokenInfo]:
-        """A new token with ``roles``; returns the token (shown once) and what is stored."""
+        """A new token with ``roles``; returns the token (shown once) and what is stored.
+
+        expires_at: when it stops working, in seconds since the epoch; None: never."""
         if not roles:
             raise ValueError("a token needs a role in at least one project")
+        now = time.time()
+        if expires_at is not None and expires_at <= now:
+            raise ValueError(
+                f"a token must expire in the future; expires_at={expires_at} is "
+                f"{now - expires_at:.0f} s ago"
+            )
         token_id = secrets.token_hex(6)
         token = f"{_TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-        now = time.time()
         with self._conn("creating a token") as conn:
             conn.execute(
                 sa.insert(api_tokens).values(
@@ -240,6 +262,7 @@ class PlatformStore:
                     created_at=now,
                     created_by=created_by,
                     revoked_at=None,
+                    expires_at=expires_at,
                 )
             )
             for project, role in roles.items():
@@ -254,18 +277,30 @@ class PlatformStore:
                     )
                 )
         info = TokenInfo(
-            token_id, name, now, created_by, None, {p: r.label for p, r in roles.items()}
+            token_id,
+            name,
+            now,
+            created_by,
+            None,
+            {p: r.label for p, r in roles.items()},
+            expires_at,
         )
         return token, info
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal of a valid, unrevoked token; None otherwise."""
+        """The principal of a valid, unrevoked, unexpired token; None otherwise."""
+        return self.check_token(token).principal
+
+    def check_token(self, token: str, *, now: float | None = None) -> TokenCheck:
+        """Check a presented token and say why it is refused (``TokenVerdict``).
+
+        now: the time to check expiry against (seconds since the epoch; default: the clock)."""
         if not token.startswith(_TOKEN_PREFIX):
-            return None
+            return TokenCheck(TokenVerdict.MALFORMED)
         token_id, sep, _secret = token[len(_TOKEN_PREFIX) :].partition("_")
-        if not sep or not token_id:
-            return None
-        with self._conn("checking a token") as conn:
+        if not sep or not token_id or len(token_id) > _TOKEN_ID_MAX:
+            return TokenCheck(TokenVerdict.MALFORMED)
+        with self._conn("checking a token", write=False) as conn:
             row = (
                 conn.execute(sa.select(api_tokens).where(api_tokens.c.id == token_id))
                 .mappings()
@@ -273,25 +308,29 @@ class PlatformStore:
             )
             if row is None:
                 hmac.compare_digest(hash_token(token), "0" * 64)  # same work either way
-                return None
+                return TokenCheck(TokenVerdict.UNKNOWN, token_id)
             if not hmac.compare_digest(hash_token(token), str(row["token_hash"])):
-                return None
+                return TokenCheck(TokenVerdict.WRONG_SECRET, token_id)
             if row["revoked_at"] is not None:
-                return None
+                return TokenCheck(TokenVerdict.REVOKED, token_id)
+            expires_at = row["expires_at"]
+            if expires_at is not None and expires_at <= (time.time() if now is None else now):
+                return TokenCheck(TokenVerdict.EXPIRED, token_id)
             roles = conn.execute(
                 sa.select(token_roles.c.project, token_roles.c.role).where(
                     token_roles.c.token_id == token_id
                 )
             ).all()
-        return Principal(
+        principal = Principal(
             token_id=token_id,
             name=str(row["name"]),
             roles={str(p): Role.parse(str(r)) for p, r in roles},
         )
+        return TokenCheck(TokenVerdict.OK, token_id, principal)
 
     def list_tokens(self, projects_: Collection[str] | None = None) -> list[TokenInfo]:
         """Tokens with a role in one of ``projects_`` (every token when None)."""
-        with self._conn("listing tokens") as conn:
+        with self._conn("listing tokens", write=False) as conn:
             roles = conn.execute(sa.select(token_roles)).mappings().all()
             rows = (
                 conn.execute(sa.select(api_tokens).order_by(api_tokens.c.created_at))
@@ -314,6 +353,7 @@ class PlatformStore:
                     created_by=str(row["created_by"]),
                     revoked_at=row["revoked_at"],
                     roles=held,
+                    expires_at=row["expires_at"],
                 )
             )
         return found
@@ -337,7 +377,7 @@ class PlatformStore:
         return info
 
     def list_projects(self) -> list[str]:
-        with self._conn("listing projects") as conn:
+        with self._conn("listing projects", write=False) as conn:
             rows = conn.execute(sa.select(projects.c.name).order_by(projects.c.name)).all()
         return [str(r[0]) for r in rows]
 
@@ -378,7 +418,7 @@ class PlatformStore:
             query = query.where(audit_log.c.project.in_(list(projects_)))
         if before is not None:
             query = query.where(audit_log.c.seq < before)
-        with self._conn("reading the audit log") as conn:
+        with self._conn("reading the audit log", write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [
             AuditEntry(
@@ -413,7 +453,7 @@ class PlatformStore:
         query = sa.select(endpoints).order_by(endpoints.c.name)
         if projects_ is not None:
             query = query.where(endpoints.c.project.in_(list(projects_)))
-        with self._conn("listing endpoints") as conn:
+        with self._conn("listing endpoints", write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [
             Endpoint(str(r["name"]), str(r["project"]), str(r["url"]), float(r["created_at"]))
@@ -445,7 +485,7 @@ class PlatformStore:
         if after is not None:
             query = query.where(sa.tuple_(runs.c.created_at, runs.c.id) < sa.tuple_(*after))
         query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
-        with self._conn("listing runs") as conn:
+        with self._conn("listing runs", write=False) as conn:
             rows = conn.execute(query).mappings().all()
             counts: dict[str, dict[str, int]] = {}
             if rows:
@@ -488,13 +528,13 @@ class PlatformStore:
             .order_by(runs.c.created_at, runs.c.id)
             .limit(limit)
         )
-        with self._conn("finding runs to drive") as conn:
+        with self._conn("finding runs to drive", write=False) as conn:
             return [str(r[0]) for r in conn.execute(query).all()]
 
     def lease_holders(self) -> dict[str, str]:
         """Unfinished run id -> the owner of its lease (for operators and tests)."""
         query = sa.select(runs.c.id, runs.c.lease_owner).where(runs.c.state.in_(_UNFINISHED))
-        with self._conn("reading leases") as conn:
+        with self._conn("reading leases", write=False) as conn:
             return {str(r[0]): str(r[1] or "") for r in conn.execute(query).all()}
 
     def step_metrics(
@@ -510,7 +550,7 @@ class PlatformStore:
             .join(steps, steps.c.run_id == sub.c.id)
             .order_by(sub.c.created_at, steps.c.node)
         )
-        with self._conn(f"reading the metrics of pipeline {pipeline!r}") as conn:
+        with self._conn(f"reading the metrics of pipeline {pipeline!r}", write=False) as conn:
             rows = conn.execute(query).all()
         return [
             (str(r[0]), float(r[1]), str(r[2]), {k: float(v) for k, v in (r[3] or {}).items()})

@@ -1,8 +1,9 @@
 """The metadata store in SQL: runs, steps, attempts, events, the cache index and run leases.
 
 ``SqlMetadataStore(url)`` implements ``usina.engine.ports.MetadataStore`` with SQLAlchemy Core
-on SQLite (the embedded default, in WAL mode) or PostgreSQL (psycopg 3, production). Opening a
-store migrates its database to the newest schema (``usina.stores.migrate``).
+on SQLite (the embedded default, in WAL mode) or PostgreSQL (psycopg 3, production). The
+database is opened, checked and migrated by ``usina.stores.database`` (shared with the platform
+store).
 
 Leases: a run is reconciled by one engine at a time. ``acquire_lease`` is a single conditional
 UPDATE (free, expired, or already ours), so two engines racing for a run cannot both win.
@@ -15,14 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from usina.engine.records import (
     ArtifactRef,
@@ -33,7 +31,7 @@ from usina.engine.records import (
     StepRecord,
 )
 from usina.errors import NotFoundError, StateError, StoreError
-from usina.stores import migrate
+from usina.stores.database import for_writing, normalize_url, open_database, shown_url
 from usina.stores.sql_rows import (
     attempt_from_row,
     attempt_to_row,
@@ -49,21 +47,11 @@ from usina.stores.sql_schema import attempts, cache, events, runs, steps
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from sqlalchemy.engine.interfaces import DBAPIConnection
-    from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
 
 # Columns ``save_run`` leaves alone on an update (see the module docstring).
 _LEASE_COLUMNS = frozenset({"lease_owner", "lease_expires"})
-
-
-def normalize_url(url: str) -> str:
-    """The SQLAlchemy URL for ``url``: ``postgresql://`` and ``postgres://`` use psycopg 3."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 class SqlMetadataStore:
@@ -75,29 +63,10 @@ class SqlMetadataStore:
     """
 
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
-        self._url = sa.make_url(normalize_url(url))
-        self._shown_url = self._url.render_as_string(hide_password=True)
-        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._shown_url = shown_url(normalize_url(url))
         self._upserts: dict[tuple[Any, ...], Any] = {}
         self._batch = threading.local()
-        try:
-            self._engine = self._create_engine()
-        except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(
-                f"cannot open the metadata store {self._shown_url}: {exc}; check the URL "
-                "(sqlite:///path or postgresql://user@host/db) and that the driver is installed "
-                "(pip install 'usina[postgres]' for PostgreSQL)"
-            ) from exc
-        try:
-            migrate.upgrade(self._engine)
-        except SQLAlchemyError as exc:
-            self._engine.dispose()
-            raise StoreError(
-                f"cannot migrate the metadata store {self._shown_url} to the current schema: {exc}"
-            ) from exc
-        except BaseException:
-            self._engine.dispose()
-            raise
+        self._engine = open_database(url, what="the metadata store", busy_timeout=busy_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -123,48 +92,6 @@ class SqlMetadataStore:
     def __repr__(self) -> str:
         return f"SqlMetadataStore({self._shown_url!r})"
 
-    def _create_engine(self) -> sa.Engine:
-        url = self._url
-        if url.get_backend_name() != "sqlite":
-            return sa.create_engine(url, pool_pre_ping=True)
-        database = url.database or ""
-        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
-        if in_memory:
-            # One shared connection, or every pooled connection would see its own empty database.
-            engine = sa.create_engine(
-                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
-            )
-        else:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url)
-        self._install_sqlite_hooks(engine, wal=not in_memory)
-        return engine
-
-    def _install_sqlite_hooks(self, engine: sa.Engine, *, wal: bool) -> None:
-        busy_ms = self._busy_timeout_ms
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-            # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (the
-            # ``begin`` hook below), so that writers can take the write lock up front.
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            try:
-                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                if wal:
-                    cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute("PRAGMA synchronous = NORMAL")
-                cursor.execute("PRAGMA foreign_keys = ON")
-            finally:
-                cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            # Writers BEGIN IMMEDIATE: they wait (busy_timeout) for the write lock instead of
-            # failing when a read transaction cannot be upgraded to a write one.
-            mode = conn.get_execution_options().get(migrate.SQLITE_BEGIN, "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
-
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group the writes made inside into one transaction (per thread; nested is a no-op).
@@ -177,15 +104,16 @@ class SqlMetadataStore:
         if getattr(self._batch, "conn", None) is not None or self._engine.dialect.name != "sqlite":
             yield
             return
-        with self._guard("a batch of writes"), self._engine.connect() as conn:
-            if self._engine.dialect.name == "sqlite":
-                conn.execution_options(**{migrate.SQLITE_BEGIN: "IMMEDIATE"})
-            with conn.begin():
-                self._batch.conn = conn
-                try:
-                    yield
-                finally:
-                    self._batch.conn = None
+        with (
+            self._guard("a batch of writes"),
+            self._engine.connect() as conn,
+            for_writing(conn).begin(),
+        ):
+            self._batch.conn = conn
+            try:
+                yield
+            finally:
+                self._batch.conn = None
 
     @contextmanager
     def _read(self, what: str) -> Iterator[sa.Connection]:
@@ -204,11 +132,8 @@ class SqlMetadataStore:
             with self._guard(what):
                 yield batch
             return
-        with self._guard(what), self._engine.connect() as conn:
-            if self._engine.dialect.name == "sqlite":
-                conn.execution_options(**{migrate.SQLITE_BEGIN: "IMMEDIATE"})
-            with conn.begin():
-                yield conn
+        with self._guard(what), self._engine.connect() as conn, for_writing(conn).begin():
+            yield conn
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:

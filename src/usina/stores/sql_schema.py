@@ -139,6 +139,7 @@ api_tokens = sa.Table(
     sa.Column("created_at", sa.Double(), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("revoked_at", sa.Double(), nullable=True),
+    sa.Column("expires_at", sa.Double(), nullable=True),  # NULL: never (revision 0003)
 )
 
 # A token's role in a project: viewer < editor < admin; project "*" means every project.

@@ -17,7 +17,13 @@ import re
 import threading
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from usina.errors import ArtifactMissingError, NotFoundError, StateError, StoreError
+from usina.errors import (
+    ArtifactCorruptError,
+    ArtifactMissingError,
+    NotFoundError,
+    StateError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -250,6 +256,11 @@ class InMemoryArtifactStore:
     def get_bytes(self, digest: str) -> bytes:
         with self._lock:
             data = self._blobs.get(self._check(digest))
+            if data is not None and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+                del self._blobs[digest]  # moved aside, as the real store does
+                raise ArtifactCorruptError(
+                    f"artifact {digest} in {self._url} is corrupt; it is not used", digest
+                )
         if data is None:
             raise ArtifactMissingError(f"artifact {digest} is not in {self._url}")
         return data

@@ -408,7 +408,11 @@ def pack(
     extra_ignores: Sequence[str] = (),
 ) -> Bundle:
     """Pack the project at ``root``. Raises ``BundleTooLargeError`` above ``limits.max_bytes``."""
-    manifest = manifest_of(root, extra_ignores=extra_ignores)
+    return pack_manifest(manifest_of(root, extra_ignores=extra_ignores), limits)
+
+
+def pack_manifest(manifest: Manifest, limits: BundleLimits = BundleLimits()) -> Bundle:
+    """Pack the files ``manifest`` lists, after checking its size against ``limits``."""
     _check_size(manifest, limits)
     data = archive(manifest)
     return Bundle(data, "sha256:" + hashlib.sha256(data).hexdigest(), manifest)

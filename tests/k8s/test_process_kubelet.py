@@ -274,3 +274,64 @@ def test_engine_on_process_kubelet_with_seaweedfs(
     names = [o["Key"] for o in keys.get("Contents", [])]
     assert any("/records/attempts/proc-s3-score-1/result.json" in n for n in names), names
     assert any("/sha256/" in n for n in names)
+
+
+BOOT = (
+    "import os\n"
+    "from usina.bundles import bootstrap\n"
+    "from usina.stores.artifacts import FsspecArtifactStore\n"
+    "folder = bootstrap(os.environ, FsspecArtifactStore(os.environ['USINA_ARTIFACTS']))\n"
+    "print('bundle at', folder)\n"
+    "import {module}\n"
+    "print('answer', {module}.answer())\n"
+)
+
+
+def test_a_pod_runs_code_from_a_bundle_in_s3(
+    emulator: Emulator,
+    kubelet: ProcessKubelet,
+    s3: SeaweedS3,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the runtime will do at a pod's start with ``USINA_BUNDLE`` set: fetch the bundle from
+    the run's store (S3, credentials from the Job's env), verify it, import the user's code
+    from it; a tampered bundle fails the pod with the bundle named."""
+    from usina.bundles import put_bundle
+
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    module = f"bundled_{uuid.uuid4().hex[:8]}"  # importable from the bundle only
+    project = tmp_path / "project"
+    (project / module).mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (project / module / "__init__.py").write_text("def answer():\n    return 42\n")
+    store = FsspecArtifactStore(s3.url(f"bundle-{uuid.uuid4().hex[:8]}"))
+    ref = put_bundle(store, project)
+    assert ref.uploaded
+    project.rename(tmp_path / "moved-away")  # the pod cannot read the laptop's copy
+
+    env: list[dict[str, object]] = [
+        {"name": "USINA_BUNDLE", "value": ref.digest},
+        {"name": "USINA_ARTIFACTS", "value": store.url},
+    ]
+    env += [{"name": k, "value": v} for k, v in s3.env().items()]
+    emulator.create_raw("jobs", "ml", job("bundle-job", BOOT.format(module=module), env=env))
+    pod = finished_pod(emulator, "bundle-job", timeout=60)
+    log = emulator.logs[pod["metadata"]["name"]]
+    assert pod["status"]["phase"] == "Succeeded", log
+    assert "answer 42" in log
+    assert f"bundle at {kubelet.workdir(pod)}/tmp/" in log[0]  # no USINA_WORKDIR: a temp dir
+
+    hex_ = ref.digest.removeprefix("sha256:")
+    key = f"{store.url.split('/', 3)[3]}/sha256/{hex_[:2]}/{hex_}"
+    s3_client = s3.client()  # type: ignore[no-untyped-call]
+    data = s3_client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    s3_client.put_object(Bucket=s3.bucket, Key=key, Body=data + b"tampered")
+    env.append({"name": "USINA_WORKDIR", "value": str(tmp_path / "workdir")})
+    emulator.create_raw("jobs", "ml", job("tampered-job", BOOT.format(module=module), env=env))
+    pod = finished_pod(emulator, "tampered-job", timeout=60)
+    text = "\n".join(emulator.logs[pod["metadata"]["name"]])
+    assert pod["status"]["phase"] == "Failed"
+    assert f"BundleIntegrityError: bundle {ref.digest} in {store.url} is corrupt" in text
+    assert not (tmp_path / "workdir").exists()  # nothing extracted from a bad bundle

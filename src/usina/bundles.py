@@ -134,6 +134,15 @@ class Manifest:
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def content_digest(self) -> str:
+        """``sha256:`` over the sorted (path, mode, file sha256): the code's identity for cache
+        keys, independent of how the archive is compressed (zlib versions differ)."""
+        hasher = hashlib.sha256()
+        for f in sorted(self.files, key=lambda f: f.path):
+            hasher.update(f"{f.path}\0{f.mode:o}\0{f.sha256}\n".encode())
+        return "sha256:" + hasher.hexdigest()
+
     def largest(self, n: int = 5) -> list[BundleFile]:
         return sorted(self.files, key=lambda f: (-f.size, f.path))[:n]
 
@@ -142,6 +151,7 @@ class Manifest:
             "root": self.root,
             "files": [f.to_json() for f in self.files],
             "size": self.size,
+            "content_digest": self.content_digest,
             "git_commit": self.git_commit,
             "git_dirty": self.git_dirty,
         }
@@ -161,6 +171,7 @@ class BundleRef:
     """A bundle in an artifact store: what a run records and a Job's pod is given."""
 
     digest: str
+    content_digest: str  # Manifest.content_digest: for cache keys
     size: int  # compressed bytes
     files: int
     uncompressed: int
@@ -171,6 +182,7 @@ class BundleRef:
     def to_json(self) -> dict[str, Any]:
         return {
             "digest": self.digest,
+            "content_digest": self.content_digest,
             "size": self.size,
             "files": self.files,
             "uncompressed": self.uncompressed,
@@ -436,6 +448,7 @@ def put_bundle(
     manifest = bundle.manifest
     return BundleRef(
         digest=bundle.digest,
+        content_digest=manifest.content_digest,
         size=len(bundle.data),
         files=len(manifest.files),
         uncompressed=manifest.size,
@@ -443,6 +456,39 @@ def put_bundle(
         git_dirty=manifest.git_dirty,
         uploaded=uploaded,
     )
+
+
+# ---- paths inside a bundle -------------------------------------------------------------------
+
+BUNDLE_PATH_PREFIX = "bundle:"
+
+
+def to_bundle_path(path: str, root: str | os.PathLike[str]) -> str:
+    """``path`` as the pod will find it: ``bundle:<relative path>`` when it lies under the
+    project ``root`` (a pipeline file, a ``sys.path`` entry), else unchanged."""
+    top = Path(root).resolve()
+    real = Path(path).resolve()
+    if real == top:
+        return BUNDLE_PATH_PREFIX + "."
+    if top in real.parents:
+        return BUNDLE_PATH_PREFIX + real.relative_to(top).as_posix()
+    return path
+
+
+def from_bundle_path(path: str, folder: str | os.PathLike[str] | None) -> str:
+    """The local path of ``path`` in a pod whose bundle was extracted into ``folder``
+    (``bootstrap``'s result); other paths are returned unchanged."""
+    if not path.startswith(BUNDLE_PATH_PREFIX):
+        return path
+    if folder is None:
+        raise BundleError(
+            f"{path!r} is inside the run's code bundle, but no bundle was fetched: the pod's "
+            f"{ENV_BUNDLE} is not set"
+        )
+    rel = path[len(BUNDLE_PATH_PREFIX) :]
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise UnsafeBundleError(f"{path!r} points outside the bundle")
+    return str(Path(folder) / rel) if rel != "." else str(Path(folder))
 
 
 # ---- fetching (in the pod) -------------------------------------------------------------------

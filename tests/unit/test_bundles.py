@@ -23,9 +23,11 @@ from usina.bundles import (
     bootstrap,
     fetch_bundle,
     find_root,
+    from_bundle_path,
     manifest_of,
     pack,
     put_bundle,
+    to_bundle_path,
 )
 from usina.errors import ArtifactMissingError, DefinitionError
 from usina.stores.artifacts import FsspecArtifactStore
@@ -290,3 +292,28 @@ def test_bootstrap_puts_the_bundle_first_on_sys_path(
     assert (folder / "pipelines" / "train.py").is_file()
     with pytest.raises(BundleError, match="not a bundle id"):
         bootstrap({"USINA_BUNDLE": "latest"}, store)
+
+
+def test_paths_move_from_the_project_into_the_bundle(project: Path, tmp_path: Path) -> None:
+    pipeline = str(project / "pipelines" / "train.py")
+    assert to_bundle_path(pipeline, project) == "bundle:pipelines/train.py"
+    assert to_bundle_path(str(project), project) == "bundle:."
+    assert to_bundle_path("/usr/lib/python3", project) == "/usr/lib/python3"
+    folder = tmp_path / "code"
+    assert from_bundle_path("bundle:pipelines/train.py", folder) == str(
+        folder / "pipelines" / "train.py"
+    )
+    assert from_bundle_path("bundle:.", folder) == str(folder)
+    assert from_bundle_path("/usr/lib/python3", None) == "/usr/lib/python3"
+    with pytest.raises(BundleError, match="USINA_BUNDLE is not set"):
+        from_bundle_path("bundle:pipelines/train.py", None)
+    with pytest.raises(UnsafeBundleError):
+        from_bundle_path("bundle:../etc/passwd", folder)
+
+
+def test_content_digest_ignores_compression_but_not_content(project: Path) -> None:
+    manifest = manifest_of(project)
+    ref = put_bundle(InMemoryArtifactStore(), project)
+    assert ref.content_digest == manifest.content_digest != ref.digest
+    write(project / "README.md", "changed\n")
+    assert manifest_of(project).content_digest != manifest.content_digest

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from usina.cli.bundle_cmds import bundle_app
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
 from usina.cli.k8s import k8s_app
 from usina.cli.kpi import kpi
@@ -39,6 +40,7 @@ app.command()(run)
 app.add_typer(runs_app, name="runs")
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(tokens_app, name="token")
+app.add_typer(bundle_app, name="bundle")
 app.command()(kpi)
 
 

@@ -212,7 +212,7 @@ def test_a_replica_killed_at_a_tick_loses_and_doubles_nothing(
     postgres_url: str, tmp_path: Path
 ) -> None:
     scheduler, store, engine = make(postgres_url, tmp_path)
-    store.put(hourly(), now=ts("2026-12-01T09:30:00"))
+    store.put(hourly(project="crash"), now=ts("2026-12-01T09:30:00"))
     code = CRASHING_REPLICA.format(
         root=str(ROOT), src=str(ROOT / "src"), url=postgres_url, folder=str(tmp_path),
         now="2026-12-01T10:00:01",
@@ -223,9 +223,9 @@ def test_a_replica_killed_at_a_tick_loses_and_doubles_nothing(
     )
     assert done.returncode == -9, done.stdout + done.stderr  # SIGKILLed after creating the run
     assert "survived" not in done.stdout
-    runs = engine.metadata.list_runs(limit=10, project="fraud")
+    runs = engine.metadata.list_runs(limit=10, project="crash")
     assert len(runs) == 1  # the tick's run exists ...
-    assert store.get("fraud", "hourly").last_tick == ts("2026-12-01T09:00:00")  # ... unrecorded
+    assert store.get("crash", "hourly").last_tick == ts("2026-12-01T09:00:00")  # ... unrecorded
     assert scheduler.run_once(ts("2026-12-01T10:00:09")) == []  # the other replica: exists
-    assert store.get("fraud", "hourly").last_tick == ts("2026-12-01T10:00:00")
-    assert len(engine.metadata.list_runs(limit=10, project="fraud")) == 1
+    assert store.get("crash", "hourly").last_tick == ts("2026-12-01T10:00:00")
+    assert len(engine.metadata.list_runs(limit=10, project="crash")) == 1

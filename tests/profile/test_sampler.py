@@ -44,7 +44,8 @@ def test_a_step_that_allocates_256mi_has_a_recorded_peak_within_10_percent(usina
     [attempt] = attempts_of(usina, run["id"])
     found = profile_of(usina, attempt.id)
     profile = found.whole
-    assert profile is not None and profile.final
+    assert profile is not None
+    assert profile.final
     assert found.ranks == ()
     memory = profile.series["memory"]
     baseline = memory[0]
@@ -126,7 +127,8 @@ def test_a_gang_has_one_series_per_rank(usina):
     assert [p.rank for p in found.ranks] == [0, 1]
     assert len({p.pid for p in found.ranks}) == 2
     for p in found.ranks:
-        assert p.final and p.series["memory"]
+        assert p.final
+        assert p.series["memory"]
         assert p.requests["memory"] == 2**30 / 2  # each rank's share of its node's request
         assert p.requests["share_of"] == 2
     grown = [p.summary.memory.peak - p.series["memory"][0] for p in found.ranks]

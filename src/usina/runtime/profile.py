@@ -356,7 +356,7 @@ class Sampler:
         gpu = self.gpus.read() if self.gpus is not None else []
         with self._lock:
             last = self._last
-            if last is not None and reading.at - last.at < 0.5 * self.interval:
+            if last is not None and reading.at - last.at < 0.5 * self.settings.interval:
                 # too close to the previous sample for a rate (CPU times tick every 10 ms):
                 # keep its totals and peaks, add no point (the last sample at stop())
                 self._last = reading

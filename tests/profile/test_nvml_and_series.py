@@ -1,0 +1,202 @@
+"""The sampler's bookkeeping on fakes: the NVML path, merging the series, idle GPU time."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from usina.engine.profiles import Profile, percentile, profile_key
+from usina.runtime.profile import GpuReader, ProfileSettings, Reading, Sampler, open_gpus
+from usina.testing import InMemoryArtifactStore
+
+
+class FakeNvml:
+    """A stand-in for ``pynvml``: two GPUs whose readings a test sets."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, gpus: int = 2, *, broken: bool = False) -> None:
+        self.count = gpus
+        self.broken = broken
+        self.util = [0.0] * gpus
+        self.memory = [0.0] * gpus
+        self.power_mw = [0.0] * gpus
+        self.started = self.stopped = 0
+
+    def nvmlInit(self) -> None:
+        if self.broken:
+            raise self.NVMLError("NVML Shared Library Not Found")
+        self.started += 1
+
+    def nvmlShutdown(self) -> None:
+        self.stopped += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
+        return int(uuid.removeprefix("GPU-fake-"))
+
+    def nvmlDeviceGetIndex(self, h: int) -> int:
+        return h
+
+    def nvmlDeviceGetUUID(self, h: int) -> bytes:
+        return f"GPU-fake-{h}".encode()
+
+    def nvmlDeviceGetName(self, h: int) -> str:
+        return "NVIDIA Fake 80GB"
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> Any:
+        return SimpleNamespace(gpu=self.util[h], memory=0)
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> Any:
+        return SimpleNamespace(used=self.memory[h], total=80 * 2**30, free=0)
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> float:
+        if self.power_mw[h] < 0:
+            raise self.NVMLError("Not Supported")
+        return self.power_mw[h]
+
+
+@dataclass
+class FakeTree:
+    """A process tree whose readings a test scripts: one per ``read()``."""
+
+    readings: list[Reading]
+    memory_source: str = "uss"
+
+    @property
+    def root(self) -> Any:
+        return SimpleNamespace(pid=4242)
+
+    def read(self) -> Reading:
+        return self.readings.pop(0)
+
+
+def reading(at: float, cpu: float, memory: float) -> Reading:
+    return Reading(at, cpu, memory, memory + 10, memory + 5, 0.0, at * 1000)
+
+
+def test_open_gpus_reads_utilisation_memory_and_power_of_the_visible_gpus():
+    nvml = FakeNvml(4)
+    reader = open_gpus(nvml, "2,GPU-fake-3,MIG-abc")
+    assert reader is not None
+    assert reader.describe() == [
+        (2, "GPU-fake-2", "NVIDIA Fake 80GB"),
+        (3, "GPU-fake-3", "NVIDIA Fake 80GB"),
+    ]
+    nvml.util[2], nvml.memory[2], nvml.power_mw[2] = 97.0, 30 * 2**30, 350_000
+    nvml.power_mw[3] = -1  # this board does not report power
+    assert reader.read() == [(97.0, 30 * 2**30, 350.0), (0.0, 0.0, 0.0)]
+    reader.close()
+    assert nvml.stopped == 1
+
+
+def test_open_gpus_without_a_list_takes_every_gpu_nvml_sees():
+    reader = open_gpus(FakeNvml(2), None)
+    assert reader is not None
+    assert [i for i, _, _ in reader.describe()] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("nvml", "visible"), [(FakeNvml(broken=True), None), (FakeNvml(2), ""), (FakeNvml(2), "7")]
+)
+def test_open_gpus_is_none_without_a_driver_or_a_visible_gpu(nvml, visible):
+    assert open_gpus(nvml, visible) is None
+
+
+def test_an_idle_gpu_and_a_busy_one_are_told_apart():
+    nvml = FakeNvml(2)
+    reader = open_gpus(nvml, "0,1")
+    assert isinstance(reader, GpuReader)
+    tree = FakeTree([reading(100.0 + i, 0.5 * i, 2**30) for i in range(11)])
+    store = InMemoryArtifactStore()
+    sampler = Sampler(store, "a1", tree=tree, settings=ProfileSettings(interval=1.0), gpus=reader)  # type: ignore[arg-type]
+    sampler.started_at = 100.0
+    for _ in range(11):
+        nvml.util = [95.0, 2.0]  # GPU 0 multiplies matrices, GPU 1 is held and idle
+        nvml.memory = [40 * 2**30, 500 * 2**20]
+        nvml.power_mw = [400_000, 60_000]
+        sampler.sample()
+    profile = sampler.write(final=True)
+    s = profile.summary
+    assert [g.util[-1] for g in profile.gpus] == [95.0, 2.0]
+    assert s.gpus_seen == 2
+    assert s.gpu_seconds == pytest.approx(20.0)  # 2 GPUs x 10 s
+    assert s.gpu_idle_seconds == pytest.approx(10.0)  # GPU 1, the whole time
+    assert s.gpu_util is not None
+    assert s.gpu_util.mean == pytest.approx(48.5)
+    assert s.gpu_memory is not None
+    assert s.gpu_memory.peak == 40 * 2**30
+    assert s.gpu_power is not None
+    assert s.gpu_power.peak == pytest.approx(460.0)
+    assert s.cpu is not None
+    assert s.cpu.peak == pytest.approx(0.5)
+    assert s.cpu_seconds == pytest.approx(5.0)
+    stored = Profile.from_json(json.loads(store.read_record(profile_key("a1")) or b"{}"))
+    assert stored == profile
+
+
+def test_past_max_points_neighbours_merge_and_the_interval_doubles():
+    # memory spikes at one sample only: the merged series keeps it (amounts merge by max)
+    n = 17
+    mem = [100.0] * n
+    mem[5] = 900.0
+    tree = FakeTree([reading(float(i), min(i, 8) + max(0, i - 8) * 0.25, mem[i]) for i in range(n)])
+    sampler = Sampler(None, "a2", tree=tree, settings=ProfileSettings(interval=1.0, max_points=8))  # type: ignore[arg-type]
+    sampler.started_at = 0.0
+    for _ in range(n):
+        sampler.sample()
+    profile = sampler.profile()
+    assert len(profile.t) == 5  # 8 -> 4 after samples 8, 12 and 16, then one more
+    assert profile.interval == 8.0  # doubled at each merge
+    assert max(profile.series["memory"]) == 900.0
+    assert profile.summary.memory is not None
+    assert profile.summary.memory.peak == 900.0
+    assert profile.summary.cpu_seconds == pytest.approx(8 + 8 * 0.25)
+
+
+def test_a_profile_is_written_while_memory_grows_so_a_killed_step_leaves_its_curve():
+    tree = FakeTree([reading(float(i), 0.0, 2**20 * (1 + i)) for i in range(6)])
+    store = InMemoryArtifactStore()
+    now = [0.0]
+    sampler = Sampler(
+        store,
+        "a3",
+        tree=tree,
+        settings=ProfileSettings(interval=1.0),
+        clock=lambda: now[0],  # type: ignore[arg-type]
+    )
+    for i in range(6):
+        now[0] = float(i)
+        sampler.sample()
+        sampler._maybe_flush()
+    raw = store.read_record(profile_key("a3"))
+    assert raw is not None
+    written = Profile.from_json(json.loads(raw))
+    assert not written.final
+    assert written.series["memory"][-1] == 6 * 2**20
+
+
+def test_settings_from_the_environment():
+    assert ProfileSettings.from_env({}) == ProfileSettings()
+    assert ProfileSettings.from_env({"USINA_PROFILE_INTERVAL": "0"}).enabled is False
+    assert ProfileSettings.from_env({"USINA_PROFILE_INTERVAL": "x"}).interval == 1.0
+    assert ProfileSettings.from_env({"USINA_PROFILE_MAX_POINTS": "50"}).max_points == 50
+
+
+def test_percentile_interpolates_like_numpy():
+    import numpy as np
+
+    values = [3.0, 1.0, 7.0, 2.0, 9.0]
+    for q in (0, 50, 90, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile([], 95) is None

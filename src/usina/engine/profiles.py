@@ -287,7 +287,9 @@ def _share_scale(profile: Profile) -> float:
     return float(profile.requests.get("share_of") or 1.0)
 
 
-def load_profile(store: ArtifactStore, attempt_id: str, *, ranks: int | None = None) -> AttemptProfile:
+def load_profile(
+    store: ArtifactStore, attempt_id: str, *, ranks: int | None = None
+) -> AttemptProfile:
     """The profiles of ``attempt_id`` from the artifact store (empty when none was written).
 
     ``ranks``: how many rank profiles to look for; by default read from the attempt's task

@@ -87,7 +87,7 @@ class ProfileSettings:
 
     interval: float = 1.0
     max_points: int = 720
-    flush_every: float = 30.0
+    flush_every: float = 10.0
     flush_growth: float = 0.10
 
     @property

@@ -39,6 +39,7 @@ __all__ = [
     "advice_table",
     "advise",
     "oom_curve_lines",
+    "oom_curves",
     "profile_table",
     "profiles_json",
     "runs_top",

@@ -363,16 +363,16 @@ def summarise(
 
 
 __all__ = [
-    "AttemptProfile",
-    "load_profile",
     "GPU_SERIES",
     "IDLE_GPU_UTIL",
     "PROFILE_VERSION",
     "SERIES",
+    "AttemptProfile",
     "GpuSeries",
     "Profile",
     "Stat",
     "Summary",
+    "load_profile",
     "percentile",
     "profile_key",
     "rank_profile_key",

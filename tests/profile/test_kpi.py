@@ -100,3 +100,19 @@ def test_promoted_counts_a_champion_moved_by_plain_mlflow_calls(tmp_path):
     assert model["new_versions"] == 3
     assert model["champion"] == "2"
     assert model["promoted"] == 1
+
+
+def test_the_kpi_table_shows_idle_gpu_hours_per_step():
+    from rich.console import Console
+
+    from usina.cli.display import kpi_table
+
+    world = _world()
+    report = compute_kpis(world.metadata, since=0, until=time.time() * 2, artifacts=world.artifacts)
+    console = Console(width=200, record=True)
+    console.print(kpi_table(report, "7d"))
+    text = console.export_text()
+    assert "GPU-hours idle (of profiled)" in text
+    assert "(50.0%)" in text
+    assert "idle in fraud / train / fit" in text
+    assert "idle in fraud / train / eval" not in text  # not profiled: never called idle

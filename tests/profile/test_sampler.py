@@ -7,7 +7,9 @@ import json
 import pytest
 
 from tests.integration.cli_helpers import Usina
-from tests.profile.support import attempts_of, profile_of
+from tests.profile.support import attempts_of, profile_of, settings_of
+from usina.engine.ports import result_key
+from usina.stores.artifacts import FsspecArtifactStore
 
 MIB = 2**20
 
@@ -48,7 +50,7 @@ def test_a_step_that_allocates_256mi_has_a_recorded_peak_within_10_percent(usina
     assert profile.final
     assert found.ranks == ()
     memory = profile.series["memory"]
-    baseline = memory[0]
+    baseline = min(memory)  # before the allocation (and after it was freed)
     peak = profile.summary.memory.peak
     grown = peak - baseline
     assert abs(grown - 256 * MIB) <= 0.10 * 256 * MIB, (baseline / MIB, peak / MIB)
@@ -56,20 +58,22 @@ def test_a_step_that_allocates_256mi_has_a_recorded_peak_within_10_percent(usina
     assert profile.limits["memory"] == 2**30
     assert profile.requests["cpu"] == 1.0
     assert profile.summary.samples >= 10  # 1.2 s at 0.05 s
-    assert profile.summary.duration == pytest.approx(1.2, abs=0.6)
+    assert profile.summary.duration >= 1.1  # it slept 1.2 s in all; a busy machine adds more
 
 
 CPU_BOUND = """
 import time
-from usina import pipeline, step
+from usina import log_metric, pipeline, step
 
 @step
-def spin() -> dict:
+def spin() -> int:
     wall, cpu = time.perf_counter(), time.process_time()
     x = 0
     while time.perf_counter() - wall < 1.5:
         x += 1
-    return {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
+    log_metric("cpu_seconds", time.process_time() - cpu)
+    log_metric("wall_seconds", time.perf_counter() - wall)
+    return x
 
 @pipeline
 def p():
@@ -78,6 +82,8 @@ def p():
 
 
 def test_a_cpu_bound_step_shows_one_core(usina):
+    """One busy thread shows as the share of a core the machine gave it, measured by the step
+    itself (process time / wall time): 1.0 on an idle machine, less on a busy one."""
     usina.write("p.py", CPU_BOUND)
     res = usina("run", "p.py")
     assert res.code == 0, res.out + res.err
@@ -85,18 +91,17 @@ def test_a_cpu_bound_step_shows_one_core(usina):
     [attempt] = attempts_of(usina, run["id"])
     profile = profile_of(usina, attempt.id).whole
     assert profile is not None
-    spent = json.loads(usina("runs", "show", run["id"], "-o", "json").out)
-    assert spent["state"] == "succeeded"
+    store = FsspecArtifactStore(settings_of(usina).artifacts_url)
+    metrics = json.loads(store.read_record(result_key(attempt.id)) or b"{}")["metrics"]
+    share = metrics["cpu_seconds"] / metrics["wall_seconds"]
     summary = profile.summary
     assert summary.cpu is not None
-    # one busy thread: never more than a core; as much of one as this (shared) machine gave it,
-    # which the step measured itself with process_time / wall time
-    assert summary.cpu.peak <= 1.15
-    assert summary.cpu_seconds >= 1.0 * 0.5  # at least half a core for 1.5 s, even when busy
+    assert summary.cpu.peak <= 1.15  # one thread: never more than a core
+    # the profile saw the CPU time the step spent (plus the runtime's own, a few ms)
+    assert summary.cpu_seconds == pytest.approx(metrics["cpu_seconds"], abs=0.1, rel=0.15)
     busy = [c for t, c in zip(profile.t, profile.series["cpu"], strict=True) if 0.2 < t < 1.4]
-    assert busy
-    assert sum(busy) / len(busy) == pytest.approx(summary.cpu_seconds / summary.duration, abs=0.3)
-    assert max(busy) >= 0.6
+    assert len(busy) >= 5
+    assert sum(busy) / len(busy) == pytest.approx(share, abs=0.2)
 
 
 GANG = """
@@ -131,8 +136,8 @@ def test_a_gang_has_one_series_per_rank(usina):
         assert p.series["memory"]
         assert p.requests["memory"] == 2**30 / 2  # each rank's share of its node's request
         assert p.requests["share_of"] == 2
-    grown = [p.summary.memory.peak - p.series["memory"][0] for p in found.ranks]
-    assert grown[1] > grown[0] + 20 * MIB  # rank 1 allocated 64 MiB, rank 0 32 MiB
+    peaks = [p.summary.memory.peak for p in found.ranks]
+    assert peaks[1] > peaks[0] + 20 * MIB  # rank 1 allocated 64 MiB, rank 0 32 MiB
     peak = found.memory_peak()
     assert peak is not None
     assert peak == pytest.approx(2 * found.ranks[1].summary.memory.peak)

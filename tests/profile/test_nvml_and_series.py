@@ -200,3 +200,76 @@ def test_percentile_interpolates_like_numpy():
     for q in (0, 50, 90, 95, 100):
         assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
     assert percentile([], 95) is None
+
+
+def test_the_working_set_of_a_pod_is_its_cgroup_usage_less_inactive_files(tmp_path):
+    from usina.runtime.profile import cgroup_working_set
+
+    assert cgroup_working_set(str(tmp_path)) is None  # not in a container
+    (tmp_path / "memory.current").write_text("1073741824\n")
+    (tmp_path / "memory.stat").write_text("anon 700000000\ninactive_file 73741824\nactive_file 5\n")
+    assert cgroup_working_set(str(tmp_path)) == 1_000_000_000
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("500\n")
+    (v1 / "memory" / "memory.stat").write_text("total_inactive_file 100\n")
+    assert cgroup_working_set(str(v1)) == 400
+
+
+def _task(**node: Any) -> Any:
+    from usina.engine.ports import Task
+
+    return Task(
+        attempt_id="run-fit-1",
+        run_id="run",
+        pipeline="p",
+        node={"id": "fit", "step": "fit", **node},
+        number=1,
+        resources={"cpu": "500m", "memory": "4Gi", "gpus": 2},
+        inputs={},
+        artifacts_url="",
+        params={},
+    )
+
+
+def test_profiled_in_a_pod_rank_writes_its_own_record_with_its_gpus():
+    from usina.engine.profiles import load_profile, rank_profile_key
+    from usina.runtime.profile import profiled
+
+    store = InMemoryArtifactStore()
+    nvml = FakeNvml(4)
+    nvml.util = [0.0, 0.0, 88.0, 0.0]
+    env = {
+        "RANK": "3",
+        "LOCAL_WORLD_SIZE": "2",
+        "CUDA_VISIBLE_DEVICES": "2",
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+    }
+    task = _task(distributed={"nodes": 2, "procs_per_node": 2})
+    with profiled(
+        store, task, settings=ProfileSettings(interval=0.02), environ=env, nvml=nvml
+    ) as s:
+        assert s is not None
+        assert s.tree.use_cgroup is False  # two ranks share the pod: each its own memory
+    raw = store.read_record(rank_profile_key("run-fit-1", 3))
+    assert raw is not None
+    profile = Profile.from_json(json.loads(raw))
+    assert profile.rank == 3
+    assert profile.requests == {"cpu": 0.25, "memory": 2 * 2**30, "gpus": 2.0, "share_of": 2}
+    assert [g.index for g in profile.gpus] == [2]
+    assert profile.gpus[0].util[-1] == 88.0
+    assert nvml.stopped == 1
+    store.write_record("attempts/run-fit-1/task.json", json.dumps(task.to_json()).encode())
+    assert [p.rank for p in load_profile(store, "run-fit-1").ranks] == [3]
+
+
+def test_profiled_is_off_for_the_local_gang_launcher_and_when_disabled():
+    from usina.runtime.profile import profiled
+
+    store = InMemoryArtifactStore()
+    gang = _task(distributed={"nodes": 1, "procs_per_node": 2})
+    with profiled(store, gang, settings=ProfileSettings(), environ={}) as s:
+        assert s is None
+    with profiled(store, _task(), settings=ProfileSettings(interval=0), environ={}) as s:
+        assert s is None
+    assert store.read_record(profile_key("run-fit-1")) is None

@@ -70,6 +70,7 @@ __all__ = [
     "ProcessTree",
     "ProfileSettings",
     "Sampler",
+    "cgroup_working_set",
     "open_gpus",
     "profiled",
 ]
@@ -133,13 +134,14 @@ class Reading:
     write_bytes: float
 
 
-def _cgroup_working_set() -> float | None:
-    """The container's memory working set (cgroup v2, else v1), or None outside one."""
+def cgroup_working_set(root: str = "/sys/fs/cgroup") -> float | None:
+    """The container's memory working set (cgroup v2, else v1): usage less inactive file
+    pages, as kubelet computes it; None outside a container's cgroup."""
     for usage_path, stat_path, inactive in (
-        ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file"),
+        (f"{root}/memory.current", f"{root}/memory.stat", "inactive_file"),
         (
-            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-            "/sys/fs/cgroup/memory/memory.stat",
+            f"{root}/memory/memory.usage_in_bytes",
+            f"{root}/memory/memory.stat",
             "total_inactive_file",
         ),
     ):
@@ -225,7 +227,7 @@ class ProcessTree:
                     writes += io.write_bytes
         memory = uss
         if self.use_cgroup:
-            memory = _cgroup_working_set() or uss
+            memory = cgroup_working_set() or uss
         return Reading(time.time(), cpu, memory, rss, pss, reads, writes)
 
 
@@ -563,7 +565,10 @@ def profiled(
         gpus = None
         if requests.get("gpus"):
             gpus = open_gpus(nvml, env.get("CUDA_VISIBLE_DEVICES"))
-        tree = ProcessTree(os.getpid(), use_cgroup="KUBERNETES_SERVICE_HOST" in env)
+        # in a pod the container's cgroup is what the limit applies to, unless several ranks
+        # share the pod: then each rank's own memory is its series
+        in_pod = "KUBERNETES_SERVICE_HOST" in env
+        tree = ProcessTree(os.getpid(), use_cgroup=in_pod and share == 1.0)
         sampler = Sampler(
             store,
             task.attempt_id,

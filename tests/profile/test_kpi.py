@@ -116,3 +116,13 @@ def test_the_kpi_table_shows_idle_gpu_hours_per_step():
     assert "(50.0%)" in text
     assert "idle in fraud / train / fit" in text
     assert "idle in fraud / train / eval" not in text  # not profiled: never called idle
+
+
+def test_the_readme_defines_every_kpi():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("**What each KPI counts**", 1)[1]
+    flat = " ".join(section.split())
+    for name, text in KPI_DEFINITIONS.items():
+        assert f"**{name}**: {' '.join(text.split())}" in flat, name

@@ -11,13 +11,14 @@ run page passes ``profiles=attempt_charts(ctx.artifacts, attempts)`` to its temp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 
 from usina.engine.profiles import AttemptProfile, Profile, load_profile
 from usina.server.api import visible_run
 from usina.server.auth import CurrentPrincipal  # noqa: TC001 - FastAPI reads it at run time
+from usina.server.schemas import Problem
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,8 +34,17 @@ GI, MI = 2**30, 2**20
 __all__ = ["attempt_charts", "router", "run_profiles"]
 
 
-@router.get("/runs/{run_id}/profiles", tags=["runs"])
-def run_profiles(request: Request, principal: CurrentPrincipal, run_id: str) -> dict[str, Any]:
+RunIdPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.get(
+    "/runs/{run_id}/profiles",
+    tags=["runs"],
+    responses={code: {"model": Problem} for code in (401, 404)},
+)
+def run_profiles(
+    request: Request, principal: CurrentPrincipal, run_id: RunIdPath
+) -> dict[str, Any]:
     """Every attempt's resource profile: CPU, memory, I/O and GPU series, their peak / p95 /
     mean, and the attempt's requests and limits (empty ``profiles`` when none was recorded)."""
     ctx: ServerContext = request.app.state.ctx

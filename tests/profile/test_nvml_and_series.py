@@ -273,3 +273,17 @@ def test_profiled_is_off_for_the_local_gang_launcher_and_when_disabled():
     with profiled(store, _task(), settings=ProfileSettings(interval=0), environ={}) as s:
         assert s is None
     assert store.read_record(profile_key("run-fit-1")) is None
+
+
+def test_a_step_shorter_than_the_interval_still_gets_two_points():
+    tree = FakeTree([reading(0.0, 0.0, 10.0), reading(0.2, 0.1, 50.0), reading(0.25, 0.15, 60.0)])
+    sampler = Sampler(None, "short", tree=tree, settings=ProfileSettings(interval=1.0))  # type: ignore[arg-type]
+    sampler.started_at = 0.0
+    for _ in range(3):
+        sampler.sample()
+    profile = sampler.profile()
+    assert profile.t == (0.0, 0.2)  # the third came 50 ms after the second: no rate from it
+    assert profile.series["cpu"] == (0.0, pytest.approx(0.5))
+    assert profile.summary.memory is not None
+    assert profile.summary.memory.peak == 60.0  # its amounts still count
+    assert profile.summary.cpu_seconds == pytest.approx(0.15)

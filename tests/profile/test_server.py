@@ -38,7 +38,6 @@ def test_the_profiles_endpoint_returns_each_attempts_series(make_server, monkeyp
         server.ctx.artifacts, server.ctx.metadata.get_attempts(run["id"])
     )
     html = templates.get_template("profile_charts.html").render(charts=next(iter(charts.values())))
-    assert 'data-kind="cpu"' in html
     assert 'data-kind="memory"' in html
     assert "request = limit 2.0Gi" in html
 

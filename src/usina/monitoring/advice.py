@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from usina.engine.profiles import AttemptProfile, load_profile, percentile
 from usina.engine.records import AttemptState
-from usina.sdk.resources import format_memory
+from usina.sdk.resources import cpu_millicores, format_memory, memory_bytes
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -176,8 +176,6 @@ def gpu_time(seconds: float) -> str:
 
 
 def _request(a: AttemptRecord) -> tuple[int | None, float | None, int]:
-    from usina.sdk.resources import cpu_millicores, memory_bytes
-
     res = a.resources or {}
     mem = cpu = None
     try:

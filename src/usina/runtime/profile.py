@@ -391,9 +391,12 @@ class Sampler:
         gpu = self.gpus.read() if self.gpus is not None else []
         with self._lock:
             last = self._last
-            if last is not None and reading.at - last.at < 0.5 * self.settings.interval:
+            dt = reading.at - last.at if last is not None else 0.0
+            close = dt < 0.5 * self.settings.interval
+            if last is not None and close and (len(self._series.t) > 1 or dt < 0.02):
                 # too close to the previous sample for a rate (CPU times tick every 10 ms):
-                # keep its totals and peaks, add no point (the last sample at stop())
+                # keep its totals and peaks, add no point (the last sample at stop()); a step
+                # shorter than the interval still gets its second point, over its whole life
                 self._last = reading
                 self._peaks["memory"] = max(self._peaks.get("memory", 0.0), reading.memory)
                 self._peaks["rss"] = max(self._peaks.get("rss", 0.0), reading.rss)

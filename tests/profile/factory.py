@@ -36,7 +36,7 @@ def make_profile(
     n = len(memory)
     t = tuple(float(i) for i in range(n))
     series = {
-        "cpu": tuple([0.0] + [cpu] * (n - 1)),
+        "cpu": tuple([cpu] * n),
         "memory": tuple(memory),
         "rss": tuple(m + 30 * MI for m in memory),
     }

@@ -73,9 +73,7 @@ class FakeTree:
     readings: list[Reading]
     memory_source: str = "uss"
 
-    @property
-    def root(self) -> Any:
-        return SimpleNamespace(pid=4242)
+    pid: int = 4242
 
     def read(self) -> Reading:
         return self.readings.pop(0)
@@ -184,6 +182,11 @@ def test_a_profile_is_written_while_memory_grows_so_a_killed_step_leaves_its_cur
     written = Profile.from_json(json.loads(raw))
     assert not written.final
     assert written.series["memory"][-1] == 6 * 2**20
+    # once the final record is written, a late flush from the thread writes nothing
+    sampler._stop.set()
+    sampler.write(final=True)
+    sampler.write(final=False)
+    assert Profile.from_json(json.loads(store.read_record(profile_key("a3")) or b"{}")).final
 
 
 def test_settings_from_the_environment():
@@ -275,15 +278,17 @@ def test_profiled_is_off_for_the_local_gang_launcher_and_when_disabled():
     assert store.read_record(profile_key("run-fit-1")) is None
 
 
-def test_a_step_shorter_than_the_interval_still_gets_two_points():
-    tree = FakeTree([reading(0.0, 0.0, 10.0), reading(0.2, 0.1, 50.0), reading(0.25, 0.15, 60.0)])
+def test_a_step_shorter_than_the_interval_gets_one_point_over_its_whole_life():
+    tree = FakeTree([reading(0.2, 0.1, 50.0), reading(0.25, 0.15, 60.0)])
     sampler = Sampler(None, "short", tree=tree, settings=ProfileSettings(interval=1.0))  # type: ignore[arg-type]
     sampler.started_at = 0.0
-    for _ in range(3):
+    sampler._first = sampler._last = reading(0.0, 0.0, 0.0)  # what start() notes
+    for _ in range(2):
         sampler.sample()
     profile = sampler.profile()
-    assert profile.t == (0.0, 0.2)  # the third came 50 ms after the second: no rate from it
-    assert profile.series["cpu"] == (0.0, pytest.approx(0.5))
+    assert profile.t == (0.2,)  # the second came 50 ms later: too close for a rate of its own
+    assert profile.series["cpu"] == (pytest.approx(0.5),)  # 0.1 s of CPU in 0.2 s
     assert profile.summary.memory is not None
     assert profile.summary.memory.peak == 60.0  # its amounts still count
     assert profile.summary.cpu_seconds == pytest.approx(0.15)
+    assert profile.summary.duration == pytest.approx(0.2)

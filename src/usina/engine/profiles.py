@@ -323,7 +323,7 @@ def summarise(
 ) -> Summary:
     """The summary of a series (``peaks``: exact maxima kept while sampling, if any)."""
     peaks = peaks or {}
-    duration = (t[-1] - t[0]) if len(t) > 1 else 0.0
+    duration = t[-1] if t else 0.0  # ``t`` counts from the attempt's start
     stats = {
         name: Stat.of(list(series.get(name, ())), peaks.get(name))
         for name in ("cpu", "memory", "rss")
@@ -338,10 +338,10 @@ def summarise(
     top_mem = [max(r[i] for r in mem_rows) for i in range(n)] if mem_rows else []
     sum_power = [sum(r[i] for r in power_rows) for i in range(n)] if power_rows else []
     idle = 0.0
-    steps = [t[i] - t[i - 1] for i in range(1, n)]
+    # each sample describes the interval before it (the first: since the attempt started)
+    steps = [t[0], *(t[i] - t[i - 1] for i in range(1, n))] if n else []
     for row in util_rows:
-        # sample i describes the interval before it; the first sample has no interval
-        idle += sum(dt for dt, u in zip(steps, row[1:], strict=True) if u < idle_below)
+        idle += sum(dt for dt, u in zip(steps, row, strict=True) if u < idle_below)
     reads = series.get("read_bps", ())
     writes = series.get("write_bps", ())
     return Summary(
@@ -357,8 +357,8 @@ def summarise(
         gpus_seen=len(gpus),
         gpu_seconds=duration * len(util_rows),
         gpu_idle_seconds=idle,
-        read_bytes=sum(dt * r for dt, r in zip(steps, list(reads)[1:], strict=False)),
-        write_bytes=sum(dt * w for dt, w in zip(steps, list(writes)[1:], strict=False)),
+        read_bytes=sum(dt * r for dt, r in zip(steps, reads, strict=False)),
+        write_bytes=sum(dt * w for dt, w in zip(steps, writes, strict=False)),
     )
 
 

@@ -193,7 +193,7 @@ def _cpu_samples(found: AttemptProfile) -> list[float]:
     samples: list[float] = []
     for p in found.profiles:
         scale = float(p.requests.get("share_of") or 1.0) if p.rank is not None else 1.0
-        samples.extend(c * scale for c in p.series.get("cpu", ())[1:])  # first: no interval
+        samples.extend(c * scale for c in p.series.get("cpu", ()))
     return samples
 
 

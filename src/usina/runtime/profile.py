@@ -24,12 +24,14 @@ end, so the record is also written while the step runs: every ``flush_every`` se
 whenever memory grew by ``flush_growth`` since the last write (at most once per ``interval``).
 The run-up to an out-of-memory kill is therefore in the record.
 
-Overhead (``benchmarks/profile_overhead.py``, on a busy 2-core machine): a sample of a
-one-process tree costs ~1 ms of CPU, of five processes ~2.3 ms: at the default interval of 1 s,
-about 0.1 % of a core. Each attempt pays ~1.4 ms once (a thread start, the first and last
-samples, one record write) against a 15 ms/step orchestration target. The tree is walked
-through ``/proc/<pid>/task/*/children``: psutil's ``children()`` reads every process on the
-machine, which alone cost 3 ms of CPU per sample with 150 processes.
+Overhead (``benchmarks/profile_overhead.py``, on a 2-core machine shared by a dozen busy
+processes): a sample of a one-process tree costs ~1 ms of CPU, of five processes ~2 ms: at the
+default interval of 1 s, about 0.1 % of a core. Each attempt pays ~3.5 ms of CPU once, in a
+worker forked from the zygote (start counters, a thread, the last sample, one record write),
+against a 15 ms/step orchestration target. What made it cheap: the tree is walked through
+``/proc/<pid>/task/*/children`` and each process read from ``/proc`` directly (psutil's
+``children()`` reads every process on the machine: 3 ms per sample with 150 of them); no full
+sample at start; the thread is a bare one (no start handshake) and is not joined at the end.
 
 Settings (read at the edge, in ``ProfileSettings.from_env``): ``USINA_PROFILE_INTERVAL``
 (seconds, default 1; ``0`` turns profiling off), ``USINA_PROFILE_MAX_POINTS`` (default 720).
@@ -37,6 +39,7 @@ Settings (read at the edge, in ``ProfileSettings.from_env``): ``USINA_PROFILE_IN
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import importlib
 import json
@@ -184,47 +187,109 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+_TICK = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+_KB = 1024.0
+
+
+def _proc_reading(pid: int) -> tuple[float, float, float, float, float, float] | None:
+    """(CPU seconds, RSS, PSS, USS, read bytes, write bytes) of one process from ``/proc``
+    (Linux): three small reads, a third of psutil's cost for the same numbers. None when the
+    process is gone (or ``/proc`` lacks a file: the caller falls back to psutil)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        # after the command: state is field 3, utime..cstime are fields 14..17 (1-based)
+        cpu = sum(int(v) for v in fields[11:15]) / _TICK
+        rss = pss = uss = 0.0
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                key, _, rest = line.partition(b":")
+                if key == b"Rss":
+                    rss = float(rest.split()[0]) * _KB
+                elif key == b"Pss":
+                    pss = float(rest.split()[0]) * _KB
+                elif key in (b"Private_Clean", b"Private_Dirty", b"Private_Hugetlb"):
+                    uss += float(rest.split()[0]) * _KB
+    except (OSError, IndexError, ValueError):
+        return None
+    reads = writes = 0.0
+    try:
+        with open(f"/proc/{pid}/io", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"read_bytes:"):
+                    reads = float(line.split()[1])
+                elif line.startswith(b"write_bytes:"):
+                    writes = float(line.split()[1])
+    except OSError:  # another user's process, or no I/O accounting
+        pass
+    return cpu, rss, pss, uss, reads, writes
+
+
+def _psutil_reading(pid: int) -> tuple[float, float, float, float, float, float] | None:
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            times = proc.cpu_times()
+            cpu = times.user + times.system + times.children_user + times.children_system
+            full = proc.memory_full_info()
+    except psutil.Error:
+        return None
+    reads = writes = 0.0
+    with contextlib.suppress(psutil.Error, AttributeError):
+        io = proc.io_counters()
+        reads, writes = float(io.read_bytes), float(io.write_bytes)
+    uss = float(full.uss)
+    return cpu, float(full.rss), float(getattr(full, "pss", uss)), uss, reads, writes
+
+
 class ProcessTree:
-    """Reads CPU, memory and I/O of a process and its descendants."""
+    """Reads CPU, memory and I/O of a process and its descendants (``/proc`` on Linux, psutil
+    elsewhere)."""
 
     def __init__(self, pid: int, *, use_cgroup: bool = False) -> None:
-        self.root = psutil.Process(pid)
+        self.pid = pid
         self.use_cgroup = use_cgroup
-        self._known: dict[int, psutil.Process] = {pid: self.root}
+        self._fast = os.path.exists(f"/proc/{pid}/smaps_rollup")
 
     @property
     def memory_source(self) -> str:
         return "cgroup" if self.use_cgroup else "uss"
 
-    def _members(self) -> list[psutil.Process]:
-        members = [self.root]
-        for pid in _descendants(self.root.pid):
-            # keep one psutil.Process per pid: it caches the create time that guards reuse
-            proc = self._known.get(pid)
-            if proc is None:
-                try:
-                    proc = self._known[pid] = psutil.Process(pid)
-                except psutil.Error:
-                    continue
-            members.append(proc)
-        return members
+    def start_reading(self) -> Reading:
+        """CPU and I/O counters of the root alone, no memory: the baseline ``start()`` takes
+        before the step runs (a fraction of a full reading's cost)."""
+        cpu = reads = writes = 0.0
+        try:
+            if self._fast:
+                with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+                cpu = sum(int(v) for v in fields[11:15]) / _TICK
+                with contextlib.suppress(OSError), open(f"/proc/{self.pid}/io", "rb") as fh:
+                    for line in fh:
+                        if line.startswith(b"read_bytes:"):
+                            reads = float(line.split()[1])
+                        elif line.startswith(b"write_bytes:"):
+                            writes = float(line.split()[1])
+            else:
+                times = psutil.Process(self.pid).cpu_times()
+                cpu = times.user + times.system + times.children_user + times.children_system
+        except (OSError, IndexError, ValueError, psutil.Error):
+            pass
+        return Reading(time.time(), cpu, 0.0, 0.0, 0.0, reads, writes)
 
     def read(self) -> Reading:
         cpu = rss = pss = uss = reads = writes = 0.0
-        for proc in self._members():
-            with contextlib.suppress(psutil.Error):
-                with proc.oneshot():
-                    times = proc.cpu_times()
-                    cpu += times.user + times.system + times.children_user
-                    cpu += times.children_system
-                    full = proc.memory_full_info()
-                    rss += full.rss
-                    uss += full.uss
-                    pss += getattr(full, "pss", full.uss)
-                with contextlib.suppress(psutil.Error, AttributeError):
-                    io = proc.io_counters()
-                    reads += io.read_bytes
-                    writes += io.write_bytes
+        one = _proc_reading if self._fast else _psutil_reading
+        for pid in [self.pid, *_descendants(self.pid)]:
+            got = one(pid)
+            if got is None:
+                continue
+            cpu += got[0]
+            rss += got[1]
+            pss += got[2]
+            uss += got[3]
+            reads += got[4]
+            writes += got[5]
         memory = uss
         if self.use_cgroup:
             memory = cgroup_working_set() or uss
@@ -378,7 +443,8 @@ class Sampler:
         self._first: Reading | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+        self._written_final = False
         self._flushed_at = self.started_at
         self._flushed_memory = 0.0
         self.sample_cost = 0.0  # CPU seconds this sampler spent sampling (its own overhead)
@@ -392,11 +458,9 @@ class Sampler:
         with self._lock:
             last = self._last
             dt = reading.at - last.at if last is not None else 0.0
-            close = dt < 0.5 * self.settings.interval
-            if last is not None and close and (len(self._series.t) > 1 or dt < 0.02):
-                # too close to the previous sample for a rate (CPU times tick every 10 ms):
-                # keep its totals and peaks, add no point (the last sample at stop()); a step
-                # shorter than the interval still gets its second point, over its whole life
+            if self._series.t and dt < 0.5 * self.settings.interval:
+                # too close to the previous point for a rate (CPU times tick every 10 ms):
+                # keep its totals and peaks, add no point (the last sample at stop())
                 self._last = reading
                 self._peaks["memory"] = max(self._peaks.get("memory", 0.0), reading.memory)
                 self._peaks["rss"] = max(self._peaks.get("rss", 0.0), reading.rss)
@@ -406,10 +470,12 @@ class Sampler:
                 self._first = reading
                 cpu = rbps = wbps = 0.0
             else:
-                dt = max(reading.at - last.at, 1e-6)
-                cpu = max(0.0, reading.cpu_seconds - last.cpu_seconds) / dt
-                rbps = max(0.0, reading.read_bytes - last.read_bytes) / dt
-                wbps = max(0.0, reading.write_bytes - last.write_bytes) / dt
+                # each point covers the time since the previous reading; under 50 ms (a step
+                # that ended at once) CPU ticks are too coarse, so the rate is over 50 ms
+                span = max(dt, 0.05)
+                cpu = max(0.0, reading.cpu_seconds - last.cpu_seconds) / span
+                rbps = max(0.0, reading.read_bytes - last.read_bytes) / span
+                wbps = max(0.0, reading.write_bytes - last.write_bytes) / span
             self._last = reading
             values = {
                 "cpu": cpu,
@@ -428,7 +494,6 @@ class Sampler:
         self.sample_cost += time.thread_time() - cost
 
     def _run(self) -> None:
-        self._safe_sample()
         while not self._stop.wait(self.interval):
             self._safe_sample()
             self._maybe_flush()
@@ -450,15 +515,22 @@ class Sampler:
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> Sampler:
-        self._thread = threading.Thread(target=self._run, name="usina-profile", daemon=True)
-        self._thread.start()
+        """Note the counters now (cheap: CPU and I/O of this process) and sample every
+        ``interval`` on a thread; a step shorter than that gets its one point at ``stop()``."""
+        with contextlib.suppress(Exception):
+            self._first = self._last = self.tree.start_reading()
+        # a bare thread: threading.Thread.start() waits until the new thread has run, one more
+        # trip through the scheduler for every step; this one needs no handshake
+        _thread.start_new_thread(self._run, ())
         return self
 
     def stop(self) -> Profile:
-        """Stop sampling, take a last sample, write the final record and return it."""
+        """Stop sampling, take a last sample, write the final record and return it.
+
+        The thread is told to stop but not waited for: it wakes, sees the flag and ends on its
+        own (a join would cost the step a round trip through the scheduler, ~10 ms on a busy
+        machine); it writes nothing once the final record is being written."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
         self._safe_sample()
         if self.gpus is not None:
             self.gpus.close()
@@ -497,7 +569,7 @@ class Sampler:
             gpus=gpus,
             summary=summary,
             rank=self.rank,
-            pid=self.tree.root.pid,
+            pid=self.tree.pid,
             memory_source=self.tree.memory_source,
             requests=dict(self.requests),
             limits=dict(self.limits),
@@ -505,20 +577,25 @@ class Sampler:
         )
 
     def write(self, *, final: bool) -> Profile:
+        """Write the record (a running one unless ``final``); after the final write, none."""
         profile = self.profile(final=final)
-        self._flushed_at = self.clock()
-        self._flushed_memory = self._last.memory if self._last is not None else 0.0
-        if self.store is None:
-            return profile
-        key = (
-            profile_key(self.attempt_id)
-            if self.rank is None
-            else rank_profile_key(self.attempt_id, self.rank)
-        )
-        try:
-            self.store.write_record(key, json.dumps(profile.to_json()).encode())
-        except Exception as exc:
-            log.warning("could not write the profile of attempt %s: %s", self.attempt_id, exc)
+        with self._write_lock:
+            if self._written_final or (not final and self._stop.is_set()):
+                return profile
+            self._written_final = final
+            self._flushed_at = self.clock()
+            self._flushed_memory = self._last.memory if self._last is not None else 0.0
+            if self.store is None:
+                return profile
+            key = (
+                profile_key(self.attempt_id)
+                if self.rank is None
+                else rank_profile_key(self.attempt_id, self.rank)
+            )
+            try:
+                self.store.write_record(key, json.dumps(profile.to_json()).encode())
+            except Exception as exc:
+                log.warning("could not write the profile of attempt %s: %s", self.attempt_id, exc)
         return profile
 
 

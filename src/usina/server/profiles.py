@@ -135,8 +135,7 @@ def charts_of(found: AttemptProfile) -> list[dict[str, Any]]:
         _chart(
             "cpu",
             "CPU (cores)",
-            # the first CPU sample has no interval before it: it is always 0, not a reading
-            [(label(p), p.t[1:], p.series.get("cpu", ())[1:]) for p in profiles],
+            [(label(p), p.t, p.series.get("cpu", ())) for p in profiles],
             request=first.requests.get("cpu"),
             limit=first.limits.get("cpu"),
             fmt=lambda v: f"{v:.2f}",

@@ -99,5 +99,5 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
     # replica computes them from the shared store: scrape one, or aggregate without instance.
     from usina.monitoring.pipeline_metrics import metrics_app, pipeline_registry
 
-    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata)))
+    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata, ctx.artifacts)))
     return app

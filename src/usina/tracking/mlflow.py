@@ -719,6 +719,16 @@ def _short_http(timeout: float) -> Any:
                 os.environ[key] = value
 
 
+def _promoted(new: list[Any], champion: Any) -> set[str]:
+    """Versions among ``new`` that became the champion: the gate's promotions, plus the
+    current champion when it is new and was set by hand or by plain MLflow calls (MLflow keeps
+    no alias history: an alias set and moved again within the period leaves no trace)."""
+    found = {str(v.version) for v in new if (v.tags or {}).get("gate.decision") == "promoted"}
+    if champion is not None and any(str(v.version) == str(champion) for v in new):
+        found.add(str(champion))
+    return found
+
+
 def model_kpis(
     *, tracking_uri: str | None = None, since: float | None = None, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
@@ -754,9 +764,7 @@ def model_kpis(
                         "name": model.name,
                         "versions": len(versions),
                         "new_versions": len(new),
-                        "promoted": sum(
-                            1 for v in new if (v.tags or {}).get("gate.decision") == "promoted"
-                        ),
+                        "promoted": len(_promoted(new, champion)),
                         "champion": str(champion) if champion is not None else None,
                         "challenger": (str(aliases[CHALLENGER]) if CHALLENGER in aliases else None),
                         "champion_gate": gate,

@@ -221,6 +221,7 @@ def test_the_working_set_of_a_pod_is_its_cgroup_usage_less_inactive_files(tmp_pa
 
 def _task(**node: Any) -> Any:
     from usina.engine.ports import Task
+    from usina.sdk.resources import Resources
 
     return Task(
         attempt_id="run-fit-1",
@@ -228,7 +229,7 @@ def _task(**node: Any) -> Any:
         pipeline="p",
         node={"id": "fit", "step": "fit", **node},
         number=1,
-        resources={"cpu": "500m", "memory": "4Gi", "gpus": 2},
+        resources=Resources(cpu="500m", memory="4Gi", gpus=2),
         inputs={},
         artifacts_url="",
         params={},

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from usina.cli import profile_cmds
 from usina.cli.bundle_cmds import bundle_app
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
 from usina.cli.k8s import k8s_app
@@ -41,6 +42,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(tokens_app, name="token")
 app.add_typer(bundle_app, name="bundle")
+app.command("advise")(profile_cmds.advise)
+runs_app.command("top")(profile_cmds.runs_top)
 app.command()(kpi)
 
 

@@ -244,7 +244,7 @@ def advice_table(advice: Sequence[StepAdvice]) -> Table:
 
 
 def _open(settings: Settings | None = None) -> Any:
-    from usina.cli.components import open_stores
+    from usina.compose.components import open_stores
 
     return open_stores(settings or Settings.from_env())
 

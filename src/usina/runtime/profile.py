@@ -59,7 +59,7 @@ from usina.engine.profiles import (
     rank_profile_key,
     summarise,
 )
-from usina.sdk.resources import cpu_millicores, memory_bytes
+from usina.sdk.resources import QuantityError, cpu_millicores, memory_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -603,14 +603,14 @@ def _requests(task: Task, share: float) -> tuple[dict[str, float | None], dict[s
     """The attempt's CPU (cores) and memory (bytes) requests and limits, times ``share``."""
     res = task.resources
     cpu = mem = cpu_limit = None
-    with contextlib.suppress(Exception):
-        cpu = cpu_millicores(res["cpu"]) / 1000.0 * share if res.get("cpu") else None
-    with contextlib.suppress(Exception):
-        mem = memory_bytes(res["memory"]) * share if res.get("memory") else None
-    with contextlib.suppress(Exception):
-        limit = res.get("cpu_limit")
+    with contextlib.suppress(QuantityError):
+        cpu = cpu_millicores(res.cpu) / 1000.0 * share if res.cpu else None
+    with contextlib.suppress(QuantityError):
+        mem = memory_bytes(res.memory) * share if res.memory else None
+    with contextlib.suppress(QuantityError):
+        limit = res.cpu_limit
         cpu_limit = cpu_millicores(limit) / 1000.0 * share if limit else cpu
-    gpus = float(res.get("gpus") or 0)
+    gpus = float(res.gpus or 0)
     # usina sets the memory limit to the request (an overrun is an ``oom``, never a slowdown);
     # share_of: how many ranks split this request (readers scale a rank back to its node)
     requests = {"cpu": cpu, "memory": mem, "gpus": gpus, "share_of": round(1.0 / share)}

@@ -20,7 +20,7 @@ from usina.errors import (
     StoreError,
     UsinaError,
 )
-from usina.server import api, ui
+from usina.server import api, profiles, ui
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -93,6 +93,7 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
         return RedirectResponse("/ui/runs", status_code=303)
 
     app.include_router(api.router)
+    app.include_router(profiles.router)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Pipeline and compute metrics for Prometheus (unauthenticated, like the probes). Every

@@ -193,7 +193,6 @@ def save(model: Any, tokenizer: Any, directory: str | Path) -> Path:
     """A ``transformers`` checkpoint directory: what ``from_pretrained`` reads."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    model.generation_config.max_length = model.config.max_position_embeddings
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

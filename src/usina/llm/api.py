@@ -363,6 +363,16 @@ def _usage(event: Finished) -> dict[str, int]:
     }
 
 
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    """``base64`` is little-endian float32 bytes (what the openai client asks for by default)."""
+    if encoding == "float":
+        return vector
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
 def embed(lm: Any, texts: list[str]) -> tuple[list[list[float]], int]:
     """Mean of the last hidden states over real tokens, L2-normalised (engine thread)."""
     import torch

@@ -135,7 +135,8 @@ class Engine:
         self.metrics = metrics
         self.max_len = settings.max_model_len or lm.max_len
         config = lm.model.config
-        eos = getattr(lm.model.generation_config, "eos_token_id", None) or config.eos_token_id
+        generation = getattr(lm.model, "generation_config", None)  # encoders have none
+        eos = getattr(generation, "eos_token_id", None) or getattr(config, "eos_token_id", None)
         ids = eos if isinstance(eos, list) else [eos]
         if lm.tokenizer.eos_token_id is not None:
             ids.append(lm.tokenizer.eos_token_id)

@@ -62,5 +62,5 @@ class ChatRequest(_Generation):
 class EmbeddingRequest(_Request):
     model: str
     input: str | list[str]
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None

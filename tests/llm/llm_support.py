@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -103,6 +104,7 @@ def start_live(
             model = loaded.model
             forward = model.forward
 
+            @functools.wraps(forward)  # keeps the signature the engine inspects
             def slow_forward(*args: Any, **kwargs: Any) -> Any:
                 time.sleep(slow_s)
                 return forward(*args, **kwargs)

@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -46,15 +48,48 @@ def error(
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
+class _Mailbox:
+    """Events from the engine thread to one event loop, delivered in bulk: a decode step of 32
+    sequences wakes the loop once, not 32 times."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Queue[Event], Event]] = []
+        self._scheduled = False
+
+    def post(self, queue: asyncio.Queue[Event], event: Event) -> None:
+        with self._lock:
+            self._pending.append((queue, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._pending, self._scheduled = self._pending, [], False
+        for queue, event in items:
+            queue.put_nowait(event)
+
+
+_MAILBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class _Output:
     """A sequence's events, moved from the engine thread onto the request's event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        mailbox = _MAILBOXES.get(loop)
+        if mailbox is None:
+            mailbox = _MAILBOXES[loop] = _Mailbox(loop)
+        self.mailbox = mailbox
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
     def sink(self, event: Event) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        self.mailbox.post(self.queue, event)
 
 
 class LLMApp:
@@ -316,8 +351,17 @@ class LLMApp:
             while True:
                 event = await output.queue.get()
                 if isinstance(event, TokenEvent):
-                    if event.text:
-                        yield chunk(event.text, None)
+                    # Under load several tokens wait here: one chunk carries them all, so the
+                    # per-chunk cost (JSON, a write) does not grow with the batch.
+                    text = [event.text]
+                    while not output.queue.empty():
+                        head = output.queue.get_nowait()
+                        if not isinstance(head, TokenEvent):
+                            output.queue.put_nowait(head)  # nothing follows a Finished
+                            break
+                        text.append(head.text)
+                    if joined := "".join(text):
+                        yield chunk(joined, None)
                     continue
                 finished = True
                 if event.reason == "error":

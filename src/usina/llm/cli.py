@@ -81,3 +81,22 @@ def serve(
             log_level=log_level,
         )
     )
+
+
+@app.command("fetch")
+def fetch(
+    model_uri: Annotated[str, typer.Argument(help="models:/NAME@ALIAS or models:/NAME/VERSION.")],
+    destination: Annotated[str, typer.Argument(help="Directory to write the checkpoint to.")],
+    tracking_uri: Annotated[
+        str | None, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow registry URI.")
+    ] = None,
+) -> None:
+    """Copy a registered model's transformers checkpoint to a directory (the init container of
+    a vLLM endpoint: vLLM reads a plain checkpoint directory)."""
+    import shutil
+
+    from usina.llm.loader import resolve
+
+    found = resolve(model_uri, tracking_uri)
+    shutil.copytree(found.checkpoint, destination, dirs_exist_ok=True)
+    typer.echo(f"{model_uri} (version {found.version}) -> {destination}")

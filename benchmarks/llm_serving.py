@@ -1,8 +1,8 @@
 """LLM serving: usina's continuous batching against the naive FastAPI app users write.
 
-Both servers load the same tiny Llama checkpoint (the assistant example's tokenizer, a
-"small"-size model, untrained: speed does not depend on the weights) with one torch thread
-each, in their own processes, one after the other on the same machine:
+Both servers load the same tiny Llama checkpoint (the assistant example's tokenizer and
+"small" size, 1.9 M parameters, trained for a few seconds) with one torch thread each, in
+their own processes, one after the other on the same machine:
 
 - usina: ``python -m usina.llm serve CKPT`` (OpenAI API, continuous batching); requests
   stream, so time to first token (TTFT) is the first SSE chunk with text.
@@ -97,8 +97,9 @@ def make_checkpoint(directory: Path) -> Path:
     tokenizer = lm.train_tokenizer(
         [lm.BOS + e.question + e.answer for e in exchanges], size.vocab_size
     )
-    model = lm.build_model(tokenizer, size)
-    model.eval()
+    # A short training run: an untrained model emits special tokens that decode to no text,
+    # which would hide the first token from a client and inflate TTFT.
+    model, _ = lm.train(tokenizer, exchanges, replace(size, steps=60, batch=8))
     params = sum(p.numel() for p in model.parameters())
     print(f"model: Llama, {params / 1e6:.1f} M parameters, context {size.context}", file=sys.stderr)
     return lm.save(model, tokenizer, directory)

@@ -59,45 +59,61 @@ def sample_rows(
 
 
 class TextStream:
-    """Incremental detokenization with stop strings."""
+    """Incremental detokenization with stop strings.
+
+    Each token decodes only a short window (the tokens since the last emitted text, plus the
+    ones before them for context), so the cost per token does not grow with the length of the
+    completion; a window that ends inside a UTF-8 character waits for its next byte."""
 
     def __init__(self, tokenizer: Any, stop: tuple[str, ...]) -> None:
         self.tokenizer = tokenizer
         self.stop = tuple(s for s in stop if s)
         self.ids: list[int] = []
-        self.sent = 0  # characters of the text already handed out
+        self._prefix = 0  # window start: context for the decoder
+        self._read = 0  # tokens before this are in ``text``
+        self.sent = 0  # characters of ``text`` already handed out
         self.text = ""
         self.stopped = False
+
+    def _decode(self, ids: list[int]) -> str:
+        text: str = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text
+
+    def _advance(self, final: bool = False) -> None:
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
+            self.text += after[len(before) :]
+            self._prefix, self._read = self._read, len(self.ids)
 
     def push(self, token: int) -> str:
         """Add a token; return the text that is now safe to send (maybe empty)."""
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        for stop in self.stop:
-            at = text.find(stop, max(0, self.sent - len(stop)))
-            if at != -1:
-                text = text[:at]
-                self.stopped = True
-        self.text = text
-        if self.stopped:
-            return self._take(len(text))
-        safe = len(text)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its bytes
-            safe -= 1
-        for stop in self.stop:  # hold back a tail that may still grow into a stop string
-            for k in range(min(len(stop) - 1, safe), 0, -1):
-                if text[safe - k : safe] == stop[:k]:
-                    safe -= k
-                    break
-        return self._take(safe)
+        self._advance()
+        return self._release()
 
     def flush(self) -> str:
         """Whatever was held back, at the end of generation."""
-        return self._take(len(self.text))
+        if not self.stopped:
+            self._advance(final=True)
+        return self._release(final=True)
 
-    def _take(self, upto: int) -> str:
-        if upto <= self.sent:
+    def _release(self, final: bool = False) -> str:
+        if not self.stopped:
+            for stop in self.stop:
+                at = self.text.find(stop, max(0, self.sent - len(stop)))
+                if at != -1:
+                    self.text = self.text[:at]
+                    self.stopped = True
+        safe = len(self.text)
+        if not (self.stopped or final):
+            for stop in self.stop:  # hold back a tail that may still grow into a stop string
+                for k in range(min(len(stop) - 1, safe), 0, -1):
+                    if self.text[safe - k : safe] == stop[:k]:
+                        safe -= k
+                        break
+        if safe <= self.sent:
             return ""
-        piece = self.text[self.sent : upto]
-        self.sent = upto
+        piece = self.text[self.sent : safe]
+        self.sent = safe
         return piece

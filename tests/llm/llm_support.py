@@ -86,7 +86,13 @@ class LiveServer:
 
 
 def start_live(
-    checkpoint: Path, *, name: str = "tiny", slow_s: float = 0.0, **scheduler: Any
+    checkpoint: Path | str,
+    *,
+    name: str = "tiny",
+    slow_s: float = 0.0,
+    tracking_uri: str | None = None,
+    poll_interval_s: float = 0.0,
+    **scheduler: Any,
 ) -> LiveServer:
     """Serve ``checkpoint``; ``slow_s`` adds a sleep to every forward pass (a slow model, so
     that timing margins in behaviour tests are wide on a loaded machine)."""
@@ -96,7 +102,11 @@ def start_live(
     from usina.llm.settings import LLMSettings, SchedulerSettings
 
     settings = LLMSettings(
-        model_uri=str(checkpoint), name=name, scheduler=SchedulerSettings(**scheduler)
+        model_uri=str(checkpoint),
+        name=name,
+        scheduler=SchedulerSettings(**scheduler),
+        tracking_uri=tracking_uri,
+        poll_interval_s=poll_interval_s,
     )
 
     def slow_down(loaded: Any) -> None:

@@ -30,7 +30,7 @@ from usina.llm.sampling import SamplingParams
 from usina.llm.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Coroutine
 
     from starlette.requests import Request
 
@@ -101,6 +101,11 @@ class LLMApp:
         self.metrics = metrics
         self.api_key = api_key
         self.created = int(time.time())
+
+    def swap(self, engine: Engine) -> Engine:
+        """Send new requests to ``engine``; returns the old one (to drain)."""
+        old, self.engine, self.lm = self.engine, engine, engine.lm
+        return old
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -438,37 +443,99 @@ def embed(lm: Any, texts: list[str]) -> tuple[list[list[float]], int]:
 
 
 def create_app(
-    engine: Engine, metrics: LLMMetrics, *, api_key: str | None = None, manage: bool = True
+    engine: Engine,
+    metrics: LLMMetrics,
+    *,
+    api_key: str | None = None,
+    manage: bool = True,
+    follow: Callable[[LLMApp], Coroutine[Any, Any, None]] | None = None,
 ) -> Starlette:
-    """The ASGI app; with ``manage`` its lifespan starts and stops the engine thread."""
+    """The ASGI app; with ``manage`` its lifespan starts and stops the engine thread, and
+    runs ``follow`` (the alias poller) while the app serves."""
     api = LLMApp(engine, metrics, api_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task: asyncio.Task[None] | None = None
         if manage:
             engine.start()
+            if follow is not None:
+                task = asyncio.create_task(follow(api))
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if manage:
-                await asyncio.to_thread(engine.stop)
+                await asyncio.to_thread(api.engine.stop)
 
     app = Starlette(routes=api.routes(), lifespan=lifespan)
     app.state.llm = api
     return app
 
 
+async def follow_alias(
+    api: LLMApp,
+    settings: Any,
+    version: str,
+    on_loaded: Callable[[Any], None] | None = None,
+) -> None:
+    """Poll the alias; when it moves, load the new version, switch, drain the old one. A
+    version that fails to load is logged and retried at the next poll; the old one serves."""
+    from usina.llm import loader
+
+    while True:
+        await asyncio.sleep(settings.poll_interval_s)
+        try:
+            now = await asyncio.to_thread(
+                loader.current_version, settings.model_uri, settings.tracking_uri
+            )
+        except Exception as exc:
+            log.warning(
+                "cannot resolve %s: %s (still serving v%s)", settings.model_uri, exc, version
+            )
+            continue
+        if now == version:
+            continue
+        name = api.lm.name
+        pinned = f"models:/{settings.model_uri[len('models:/') :].split('@')[0]}/{now}"
+        try:
+            resolved = await asyncio.to_thread(loader.resolve, pinned, settings.tracking_uri)
+            lm = await asyncio.to_thread(loader.load, resolved, name)
+            if on_loaded is not None:
+                on_loaded(lm)
+        except Exception:
+            log.exception("version %s of %s failed to load; v%s keeps serving", now, name, version)
+            continue
+        fresh = Engine(lm, settings.scheduler, api.metrics)
+        fresh.start()
+        old = api.swap(fresh)
+        log.info("%s: switched from v%s to v%s", name, version, now)
+        version = now
+        await asyncio.to_thread(old.drain, settings.drain_timeout_s)
+
+
 def build(settings: Any, on_loaded: Callable[[Any], None] | None = None) -> Starlette:
     """Load the model named by ``settings`` (an :class:`LLMSettings`) and build the app."""
+    import functools
+
     import torch
 
     from usina.llm import loader
     from usina.llm.metrics import LLMMetrics
 
     torch.set_num_threads(settings.torch_threads)
-    lm = loader.load(loader.resolve(settings.model_uri, settings.tracking_uri), settings.name)
+    resolved = loader.resolve(settings.model_uri, settings.tracking_uri)
+    lm = loader.load(resolved, settings.name)
     if on_loaded is not None:
         on_loaded(lm)
     metrics = LLMMetrics(lm.name)
     engine = Engine(lm, settings.scheduler, metrics)
-    return create_app(engine, metrics, api_key=settings.api_key)
+    follow = None
+    if settings.poll_interval_s > 0 and loader.follows_alias(settings.model_uri):
+        follow = functools.partial(
+            follow_alias, settings=settings, version=resolved.version, on_loaded=on_loaded
+        )
+    return create_app(engine, metrics, api_key=settings.api_key, follow=follow)

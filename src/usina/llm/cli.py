@@ -56,6 +56,9 @@ def serve(
         typer.Option(envvar="USINA_LLM_API_KEY", help="Bearer key every /v1 call must send."),
     ] = None,
     torch_threads: Annotated[int, typer.Option(min=1, help="Intra-op threads.")] = 1,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between alias checks (0: off).")
+    ] = 30.0,
     tracking_uri: Annotated[
         str | None, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow registry URI.")
     ] = None,
@@ -78,6 +81,7 @@ def serve(
             api_key=api_key,
             torch_threads=torch_threads,
             tracking_uri=tracking_uri,
+            poll_interval_s=poll_interval,
             log_level=log_level,
         )
     )

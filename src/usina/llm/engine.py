@@ -168,6 +168,14 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def drain(self, timeout: float) -> None:
+        """Stop taking work, let the sequences already here finish (``timeout`` at most),
+        then stop; what is left is cancelled."""
+        deadline = time.monotonic() + timeout
+        while (self._running or self._waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stop()
+
     @property
     def running(self) -> int:
         return len(self._running)

@@ -100,6 +100,16 @@ def _pinned(uri: str, tracking_uri: str | None) -> str:
     return f"models:/{match['name']}/{version.version}"
 
 
+def follows_alias(uri: str) -> bool:
+    match = _MODELS_URI.match(uri)
+    return match is not None and match["alias"] is not None
+
+
+def current_version(uri: str, tracking_uri: str | None = None) -> str:
+    """The version an alias URI points at now (a fixed URI: its own version)."""
+    return _pinned(uri, tracking_uri).rsplit("/", 1)[1]
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedModel:
     """Where the checkpoint is on disk, and what to call it."""

@@ -31,10 +31,11 @@ class CausalLMPyfunc(_Base):
         self.model.eval()
         self.tokenizer = tf.AutoTokenizer.from_pretrained(path)
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> list[str]:
+    def predict(self, context: Any, model_input: list[str], params: Any = None) -> list[str]:
         import torch
 
-        prompts = list(model_input.iloc[:, 0] if hasattr(model_input, "iloc") else model_input)
+        rows: Any = model_input  # MLflow may hand over a DataFrame of one column
+        prompts = list(rows.iloc[:, 0] if hasattr(rows, "iloc") else rows)
         out: list[str] = []
         for prompt in prompts:
             ids = self.tokenizer(str(prompt), return_tensors="pt")["input_ids"]

@@ -43,4 +43,10 @@ class LLMSettings:
     """Intra-op threads of the model (1 keeps a shared CPU machine responsive)."""
     tracking_uri: str | None = None
     """MLflow tracking/registry URI; None lets mlflow use MLFLOW_TRACKING_URI."""
+    poll_interval_s: float = 30.0
+    """How often a ``models:/NAME@ALIAS`` URI is re-resolved (0: never). When the alias moves,
+    the new version is loaded beside the old one, new requests go to it, and the old one
+    finishes the sequences it holds before it is released."""
+    drain_timeout_s: float = 300.0
+    """Longest wait for the old version's sequences after a switch; the rest are cancelled."""
     log_level: str = "info"

@@ -10,9 +10,11 @@ their own processes, one after the other on the same machine:
   runs it in its thread pool, so requests run concurrently, each its own batch of one); it
   cannot stream, so its TTFT is the whole response time (what its users wait for).
 
-At each concurrency (1, 8, 32) every client sends its share of the requests back to back,
-each asking for ``--tokens`` new tokens with end-of-text ignored, and the script reports
-output tokens/s and p50/p99 TTFT. Target: usina >= 4x the baseline's tokens/s at 32.
+Both run at once; at each concurrency (1, 8, 32) they take turns (``--rounds``, default 2,
+the better round of each is kept: a shared machine's load moves within seconds). Every client
+sends its share of the requests back to back, each asking for ``--tokens`` new tokens with
+end-of-text ignored; the script reports output tokens/s and p50/p99 TTFT. Target: usina >= 4x
+the baseline's tokens/s at 32.
 
     python benchmarks/llm_serving.py [--tokens 32] [--json]
 """
@@ -184,32 +186,41 @@ async def load(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
+    parser.add_argument("--rounds", type=int, default=2, help="turns per cell (best is kept)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    results: dict[str, list[dict[str, float]]] = {}
+    results: dict[str, list[dict[str, float]]] = {"usina": [], "baseline": []}
     with tempfile.TemporaryDirectory(prefix="usina-llm-bench-") as tmp:
         root = Path(tmp)
         ckpt = make_checkpoint(root / "ckpt")
         (root / "baseline.py").write_text(BASELINE)
-        servers = {
+        ports = {"usina": _port(), "baseline": _port()}
+        commands = {
             "usina": [sys.executable, "-m", "usina.llm", "serve", str(ckpt), "--name", "bench",
-                      "--host", "127.0.0.1", "--max-num-seqs", "64", "--log-level", "warning"],
-            "baseline": [sys.executable, str(root / "baseline.py"), str(ckpt)],
+                      "--host", "127.0.0.1", "--port", str(ports["usina"]),
+                      "--max-num-seqs", "64", "--log-level", "warning"],
+            "baseline": [sys.executable, str(root / "baseline.py"), str(ckpt),
+                         str(ports["baseline"])],
         }  # fmt: skip
-        for kind, cmd in servers.items():
-            port = _port()
-            cmd = [*cmd, "--port", str(port)] if kind == "usina" else [*cmd, str(port)]
-            proc = start(cmd, port, root / f"{kind}.log")
-            try:
-                results[kind] = []
-                for level in LEVELS:
-                    requests = max(4, level) if kind == "baseline" else max(8, 2 * level)
-                    row = asyncio.run(
-                        load(f"http://127.0.0.1:{port}", kind, level, requests, args.tokens)
-                    )
-                    print(f"{kind:8} {json.dumps(row)}", file=sys.stderr)
+        procs = {k: start(cmd, ports[k], root / f"{k}.log") for k, cmd in commands.items()}
+        try:
+            # Both servers are up (an idle one costs nothing); at each concurrency they take
+            # turns, twice, and each keeps its better round: on a shared machine the load of
+            # other processes moves within seconds, and alternating exposes both to it alike.
+            for level in LEVELS:
+                best: dict[str, dict[str, float]] = {}
+                for _ in range(args.rounds):
+                    for kind in ("usina", "baseline"):
+                        requests = max(4, level) if kind == "baseline" else max(8, 2 * level)
+                        url = f"http://127.0.0.1:{ports[kind]}"
+                        row = asyncio.run(load(url, kind, level, requests, args.tokens))
+                        print(f"{kind:8} {json.dumps(row)}", file=sys.stderr)
+                        if kind not in best or row["tokens_per_s"] > best[kind]["tokens_per_s"]:
+                            best[kind] = row
+                for kind, row in best.items():
                     results[kind].append(row)
-            finally:
+        finally:
+            for proc in procs.values():
                 proc.terminate()
                 proc.wait(30)
     ratios = {

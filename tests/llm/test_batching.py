@@ -50,7 +50,7 @@ def _client(url: str, model: str) -> openai.AsyncOpenAI:
 
 
 async def _throughput(url: str, streams: int, tokens: int) -> float:
-    async with _client(url, "assistant") as client:
+    async with _client(url, "tiny") as client:
         started = time.monotonic()
         results = await asyncio.gather(*(_stream_tokens(client, tokens) for _ in range(streams)))
         elapsed = time.monotonic() - started
@@ -58,11 +58,17 @@ async def _throughput(url: str, streams: int, tokens: int) -> float:
     return streams * tokens / elapsed
 
 
-def test_sixteen_streams_reach_four_times_one_streams_tokens_per_second(served):
-    """Against ``usina serve`` in its own process (the client must not share its CPU time)."""
-    asyncio.run(_throughput(served, 2, 8))  # warm up
-    single = asyncio.run(_throughput(served, 1, 64))
-    sixteen = asyncio.run(_throughput(served, 16, 64))
+def test_sixteen_streams_reach_four_times_one_streams_tokens_per_second(checkpoint):
+    """Each forward pass costs a fixed 20 ms more, whatever the batch size, as a decode step
+    does on an accelerator (memory-bound: batch 16 costs about what batch 1 does). The ratio
+    then measures the scheduler, not how much spare CPU this shared machine has right now."""
+    server = start_live(checkpoint, name="tiny", slow_s=0.02, max_num_seqs=32)
+    try:
+        asyncio.run(_throughput(server.url, 2, 4))  # warm up
+        single = asyncio.run(_throughput(server.url, 1, 40))
+        sixteen = asyncio.run(_throughput(server.url, 16, 40))
+    finally:
+        server.stop()
     print(f"1 stream: {single:.0f} tok/s, 16 streams: {sixteen:.0f} tok/s, x{sixteen / single:.1f}")
     assert sixteen >= 4 * single
 

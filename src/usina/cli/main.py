@@ -26,6 +26,9 @@ from usina.cli.remote import Remote
 from usina.cli.run import run
 from usina.cli.runs import runs_app
 from usina.cli.tokens import tokens_app
+from usina.deploy.llm_cli import deploy_llm
+from usina.llm.cli import app as llm_app
+from usina.mcp.cli import app as mcp_app
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -44,6 +47,9 @@ app.add_typer(tokens_app, name="token")
 app.add_typer(bundle_app, name="bundle")
 app.command("advise")(profile_cmds.advise)
 runs_app.command("top")(profile_cmds.runs_top)
+app.add_typer(llm_app, name="llm")
+app.add_typer(mcp_app, name="mcp")
+app.command("deploy-llm")(deploy_llm)
 app.command()(kpi)
 
 

@@ -95,6 +95,12 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.include_router(profiles.router)
     app.include_router(ui.router)
+    try:  # MCP over streamable HTTP at /mcp/ (the mcp extra): the same tokens and roles
+        from usina.mcp.http import mount as mount_mcp
+    except ImportError:
+        pass
+    else:
+        mount_mcp(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Pipeline and compute metrics for Prometheus (unauthenticated, like the probes). Every
     # replica computes them from the shared store: scrape one, or aggregate without instance.

@@ -72,7 +72,17 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "info",
 ) -> None:
-    """Serve a model over the Open Inference Protocol (KServe V2), REST and gRPC."""
+    """Serve a model over the Open Inference Protocol (KServe V2), REST and gRPC; a language
+    model (transformers checkpoint) over the OpenAI API instead (``usina llm serve`` has its
+    scheduler options)."""
+    from usina.llm.loader import is_language_model
+
+    if is_language_model(model_uri, tracking_uri):
+        from usina.llm.cli import serve_llm
+        from usina.llm.settings import LLMSettings
+
+        serve_llm(LLMSettings(model_uri, name, host, http_port, tracking_uri=tracking_uri))
+        return
     settings = ServeSettings(
         model_uri=model_uri,
         name=name,

@@ -27,9 +27,9 @@ from usina.cli.run import run
 from usina.cli.runs import runs_app
 from usina.cli.tokens import tokens_app
 from usina.deploy.llm_cli import deploy_llm
+from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 from usina.llm.cli import app as llm_app
 from usina.mcp.cli import app as mcp_app
-from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
 

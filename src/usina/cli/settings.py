@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from usina.tracking.uri import default_tracking_uri
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -35,7 +37,7 @@ class Settings:
             home=home,
             database_url=env.get("USINA_DATABASE_URL") or f"sqlite:///{home}/usina.db",
             artifacts_url=env.get("USINA_ARTIFACTS_URL") or os.path.join(home, "artifacts"),
-            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db",
+            tracking_uri=default_tracking_uri(env, home=home),
             max_parallel=int(env.get("USINA_MAX_PARALLEL") or 4),
         )
 

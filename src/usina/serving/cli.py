@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from usina.serving.settings import BatchSettings, ServeSettings
+from usina.tracking.uri import default_tracking_uri
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
@@ -67,7 +68,10 @@ def serve(
     tracking_uri: Annotated[
         str | None,
         typer.Option(
-            "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking/registry URI."
+            "--tracking-uri",
+            envvar="MLFLOW_TRACKING_URI",
+            help="MLflow tracking/registry URI (default: the one usina run logs to, "
+            "sqlite in $USINA_HOME or ./.usina).",
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "info",
@@ -86,7 +90,7 @@ def serve(
         poll_interval_s=poll_interval,
         max_body_bytes=max_body_bytes,
         grace_period_s=grace_period,
-        tracking_uri=tracking_uri,
+        tracking_uri=tracking_uri or default_tracking_uri(),
         log_level=log_level,
     )
     _configure_logging(log_level)

@@ -1,15 +1,15 @@
-"""Loading a model from an MLflow URI: the one module of ``usina.serving`` that imports mlflow.
+"""Loading a model from an MLflow URI, through the MLflow adapter and its flavour table.
 
 A URI is ``models:/name@alias`` (the alias is re-resolved by :meth:`ModelSource.resolve` so the
 server can follow it), ``models:/name/version`` (fixed) or a local MLflow model directory. The
-model is loaded with its native flavour when there is one (LightGBM, XGBoost, scikit-learn, ONNX
-Runtime, PyTorch, in that order) and with MLflow pyfunc otherwise; its input and output metadata
-come from the MLflow signature (or, for tree models logged without one, from the model itself).
+registry is the one ``usina run`` logs to (``usina.tracking.uri``) unless another is given. The
+model is loaded with its native flavour when there is one (``usina.tracking.flavours.FLAVOURS``,
+in that order) and with MLflow pyfunc otherwise; its input and output metadata come from the
+MLflow signature (or, for tree models logged without one, from the model itself).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import shutil
@@ -17,16 +17,15 @@ import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from usina.errors import MissingExtraError
 from usina.serving.errors import ModelLoadError
 from usina.serving.model import Layout, LoadedModel, TensorMeta, v2_datatype
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from usina.tracking import adapter
+from usina.tracking.flavours import serving_flavour
+from usina.tracking.uri import default_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +39,6 @@ _COLUMN_TYPES = {
     "float": "FP32",
     "double": "FP64",
 }
-
-_NATIVE_ORDER = ("lightgbm", "xgboost", "sklearn", "onnx", "pytorch")
-
-
-def _mlflow() -> Any:
-    try:
-        import mlflow
-    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-        raise MissingExtraError("mlflow", "mlflow") from exc
-    return mlflow
-
-
-@functools.lru_cache(maxsize=8)
-def _client(tracking_uri: str | None) -> Any:
-    """One MlflowClient per URI: building one (and its database engine) on every poll is slow."""
-    mlflow = _mlflow()
-    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +61,7 @@ class ModelSource:
                 name=match["name"],
                 alias=match["alias"],
                 version=match["version"],
-                tracking_uri=tracking_uri,
+                tracking_uri=tracking_uri or default_tracking_uri(),
             )
         if uri.startswith("models:"):
             raise ModelLoadError(
@@ -102,32 +84,28 @@ class ModelSource:
         """The version the URI points at now (an alias is looked up in the registry)."""
         if self.local_path is not None:
             return "1"
-        if self.version is not None:
-            return self.version
-        client = _client(self.tracking_uri)
+        if self.version is not None or self.alias is None:
+            return self.version or "1"
+        client = adapter.client(self.tracking_uri or default_tracking_uri())
         try:
             return str(client.get_model_version_by_alias(self.name, self.alias).version)
         except Exception as exc:
             raise ModelLoadError(
                 f"cannot resolve alias {self.alias!r} of registered model {self.name!r} "
-                f"(registry {self.tracking_uri or 'from MLFLOW_TRACKING_URI'}): {exc}"
+                f"(registry {self.tracking_uri}): {exc}; is MLFLOW_TRACKING_URI (or "
+                "--tracking-uri) the registry the model was registered in?"
             ) from exc
 
     def load(self, served_name: str, version: str, predict_threads: int = 1) -> LoadedModel:
         """Download and load ``version`` (ignored for a local path); warm it up once."""
-        mlflow = _mlflow()
         tmp: str | None = None
         try:
             if self.local_path is not None:
                 path = self.local_path
             else:
                 tmp = tempfile.mkdtemp(prefix="usina-serve-")
-                path = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.name}/{version}",
-                    dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
-                )
+                registry = self.tracking_uri or default_tracking_uri()
+                path = adapter.download_model(self.name, version, tmp, registry)
             model = _load_path(Path(path), served_name, version, predict_threads)
             _warm_up(model)
         except ModelLoadError:
@@ -163,30 +141,14 @@ def _warm_up(model: LoadedModel) -> None:
 
 
 def _load_path(path: Path, served_name: str, version: str, threads: int) -> LoadedModel:
-    mlflow = _mlflow()
-    meta = mlflow.models.Model.load(str(path))
+    meta = adapter.model_metadata(str(path))
     flavours: dict[str, Any] = meta.flavors
     signature = meta.signature
-    for flavour in _NATIVE_ORDER:
-        if flavour in flavours:
-            break
-    else:
-        flavour = "python_function"
-    if flavour == "python_function" and "python_function" not in flavours:
+    kind = serving_flavour(flavours)
+    if kind is None:
         raise ModelLoadError(f"{path} has no loadable flavour (found {sorted(flavours)})")
-    native: Any
-    if flavour == "lightgbm":
-        native = mlflow.lightgbm.load_model(str(path))
-    elif flavour == "xgboost":
-        native = mlflow.xgboost.load_model(str(path))
-    elif flavour == "sklearn":
-        native = mlflow.sklearn.load_model(str(path))
-    elif flavour == "onnx":
-        native = _onnx_session(path, flavours["onnx"])
-    elif flavour == "pytorch":
-        native = mlflow.pytorch.load_model(str(path))
-    else:
-        native = mlflow.pyfunc.load_model(str(path))
+    flavour = kind.name
+    native = kind.load(str(path))
 
     inputs, layout = _input_metadata(signature, native, flavour)
     batch_dtype = (
@@ -200,7 +162,7 @@ def _load_path(path: Path, served_name: str, version: str, threads: int) -> Load
     return LoadedModel(
         name=served_name,
         version=version,
-        platform=_PLATFORMS[flavour],
+        platform=kind.platform,
         flavour=flavour,
         layout=layout,
         inputs=inputs,
@@ -209,26 +171,6 @@ def _load_path(path: Path, served_name: str, version: str, threads: int) -> Load
         batch_dtype=batch_dtype,
         score_output=score,
         score_column=score_col,
-    )
-
-
-_PLATFORMS = {
-    "lightgbm": "lightgbm",
-    "xgboost": "xgboost",
-    "sklearn": "sklearn",
-    "onnx": "onnxruntime_onnx",
-    "pytorch": "pytorch_torchscript",
-    "python_function": "mlflow_pyfunc",
-}
-
-
-def _onnx_session(path: Path, conf: Mapping[str, Any]) -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtraError("onnxruntime", "serving") from exc
-    return onnxruntime.InferenceSession(
-        str(path / conf["data"]), providers=["CPUExecutionProvider"]
     )
 
 

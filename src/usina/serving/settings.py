@@ -41,7 +41,8 @@ class ServeSettings:
     grace_period_s: float = 20.0
     """On SIGTERM: time allowed to answer the requests already accepted before exiting."""
     tracking_uri: str | None = None
-    """MLflow tracking/registry URI; None lets mlflow use its own (MLFLOW_TRACKING_URI)."""
+    """MLflow tracking/registry URI; None: the one ``usina run`` logs to
+    (``usina.tracking.uri.default_tracking_uri``: ``$MLFLOW_TRACKING_URI`` or usina's home)."""
     predict_threads: int = 1
     """Threads a native model may use per predict call (1: the workers are the parallelism)."""
     metrics_dir: str | None = None

@@ -21,6 +21,7 @@ from usina.serving.codec import (
     InputTensor,
     RequestedOutput,
     assemble,
+    bytes_values,
     check_datatype,
     raw_array,
     select_outputs,
@@ -96,6 +97,9 @@ def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
                     f"input {name!r}: set contents or raw_input_contents, not both"
                 )
             data = raw_array(name, datatype, shape, raw[i])
+        elif datatype == "BYTES":
+            values = list(tensor.contents.bytes_contents)
+            data = bytes_values(name, values, math.prod(shape), shape)
         else:
             field = _CONTENTS_FIELD.get(datatype)
             if field is None:

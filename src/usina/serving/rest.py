@@ -59,6 +59,37 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _triton_type(datatype: str) -> str:
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
+def _config_tensor(meta: TensorMeta) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": meta.name,
+        "data_type": _triton_type(meta.datatype),
+        "dims": list(meta.dims) or [1],
+    }
+    if meta.optional:
+        entry["optional"] = True
+    return entry
+
+
+def model_config(model: LoadedModel, max_batch_size: int, max_wait_s: float) -> dict[str, Any]:
+    """The model's configuration in Triton's terms (``GET /v2/models/{m}/config``), so that
+    ``tritonclient``'s ``get_model_config`` works: dims leave out the batch dimension."""
+    return {
+        "name": model.name,
+        "platform": model.platform,
+        "backend": model.flavour,
+        "version_policy": {"specific": {"versions": [model.version]}},
+        "max_batch_size": max_batch_size,
+        "input": [_config_tensor(m) for m in model.inputs],
+        "output": [_config_tensor(m) for m in model.outputs],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(max_wait_s * 1e6)},
+        "parameters": {"usina_layout": {"string_value": model.layout.value}},
+    }
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -121,7 +152,7 @@ class RestApp:
             await _respond(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
         elif len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
             name, version, rest = _model_path(parts)
-            if rest not in ("", "ready"):
+            if rest not in ("", "ready", "config"):
                 await _respond(send, 404, error_body(f"no such path {path!r}"))
                 return
             try:
@@ -139,6 +170,9 @@ class RestApp:
                 ready = repo.ready
                 body = orjson.dumps({"name": name, "ready": ready})
                 await _respond(send, 200 if ready else 503, body)
+            elif rest == "config":
+                config = model_config(model, self.batcher.max_rows, self.batcher.max_wait)
+                await _respond(send, 200, orjson.dumps(config))
             else:
                 await _respond(send, 200, orjson.dumps(model_metadata(model)))
         else:

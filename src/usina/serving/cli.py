@@ -30,8 +30,11 @@ def worker_main(settings: ServeSettings) -> None:
 
 def serve(
     model_uri: Annotated[
-        str,
-        typer.Argument(help="models:/NAME@ALIAS (followed), models:/NAME/VERSION or a model dir."),
+        list[str],
+        typer.Argument(
+            help="models:/NAME@ALIAS (followed), models:/NAME/VERSION or a model dir; several "
+            "models are served side by side, each under its own name."
+        ),
     ],
     name: Annotated[
         str | None, typer.Option("--name", help="Serve under this name (default: the model's).")
@@ -74,11 +77,20 @@ def serve(
             "sqlite in $USINA_HOME or ./.usina).",
         ),
     ] = None,
+    repository_api: Annotated[
+        bool,
+        typer.Option(
+            "--repository-api/--no-repository-api",
+            help="Serve the repository extension (index, load, unload models at run time).",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "info",
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe V2), REST and gRPC."""
     settings = ServeSettings(
-        model_uri=model_uri,
+        model_uri=model_uri[0],
+        more_models=tuple(model_uri[1:]),
+        repository_api=repository_api,
         name=name,
         host=host,
         http_port=http_port,

@@ -40,9 +40,8 @@ from usina.serving.rest import EXTENSIONS, SERVER_NAME
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from usina.serving.batching import Batcher
+    from usina.serving.catalog import Catalog
     from usina.serving.metrics import ServingMetrics
-    from usina.serving.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +123,10 @@ def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
 
 
 class GrpcService:
-    """Implements the six OIP RPCs against one repository and batcher."""
+    """Implements the six OIP RPCs against the server's catalog of models."""
 
-    def __init__(
-        self, repository: ModelRepository, batcher: Batcher, metrics: ServingMetrics
-    ) -> None:
-        self.repository = repository
-        self.batcher = batcher
+    def __init__(self, catalog: Catalog, metrics: ServingMetrics) -> None:
+        self.catalog = catalog
         self.metrics = metrics
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -168,13 +164,13 @@ class GrpcService:
 
     async def _server_ready(self, request: bytes) -> bytes:
         _parse(pb.ServerReadyRequest, request)
-        return bytes(pb.ServerReadyResponse(ready=self.repository.ready).SerializeToString())
+        return bytes(pb.ServerReadyResponse(ready=self.catalog.ready).SerializeToString())
 
     async def _model_ready(self, request: bytes) -> bytes:
         req = _parse(pb.ModelReadyRequest, request)
         try:
-            self.repository.get(req.name, req.version or None)
-            ready = self.repository.ready
+            self.catalog.get(req.name, req.version or None)
+            ready = self.catalog.entry(req.name).repository.ready
         except (ModelNotFoundError, ModelNotReadyError):
             ready = False
         return bytes(pb.ModelReadyResponse(ready=ready).SerializeToString())
@@ -189,7 +185,7 @@ class GrpcService:
 
     async def _model_metadata(self, request: bytes) -> bytes:
         req = _parse(pb.ModelMetadataRequest, request)
-        model = self.repository.get(req.name, req.version or None)
+        model = self.catalog.get(req.name, req.version or None)
         meta = pb.ModelMetadataResponse.TensorMetadata
         return bytes(
             pb.ModelMetadataResponse(
@@ -213,13 +209,13 @@ class GrpcService:
         try:
             req = _parse(pb.ModelInferRequest, request)
             name = req.model_name
-            model = self.repository.get(name, req.model_version or None)
+            model = self.catalog.get(name, req.model_version or None)
             version = model.version
             tensors = decode_tensors(req)
             batch = assemble(model, tensors)
             requested = [RequestedOutput(o.name) for o in req.outputs] or None
             chosen = select_outputs(model, requested)
-            outputs = await self.batcher.submit(model, batch)
+            outputs = await self.catalog.submit(model, batch)
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version, id=req.id
             )

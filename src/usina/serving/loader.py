@@ -200,6 +200,8 @@ def _input_metadata(
             )
         numeric = all(m.datatype != "BYTES" for m in metas)
         return tuple(metas), (Layout.COLUMNS if numeric else Layout.NAMED), True
+    if flavour == "onnx":
+        return _onnx_inputs(native)
     names = _native_feature_names(native, flavour)
     if not names:
         raise ModelLoadError(
@@ -207,6 +209,35 @@ def _input_metadata(
             "mlflow's signature= (e.g. infer_signature(X, model.predict(X)))"
         )
     return tuple(TensorMeta(n, "FP64", (-1,)) for n in names), Layout.COLUMNS, True
+
+
+_ONNX_TYPES = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+}
+
+
+def _onnx_inputs(session: Any) -> tuple[tuple[TensorMeta, ...], Layout, bool]:
+    """An ONNX graph logged without a signature: its inputs as the graph declares them."""
+    metas = []
+    for spec in session.get_inputs():
+        datatype = _ONNX_TYPES.get(spec.type)
+        if datatype is None:
+            raise ModelLoadError(f"ONNX input {spec.name!r} has type {spec.type}; not served")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in spec.shape)
+        metas.append(TensorMeta(spec.name, datatype, shape))
+    return tuple(metas), (Layout.TENSOR if len(metas) == 1 else Layout.NAMED), False
 
 
 def _example(meta: Any, path: Path, metas: tuple[TensorMeta, ...], layout: Layout) -> Batch:

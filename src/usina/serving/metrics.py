@@ -160,10 +160,12 @@ class ServingMetrics:
                 buckets[i].inc(n)
         total.inc(float(values.sum()))
 
-    def set_version(self, model: str, old: str | None, new: str) -> None:
+    def set_version(self, model: str, old: str | None, new: str | None) -> None:
+        """Mark ``new`` as the served version of ``model`` (None: no version, unloaded)."""
         if old is not None and old != new:
             self.model_version.labels(model, old).set(0)
-        self.model_version.labels(model, new).set(1)
+        if new is not None:
+            self.model_version.labels(model, new).set(1)
 
     def render(self) -> bytes:
         if self.multiprocess_dir:

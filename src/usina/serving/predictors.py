@@ -11,6 +11,7 @@ fast paths (LightGBM's C predict) are checked against the flavour's own predict 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -118,7 +119,11 @@ def _onnx(native: Any, out_name: str, inputs: Inputs, threads: int) -> Predictor
 def _pytorch(native: Any, out_name: str, inputs: Inputs, threads: int) -> Predictor:
     import torch
 
-    module = native.eval()
+    # MLflow 3 saves an exported program (pt2): its .module() is the callable graph, which is
+    # in inference mode already (and refuses .eval()).
+    module = native.module() if hasattr(native, "graph_signature") else native
+    with contextlib.suppress(NotImplementedError):
+        module = module.eval()
     names = inputs.names
 
     def predict(batch: Batch) -> Outputs:

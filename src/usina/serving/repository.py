@@ -197,5 +197,13 @@ class ModelRepository:
                 self.source.uri,
             )
 
+    def release(self) -> None:
+        """Stop serving: requests already admitted finish on the version they hold."""
+        old = self.current
+        self.current = None
+        if old is not None:
+            self.metrics.set_version(self.name, old.version, None)
+            log.info("unloaded %s version %s", self.name, old.version)
+
     def _version(self) -> str:
         return self.current.version if self.current is not None else "none"

@@ -43,6 +43,10 @@ class ServeSettings:
     tracking_uri: str | None = None
     """MLflow tracking/registry URI; None: the one ``usina run`` logs to
     (``usina.tracking.uri.default_tracking_uri``: ``$MLFLOW_TRACKING_URI`` or usina's home)."""
+    more_models: tuple[str, ...] = ()
+    """Further model URIs served by the same server, each under its own name."""
+    repository_api: bool = False
+    """Serve the repository extension: index, and load/unload models at run time."""
     predict_threads: int = 1
     """Threads a native model may use per predict call (1: the workers are the parallelism)."""
     metrics_dir: str | None = None

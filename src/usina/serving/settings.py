@@ -49,6 +49,8 @@ class ServeSettings:
     """Serve the repository extension: index, and load/unload models at run time."""
     predict_threads: int = 1
     """Threads a native model may use per predict call (1: the workers are the parallelism)."""
+    coordination_dir: str | None = None
+    """Folder where workers agree on versions (set by the CLI when workers > 1)."""
     metrics_dir: str | None = None
     """Directory for prometheus multiprocess files (set by the CLI when workers > 1)."""
     log_level: str = "info"

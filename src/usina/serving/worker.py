@@ -162,8 +162,13 @@ async def build_catalog(settings: ServeSettings, metrics: Any) -> Any:
     """Load every model given at start (the first under ``settings.name``, if set)."""
     from usina.serving.batching import Batcher
     from usina.serving.catalog import Catalog, Entry
+    from usina.serving.coordination import Coordinator
     from usina.serving.loader import ModelSource
     from usina.serving.repository import ModelRepository
+
+    coordinator = (
+        Coordinator(settings.coordination_dir) if settings.coordination_dir is not None else None
+    )
 
     def make(name: str | None, uri: str) -> Entry:
         source = ModelSource.parse(uri, settings.tracking_uri)
@@ -174,6 +179,7 @@ async def build_catalog(settings: ServeSettings, metrics: Any) -> Any:
             metrics,
             poll_interval_s=settings.poll_interval_s,
             predict_threads=settings.predict_threads,
+            coordinator=coordinator,
         )
         return Entry(repository, Batcher(served, settings.batch, metrics))
 
@@ -188,6 +194,8 @@ async def build_catalog(settings: ServeSettings, metrics: Any) -> Any:
         await entry.repository.load_initial()
         entry.batcher.start()
         entries[entry.repository.name] = entry
+    if coordinator is not None:
+        coordinator.join()
     return Catalog(
         entries,
         repository_api=settings.repository_api,
@@ -197,6 +205,7 @@ async def build_catalog(settings: ServeSettings, metrics: Any) -> Any:
 
 def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], None]) -> int:
     """Run ``settings.workers`` processes of ``worker_main``; forward SIGTERM; restart crashes."""
+    from usina.serving.coordination import strike_off
     from usina.serving.metrics import mark_worker_dead
 
     metrics_dir = settings.metrics_dir
@@ -205,7 +214,8 @@ def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], No
         own_dir = metrics_dir = tempfile.mkdtemp(prefix="usina-serve-metrics-")
     # prometheus_client picks its multiprocess mode from the environment at import time.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    settings = replace(settings, metrics_dir=metrics_dir)
+    coordination = tempfile.mkdtemp(prefix="usina-serve-workers-")
+    settings = replace(settings, metrics_dir=metrics_dir, coordination_dir=coordination)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -233,6 +243,7 @@ def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], No
                     continue
                 if proc.pid is not None:
                     mark_worker_dead(metrics_dir, proc.pid)
+                    strike_off(coordination, proc.pid)
                 if proc.exitcode == EXIT_STARTUP_FAILED:
                     log.error("worker %d could not start; stopping", i)
                     code = EXIT_STARTUP_FAILED
@@ -260,4 +271,5 @@ def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], No
             signal.signal(sig, handler)
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+        shutil.rmtree(coordination, ignore_errors=True)
     return code

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from usina.serving.rollout import Gates, Mode, RolloutPolicy
 from usina.serving.settings import BatchSettings, ServeSettings
 from usina.tracking.uri import default_tracking_uri
 
@@ -77,6 +78,41 @@ def serve(
             "sqlite in $USINA_HOME or ./.usina).",
         ),
     ] = None,
+    rollout: Annotated[
+        str | None,
+        typer.Option(
+            "--rollout",
+            help="Roll out a challenger beside the model: shadow (scores a copy of traffic) "
+            "or canary (answers a growing share).",
+        ),
+    ] = None,
+    challenger: Annotated[
+        str | None,
+        typer.Option("--challenger", help="The challenger (default: models:/NAME@challenger)."),
+    ] = None,
+    rollout_steps: Annotated[
+        str, typer.Option("--rollout-steps", help="Canary shares in percent, comma-separated.")
+    ] = "5,25,50,100",
+    rollout_step_seconds: Annotated[
+        float, typer.Option("--rollout-step-seconds", min=0.1, help="Seconds per step.")
+    ] = 60.0,
+    max_error_rate: Annotated[
+        float, typer.Option("--max-error-rate", help="Gate: challenger error rate ceiling.")
+    ] = 0.01,
+    max_p99_ms: Annotated[
+        float | None, typer.Option("--max-p99-ms", help="Gate: challenger p99 ceiling, ms.")
+    ] = None,
+    max_p99_ratio: Annotated[
+        float,
+        typer.Option("--max-p99-ratio", help="Gate: challenger p99 / champion p99 ceiling."),
+    ] = 3.0,
+    max_score_drift: Annotated[
+        float | None,
+        typer.Option("--max-score-drift", help="Gate: |mean score change| vs the champion."),
+    ] = None,
+    min_samples: Annotated[
+        int, typer.Option("--min-samples", min=1, help="Gate: requests needed to judge a step.")
+    ] = 100,
     repository_api: Annotated[
         bool,
         typer.Option(
@@ -87,10 +123,22 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "info",
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe V2), REST and gRPC."""
+    policy = None
+    if rollout is not None:
+        policy = _rollout_policy(
+            rollout, rollout_steps, rollout_step_seconds, max_error_rate, max_p99_ms,
+            max_p99_ratio, max_score_drift, min_samples,
+        )  # fmt: skip
+        if workers > 1:
+            raise typer.BadParameter(
+                "a rollout is judged inside one process for now; use --workers 1 with --rollout"
+            )
     settings = ServeSettings(
         model_uri=model_uri[0],
         more_models=tuple(model_uri[1:]),
         repository_api=repository_api,
+        rollout=policy,
+        challenger_uri=challenger,
         name=name,
         host=host,
         http_port=http_port,
@@ -111,6 +159,35 @@ def serve(
     code = run_worker(settings) if workers == 1 else supervise(settings, worker_main)
     if code:
         raise typer.Exit(code)
+
+
+def _rollout_policy(
+    mode: str,
+    steps: str,
+    step_s: float,
+    max_error_rate: float,
+    max_p99_ms: float | None,
+    max_p99_ratio: float,
+    max_score_drift: float | None,
+    min_samples: int,
+) -> RolloutPolicy:
+    try:
+        return RolloutPolicy(
+            mode=Mode(mode),
+            steps=tuple(int(s) for s in steps.split(",") if s.strip()),
+            step_s=step_s,
+            gates=Gates(
+                max_error_rate=max_error_rate,
+                max_p99_ms=max_p99_ms,
+                max_p99_ratio=max_p99_ratio,
+                max_score_drift=max_score_drift,
+                min_samples=min_samples,
+            ),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{exc} (--rollout is shadow or canary; --rollout-steps like 5,25,50,100)"
+        ) from exc
 
 
 def app() -> typer.Typer:

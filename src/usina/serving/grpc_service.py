@@ -209,13 +209,13 @@ class GrpcService:
         try:
             req = _parse(pb.ModelInferRequest, request)
             name = req.model_name
-            model = self.catalog.get(name, req.model_version or None)
+            model, arm = self.catalog.route(name, req.model_version or None, None)
             version = model.version
             tensors = decode_tensors(req)
             batch = assemble(model, tensors)
             requested = [RequestedOutput(o.name) for o in req.outputs] or None
             chosen = select_outputs(model, requested)
-            outputs = await self.catalog.submit(model, batch)
+            outputs = await self.catalog.submit(model, batch, arm)
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version, id=req.id
             )

@@ -70,6 +70,19 @@ class ServingMetrics:
             buckets=_BATCH,
             registry=r,
         )
+        self.rollout_decisions = Counter(
+            "usina_serving_rollout_decisions",
+            "Rollout decisions (advance, hold, promote, rollback), by model.",
+            ["model", "action"],
+            registry=r,
+        )
+        self.rollout_percent = Gauge(
+            "usina_serving_rollout_challenger_percent",
+            "Share of answers the rollout's challenger gives now, in percent.",
+            ["model"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "usina_serving_queue_depth",
             "Requests waiting for a batch, summed over workers.",

@@ -230,6 +230,11 @@ class ModelRepository:
                 self.source.uri,
             )
 
+    def adopt(self, model: LoadedModel) -> None:
+        """Serve ``model`` from now on (a promoted challenger, already loaded and warm)."""
+        if self.current is None or self.current.version != model.version:
+            self._switch(dataclasses.replace(model, name=self.name))
+
     def release(self) -> None:
         """Stop serving: requests already admitted finish on the version they hold."""
         old = self.current

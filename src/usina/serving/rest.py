@@ -43,6 +43,7 @@ EXTENSIONS = ["binary_tensor_data"]
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
 _HEADER_LENGTH = b"inference-header-content-length"
+_ROUTE = b"x-usina-route"  # which arm of a rollout answered: champion or challenger
 
 
 def tensor_json(meta: TensorMeta) -> dict[str, Any]:
@@ -147,7 +148,7 @@ class RestApp:
             await _respond(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
         elif len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
             name, version, rest = _model_path(parts)
-            if rest not in ("", "ready", "config"):
+            if rest not in ("", "ready", "config", "rollout"):
                 await _respond(send, 404, error_body(f"no such path {path!r}"))
                 return
             try:
@@ -165,6 +166,8 @@ class RestApp:
                 ready = repo.entry(name).repository.ready
                 body = orjson.dumps({"name": name, "ready": ready})
                 await _respond(send, 200 if ready else 503, body)
+            elif rest == "rollout":
+                await _respond(send, 200, orjson.dumps(repo.rollout_status(name)))
             elif rest == "config":
                 batcher = repo.entry(name).batcher
                 config = model_config(model, batcher.max_rows, batcher.max_wait)
@@ -180,11 +183,13 @@ class RestApp:
         model_version = ""
         status = 200
         try:
-            model = self.catalog.get(name, version)
-            model_version = model.version
+            route_header = self.catalog.route_header(name)
+            route_key = None
             header_length = None
             for key, value in scope["headers"]:
-                if key == _HEADER_LENGTH:
+                if key == route_header:
+                    route_key = value.decode("latin-1")
+                elif key == _HEADER_LENGTH:
                     try:
                         header_length = int(value)
                     except ValueError:
@@ -195,21 +200,24 @@ class RestApp:
             if body is None:
                 return  # the client went away
             request = parse_rest(body, header_length)
+            model, arm = self.catalog.route(name, version, route_key)
+            model_version = model.version
             batch = assemble(model, request.inputs)
             chosen = select_outputs(model, request.outputs)
-            outputs = await self.catalog.submit(model, batch)
+            outputs = await self.catalog.submit(model, batch, arm)
             payload, json_length = encode_rest(
                 model, request.id, chosen, outputs, request.binary_output
             )
+            routed = ((_ROUTE, arm.value.encode()),)
             if json_length is None:
-                await _respond(send, 200, payload)
+                await _respond(send, 200, payload, headers=routed)
             else:
                 await _respond(
                     send,
                     200,
                     payload,
                     _OCTET,
-                    ((b"inference-header-content-length", str(json_length).encode()),),
+                    ((b"inference-header-content-length", str(json_length).encode()), *routed),
                 )
         except InvalidInputError as exc:
             status = 400

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from usina.serving.rollout import RolloutPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,10 @@ class ServeSettings:
     (``usina.tracking.uri.default_tracking_uri``: ``$MLFLOW_TRACKING_URI`` or usina's home)."""
     more_models: tuple[str, ...] = ()
     """Further model URIs served by the same server, each under its own name."""
+    rollout: RolloutPolicy | None = None
+    """Roll out a challenger beside the (first) model: shadow or canary; None: no rollout."""
+    challenger_uri: str | None = None
+    """The rollout's challenger; None: ``models:/NAME@challenger`` of the first model."""
     repository_api: bool = False
     """Serve the repository extension: index, and load/unload models at run time."""
     predict_threads: int = 1

@@ -75,6 +75,8 @@ async def _serve(settings: ServeSettings) -> int:
 
     metrics = ServingMetrics(settings.metrics_dir)
     catalog = await build_catalog(settings, metrics)
+    if settings.rollout is not None:
+        await _add_challenger(catalog, settings, metrics)
 
     reuse = settings.workers > 1
     sock = bind_socket(settings.host, settings.http_port, reuse_port=reuse)
@@ -201,6 +203,52 @@ async def build_catalog(settings: ServeSettings, metrics: Any) -> Any:
         repository_api=settings.repository_api,
         make=make,
     )
+
+
+async def _add_challenger(catalog: Any, settings: ServeSettings, metrics: Any) -> None:
+    """Load the rollout's challenger beside the first model and start judging it."""
+    from usina.serving.batching import Batcher
+    from usina.serving.loader import ModelSource
+    from usina.serving.repository import ModelRepository
+    from usina.serving.rollout import Rollout
+    from usina.tracking.rollouts import record_decision
+
+    assert settings.rollout is not None
+    name, entry = next(iter(catalog.entries.items()))
+    registered = entry.repository.source
+    uri = settings.challenger_uri or f"models:/{registered.name}@challenger"
+    source = ModelSource.parse(uri, settings.tracking_uri)
+    challenger = ModelRepository(
+        source, name, metrics, poll_interval_s=0, predict_threads=settings.predict_threads
+    )
+    await challenger.load_initial()
+    assert challenger.current is not None
+    assert entry.repository.current is not None
+    entry.challenger = challenger
+    entry.challenger_batcher = Batcher(f"{name}:challenger", settings.batch, metrics)
+    entry.challenger_batcher.start()
+    entry.rollout = Rollout(
+        settings.rollout,
+        champion_version=entry.repository.current.version,
+        challenger_version=challenger.current.version,
+        clock=time.monotonic,
+    )
+    log.info(
+        "rollout of %s (%s): champion version %s, challenger version %s (%s)",
+        name,
+        settings.rollout.mode,
+        entry.rollout.champion_version,
+        entry.rollout.challenger_version,
+        uri,
+    )
+
+    def record(entry: Any, index: int, event: dict[str, Any]) -> None:
+        if source.local_path is None and source.tracking_uri is not None:
+            record_decision(
+                source.tracking_uri, source.name, str(event["challenger_version"]), index, event
+            )
+
+    catalog.start_rollouts(metrics, record)
 
 
 def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], None]) -> int:

@@ -24,6 +24,7 @@ def _times(log: str, message: str) -> dict[int, float]:
 
 
 def test_workers_switch_versions_together_under_load(registry, tmp_path):
+    registry.set_alias("fraud_reload", "champion", "1")  # whatever an earlier test left
     server = start_server(
         registry.tracking_uri,
         "models:/fraud_reload@champion",

@@ -196,12 +196,12 @@ class RestApp:
                         raise InvalidInputError(
                             "Inference-Header-Content-Length must be an integer"
                         ) from None
+            model, arm = self.catalog.route(name, version, route_key)
+            model_version = model.version
             body = await self._read_body(scope, receive)
             if body is None:
                 return  # the client went away
             request = parse_rest(body, header_length)
-            model, arm = self.catalog.route(name, version, route_key)
-            model_version = model.version
             batch = assemble(model, request.inputs)
             chosen = select_outputs(model, request.outputs)
             outputs = await self.catalog.submit(model, batch, arm)

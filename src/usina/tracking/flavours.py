@@ -120,7 +120,9 @@ def _log_onnx(f: Flavour, model: Any, signature: Any, example: Any) -> Any:
     # An ONNX graph takes a tensor, not a frame: its example is the features as float32.
     import numpy as np
 
-    rows = example.to_numpy(dtype=np.float32) if hasattr(example, "to_numpy") else example
+    rows = (
+        example.to_numpy(dtype=np.float32, copy=True) if hasattr(example, "to_numpy") else example
+    )
     return adapter.submodule("onnx").log_model(
         model, name="model", input_example=rows, pip_requirements=_requirements(f)
     )
@@ -132,7 +134,7 @@ def _log_pytorch(f: Flavour, model: Any, signature: Any, example: Any) -> Any:
     import numpy as np
     import torch
 
-    rows = example.to_numpy(dtype=np.float32)
+    rows = example.to_numpy(dtype=np.float32, copy=True)
     with torch.no_grad():
         out = model(torch.as_tensor(rows)).numpy()
     return adapter.submodule("pytorch").log_model(
@@ -189,7 +191,7 @@ def _score_pytorch(model: Any, features: pd.DataFrame) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        x = torch.as_tensor(features.to_numpy(dtype=np.float32))
+        x = torch.as_tensor(features.to_numpy(dtype=np.float32, copy=True))
         out = torch.sigmoid(torch.as_tensor(model(x))).reshape(-1)
     return out.numpy().astype(np.float64)
 
@@ -198,7 +200,7 @@ def _score_onnx(model: Any, features: pd.DataFrame) -> np.ndarray:
     import numpy as np
 
     session = model if hasattr(model, "get_inputs") else _onnx_session(model.SerializeToString())
-    feed = {session.get_inputs()[0].name: features.to_numpy(dtype=np.float32)}
+    feed = {session.get_inputs()[0].name: features.to_numpy(dtype=np.float32, copy=True)}
     outputs = session.run(None, feed)
     floats = [o for o in outputs if np.asarray(o).dtype.kind == "f"]
     return _positive(floats[-1] if floats else outputs[0])

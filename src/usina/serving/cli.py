@@ -133,6 +133,11 @@ def serve(
             raise typer.BadParameter(
                 "a rollout is judged inside one process for now; use --workers 1 with --rollout"
             )
+    if repository_api and workers > 1:
+        raise typer.BadParameter(
+            "the repository API loads and unloads in one process for now; use --workers 1 "
+            "with --repository-api"
+        )
     settings = ServeSettings(
         model_uri=model_uri[0],
         more_models=tuple(model_uri[1:]),

@@ -62,9 +62,10 @@ class ServerSettings:
         """Where tracked runs are logged (see ``tracking_uri``)."""
         import os
 
+        from usina.tracking.uri import local_tracking_uri
+
         if self.tracking_uri:
             return self.tracking_uri
         if self.registry_uri:
             return self.registry_uri
-        home = os.path.dirname(os.path.abspath(self.attempts_dir))
-        return f"sqlite:///{home}/mlflow.db"
+        return local_tracking_uri(os.path.dirname(os.path.abspath(self.attempts_dir)))

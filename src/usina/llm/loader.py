@@ -38,11 +38,10 @@ def transformers_module() -> Any:
 
 
 def _mlflow() -> Any:
-    try:
-        import mlflow
-    except ImportError as exc:
-        raise MissingExtraError("mlflow", "mlflow") from exc
-    return mlflow
+    """MLflow, through usina's one MLflow adapter (it names the extra when it is missing)."""
+    from usina.tracking import adapter
+
+    return adapter.mlflow()
 
 
 def find_checkpoint(root: Path) -> Path | None:

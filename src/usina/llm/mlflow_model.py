@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     _Base = object
 else:
     try:  # the base class exists only with mlflow installed; the LLM server never needs it
-        from mlflow.pyfunc.model import PythonModel as _Base
+        from usina.tracking import adapter
+
+        _Base = adapter.submodule("pyfunc.model").PythonModel
     except ImportError:  # pragma: no cover
         _Base = object
 

@@ -15,6 +15,7 @@ from usina.compose.components import build_engine, tracked_env
 from usina.engine.engine import Engine, EngineSettings
 from usina.server.auth import TokenCache
 from usina.server.models import MlflowModels, ModelRegistry
+from usina.server.notify import Notifier
 from usina.server.reconciler import Reconciler
 from usina.server.registry import PipelineRegistry
 from usina.server.scheduler import Scheduler, SchedulerSettings
@@ -43,6 +44,7 @@ class ServerContext:
     tokens: TokenCache = field(default_factory=TokenCache)
     schedules: ScheduleStore = field(init=False)  # set by __post_init__ from the settings
     scheduler: Scheduler = field(init=False)
+    notifier: Notifier = field(init=False)
 
     def __post_init__(self) -> None:
         # Schedules live in the platform database; every replica runs the scheduler, and the
@@ -53,6 +55,8 @@ class ServerContext:
         self.scheduler = Scheduler(
             self.schedules, self.pipelines, self.engine, SchedulerSettings(enabled=enabled)
         )
+        hooks = self.settings.webhooks if enabled else ()
+        self.notifier = Notifier(self.metadata, hooks, base_url=self.settings.external_url)
 
     @classmethod
     def open(cls, settings: ServerSettings) -> ServerContext:
@@ -113,9 +117,11 @@ class ServerContext:
         if self.reconciler is not None:
             self.reconciler.start()
         self.scheduler.start()
+        self.notifier.start()
 
     def close(self) -> None:
         self.scheduler.stop()
+        self.notifier.stop()
         self.schedules.close()
         if self.reconciler is not None:
             self.reconciler.stop()

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from usina.server.notify import Webhook
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcilerSettings:
@@ -57,6 +59,10 @@ class ServerSettings:
     reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
     backend: str = "local"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+    # Webhooks called when runs finish (``usina.server.notify``), and the server's external
+    # URL for the links they carry.
+    webhooks: tuple[Webhook, ...] = ()
+    external_url: str | None = None
 
     def mlflow_tracking_uri(self) -> str:
         """Where tracked runs are logged (see ``tracking_uri``)."""

@@ -21,6 +21,10 @@ from usina.errors import (
     UsinaError,
 )
 from usina.server import api, ui
+from usina.server.body_limit import BodyLimit
+from usina.server.follow import FollowSlots
+from usina.server.guards import GuardSettings
+from usina.server.metrics_access import metrics_endpoint, metrics_registry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,9 +34,20 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
+def guards_of(ctx: ServerContext) -> GuardSettings:
+    """The server's limits: ``ServerSettings.guards`` when the settings carry them, else the
+    defaults."""
+    found = getattr(ctx.settings, "guards", None)
+    return found if isinstance(found, GuardSettings) else GuardSettings()
+
+
+def create_app(
+    ctx: ServerContext, *, manage: bool = True, guards: GuardSettings | None = None
+) -> FastAPI:
     """The application over ``ctx``. With ``manage`` the lifespan starts the reconciler and
-    closes ``ctx`` at shutdown."""
+    closes ``ctx`` at shutdown. ``guards`` (default: ``guards_of(ctx)``) bounds request sizes,
+    log streams, probes and ``/metrics``."""
+    guards = guards or guards_of(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +66,9 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.guards = guards
+    app.state.follow_slots = FollowSlots(guards.follow_per_token, guards.follow_total)
+    app.add_middleware(BodyLimit, max_bytes=guards.max_body_bytes)
 
     def problem(status: int, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -95,9 +113,10 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Pipeline and compute metrics for Prometheus (unauthenticated, like the probes). Every
-    # replica computes them from the shared store: scrape one, or aggregate without instance.
-    from usina.monitoring.pipeline_metrics import metrics_app, pipeline_registry
-
-    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata)))
+    # Pipeline and compute metrics for Prometheus: open like the probes unless a metrics token
+    # is set, or served on a port of their own instead. Every replica computes them from the
+    # shared store: scrape one, or aggregate without instance.
+    app.state.metrics_registry = metrics_registry(ctx, guards)
+    if guards.metrics_port is None:
+        app.mount("/metrics", metrics_endpoint(app.state.metrics_registry, guards))
     return app

@@ -4,9 +4,11 @@ by the application's lifespan."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,6 +24,7 @@ from usina.errors import (
 )
 from usina.server import api, ui
 from usina.server.body_limit import BodyLimit
+from usina.server.denials import DenialLog, HiddenRunError, client_of
 from usina.server.follow import FollowSlots
 from usina.server.guards import GuardSettings
 from usina.server.metrics_access import metrics_endpoint, metrics_registry
@@ -67,6 +70,7 @@ def create_app(
     )
     app.state.ctx = ctx
     app.state.guards = guards
+    app.state.denials = DenialLog(guards.audit_denials_per_minute)
     app.state.follow_slots = FollowSlots(guards.follow_per_token, guards.follow_total)
     app.add_middleware(BodyLimit, max_bytes=guards.max_body_bytes)
 
@@ -74,7 +78,21 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        if isinstance(exc, HiddenRunError):
+            await anyio.to_thread.run_sync(
+                partial(
+                    app.state.denials.record,
+                    ctx,
+                    "other_project",
+                    client=client_of(request),
+                    token_id=exc.token_id,
+                    project=exc.project,
+                    target=exc.run_id,
+                    method=request.method,
+                    path=request.url.path,
+                )
+            )
         return problem(404, exc)
 
     @app.exception_handler(StateError)

@@ -38,7 +38,9 @@ class LiveServer:
 
     def client(self, token: str | None = None, timeout: float = 30.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        return httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, follow_redirects=True
+        )
 
 
 @contextmanager

@@ -15,9 +15,10 @@ import re
 # C1 introducers (U+009B CSI, U+009D OSC) are matched the same way.
 _CSI = r"(?:\x1b\[|\x9b)([0-?]*)([ -/]*)([@-~])"
 _STRING = r"(?:\x1b[\]PX^_]|[\x90\x9d\x98\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
-_ESCAPE = re.compile(rf"{_CSI}|{_STRING}|\x1b[ -/]*[0-~]?", re.DOTALL)
-# C0 controls but tab, newline and carriage return; DEL; the remaining C1 controls.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
+# Then, alone: C0 controls but tab, newline and carriage return; DEL; the other C1 controls.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]"
+_ESCAPE = re.compile(rf"{_CSI}|{_STRING}|\x1b[ -/]*[0-~]?|{_CONTROL}", re.DOTALL)
+_ANY_CONTROL = re.compile(_CONTROL)
 _SGR_PARAMS = re.compile(r"[0-9;:]*")
 
 TRUNCATION_MARK = "… {n} bytes not shown (the start of this output was cut off) …\n"
@@ -38,9 +39,9 @@ def _keep_colour(match: re.Match[str]) -> str:
 
 def terminal_safe(text: str) -> str:
     """``text`` without terminal control sequences, colour (SGR) excepted."""
-    if "\x1b" not in text and not _CONTROL.search(text):
+    if not _ANY_CONTROL.search(text):
         return text
-    return _CONTROL.sub("", _ESCAPE.sub(_keep_colour, text))
+    return _ESCAPE.sub(_keep_colour, text)
 
 
 def truncation_mark(omitted: int) -> str:

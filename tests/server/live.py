@@ -45,10 +45,15 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    home: Path, guards: GuardSettings | None = None, database_url: str | None = None
+    home: Path,
+    guards: GuardSettings | None = None,
+    database_url: str | None = None,
+    extra_pipelines: str | None = None,
 ) -> Iterator[LiveServer]:
     home.mkdir(parents=True, exist_ok=True)
     pipelines = write_pipelines(home)
+    if extra_pipelines is not None:
+        pipelines.write_text(pipelines.read_text() + "\n" + extra_pipelines)
     settings = ServerSettings(
         database_url=database_url or f"sqlite:///{home}/usina.db",
         artifacts_url=str(home / "artifacts"),

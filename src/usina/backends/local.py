@@ -50,6 +50,7 @@ from usina.engine.ports import (
     result_key,
 )
 from usina.errors import BackendError
+from usina.logtext import truncation_mark
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -472,11 +473,7 @@ class LocalBackend:
     def _copy_log(self, attempt: _Attempt) -> None:
         path = os.path.join(attempt.folder, "output.log")
         try:
-            with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - _LOG_COPY_LIMIT))
-                data = fh.read()
+            data = _tail_marked(path, _LOG_COPY_LIMIT)
             self.artifacts.write_record(log_key(attempt.id), data)
         except FileNotFoundError:
             pass
@@ -620,7 +617,24 @@ def read_log(work_dir: str, attempt_id: str) -> str:
     """The combined stdout/stderr of an attempt run here ("" when there is none)."""
     path = os.path.join(work_dir, attempt_id, "output.log")
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        return _tail_marked(path, _LOG_COPY_LIMIT).decode(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _tail_marked(path: str, limit: int) -> bytes:
+    """The last ``limit`` bytes of a log, starting with "… N bytes not shown" when the start
+    was left out (at a line start when one is near, so the first line shown is whole)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        start = max(0, size - limit)
+        fh.seek(start)
+        data = fh.read()
+    if start == 0:
+        return data
+    newline = data.find(b"\n", 0, 4096)
+    if newline >= 0:
+        data = data[newline + 1 :]
+    omitted = size - len(data)
+    return truncation_mark(omitted).encode() + data

@@ -69,9 +69,14 @@ def test_hundred_follow_streams_leave_the_server_answering(tmp_path: Path) -> No
             assert server.app.state.follow_slots.open_streams() == TOKENS * STREAMS_PER_TOKEN
 
             # The server still answers, probes and synchronous API routes alike.
-            for path, token in (("/healthz", None), ("/readyz", None), ("/api/v1/runs", editor)):
-                status, took = _timed_get(server, path, token)
-                assert status == 200, path
+            probes: list[tuple[str, str | None]] = [
+                ("/healthz", None),
+                ("/readyz", None),
+                ("/api/v1/runs", editor),
+            ]
+            for path, caller in probes:
+                code, took = _timed_get(server, path, caller)
+                assert code == 200, path
                 assert took < 1.0, f"{path} took {took:.2f} s with 100 follow streams open"
 
             # One more stream for a token at its bound is refused, and says why.

@@ -23,7 +23,7 @@ def _server_pid(url: str) -> int:
     for conn in psutil.net_connections("tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
             assert conn.pid is not None
-            return conn.pid
+            return int(conn.pid)
     raise AssertionError(f"no process listens on port {port}")
 
 

@@ -270,3 +270,11 @@ def kpi_table(report: dict[str, Any], period: str) -> Table:
             f"{m['promoted']} promoted" + (f" ({gate})" if gate else ""),
         )
     return table
+
+
+def terminal_log(text: str) -> str:
+    """A step's output as the terminal may show it: control sequences other than colour
+    removed (a step cannot clear the screen or retitle the window), see ``usina.logtext``."""
+    from usina.logtext import terminal_safe
+
+    return terminal_safe(text)

@@ -12,7 +12,7 @@ import typer
 
 from usina.cli import remote
 from usina.cli.common import EXIT_FAILED, Output, OutputOpt, err, out, server, settings
-from usina.cli.display import print_json, run_summary, run_table, runs_table
+from usina.cli.display import print_json, run_summary, run_table, runs_table, terminal_log
 from usina.cli.drive import drive, tracker
 from usina.cli.source import runs_source
 from usina.engine.records import RunState
@@ -98,7 +98,7 @@ def runs_logs(
     """The output (stdout and stderr) of a step's attempt."""
     source = runs_source()
     try:
-        sys.stdout.write(source.logs(run_id, step, attempt))
+        sys.stdout.write(terminal_log(source.logs(run_id, step, attempt)))
     finally:
         source.close()
 

@@ -18,34 +18,53 @@
 #     --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
 #
 # The NVIDIA container toolkit on the node provides the driver; nothing else changes.
+#
+# Without a registry (no python image to pull), BASE takes any Debian/Ubuntu image with python3
+# and python3-venv: `make images` builds one with mmdebstrap (scripts/podman-setup.sh) and runs
+#
+#   buildah bud --target runtime --build-arg BASE=localhost/usina-base:bookworm \
+#     --build-arg BUILD_PACKAGES= --build-arg TORCH_INDEX_URL= ...
+#
+# (scripts/build-images.sh; the machine's pip configuration is mounted into the build).
 
 ARG PYTHON_VERSION=3.12.11
-ARG RUNTIME_BASE=python:${PYTHON_VERSION}-slim-bookworm
+ARG BASE=python:${PYTHON_VERSION}-slim-bookworm
+ARG RUNTIME_BASE=${BASE}
 # usina's version: pyproject.toml's (the final stages install exactly it) and the images' label.
 ARG VERSION=0.1.0
 ARG SOURCE=https://github.com/usina-ml/usina
 ARG REVISION=unknown
 
 # ---- builder: wheels for usina and every dependency of every image ---------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+FROM ${BASE} AS builder
+# Empty TORCH_INDEX_URL: torch comes from the configured index (a local CPU wheel, say).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=
+# The compilers for dependencies without a wheel; empty skips them (every dependency has one).
+ARG BUILD_PACKAGES=build-essential
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
+# hadolint ignore=DL3008,SC2086
+RUN if [ -n "${BUILD_PACKAGES}" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ${BUILD_PACKAGES} \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && python3 -m venv /opt/build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY deploy/helm/usina ./deploy/helm/usina
 # One wheelhouse per image: each final stage installs from its own with --no-index.
-RUN pip wheel --wheel-dir /wheels/server '.[server,postgres,mlflow,k8s]' \
- && pip wheel --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
- && pip wheel --wheel-dir /wheels/runtime --extra-index-url "${TORCH_INDEX_URL}" \
-      '.[tables,mlflow,torch]'
+# hadolint ignore=SC2086
+RUN /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/server \
+      '.[server,postgres,mlflow,k8s]' \
+ && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
+ && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/runtime \
+      ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
+      '.[tables,mlflow,torch]' ${TORCH_VERSION:+"torch==${TORCH_VERSION}"}
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS base
+FROM ${BASE} AS base
 ARG VERSION
 ARG SOURCE
 ARG REVISION
@@ -64,7 +83,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 usina \
  && useradd --system --uid 10001 --gid usina --home-dir /home/usina --create-home \
       --shell /usr/sbin/nologin usina \
- && python -m venv /opt/venv \
+ && python3 -m venv /opt/venv \
  && install -d -o usina -g usina /var/lib/usina
 WORKDIR /home/usina
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds usina's server, runtime and serving images from the one Dockerfile with buildah, without
+# a Docker engine or a registry: on python:X-slim when that image is on this machine, else on
+# the local Debian base scripts/podman-setup.sh makes with mmdebstrap. The machine's pip
+# configuration is mounted into the build (scripts/pip_build_config.py). Prints each image's
+# size and fails when one is over its budget (README, "Container images").
+#
+#   scripts/build-images.sh [TARGET...]        # default: server runtime serving
+#   IMAGE_PREFIX=ghcr.io/usina-ml/ VERSION=0.1.0 BASE=python:3.12.11-slim-bookworm ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/podman-setup.sh
+
+PYTHON_VERSION=${PYTHON_VERSION:-3.12.11}
+PRODUCTION_BASE=docker.io/library/python:${PYTHON_VERSION}-slim-bookworm
+LOCAL_BASE=${USINA_BASE_IMAGE:-localhost/usina-base:bookworm}
+IMAGE_PREFIX=${IMAGE_PREFIX-ghcr.io/usina-ml/}
+VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)}
+REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+CACHE=${USINA_IMAGE_CACHE:-.cache/images}
+# Budgets in MB (podman's size of the image, all layers): README, "Container images".
+declare -A BUDGET_MB=([server]=${BUDGET_SERVER_MB:-1100} [runtime]=${BUDGET_RUNTIME_MB:-2000} [serving]=${BUDGET_SERVING_MB:-1100})
+
+args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
+      --build-arg "TORCH_VERSION=$TORCH_VERSION")
+if [ -n "${BASE:-}" ]; then
+  args+=(--build-arg "BASE=$BASE")
+elif podman image exists "$PRODUCTION_BASE"; then
+  args+=(--build-arg "BASE=$PRODUCTION_BASE")
+else
+  # No registry: the local base, no compilers (every dependency has a wheel), and torch from the
+  # machine's own index (its CPU wheel) rather than download.pytorch.org.
+  echo "==> $PRODUCTION_BASE is not here: building on $LOCAL_BASE" >&2
+  args+=(--build-arg "BASE=$LOCAL_BASE" --build-arg "BUILD_PACKAGES="
+         --build-arg "TORCH_INDEX_URL=")
+fi
+while IFS= read -r volume; do
+  args+=(-v "$volume")
+done < <(python3 scripts/pip_build_config.py "$CACHE")
+
+targets=("$@")
+((${#targets[@]})) || targets=(server runtime serving)
+status=0
+for target in "${targets[@]}"; do
+  image=${IMAGE_PREFIX}usina-$target:$VERSION
+  echo "==> building $image (target $target)" >&2
+  start=$SECONDS
+  # --layers: the builder stage (every wheel) is built once and reused by the other targets.
+  buildah bud --runtime runc --network host --layers --quiet --target "$target" \
+    "${args[@]}" -t "$image" -f Dockerfile . >/dev/null
+  bytes=$(podman image inspect --format '{{.Size}}' "$image")
+  mb=$((bytes / 1000000))
+  printf '%-45s %6s MB (budget %s MB), built in %ss\n' "$image" "$mb" "${BUDGET_MB[$target]}" \
+    "$((SECONDS - start))"
+  if ((mb > BUDGET_MB[$target])); then
+    echo "build-images: $image is $mb MB, over its budget of ${BUDGET_MB[$target]} MB" >&2
+    status=1
+  fi
+done
+exit $status

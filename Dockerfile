@@ -6,8 +6,8 @@
 #   docker build --target serving -t usina-serving:0.1.0 .   # usina serve MODEL_URI
 #
 # The builder stage has the compilers and builds every wheel; the final stages install those
-# wheels from a bind mount (so no wheel, cache or compiler lands in a layer) into /opt/venv and
-# run as a non-root user.
+# wheels from a bind mount (so no wheel, cache or compiler lands in a layer) into /opt/venv,
+# drop pip and the packages' own test folders, and run as a non-root user.
 #
 # GPU runtime: the runtime stage's base is a build argument. Any image with Python 3.12 works
 # (the wheels are built for CPython 3.12); for CUDA use an Ubuntu 24.04 CUDA runtime image and
@@ -92,7 +92,8 @@ FROM base AS server
 ARG VERSION
 RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s]==${VERSION}" \
- && pip uninstall -y pip
+ && pip uninstall -y pip \
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
@@ -105,7 +106,8 @@ FROM base AS serving
 ARG VERSION
 RUN --mount=type=bind,from=builder,source=/wheels/serving,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[serving,grpc,mlflow]==${VERSION}" \
- && pip uninstall -y pip
+ && pip uninstall -y pip \
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 USER 10001:10001
 EXPOSE 8080 8081
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
@@ -146,7 +148,8 @@ RUN if ! command -v python3 >/dev/null; then \
  && python3 -m venv /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch]==${VERSION}" \
- && pip uninstall -y pip
+ && pip uninstall -y pip \
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 WORKDIR /home/usina
 USER 1000:1000
 # A step's Job has no long-running process to probe: it runs and exits.

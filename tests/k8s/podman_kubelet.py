@@ -10,11 +10,11 @@ its exit status the pod's; a container the kernel OOM-killed exits 137 (and is r
 ``OOMKilled`` when podman saw the OOM event).
 
 Volumes: there is no cluster storage, so ``mounts`` (host folders: the artifact store, the
-pipeline's code) are bind-mounted at the same path in every container, owned by the pod's user
-the way ``fsGroup`` makes a volume writable. A ``Memory`` emptyDir at ``/dev/shm`` becomes the
-container's ``--shm-size``. The network is the host's (the emulator, PostgreSQL and S3 listen on
-loopback). ``run_args`` is the translation alone, for tests that run a rendered Job's container
-by hand.
+pipeline's code) are bind-mounted at the same path in every container: ``mounts`` writable,
+handed to the pod's user the way ``fsGroup`` makes a volume writable; ``read_only`` as they are.
+A ``Memory`` emptyDir at ``/dev/shm`` becomes the container's ``--shm-size``. The network is
+the host's (the emulator, PostgreSQL and S3 listen on loopback). ``run_args`` is the translation
+alone, for tests that run a rendered Job's container by hand.
 
 Needs podman with a working runtime (``scripts/podman-setup.sh``).
 """
@@ -71,6 +71,7 @@ def run_args(
     command: Sequence[str] | None = None,
     *,
     mounts: Sequence[str] = (),
+    read_only: Sequence[str] = (),
     name: str | None = None,
     podman: str = "podman",
 ) -> list[str]:
@@ -117,6 +118,8 @@ def run_args(
             )
     for path in mounts:
         argv.append(f"--volume={path}:{path}:U" if user is not None else f"--volume={path}:{path}")
+    for path in read_only:
+        argv.append(f"--volume={path}:{path}:ro")
     for key, value in env.items():
         argv.append(f"--env={key}={value}")
     cmd = list(command) if command is not None else None
@@ -187,8 +190,11 @@ class ContainerProcess(subprocess.Popen[bytes]):
 class PodmanKubelet:
     """Starts each pod's container with podman (see the module docstring)."""
 
-    def __init__(self, *, mounts: Sequence[str] = (), podman: str = "podman") -> None:
+    def __init__(
+        self, *, mounts: Sequence[str] = (), read_only: Sequence[str] = (), podman: str = "podman"
+    ) -> None:
         self.mounts = tuple(mounts)
+        self.read_only = tuple(read_only)
         self.podman = podman
         self.started: list[ContainerProcess] = []
 
@@ -198,7 +204,14 @@ class PodmanKubelet:
         name = container_name(pod)
         subprocess.run([self.podman, "rm", "--force", "--time=0", name], capture_output=True)
         argv = run_args(
-            pod, container, env, command, mounts=self.mounts, name=name, podman=self.podman
+            pod,
+            container,
+            env,
+            command,
+            mounts=self.mounts,
+            read_only=self.read_only,
+            name=name,
+            podman=self.podman,
         )
         proc = ContainerProcess(argv, name, self.podman)
         self.started.append(proc)

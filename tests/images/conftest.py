@@ -1,0 +1,64 @@
+"""Fixtures of the image tests: podman set up by the project's own script, the three images
+built by it (``make images``), and the names of those images.
+
+These tests need root and podman with runc (``scripts/podman-setup.sh`` installs and configures
+them); when the script cannot make containers run, the tests fail, saying why. They never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = ("server", "runtime", "serving")
+PREFIX = os.environ.get("IMAGE_PREFIX", "ghcr.io/usina-ml/")
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def image_name(target: str) -> str:
+    return f"{PREFIX}usina-{target}:{VERSION}"
+
+
+def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def podman_ready() -> None:
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/podman-setup.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            "containers cannot run here (scripts/podman-setup.sh failed; it needs root, apt and "
+            f"a kernel with cgroups):\n{proc.stdout}{proc.stderr}"
+        )
+
+
+@pytest.fixture(scope="session")
+def images(podman_ready: None) -> dict[str, str]:
+    """``{target: image}``; builds the missing ones (scripts/build-images.sh, as make images)."""
+    missing = [t for t in TARGETS if podman("image", "exists", image_name(t)).returncode != 0]
+    if missing:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts/build-images.sh"), *missing],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+            env={**os.environ, "IMAGE_PREFIX": PREFIX, "VERSION": VERSION},
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"building {missing} failed:\n{proc.stdout}{proc.stderr[-4000:]}")
+    return {t: image_name(t) for t in TARGETS}

@@ -1,0 +1,74 @@
+"""The server image: ``usina server`` as the chart runs it, against PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.images.support import container, free_port, wait_http
+
+
+def test_the_server_image_answers_readyz_on_postgresql(images, postgres_url):
+    port = free_port()
+    name = f"usina-test-server-{os.getpid()}"
+    # The image's own entrypoint and user; only the address and the database change.
+    with container(
+        name,
+        f"--env=USINA_DATABASE_URL={postgres_url}",
+        images["server"],
+        "server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+    ):
+        assert wait_http(f"http://127.0.0.1:{port}/readyz", name) == "ready"
+        assert wait_http(f"http://127.0.0.1:{port}/healthz", name)
+        whoami = subprocess.run(
+            ["podman", "exec", name, "python", "-c", "import os; print(os.getuid())"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert whoami.stdout.strip() == "10001", whoami.stderr
+        # Its tables were made in PostgreSQL, not in a SQLite file inside the container.
+        tables = subprocess.run(
+            ["podman", "exec", name, "ls", "/var/lib/usina"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "usina.db" not in tables.stdout
+
+
+def test_the_images_are_lean_non_root_and_labelled(images):
+    for target, image in images.items():
+        inspect = subprocess.run(
+            ["podman", "image", "inspect", image], capture_output=True, text=True, check=True
+        )
+        (config,) = json.loads(inspect.stdout)
+        user = config["Config"]["User"].split(":")[0]
+        assert user.isdigit(), (target, user)
+        assert int(user) >= 1000, (target, user)
+        labels = config["Config"]["Labels"]
+        for key in ("version", "revision", "source", "licenses", "title"):
+            assert labels.get(f"org.opencontainers.image.{key}"), (target, key)
+        # No compiler, no pip (nothing installs at run time), no pip cache, no test folders.
+        probe = (
+            "import shutil, pathlib, site; "
+            "print([t for t in ('gcc', 'cc', 'g++', 'pip', 'pip3') if shutil.which(t)]); "
+            "print(pathlib.Path('/root/.cache/pip').exists() or "
+            "pathlib.Path('/home/usina/.cache/pip').exists()); "
+            "sp = pathlib.Path(site.getsitepackages()[0]); "
+            "print(sorted(str(p.relative_to(sp)) for p in sp.glob('*/tests'))[:5])"
+        )
+        proc = subprocess.run(
+            ["podman", "run", "--rm", "--pull=never", "--entrypoint=python", image, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        tools, cache, tests = proc.stdout.splitlines()
+        assert tools == "[]", (target, tools)
+        assert cache == "False", target
+        assert tests == "[]", (target, tests)

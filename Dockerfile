@@ -51,17 +51,26 @@ RUN if [ -n "${BUILD_PACKAGES}" ]; then \
     fi \
  && python3 -m venv /opt/build
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY src ./src
-COPY deploy/helm/usina ./deploy/helm/usina
-# One wheelhouse per image: each final stage installs from its own with --no-index.
+# The dependencies' wheels first, from pyproject.toml alone (with a stub usina): this layer is
+# reused until pyproject.toml changes. One wheelhouse per image: each final stage installs from
+# its own with --no-index.
+COPY pyproject.toml ./
 # hadolint ignore=SC2086
-RUN /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/server \
+RUN mkdir -p src/usina deploy/helm/usina && touch README.md src/usina/__init__.py \
+ && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/server \
       '.[server,postgres,mlflow,k8s]' \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/runtime \
       ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
-      '.[tables,mlflow,torch]' ${TORCH_VERSION:+"torch==${TORCH_VERSION}"}
+      '.[tables,mlflow,torch,fraud]' ${TORCH_VERSION:+"torch==${TORCH_VERSION}"} \
+ && rm -rf src deploy README.md /wheels/*/usina-*.whl
+# Then usina's own wheel, from its sources (and the Helm chart it ships).
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY deploy/helm/usina ./deploy/helm/usina
+RUN /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels/server . \
+ && cp /wheels/server/usina-*.whl /wheels/serving/ \
+ && cp /wheels/server/usina-*.whl /wheels/runtime/
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
 FROM ${BASE} AS base
@@ -90,6 +99,9 @@ WORKDIR /home/usina
 # ---- server: usina server ----------------------------------------------------------------------
 FROM base AS server
 ARG VERSION
+# A digest of the build context (scripts/build-images.sh): builders whose layer cache does not
+# follow a bind mount's source re-install when the sources change.
+ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s]==${VERSION}" \
  && pip uninstall -y pip \
@@ -104,6 +116,7 @@ CMD ["server", "--host=0.0.0.0", "--port=8000"]
 # ---- serving: usina serve MODEL_URI -------------------------------------------------------------
 FROM base AS serving
 ARG VERSION
+ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/serving,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[serving,grpc,mlflow]==${VERSION}" \
  && pip uninstall -y pip \
@@ -118,9 +131,11 @@ CMD ["serve", "--help"]
 # ---- runtime: the image a step's Job runs (python -m usina.runtime ...) ------------------------
 # Its base is RUNTIME_BASE (a CUDA image for GPU steps, see the top). The Kubernetes backend
 # runs the pod as UID 1000 (KubernetesSettings.run_as_user), so the image's user is 1000 too.
-# Build your pipeline's image FROM this one and copy its code in.
+# It has the fraud extra (LightGBM) so the reference example runs in it as it is; build your
+# pipeline's image FROM this one and copy its code in.
 FROM ${RUNTIME_BASE} AS runtime
 ARG VERSION
+ARG SOURCE_DIGEST=
 ARG SOURCE
 ARG REVISION
 LABEL org.opencontainers.image.title="usina-runtime" \
@@ -134,11 +149,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# A CUDA base has no Python: install the distribution's 3.12 (Ubuntu 24.04) without caches.
-# hadolint ignore=DL3008
-RUN if ! command -v python3 >/dev/null; then \
+# A CUDA base has no Python: install the distribution's 3.12 (Ubuntu 24.04) without caches;
+# LightGBM needs the OpenMP runtime (libgomp1), which python:X-slim lacks.
+# hadolint ignore=DL3008,SC2086
+RUN missing=""; \
+    command -v python3 >/dev/null || missing="python3 python3-venv"; \
+    ls /usr/lib/*/libgomp.so.1 >/dev/null 2>&1 || missing="$missing libgomp1"; \
+    if [ -n "$missing" ]; then \
       apt-get update \
-      && apt-get install -y --no-install-recommends python3 python3-venv \
+      && apt-get install -y --no-install-recommends $missing \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && (getent group 1000 >/dev/null || groupadd --gid 1000 usina) \
@@ -147,7 +166,7 @@ RUN if ! command -v python3 >/dev/null; then \
           --shell /usr/sbin/nologin usina) \
  && python3 -m venv /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch]==${VERSION}" \
+    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,fraud]==${VERSION}" \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 WORKDIR /home/usina

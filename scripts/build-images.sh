@@ -23,8 +23,13 @@ CACHE=${USINA_IMAGE_CACHE:-.cache/images}
 # Budgets in MB (podman's size of the image, all layers): README, "Container images".
 declare -A BUDGET_MB=([server]=${BUDGET_SERVER_MB:-1100} [runtime]=${BUDGET_RUNTIME_MB:-2000} [serving]=${BUDGET_SERVING_MB:-1100})
 
+# What the build copies (.dockerignore's allow-list), hashed: the final stages re-install usina
+# when it changes, even where the layer cache would not notice.
+SOURCE_DIGEST=$(find pyproject.toml README.md src deploy/helm/usina -type f \
+  -not -path '*/__pycache__/*' -not -name '*.py[cod]' -print0 | sort -z | xargs -0 sha256sum \
+  | sha256sum | cut -c1-16)
 args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
-      --build-arg "TORCH_VERSION=$TORCH_VERSION")
+      --build-arg "TORCH_VERSION=$TORCH_VERSION" --build-arg "SOURCE_DIGEST=$SOURCE_DIGEST")
 if [ -n "${BASE:-}" ]; then
   args+=(--build-arg "BASE=$BASE")
 elif podman image exists "$PRODUCTION_BASE"; then
@@ -48,7 +53,7 @@ for target in "${targets[@]}"; do
   echo "==> building $image (target $target)" >&2
   start=$SECONDS
   # --layers: the builder stage (every wheel) is built once and reused by the other targets.
-  buildah bud --runtime runc --network host --layers --quiet --target "$target" \
+  buildah bud --runtime runc --network host --layers --quiet --format docker --target "$target" \
     "${args[@]}" -t "$image" -f Dockerfile . >/dev/null
   bytes=$(podman image inspect --format '{{.Size}}' "$image")
   mb=$((bytes / 1000000))

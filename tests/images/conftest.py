@@ -20,6 +20,14 @@ PREFIX = os.environ.get("IMAGE_PREFIX", "ghcr.io/usina-ml/")
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A first run builds the images inside the ``images`` fixture: minutes, not seconds."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.timeout(3600))
+
+
 def image_name(target: str) -> str:
     return f"{PREFIX}usina-{target}:{VERSION}"
 

@@ -72,3 +72,17 @@ def test_the_images_are_lean_non_root_and_labelled(images):
         assert tools == "[]", (target, tools)
         assert cache == "False", target
         assert tests == "[]", (target, tests)
+
+
+def test_the_charts_image_references_are_the_built_images(images):
+    import yaml
+
+    from tests.images.conftest import REPO
+
+    chart = yaml.safe_load((REPO / "deploy/helm/usina/Chart.yaml").read_text())
+    values = yaml.safe_load((REPO / "deploy/helm/usina/values.yaml").read_text())
+    for target in ("server", "serving"):
+        ref = values["images"][target]
+        assert f"{ref['repository']}:{ref['tag'] or chart['appVersion']}" == images[target]
+        exists = subprocess.run(["podman", "image", "exists", images[target]], check=False)
+        assert exists.returncode == 0, images[target]

@@ -52,10 +52,12 @@ def test_the_images_are_lean_non_root_and_labelled(images):
         labels = config["Config"]["Labels"]
         for key in ("version", "revision", "source", "licenses", "title"):
             assert labels.get(f"org.opencontainers.image.{key}"), (target, key)
-        # No compiler, no pip (nothing installs at run time), no pip cache, no test folders.
+        # No compiler, no pip in the venv (nothing installs at run time), no pip cache, no
+        # test folders of the installed packages.
         probe = (
             "import shutil, pathlib, site; "
-            "print([t for t in ('gcc', 'cc', 'g++', 'pip', 'pip3') if shutil.which(t)]); "
+            "print([t for t in ('gcc', 'cc', 'g++', 'make', '/opt/venv/bin/pip') "
+            "if shutil.which(t)]); "
             "print(pathlib.Path('/root/.cache/pip').exists() or "
             "pathlib.Path('/home/usina/.cache/pip').exists()); "
             "sp = pathlib.Path(site.getsitepackages()[0]); "

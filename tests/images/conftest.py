@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -54,19 +55,39 @@ def podman_ready() -> None:
         )
 
 
+class Images(Mapping[str, str]):
+    """``{target: image}``; an image missing on first use is built (scripts/build-images.sh,
+    as ``make images`` does), so a test waits only for the images it uses."""
+
+    def __init__(self) -> None:
+        self._ready: set[str] = set()
+
+    def __getitem__(self, target: str) -> str:
+        if target not in TARGETS:
+            raise KeyError(target)
+        name = image_name(target)
+        if target not in self._ready:
+            if podman("image", "exists", name).returncode != 0:
+                proc = subprocess.run(
+                    ["bash", str(REPO / "scripts/build-images.sh"), target],
+                    capture_output=True,
+                    text=True,
+                    timeout=3600,
+                    check=False,
+                    env={**os.environ, "IMAGE_PREFIX": PREFIX, "VERSION": VERSION},
+                )
+                if proc.returncode != 0:
+                    pytest.fail(f"building {name} failed:\n{proc.stdout}{proc.stderr[-4000:]}")
+            self._ready.add(target)
+        return name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TARGETS)
+
+    def __len__(self) -> int:
+        return len(TARGETS)
+
+
 @pytest.fixture(scope="session")
-def images(podman_ready: None) -> dict[str, str]:
-    """``{target: image}``; builds the missing ones (scripts/build-images.sh, as make images)."""
-    missing = [t for t in TARGETS if podman("image", "exists", image_name(t)).returncode != 0]
-    if missing:
-        proc = subprocess.run(
-            ["bash", str(REPO / "scripts/build-images.sh"), *missing],
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-            env={**os.environ, "IMAGE_PREFIX": PREFIX, "VERSION": VERSION},
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"building {missing} failed:\n{proc.stdout}{proc.stderr[-4000:]}")
-    return {t: image_name(t) for t in TARGETS}
+def images(podman_ready: None) -> Images:
+    return Images()

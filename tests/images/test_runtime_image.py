@@ -84,7 +84,8 @@ def run_container(job: dict[str, Any], artifacts: Path, name: str) -> tuple[int,
     )
     proc = ContainerProcess(argv, name, "podman")
     assert proc.stdout is not None
-    log = proc.stdout.read().decode(errors="replace")
+    with proc.stdout:
+        log = proc.stdout.read().decode(errors="replace")
     code = proc.wait(timeout=300)
     return code, proc.reason or "", log
 

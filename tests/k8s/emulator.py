@@ -18,6 +18,8 @@ run). When a Job fails, the Job controller stops its remaining pods (SIGTERM: ex
 sets ``Failed``. With ``execute=True`` the kubelet runs ``torchrun`` commands through
 ``tests/k8s/fake_torchrun.py`` (the same flags, one process per local rank, no torch import),
 with the pods' hostnames resolving to loopback.
+With ``kubelet=PodmanKubelet(...)`` (``tests/k8s/podman_kubelet.py``) each pod's container runs
+in podman instead: its image, user and limits (cgroups) are real.
 
 Faults: ``drop_watches()`` cuts every open watch; ``gone(n)`` answers the next ``n`` watches with
 410 Gone; ``fail(status, n)`` answers the next ``n`` requests with 429/500.

@@ -58,7 +58,7 @@ COPY pyproject.toml ./
 # hadolint ignore=SC2086
 RUN mkdir -p src/usina deploy/helm/usina && touch README.md src/usina/__init__.py \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/server \
-      '.[server,postgres,mlflow,k8s]' \
+      '.[server,postgres,mlflow,k8s,monitoring]' \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/runtime \
       ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
@@ -103,7 +103,7 @@ ARG VERSION
 # follow a bind mount's source re-install when the sources change.
 ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s]==${VERSION}" \
+    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s,monitoring]==${VERSION}" \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 USER 10001:10001

@@ -51,7 +51,10 @@ def container(name: str, *args: str) -> Iterator[str]:
     """``podman run --detach`` with the host's network; removed on exit."""
     subprocess.run(["podman", "rm", "--force", "--time=0", name], capture_output=True, check=False)
     proc = subprocess.run(
-        ["podman", "run", "--detach", "--pull=never", "--network=host", f"--name={name}", *args],
+        [
+            *("podman", "run", "--detach", "--pull=never", "--network=host"),
+            *("--no-healthcheck", f"--name={name}", *args),
+        ],
         capture_output=True,
         text=True,
         check=False,

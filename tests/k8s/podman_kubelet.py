@@ -83,7 +83,8 @@ def run_args(
     spec = pod.get("spec") or {}
     pod_sc = spec.get("securityContext") or {}
     sc = {**pod_sc, **(container.get("securityContext") or {})}
-    argv = [podman, "run", "--pull=never", "--network=host", "--init=false"]
+    # Kubernetes ignores an image's HEALTHCHECK (probes are in the pod spec); so does this kubelet.
+    argv = [podman, "run", "--pull=never", "--network=host", "--init=false", "--no-healthcheck"]
     if name:
         argv.append(f"--name={name}")
     user = sc.get("runAsUser")

@@ -71,6 +71,9 @@ COPY deploy/helm/usina ./deploy/helm/usina
 RUN /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels/server . \
  && cp /wheels/server/usina-*.whl /wheels/serving/ \
  && cp /wheels/server/usina-*.whl /wheels/runtime/
+# The stage ends on a step that changes no file: buildah 1.28 (Debian 12) bind-mounts a stage
+# built wholly from its layer cache one step short of its end (RUN --mount=...,from=builder).
+WORKDIR /wheels
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
 FROM ${BASE} AS base

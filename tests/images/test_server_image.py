@@ -64,7 +64,11 @@ def test_the_images_are_lean_non_root_and_labelled(images):
             "print(sorted(str(p.relative_to(sp)) for p in sp.glob('*/tests'))[:5])"
         )
         proc = subprocess.run(
-            ["podman", "run", "--rm", "--pull=never", "--entrypoint=python", image, "-c", probe],
+            # As root, to see every folder (the image's own user is checked above).
+            [
+                *("podman", "run", "--rm", "--pull=never", "--no-healthcheck", "--user=0"),
+                *("--entrypoint=python", image, "-c", probe),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -88,3 +92,24 @@ def test_the_charts_image_references_are_the_built_images(images):
         assert f"{ref['repository']}:{ref['tag'] or chart['appVersion']}" == images[target]
         exists = subprocess.run(["podman", "image", "exists", images[target]], check=False)
         assert exists.returncode == 0, images[target]
+
+
+def test_the_images_are_within_their_size_budgets(images):
+    """The budgets of scripts/build-images.sh (and the README), in MB as podman counts them."""
+    import re
+
+    from tests.images.conftest import REPO
+
+    script = (REPO / "scripts/build-images.sh").read_text()
+    found = re.findall(r"\[(server|runtime|serving)\]=\$\{BUDGET_\w+:-(\d+)\}", script)
+    budgets = {target: int(mb) for target, mb in found}
+    assert set(budgets) == set(images)
+    for target, image in images.items():
+        size = subprocess.run(
+            ["podman", "image", "inspect", "--format", "{{.Size}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        mb = int(size.stdout) // 1_000_000
+        assert mb <= budgets[target], f"{image} is {mb} MB, over its budget of {budgets[target]}"

@@ -77,15 +77,6 @@ WORKDIR /wheels
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
 FROM ${BASE} AS base
-ARG VERSION
-ARG SOURCE
-ARG REVISION
-LABEL org.opencontainers.image.title="usina" \
-      org.opencontainers.image.description="usina ML platform" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -109,6 +100,15 @@ RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s,monitoring]==${VERSION}" \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
+# The labels last: a new revision changes metadata only, never the layers above.
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-server" \
+      org.opencontainers.image.description="usina server: REST API, web UI and run reconciler" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
@@ -124,6 +124,15 @@ RUN --mount=type=bind,from=builder,source=/wheels/serving,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[serving,grpc,mlflow]==${VERSION}" \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
+# The labels last: a new revision changes metadata only, never the layers above.
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-serving" \
+      org.opencontainers.image.description="usina serve: a model over the Open Inference Protocol" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 EXPOSE 8080 8081
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
@@ -139,14 +148,6 @@ CMD ["serve", "--help"]
 FROM ${RUNTIME_BASE} AS runtime
 ARG VERSION
 ARG SOURCE_DIGEST=
-ARG SOURCE
-ARG REVISION
-LABEL org.opencontainers.image.title="usina-runtime" \
-      org.opencontainers.image.description="usina step runtime (the image of a step's Job)" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -173,6 +174,15 @@ RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 WORKDIR /home/usina
+# The labels last: a new revision changes metadata only, never the layers above.
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-runtime" \
+      org.opencontainers.image.description="usina step runtime (the image of a step's Job)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 1000:1000
 # A step's Job has no long-running process to probe: it runs and exits.
 HEALTHCHECK NONE

@@ -81,10 +81,13 @@ def test_no_compilers_or_caches_in_the_final_images() -> None:
 
 
 def test_oci_labels() -> None:
-    for stage in ("base", "runtime"):
+    for stage in ("server", "serving", "runtime"):
         text = stages()[stage]
-        for label in ("version", "source", "revision", "licenses"):
+        for label in ("title", "version", "source", "revision", "licenses"):
             assert f"org.opencontainers.image.{label}=" in text, (stage, label)
+        # After the install: a new revision (label) must not invalidate the install's layer.
+        assert text.index("LABEL ") > text.index("pip install"), stage
+        assert text.index("ARG REVISION") > text.index("pip install"), stage
 
 
 def test_extras_exist() -> None:

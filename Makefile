@@ -89,9 +89,10 @@ images:
 	  TORCH_VERSION='$(TORCH_VERSION)' bash scripts/build-images.sh
 
 # Steps, the server and serving run in the built images under podman with real cgroup limits
-# (tests/images): needs root, podman (scripts/podman-setup.sh) and `make images`.
+# (tests/images, left out of `make test`): needs root, podman (scripts/podman-setup.sh) and
+# `make images`.
 test-images: install services images
-	$(BIN)/python -m pytest tests/images -p no:cacheprovider $(PYTEST_ARGS)
+	USINA_IMAGE_TESTS=1 $(BIN)/python -m pytest tests/images -p no:cacheprovider $(PYTEST_ARGS)
 
 fmt: install
 	$(BIN)/ruff format src tests examples benchmarks

@@ -21,6 +21,18 @@ PREFIX = os.environ.get("IMAGE_PREFIX", "ghcr.io/usina-ml/")
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Not part of ``make test``: these tests build and run images (minutes, root, podman).
+    ``make test-images`` runs them, as does naming them: ``pytest tests/images``."""
+    here = Path(__file__).resolve().parent
+    if not collection_path.resolve().is_relative_to(here):
+        return None
+    if os.environ.get("USINA_IMAGE_TESTS") == "1":
+        return None
+    named = [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
+    return None if any(p.is_relative_to(here) for p in named) else True
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A first run builds the images inside the ``images`` fixture: minutes, not seconds."""
     here = Path(__file__).resolve().parent

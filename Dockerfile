@@ -98,6 +98,7 @@ ARG VERSION
 ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s,monitoring]==${VERSION}" \
+ && python -c 'import usina' \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 # The labels last: a new revision changes metadata only, never the layers above.
@@ -122,6 +123,7 @@ ARG VERSION
 ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/serving,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[serving,grpc,mlflow]==${VERSION}" \
+ && python -c 'import usina' \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 # The labels last: a new revision changes metadata only, never the layers above.
@@ -171,6 +173,7 @@ RUN missing=""; \
  && python3 -m venv /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,fraud]==${VERSION}" \
+ && python -c 'import usina' \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 WORKDIR /home/usina

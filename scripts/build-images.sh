@@ -42,9 +42,23 @@ else
   args+=(--build-arg "BASE=$LOCAL_BASE" --build-arg "BUILD_PACKAGES="
          --build-arg "TORCH_INDEX_URL=")
 fi
+volumes=()
 while IFS= read -r volume; do
-  args+=(-v "$volume")
+  volumes+=(-v "$volume")
 done < <(python3 scripts/pip_build_config.py "$CACHE")
+
+bud() {
+  buildah bud --runtime runc --network host --layers --quiet --format docker "$@" -f Dockerfile . \
+    >/dev/null
+}
+
+# The builder stage alone gets the pip configuration's volumes: buildah leaves an empty mount
+# point in a layer for each one, which belongs in no final image. The final stages install
+# from the builder's wheels (--no-index) and reuse its cached layers.
+echo "==> building the wheels (target builder)" >&2
+start=$SECONDS
+bud --target builder "${args[@]}" "${volumes[@]}" -t "localhost/usina-builder:$VERSION"
+echo "wheels built in $((SECONDS - start))s" >&2
 
 targets=("$@")
 ((${#targets[@]})) || targets=(server runtime serving)
@@ -53,9 +67,7 @@ for target in "${targets[@]}"; do
   image=${IMAGE_PREFIX}usina-$target:$VERSION
   echo "==> building $image (target $target)" >&2
   start=$SECONDS
-  # --layers: the builder stage (every wheel) is built once and reused by the other targets.
-  buildah bud --runtime runc --network host --layers --quiet --format docker --target "$target" \
-    "${args[@]}" -t "$image" -f Dockerfile . >/dev/null
+  bud --target "$target" "${args[@]}" -t "$image"
   bytes=$(podman image inspect --format '{{.Size}}' "$image")
   mb=$((bytes / 1000000))
   printf '%-45s %6s MB (budget %s MB), built in %ss\n' "$image" "$mb" "${BUDGET_MB[$target]}" \

@@ -113,3 +113,39 @@ def test_the_images_are_within_their_size_budgets(images):
         )
         mb = int(size.stdout) // 1_000_000
         assert mb <= budgets[target], f"{image} is {mb} MB, over its budget of {budgets[target]}"
+
+
+def _existing(image: str, paths: list[str]) -> set[str]:
+    probe = "import os, sys; print('\\n'.join(p for p in sys.argv[1:] if os.path.lexists(p)))"
+    proc = subprocess.run(
+        [
+            *("podman", "run", "--rm", "--pull=never", "--no-healthcheck", "--user=0"),
+            *("--entrypoint=python3", image, "-c", probe, *paths),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def test_the_builds_pip_configuration_left_nothing_in_the_images(images, tmp_path):
+    """The machine's pip configuration and the local folders it names were mounted into the
+    build (scripts/pip_build_config.py): no file, folder or empty mount point of theirs is in a
+    final image, unless the base image has it (the CA bundle)."""
+    import sys
+
+    from tests.images.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts/pip_build_config.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    targets = [line.split(":")[1] for line in out.stdout.splitlines()]
+    assert "/etc/pip.conf" in targets
+    base = _existing("localhost/usina-base:bookworm", targets)
+    for target, image in images.items():
+        assert _existing(image, targets) <= base, target

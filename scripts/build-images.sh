@@ -26,9 +26,12 @@ declare -A BUDGET_MB=([server]=${BUDGET_SERVER_MB:-1200} [runtime]=${BUDGET_RUNT
 
 # What the build copies (.dockerignore's allow-list), hashed: the final stages re-install usina
 # when it changes, even where the layer cache would not notice.
-SOURCE_DIGEST=$(find pyproject.toml README.md src deploy/helm/usina -type f \
-  -not -path '*/__pycache__/*' -not -name '*.py[cod]' -print0 | sort -z | xargs -0 sha256sum \
-  | sha256sum | cut -c1-16)
+# (README.md is in the context only for the wheel's metadata: it does not count.)
+source_digest() {
+  find pyproject.toml src deploy/helm/usina -type f -not -path '*/__pycache__/*' \
+    -not -name '*.py[cod]' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+SOURCE_DIGEST=$(source_digest)
 args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
       --build-arg "TORCH_VERSION=$TORCH_VERSION" --build-arg "SOURCE_DIGEST=$SOURCE_DIGEST")
 if [ -n "${BASE:-}" ]; then
@@ -54,7 +57,8 @@ bud() {
 
 # The builder stage alone gets the pip configuration's volumes: buildah leaves an empty mount
 # point in a layer for each one, which belongs in no final image. The final stages install
-# from the builder's wheels (--no-index) and reuse its cached layers.
+# from the builder's wheels (--no-index) and reuse its cached layers, so the build context must
+# not change while this script runs (else the builder re-runs without the pip configuration).
 echo "==> building the wheels (target builder)" >&2
 start=$SECONDS
 bud --target builder "${args[@]}" "${volumes[@]}" -t "localhost/usina-builder:$VERSION"
@@ -77,4 +81,8 @@ for target in "${targets[@]}"; do
     status=1
   fi
 done
+if [ "$(source_digest)" != "$SOURCE_DIGEST" ]; then
+  echo "build-images: the sources changed during the build; run it again" >&2
+  status=1
+fi
 exit $status

@@ -110,7 +110,8 @@ def test_no_process_outlives_its_attempt(
     )
     local.launch(task)
     grandchild = _wait_pid_file(pid_file)
-    assert _alive(grandchild)
+    if ending != "exit":  # with "exit" the attempt may be over (and swept) already
+        assert _alive(grandchild)
     if ending == "cancel":
         _wait(local, task.attempt_id, {TaskState.RUNNING})
         local.cancel(task.attempt_id)

@@ -118,4 +118,7 @@ def test_follow_stream_sends_output_and_ends_with_the_attempt(tmp_path: Path) ->
             ) as reply:
                 body = b"".join(reply.iter_bytes())
         assert b"sleeping" in body
+        deadline = time.monotonic() + 10
+        while server.app.state.follow_slots.open_streams() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert server.app.state.follow_slots.open_streams() == 0

@@ -468,7 +468,10 @@ class LocalBackend:
     def _end_tree(self, attempt: _Attempt) -> None:
         """Kill whatever the attempt's main process left running (see the module docstring)."""
         if attempt.pid is not None:
-            end_process_tree(attempt.pid, attempt.id)
+            # An adopted attempt's pid comes from its pid file, maybe from before a reboot:
+            # then it may name anyone's process group now, so only the environment mark counts.
+            before_boot = attempt.adopted and attempt.started_at < psutil.boot_time()
+            end_process_tree(attempt.pid, attempt.id, by_session=not before_boot)
 
     def _copy_log(self, attempt: _Attempt) -> None:
         path = os.path.join(attempt.folder, "output.log")
@@ -565,8 +568,9 @@ def _signal_group(pid: int, sig: int) -> None:
             raise
 
 
-def _leftovers(session: int, attempt_id: str) -> list[psutil.Process]:
-    """Processes of this user in the attempt's session or marked with its attempt id."""
+def _leftovers(session: int | None, attempt_id: str) -> list[psutil.Process]:
+    """Processes of this user in the attempt's session (when given) or marked with its
+    attempt id."""
     me = os.getuid()
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "uids"]):
@@ -575,7 +579,7 @@ def _leftovers(session: int, attempt_id: str) -> list[psutil.Process]:
                 continue
             if proc.info["uids"].real != me:
                 continue
-            if os.getsid(proc.pid) == session:
+            if session is not None and os.getsid(proc.pid) == session:
                 found.append(proc)
                 continue
             if proc.environ().get("USINA_ATTEMPT_ID") == attempt_id:
@@ -585,21 +589,27 @@ def _leftovers(session: int, attempt_id: str) -> list[psutil.Process]:
     return found
 
 
-def end_process_tree(pid: int, attempt_id: str, rounds: int = 5) -> int:
-    """SIGKILL every process left of the attempt whose main process was ``pid`` (its group,
-    its session, its environment mark); repeated while a round still finds some (a process
-    may fork while it is swept). Returns how many were killed."""
-    _signal_group(pid, signal.SIGKILL)
+def end_process_tree(pid: int, attempt_id: str, *, by_session: bool = True, rounds: int = 5) -> int:
+    """SIGKILL every process left of the attempt whose main process was ``pid`` (its group
+    and session when ``by_session``, and its environment mark); repeated while a round still
+    finds some (a process may fork while it is swept). Returns how many were killed."""
+    if by_session:
+        _signal_group(pid, signal.SIGKILL)
     killed = 0
+    session = pid if by_session else None
     for _ in range(rounds):
-        found = [p for p in _leftovers(pid, attempt_id) if p.status() != psutil.STATUS_ZOMBIE]
+        found = []
+        for proc in _leftovers(session, attempt_id):
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
         if not found:
             break
         for proc in found:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
                 killed += 1
-        psutil.wait_procs(found, timeout=1.0)
+        psutil.wait_procs(found, timeout=0.5)
     if killed:
         log.info("attempt %s: killed %d process(es) it left running", attempt_id, killed)
     return killed

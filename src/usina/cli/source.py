@@ -7,9 +7,10 @@ JSON the same way whichever source it reads.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from usina.cli import remote
-from usina.cli.display import attempt_json, run_json
+from usina.cli.display import attempt_json, run_json, step_reasons
 from usina.engine.policy import advice
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptState, RunState
@@ -66,7 +67,9 @@ class LocalRuns:
 
     def show(self, run_id: str) -> Json:
         md = self.comps.metadata
-        return run_json(md.get_run(run_id), md.get_steps(run_id), md.get_attempts(run_id))
+        run = self.comps.metadata.get_run(run_id)
+        reasons = step_reasons(md.list_events(run_id))
+        return run_json(run, md.get_steps(run_id), md.get_attempts(run_id), reasons)
 
     def _attempt(self, run_id: str, step: str, number: int | None) -> AttemptRecord:
         md = self.comps.metadata
@@ -124,7 +127,13 @@ class RemoteRuns:
         return remote.list_runs(self.server, limit=limit, state=state, pipeline=pipeline)
 
     def show(self, run_id: str) -> Json:
-        return remote.show(self.server, run_id)
+        shown = remote.show(self.server, run_id)
+        quoted = quote(run_id)
+        reasons = step_reasons(self.server.call("GET", f"/api/v1/runs/{quoted}/events"))
+        for step in shown.get("steps", []):
+            if not step.get("cached"):
+                step["why"] = reasons.get(step["node"])
+        return shown
 
     def logs(self, run_id: str, step: str, attempt: int | None) -> str:
         return remote.logs(self.server, run_id, step, attempt)

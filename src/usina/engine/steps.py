@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from usina.engine.base import EngineBase
-from usina.engine.cache import cache_key
+from usina.engine.cache import cache_material, key_of, last_key, material_key, miss_reason
 from usina.engine.policy import decide
 from usina.engine.ports import result_key
 from usina.engine.records import (
@@ -39,7 +39,9 @@ class Steps(EngineBase):
     def _settle(
         self, run: RunRecord, node: PlanNode, step: StepRecord, attempts: Sequence[AttemptRecord]
     ) -> StepRecord:
-        """Bring the step's own state in line with its latest attempt."""
+        """Bring the step's own state in line with its latest attempt (attempts before a resume,
+        numbered up to ``retry_base``, are history)."""
+        attempts = [a for a in attempts if a.number > step.retry_base]
         if step.state.finished or not attempts:
             return step
         latest = attempts[-1]
@@ -102,10 +104,52 @@ class Steps(EngineBase):
         self._track("step_finished", run, step, latest)
         return step
 
-    def _key(self, node: PlanNode, inputs: Mapping[str, dict[str, Any]]) -> str:
+    def _material(self, node: PlanNode, inputs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         digests = {n: v["artifact"]["digest"] for n, v in inputs.items() if "artifact" in v}
+        for name, value in inputs.items():
+            if "artifacts" in value:  # a list or dict of upstream outputs (fan-in)
+                digests[name] = json.dumps(value["artifacts"], sort_keys=True, default=str)
         env_values = {name: os.environ.get(name) for name in node.env}
-        return cache_key(node, digests, self.environment, env_values)
+        return cache_material(node, digests, self.environment, env_values)
+
+    def _key(self, node: PlanNode, inputs: Mapping[str, dict[str, Any]]) -> str:
+        return key_of(self._material(node, inputs))
+
+    def _uses_cache(self, run: RunRecord) -> bool:
+        """``--no-cache`` is the run's own: a resume keeps it."""
+        return self.settings.use_cache and bool(run.plan.get("use_cache", True))
+
+    def _old_material(self, key: str | None) -> dict[str, Any] | None:
+        if not key:
+            return None
+        raw = self.artifacts.read_record(material_key(key))
+        return json.loads(raw) if raw is not None else None
+
+    def _explain_miss(
+        self,
+        run: RunRecord,
+        node: PlanNode,
+        step: StepRecord,
+        key: str,
+        material: dict[str, Any],
+        why: str,
+    ) -> None:
+        """Keep the key's material, and say (an event) why a step runs instead of its cache."""
+        self.artifacts.write_record(
+            material_key(key), json.dumps(material, sort_keys=True, default=str).encode()
+        )
+        pointer = last_key(run.pipeline, node.id)
+        previous = self.artifacts.read_record(pointer)
+        self.artifacts.write_record(pointer, key.encode())
+        if why == "re-run":
+            return  # a retry, or a resume: the first attempt or ``step_rerun`` said why
+        if not why:
+            old_key = previous.decode() if previous is not None else None
+            if old_key == key:
+                why = "no cached result (its last run did not succeed)"
+            else:
+                why = miss_reason(self._old_material(old_key), material)
+        self._event(run.id, "step_cache_miss", node=node.id, message=why)
 
     def _from_cache(
         self,
@@ -114,15 +158,20 @@ class Steps(EngineBase):
         step: StepRecord,
         key: str,
         steps: dict[str, StepRecord],
-    ) -> bool:
-        if not (node.cache and self.settings.use_cache) or step.attempts:
-            return False
+    ) -> str | None:
+        """Serve the step from the cache (None), or say why not ("" when there is no entry)."""
+        if not node.cache:
+            return "cache=False"
+        if not self._uses_cache(run):
+            return "--no-cache"
+        if step.attempts:
+            return "re-run"
         outputs = self.metadata.cache_get(key)
         if outputs is None or len(outputs) != node.outputs:
-            return False
-        if not all(self.artifacts.exists(o.digest) for o in outputs):
-            log.info("cache entry of %s has missing artifacts; recomputing", node.id)
-            return False
+            return ""
+        if not all(self.artifacts.verify(o.digest) for o in outputs):
+            log.info("cache entry of %s has missing or corrupt artifacts; recomputing", node.id)
+            return "artifact missing or corrupt"
         now = self.clock.now()
         done = replace(
             step,
@@ -137,7 +186,7 @@ class Steps(EngineBase):
         steps[node.id] = done
         self._event(run.id, "step_cached", node=node.id)
         self._track("step_finished", run, done, None)
-        return True
+        return None
 
 
 __all__ = ["Steps"]

@@ -10,6 +10,7 @@ import contextvars
 import hashlib
 import inspect
 import json
+import os
 import textwrap
 import types
 import typing
@@ -145,6 +146,67 @@ def _code_hash(fn: Callable[..., Any], extra: str) -> str:
     return hashlib.sha256((source + "\0" + extra).encode()).hexdigest()
 
 
+_NO_PICKLE_MODULES = {"builtins", "typing", "collections", "numpy", "pandas", "polars", "pyarrow"}
+
+
+def _needs_pickle(annotation: Any) -> str | None:
+    """The name of a type in a return annotation that only pickle can store, if any."""
+    if annotation is None or isinstance(annotation, str) or annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple):
+        for arg in typing.get_args(annotation):
+            found = _needs_pickle(arg)
+            if found is not None:
+                return found
+        return None
+    if origin is not None or not isinstance(annotation, type):
+        return None
+    if issubclass(annotation, dict | list | tuple | str | bytes | int | float):
+        return None
+    module = (getattr(annotation, "__module__", "") or "").split(".", 1)[0]
+    if module in _NO_PICKLE_MODULES:
+        return None
+    return f"{module}.{annotation.__qualname__}"
+
+
+def data_hashes(step: Step[..., Any], root: str) -> dict[str, str]:
+    """``{"data:<path>": content hash}`` of the files a step declares with ``files=``."""
+    out: dict[str, str] = {}
+    for name in step.files:
+        path = name if os.path.isabs(name) else os.path.join(root, name)
+        if os.path.isdir(path):
+            paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+        elif os.path.isfile(path):
+            paths = [path]
+        else:
+            raise DefinitionError(
+                f"step '{step.name}': files= names {name!r}, which does not exist under the "
+                f"project root {root}; fix the path or create the file"
+            )
+        digest = hashlib.sha256()
+        for item in paths:
+            digest.update(os.path.relpath(item, path).encode() + b"\0")
+            digest.update(_file_hash(item).encode())
+        out[f"data:{name}"] = digest.hexdigest()[:16]
+    return out
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_hash(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
 def _matches(value: object, annotation: Any) -> bool:
     """A light check of a constant against a simple annotation; unknown types pass."""
     if annotation is inspect.Parameter.empty or annotation is Any:
@@ -182,6 +244,7 @@ class Step(Generic[P, R]):
         cache_version: str | None = None,
         pickle: bool = False,
         env: Sequence[str] = (),
+        files: Sequence[str] = (),
         distributed: object | None = None,
     ) -> None:
         self.fn = fn
@@ -192,6 +255,7 @@ class Step(Generic[P, R]):
         self.cache_version = cache_version
         self.pickle = pickle
         self.env = tuple(env)
+        self.files = tuple(files)
         self.distributed = distributed
         self.signature = inspect.signature(fn)
         self.hints = _type_hints(fn)
@@ -214,6 +278,16 @@ class Step(Generic[P, R]):
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 problems.append(f"parameter '{param.name}' is *args/**kwargs; name each input")
+        if not self.pickle:
+            needs = _needs_pickle(self.hints.get("return"))
+            if needs is not None:
+                problems.append(
+                    f"it returns {needs}, which usina can only store with pickle; return a "
+                    "DataFrame, array, dict/list/str/number or bytes, or allow pickle with "
+                    f"@step(pickle=True) (load it only from stores you trust)"
+                )
+        if isinstance(self.files, str) or not all(isinstance(f, str) for f in self.files):
+            problems.append("files= must be a list of paths, e.g. files=['data/raw.csv']")
         problems += self.resources.problems()
         problems += self.retry.problems()
         check = getattr(self.distributed, "problems", None)
@@ -325,6 +399,7 @@ def step(
     cache_version: str | None = None,
     pickle: bool = False,
     env: Sequence[str] = (),
+    files: Sequence[str] = (),
     distributed: object | None = None,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
@@ -336,7 +411,8 @@ def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     failure class. timeout: seconds or "15m". cache: reuse a previous result with the same
     cache key. cache_version: bump to invalidate old results by hand. pickle: allow values
     that have no typed serializer to be pickled. env: names of environment variables that are
-    passed to the step and are part of its cache key.
+    passed to the step and are part of its cache key. files: data files (or folders) the step
+    reads, relative to the project root; their content is part of its cache key.
     """
     if fn is not None:
         return Step(fn)

@@ -11,12 +11,12 @@ from urllib.parse import quote
 import typer
 
 from usina.cli import remote
-from usina.cli.common import EXIT_FAILED, Output, OutputOpt, err, out, server, settings
+from usina.cli.common import EXIT_FAILED, Output, OutputOpt, err, existing_settings, out, server
 from usina.cli.display import print_json, run_json, run_summary, run_table, runs_table
 from usina.cli.drive import drive, tracker
 from usina.cli.source import runs_source
 from usina.engine.records import RunState
-from usina.errors import StateError
+from usina.errors import NotFoundError, StateError
 from usina.sdk.pipeline import Pipeline, Plan
 
 runs_app = typer.Typer(
@@ -135,10 +135,13 @@ def runs_resume(
         resumed = remote_server.call("POST", f"/api/v1/runs/{quote(run_id)}/resume")
         as_json = output is Output.json
         raise typer.Exit(remote.follow(remote_server, resumed, out, as_json=as_json))
-    current = settings()
+    current = existing_settings()
     comps = open_stores(current)
     try:
-        record = comps.metadata.get_run(run_id)
+        try:
+            record = comps.metadata.get_run(run_id)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} (store: {current.where()})") from exc
         old = Plan.from_json(record.plan)
         pipe: Pipeline | None = None
         plan: Plan | None = None
@@ -208,8 +211,13 @@ def source_show(comps: Any, run_id: str) -> dict[str, Any]:
 def _cancel_here(run_id: str) -> dict[str, Any]:
     from usina.compose.components import make_engine, open_stores
 
-    comps = open_stores(settings())
+    current = existing_settings()
+    comps = open_stores(current)
     try:
+        try:
+            comps.metadata.get_run(run_id)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} (store: {current.where()})") from exc
         engine = make_engine(comps)
         record = engine.cancel(run_id)
         if not record.state.finished:

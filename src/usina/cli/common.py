@@ -49,13 +49,14 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def existing_settings() -> Settings:
+def existing_settings(run_id: str | None = None) -> Settings:
     """The settings of a store that must exist already (commands on existing runs never create
     an empty one); raises NotFoundError naming where it looked."""
     current = settings()
     if not current.store_exists():
+        missing = f"run {run_id!r} does not exist: " if run_id else ""
         raise NotFoundError(
-            f"no usina store at {current.where()}; run a pipeline first "
+            f"{missing}no usina store at {current.where()}; run a pipeline first "
             "(usina run FILE.py), cd into its project, or set USINA_HOME"
         )
     return current

@@ -135,7 +135,7 @@ def runs_resume(
         resumed = remote_server.call("POST", f"/api/v1/runs/{quote(run_id)}/resume")
         as_json = output is Output.json
         raise typer.Exit(remote.follow(remote_server, resumed, out, as_json=as_json))
-    current = existing_settings()
+    current = existing_settings(run_id)
     comps = open_stores(current)
     try:
         try:
@@ -211,7 +211,7 @@ def source_show(comps: Any, run_id: str) -> dict[str, Any]:
 def _cancel_here(run_id: str) -> dict[str, Any]:
     from usina.compose.components import make_engine, open_stores
 
-    current = existing_settings()
+    current = existing_settings(run_id)
     comps = open_stores(current)
     try:
         try:

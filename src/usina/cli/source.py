@@ -73,6 +73,10 @@ class LocalRuns:
             self._comps.close()
 
     def _run(self, run_id: str) -> RunRecord:
+        if not self.settings.store_exists():
+            from usina.cli.common import existing_settings
+
+            existing_settings(run_id)  # raises, naming where it looked
         try:
             return self.comps.metadata.get_run(run_id)
         except NotFoundError as exc:
@@ -86,14 +90,14 @@ class LocalRuns:
         return [_summary(run_json(r, [])) for r in runs]
 
     def show(self, run_id: str) -> Json:
-        md = self.comps.metadata
         run = self._run(run_id)
+        md = self.comps.metadata
         reasons = step_reasons(md.list_events(run_id))
         return run_json(run, md.get_steps(run_id), md.get_attempts(run_id), reasons)
 
     def _attempt(self, run_id: str, step: str, number: int | None) -> AttemptRecord:
-        md = self.comps.metadata
         self._run(run_id)
+        md = self.comps.metadata
         attempts = md.get_attempts(run_id, step)
         if not attempts:
             names = [s.node for s in md.get_steps(run_id)]
@@ -116,8 +120,8 @@ class LocalRuns:
         return attempt_logs(self.comps, chosen.id, chosen.backend)
 
     def why(self, run_id: str) -> Json:
-        md = self.comps.metadata
         record = self._run(run_id)
+        md = self.comps.metadata
         report = []
         for a in md.get_attempts(run_id):
             if a.state is not AttemptState.FAILED:

@@ -35,6 +35,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module("usina.client").Client
     raise AttributeError(f"module 'usina' has no attribute {name!r}")
 
+
 __all__ = [
     "Client",
     "DefinitionError",

@@ -133,7 +133,7 @@ def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
 
 
 #: Events that say why a step ran instead of coming from the cache.
-WHY_EVENTS = ("step_cache_miss", "step_rerun")
+WHY_EVENTS = ("step_cache_miss", "step_rerun", "step_unused")
 
 
 def step_reasons(events: Sequence[Any]) -> dict[str, str]:
@@ -146,6 +146,8 @@ def step_reasons(events: Sequence[Any]) -> dict[str, str]:
         if kind in WHY_EVENTS and node:
             if kind == "step_cache_miss" and reasons.get(node, "").startswith("resume: "):
                 continue  # a resumed step's own reason stays
+            if kind == "step_unused":
+                message = f"not run: past the end of its map's list ({message})"
             reasons[node] = f"resume: {message}" if kind == "step_rerun" else message
     return reasons
 

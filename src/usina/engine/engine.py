@@ -308,6 +308,10 @@ class Engine(Attempts, Steps):
                 continue
             if step.state is StepState.BACKOFF and (step.next_attempt_at or 0) > now:
                 continue
+            settled = self._map_branch(run, node, step, steps)
+            if settled is not None:
+                steps[node.id] = settled
+                continue
             inputs = task_inputs(node, steps)
             material = self._material(node, inputs)
             key = key_of(material)

@@ -4,6 +4,7 @@ failure by the retry policy) and serving it from the cache when the same work wa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -107,10 +108,69 @@ class Steps(EngineBase):
     def _material(self, node: PlanNode, inputs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         digests = {n: v["artifact"]["digest"] for n, v in inputs.items() if "artifact" in v}
         for name, value in inputs.items():
+            if "item" in value:  # a map branch depends on its item only, not the whole list
+                items = self._list_of(ArtifactRef.from_json(value["artifact"]))
+                if isinstance(items, list) and value["item"] < len(items):
+                    blob = json.dumps(items[value["item"]], sort_keys=True, default=str)
+                    digests[name] = "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
             if "artifacts" in value:  # a list or dict of upstream outputs (fan-in)
                 digests[name] = json.dumps(value["artifacts"], sort_keys=True, default=str)
         env_values = {name: os.environ.get(name) for name in node.env}
         return cache_material(node, digests, self.environment, env_values)
+
+    def _list_of(self, ref: ArtifactRef) -> list[Any] | str:
+        """The list a map runs over (a JSON output), or why it is not one."""
+        cached = self._lists.get(ref.digest)
+        if cached is not None:
+            return cached
+        if ref.serializer != "json":
+            return f"it is a {ref.type_name}, not a list"
+        value = json.loads(self.artifacts.get_bytes(ref.digest))
+        if not isinstance(value, list):
+            return f"it is a {type(value).__name__}, not a list"
+        if len(self._lists) > 256:
+            self._lists.clear()
+        self._lists[ref.digest] = value
+        return value
+
+    def _map_branch(
+        self, run: RunRecord, node: PlanNode, step: StepRecord, steps: Mapping[str, StepRecord]
+    ) -> StepRecord | None:
+        """Settle a branch of a map over a run-time list that does not run: past the list's
+        end (succeeded, no output), or the list is not one or is longer than the bound (failed).
+        None: the branch runs."""
+        for name, spec in node.inputs.items():
+            if "item" not in spec:
+                continue
+            source, index = spec["ref"]
+            items = self._list_of(steps[source].outputs[index])
+            now = self.clock.now()
+            problem = None
+            if isinstance(items, str):
+                problem = f"the map input '{name}' from step '{source}': {items}"
+            elif len(items) > int(spec.get("width") or 0):
+                problem = (
+                    f"the map input '{name}' from step '{source}' has {len(items)} items, more "
+                    f"than max_width={spec.get('width')}; raise max_width in {node.step}.map()"
+                )
+            if problem is not None:
+                failed = replace(
+                    step, state=StepState.FAILED, finished_at=now, error=f"user_error: {problem}"
+                )
+                self._save_step(failed)
+                self._event(run.id, "step_failed", node=node.id, message=problem)
+                return failed
+            assert isinstance(items, list)
+            if spec["item"] >= len(items):
+                unused = replace(
+                    step, state=StepState.SUCCEEDED, outputs=(), started_at=now, finished_at=now
+                )
+                self._save_step(unused)
+                self._event(
+                    run.id, "step_unused", node=node.id, message=f"the list has {len(items)} items"
+                )
+                return unused
+        return None
 
     def _key(self, node: PlanNode, inputs: Mapping[str, dict[str, Any]]) -> str:
         return key_of(self._material(node, inputs))

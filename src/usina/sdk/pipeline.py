@@ -19,7 +19,16 @@ from typing import Any
 
 from usina.errors import DefinitionError, ParameterError
 from usina.sdk.codedeps import Resolver, combined, project_root
-from usina.sdk.step import BuildContext, Const, Node, Ref, Step, data_hashes, set_building
+from usina.sdk.step import (
+    BuildContext,
+    Const,
+    Node,
+    Ref,
+    Refs,
+    Step,
+    data_hashes,
+    set_building,
+)
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -202,6 +211,25 @@ def _toposort(nodes: Mapping[str, Node], pipeline: str) -> list[str]:
     return order
 
 
+def input_spec(value: Ref | Refs | Const) -> dict[str, Any]:
+    """An input as plan data: ``{"ref": [node, index]}`` (with ``item``/``width`` for a branch
+    of a map over a run-time list), ``{"refs": [[node, index], ...], "keys": [...] | None,
+    "optional": bool}`` for fan-in, or ``{"const": value}``."""
+    if isinstance(value, Ref):
+        spec: dict[str, Any] = {"ref": [value.node, value.index]}
+        if value.item is not None:
+            spec["item"] = value.item
+            spec["width"] = value.width
+        return spec
+    if isinstance(value, Refs):
+        return {
+            "refs": [[r.node, r.index] for r in value.refs],
+            "keys": list(value.keys) if value.keys is not None else None,
+            "optional": value.optional,
+        }
+    return {"const": value.value}
+
+
 def _locate(step: Step[..., Any]) -> tuple[str, str, str | None]:
     module_name = step.fn.__module__
     qualname = step.fn.__qualname__
@@ -307,11 +335,7 @@ class Pipeline:
             module, qualname, file = _locate(node.step)
             inputs: dict[str, dict[str, Any]] = {}
             for pname, value in node.inputs.items():
-                if isinstance(value, Ref):
-                    inputs[pname] = {"ref": [value.node, value.index]}
-                else:
-                    assert isinstance(value, Const)
-                    inputs[pname] = {"const": value.value}
+                inputs[pname] = input_spec(value)
             dist = node.step.distributed
             to_json = getattr(dist, "to_json", None)
             deps = deps_of.get(id(node.step))

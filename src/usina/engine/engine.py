@@ -279,7 +279,7 @@ class Engine(Attempts, Steps):
         )
         for node in plan.nodes:
             step = steps[node.id]
-            step = self._settle(run, node, step, attempts.get(node.id, []))
+            step = self._settle(run, node, step, attempts.get(node.id, []), steps)
             steps[node.id] = step
             if step.state.finished or step.state is StepState.RUNNING:
                 continue

@@ -4,6 +4,7 @@ failure by the retry policy) and serving it from the cache when the same work wa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from usina.engine.records import (
     StepRecord,
     StepState,
 )
+from usina.errors import ArtifactMissingError
 from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass, Retry
 
@@ -33,12 +35,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("usina.engine.engine")
 
+#: What the artifact store raises when an input's bytes are gone or do not match their hash.
+_LOST = ("ArtifactCorruptError", "ArtifactMissingError")
+#: Times one step may send its producers back to recompute a lost input in one run.
+_MAX_RECOVERIES = 3
+
 
 class Steps(EngineBase):
     """The engine's part that settles steps and uses the cache."""
 
     def _settle(
-        self, run: RunRecord, node: PlanNode, step: StepRecord, attempts: Sequence[AttemptRecord]
+        self,
+        run: RunRecord,
+        node: PlanNode,
+        step: StepRecord,
+        attempts: Sequence[AttemptRecord],
+        steps: dict[str, StepRecord] | None = None,
     ) -> StepRecord:
         """Bring the step's own state in line with its latest attempt (attempts before a resume,
         numbered up to ``retry_base``, are history)."""
@@ -74,6 +86,10 @@ class Steps(EngineBase):
         # The latest attempt failed: apply the policy once (BACKOFF means it was applied).
         if step.state not in (StepState.PENDING, StepState.RUNNING):
             return step
+        if steps is not None and not run.cancel_requested:
+            recovered = self._recompute_lost_inputs(run, node, step, attempts, steps)
+            if recovered is not None:
+                return recovered
         counted = [
             a.failure_class or FailureClass.USER_ERROR
             for a in attempts
@@ -117,6 +133,74 @@ class Steps(EngineBase):
                 digests[name] = json.dumps(value["artifacts"], sort_keys=True, default=str)
         env_values = {name: os.environ.get(name) for name in node.env}
         return cache_material(node, digests, self.environment, env_values)
+
+    def _recompute_lost_inputs(
+        self,
+        run: RunRecord,
+        node: PlanNode,
+        step: StepRecord,
+        attempts: Sequence[AttemptRecord],
+        steps: dict[str, StepRecord],
+    ) -> StepRecord | None:
+        """When the latest attempt failed because an input artifact is missing or corrupt (the
+        store refused its bytes: ``ArtifactMissingError``/``ArtifactCorruptError`` naming its
+        digest), compute its producer again in this run, and let this step wait for it without
+        charging the failed attempt to its retry budget. None: not such a failure."""
+        latest = attempts[-1]
+        message = latest.message or ""
+        if latest.failure_class is not FailureClass.INFRA or not any(
+            name in message for name in _LOST
+        ):
+            return None
+        lost: dict[str, str] = {}
+        for spec in node.inputs.values():
+            pairs = [spec["ref"]] if "ref" in spec else list(spec.get("refs", ()))
+            for source, index in pairs:
+                outputs = steps[source].outputs
+                if index < len(outputs) and outputs[index].digest in message:
+                    lost[source] = outputs[index].digest
+        recoveries = sum(1 for a in attempts if any(n in (a.message or "") for n in _LOST))
+        if not lost or recoveries > _MAX_RECOVERIES:
+            return None
+        for source, digest in lost.items():
+            producer = steps[source]
+            again = replace(
+                producer,
+                state=StepState.PENDING,
+                outputs=(),
+                cached=False,
+                finished_at=None,
+                error=None,
+                next_attempt_at=None,
+                retry_base=producer.attempts,
+            )
+            self._save_step(again)
+            steps[source] = again
+            self._event(
+                run.id,
+                "step_rerun",
+                node=source,
+                message=f"its output {digest} was missing or corrupt when {node.id} read it",
+            )
+        waiting = replace(
+            step,
+            state=StepState.PENDING,
+            attempts=latest.number,
+            retry_base=latest.number,
+            next_attempt_at=None,
+            error=None,
+        )
+        self._save_step(waiting)
+        self._event(
+            run.id,
+            "step_retry",
+            node=node.id,
+            message=(
+                f"input from {', '.join(sorted(lost))} was missing or corrupt: recomputing it "
+                "first; this attempt does not count against the retry budget"
+            ),
+        )
+        return waiting
 
     def _list_of(self, ref: ArtifactRef) -> list[Any] | str:
         """The list a map runs over (a JSON output), or why it is not one."""
@@ -229,8 +313,14 @@ class Steps(EngineBase):
         outputs = self.metadata.cache_get(key)
         if outputs is None or len(outputs) != node.outputs:
             return ""
-        if not all(self.artifacts.verify(o.digest) for o in outputs):
+        bad = [o.digest for o in outputs if not self.artifacts.verify(o.digest)]
+        if bad:
             log.info("cache entry of %s has missing or corrupt artifacts; recomputing", node.id)
+            for digest in bad:
+                # A read through the store moves corrupt bytes aside (quarantine), so the
+                # recomputed output is written afresh instead of deduplicated onto them.
+                with contextlib.suppress(ArtifactMissingError):
+                    self.artifacts.get_bytes(digest)
             return "artifact missing or corrupt"
         now = self.clock.now()
         done = replace(

@@ -200,7 +200,6 @@ class Resolver:
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
         self._paths: dict[str, str | None] = {}
-        self._closures: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- where modules live -----------------------------------------------------------------
 
@@ -253,68 +252,60 @@ class Resolver:
             return None
 
     def deps(self, module: str, name: str) -> dict[str, str]:
-        """``{"helpers.py:scale": hash, ...}``: ``module.name`` and all it can run."""
+        """``{"helpers.py:scale": hash, ...}``: ``module.name`` and all it can run.
+
+        A worklist, not recursion: a chain of imports hundreds of modules deep is fine."""
         found: dict[str, str] = {}
         seen: set[tuple[str, str]] = set()
-        self._visit(module, name, found, seen)
+        todo: list[tuple[str, str]] = [(module, name)]
+        while todo:
+            item = todo.pop()
+            if item in seen:
+                continue
+            seen.add(item)
+            todo.extend(self._visit(*item, found))
         return dict(sorted(found.items()))
 
-    def _visit(
-        self, module: str, name: str, found: dict[str, str], seen: set[tuple[str, str]]
-    ) -> None:
-        if (module, name) in seen:
-            return
-        seen.add((module, name))
+    def _visit(self, module: str, name: str, found: dict[str, str]) -> list[tuple[str, str]]:
+        """Record ``module.name``; return what it leads to."""
         index = self._index(module)
         if index is None:
-            return
+            return []
+        nxt: list[tuple[str, str]] = []
         if name == WHOLE:
             found[self.label(module, WHOLE)] = index.whole
-            for bound in index.hashes:
-                self._visit(module, bound, found, seen)
+            nxt += [(module, bound) for bound in index.hashes]
             for imported in index.imports.values():
-                self._visit_import(imported, [], found, seen)
-            return
+                nxt += self._import_targets(imported, [])
+            return nxt
         if name in index.hashes:
             found[self.label(module, name)] = index.hashes[name]
             for chain in sorted(index.loads.get(name, ())):
-                self._visit_chain(index, chain.split("."), found, seen)
-            return
+                nxt += self._chain_targets(index, chain.split("."))
+            return nxt
         if name in index.imports:
-            self._visit_import(index.imports[name], [], found, seen)
-            return
-        for source in index.star:
-            self._visit(source, name, found, seen)
+            return self._import_targets(index.imports[name], [])
+        nxt += [(source, name) for source in index.star]
         # A submodule reached as an attribute of a package (``pkg.sub``).
         if self.path_of(f"{module}.{name}") is not None:
-            self._visit(f"{module}.{name}", WHOLE, found, seen)
+            nxt.append((f"{module}.{name}", WHOLE))
+        return nxt
 
-    def _visit_chain(
-        self,
-        index: ModuleIndex,
-        parts: list[str],
-        found: dict[str, str],
-        seen: set[tuple[str, str]],
-    ) -> None:
+    def _chain_targets(self, index: ModuleIndex, parts: list[str]) -> list[tuple[str, str]]:
         head, rest = parts[0], parts[1:]
         if head in index.hashes:
-            self._visit(index.name, head, found, seen)
-        elif head in index.imports:
-            self._visit_import(index.imports[head], rest, found, seen)
-        else:
-            for source in index.star:
-                self._visit(source, head, found, seen)
+            return [(index.name, head)]
+        if head in index.imports:
+            return self._import_targets(index.imports[head], rest)
+        return [(source, head) for source in index.star]
 
-    def _visit_import(
-        self, imported: _Import, rest: list[str], found: dict[str, str], seen: set[tuple[str, str]]
-    ) -> None:
+    def _import_targets(self, imported: _Import, rest: list[str]) -> list[tuple[str, str]]:
         module, attr = imported.module, imported.attr
         if attr is not None:
             if self.path_of(f"{module}.{attr}") is not None:  # ``from pkg import sub``
                 module, attr = f"{module}.{attr}", None
             else:
-                self._visit(module, attr, found, seen)
-                return
+                return [(module, attr)]
         # ``module`` is a module used through ``rest``: follow submodules, then one name.
         while rest and self.path_of(f"{module}.{rest[0]}") is not None:
             index = self._index(module)
@@ -323,8 +314,8 @@ class Resolver:
             module = f"{module}.{rest[0]}"
             rest = rest[1:]
         if self.path_of(module) is None:
-            return
-        self._visit(module, rest[0] if rest else WHOLE, found, seen)
+            return []
+        return [(module, rest[0] if rest else WHOLE)]
 
 
 def project_root(start: str) -> str:

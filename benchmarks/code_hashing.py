@@ -129,7 +129,8 @@ def measure(root: Path, pipeline: Path) -> dict[str, float]:
     return result
 
 
-def main() -> None:
+def measure_all() -> dict[str, object]:
+    """The summary ``main`` prints (also reported by ``benchmarks/orchestration.py``)."""
     # Step k reaches modules 1..k+1 of the chain (at most USED); the same in both projects.
     reach = [1 + (k % (USED - 1)) for k in range(STEPS)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +157,11 @@ def main() -> None:
             "deps": cases["deep"]["max_deps"],
         },
     }
-    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def main() -> None:
+    print(json.dumps(measure_all(), indent=2))
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def build_task(
         attempt_id=attempt_id(run_id, node.id, number),
         run_id=run_id,
         pipeline=plan.pipeline,
-        node=node.to_json(),
+        # the code dependency map explains cache misses; the worker does not need it
+        node={k: v for k, v in node.to_json().items() if k != "code_deps"},
         number=number,
         resources=resources if resources is not None else Resources.from_json(node.resources),
         inputs=dict(inputs or {}),

@@ -34,7 +34,7 @@ from usina.engine.records import (
 )
 from usina.engine.steps import Steps
 from usina.engine.tasks import attempt_id, new_run_id, task_inputs
-from usina.errors import StateError
+from usina.errors import ArtifactMissingError, StateError
 from usina.sdk.pipeline import Plan
 
 if TYPE_CHECKING:
@@ -131,7 +131,11 @@ class Engine(Attempts, Steps):
                 up = next(u for u in node.upstream if u in why)
                 why[node.id] = f"upstream step '{up}' runs again"
             elif step.state is StepState.SUCCEEDED and step.cache_key and plan is not None:
-                material = self._material(node, task_inputs(node, steps))
+                try:
+                    material = self._material(node, task_inputs(node, steps))
+                except ArtifactMissingError:
+                    why[node.id] = "its input is missing or corrupt"
+                    continue
                 if key_of(material) != step.cache_key:
                     old = self._old_material(step.cache_key)
                     why[node.id] = miss_reason(old, material) if old else "its cache key changed"

@@ -218,7 +218,7 @@ class Steps(EngineBase):
         return value
 
     def _map_branch(
-        self, run: RunRecord, node: PlanNode, step: StepRecord, steps: Mapping[str, StepRecord]
+        self, run: RunRecord, node: PlanNode, step: StepRecord, steps: dict[str, StepRecord]
     ) -> StepRecord | None:
         """Settle a branch of a map over a run-time list that does not run: past the list's
         end (succeeded, no output), or the list is not one or is longer than the bound (failed).
@@ -227,8 +227,25 @@ class Steps(EngineBase):
             if "item" not in spec:
                 continue
             source, index = spec["ref"]
-            items = self._list_of(steps[source].outputs[index])
             now = self.clock.now()
+            try:
+                items = self._list_of(steps[source].outputs[index])
+            except ArtifactMissingError as exc:  # the list's bytes are gone or corrupt
+                producer = steps[source]
+                again = replace(
+                    producer,
+                    state=StepState.PENDING,
+                    outputs=(),
+                    cached=False,
+                    finished_at=None,
+                    error=None,
+                    next_attempt_at=None,
+                    retry_base=producer.attempts,
+                )
+                self._save_step(again)
+                steps[source] = again
+                self._event(run.id, "step_rerun", node=source, message=str(exc))
+                return step
             problem = None
             if isinstance(items, str):
                 problem = f"the map input '{name}' from step '{source}': {items}"

@@ -77,9 +77,16 @@ def run_table(run: dict[str, Any]) -> Table:
             f"[{_step_style(s['state'])}]{label}[/]",
             str(s["attempts"] or ""),
             "" if cached else format_duration(took),
-            s["error"] or (f"ran: {s['why']}" if s.get("why") and not cached else ""),
+            s["error"] or _why_note(s),
         )
     return table
+
+
+def _why_note(s: dict[str, Any]) -> str:
+    why = s.get("why")
+    if not why or s.get("cached"):
+        return ""
+    return why if why.startswith("not run") else f"ran: {why}"
 
 
 def step_line(s: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -60,6 +60,16 @@ def server(
     queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
     image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
     context: Annotated[str | None, typer.Option(help="kubernetes: kubeconfig context")] = None,
+    webhook: Annotated[
+        list[str],
+        typer.Option(
+            help="call URL when runs finish: URL[;on=failed,succeeded][;format=json|slack]"
+            "[;token-env=VAR][;name=NAME] (repeatable)"
+        ),
+    ] = [],  # noqa: B006
+    external_url: Annotated[
+        str | None, typer.Option(help="this server's URL as users reach it (links in webhooks)")
+    ] = None,
 ) -> None:
     """Serve the platform: REST API (/docs), web UI (/ui) and the run reconciler."""
     import uvicorn
@@ -87,6 +97,8 @@ def server(
             max_parallel=max_parallel,
             enabled=reconcile,
         ),
+        webhooks=tuple(_webhooks(webhook)),
+        external_url=external_url,
         backend=backend,
         backend_options={
             k: v
@@ -109,3 +121,13 @@ def server(
     )
     typer.echo(f"usina server: http://{host}:{port}/ui  (API docs: /docs)", err=True)
     uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _webhooks(values: list[str]) -> list[Any]:
+    from usina.errors import DefinitionError
+    from usina.server.notify import Webhook
+
+    try:
+        return [Webhook.parse(v, i) for i, v in enumerate(values)]
+    except ValueError as exc:
+        raise DefinitionError(f"--webhook: {exc}") from None

@@ -87,7 +87,7 @@ RUN groupadd --system --gid 10001 usina \
  && useradd --system --uid 10001 --gid usina --home-dir /home/usina --create-home \
       --shell /usr/sbin/nologin usina \
  && python3 -m venv /opt/venv \
- && install -d -o usina -g usina /var/lib/usina
+ && install -d -m 0755 -o usina -g usina /var/lib/usina
 WORKDIR /home/usina
 
 # ---- server: usina server ----------------------------------------------------------------------
@@ -170,7 +170,7 @@ RUN missing=""; \
  && (getent passwd 1000 >/dev/null \
      || useradd --uid 1000 --gid 1000 --home-dir /home/usina --create-home \
           --shell /usr/sbin/nologin usina) \
- && python3 -m venv /opt/venv
+ && python3 -m venv --clear /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,fraud,gpu]==${VERSION}" \
  && python -c 'import usina' \

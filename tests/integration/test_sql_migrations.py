@@ -30,6 +30,8 @@ TABLES = {
     "token_roles",
     "audit_log",
     "endpoints",
+    "schedules",
+    "schedule_ticks",
     "alembic_version",
 }
 

@@ -11,6 +11,7 @@ from tests.k8s.podman_kubelet import cpus, memory_bytes, run_args
 from usina.backends.kubernetes.manifests import build_job
 from usina.backends.kubernetes.settings import KubernetesSettings
 from usina.engine.ports import Task
+from usina.sdk.resources import Resources
 
 
 def job() -> dict:
@@ -20,7 +21,7 @@ def job() -> dict:
         pipeline="p",
         node={"id": "train", "step": "train"},
         number=1,
-        resources={"cpu": "500m", "memory": "1536Mi", "shm": "64Mi"},
+        resources=Resources(cpu="500m", memory="1536Mi", shm="64Mi"),
         inputs={},
         artifacts_url="/data/artifacts",
         params={},

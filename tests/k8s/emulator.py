@@ -308,9 +308,7 @@ class Emulator:
         with self.lock:
             self._delete(("pods", namespace, name))
 
-    def kueue_evict(
-        self, job_name: str, namespace: str = "ml", reason: str = "Preempted"
-    ) -> None:
+    def kueue_evict(self, job_name: str, namespace: str = "ml", reason: str = "Preempted") -> None:
         """What Kueue and the Job controller do when an admitted workload is evicted: the
         Workload gets ``Evicted`` (and ``Preempted``) True, the Job is suspended again and its
         live pods are stopped."""

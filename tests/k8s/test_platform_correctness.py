@@ -83,7 +83,8 @@ def test_a_started_step_past_its_timeout_fails_as_timeout(  # type: ignore[no-un
     backend.launch(make_task(attempt, timeout=1.0))
     obs = settle(backend, [attempt], timeout=15)[attempt]
     assert obs.failure_class is FailureClass.TIMEOUT, obs  # type: ignore[attr-defined]
-    assert obs.started_at is not None and obs.finished_at is not None  # type: ignore[attr-defined]
+    assert obs.started_at is not None  # type: ignore[attr-defined]
+    assert obs.finished_at is not None  # type: ignore[attr-defined]
     assert obs.finished_at - obs.started_at < 3  # type: ignore[attr-defined]
     assert _until(lambda: emulator.get("jobs", attempt) is None)
 
@@ -124,7 +125,8 @@ def test_the_gang_service_is_owned_by_its_job(  # type: ignore[no-untyped-def]
     settle(backend, [attempt], done=("running",))
     service = emulator.get("services", attempt)
     job = emulator.get("jobs", attempt)
-    assert service is not None and job is not None
+    assert service is not None
+    assert job is not None
     assert service["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "batch/v1",

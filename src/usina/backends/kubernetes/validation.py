@@ -52,9 +52,7 @@ def dns1123_label(field: str, value: str) -> list[str]:
 
 def dns1123_subdomain(field: str, value: str) -> list[str]:
     if len(value) > 253:
-        return [
-            f"{field}={value[:20]!r}... has {len(value)} characters (DNS-1123 subdomain: 253)"
-        ]
+        return [f"{field}={value[:20]!r}... has {len(value)} characters (DNS-1123 subdomain: 253)"]
     if not DNS1123_SUBDOMAIN.fullmatch(value):
         return [
             f"{field}={value!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and "

@@ -34,7 +34,7 @@ IMAGE_REFERENCE = re.compile(
     r"(?:@sha256:[a-f0-9]{64})?$"
 )
 #: URL schemes whose objects every pod of a cluster can read (given credentials).
-SHARED_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https", "memory")
+SHARED_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https")
 
 
 def dns1123_label(field: str, value: str) -> list[str]:

@@ -152,3 +152,61 @@ def test_rdzv_timeout_reaches_torchrun() -> None:
     _, job = render_gang(task, KubernetesSettings(namespace="ml", image="usina:1"))
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--rdzv-conf=timeout=45" in command
+
+
+def test_the_engine_retries_a_kueue_eviction_without_the_users_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from kubernetes import client
+
+    from tests.k8s.pipeline_steps import fraud_k8s
+    from usina.backends.kubernetes import KubernetesBackend
+    from usina.engine.engine import Engine, EngineSettings
+    from usina.engine.records import RunState
+    from usina.stores.artifacts import FsspecArtifactStore
+    from usina.testing import InMemoryMetadataStore
+
+    artifacts = FsspecArtifactStore(str(tmp_path / "artifacts"))
+    metadata = InMemoryMetadataStore()
+    run_id = "fraud-evict"
+    first = f"{run_id}-score-1"  # score has Retry(user=0): only a disruption may retry it
+    with Emulator(execute=True) as emulator:
+        emulator.script(first, HANG)
+
+        def evict_once_running() -> None:
+            def running() -> bool:
+                return any(
+                    p["metadata"]["labels"].get("batch.kubernetes.io/job-name") == first
+                    and p["status"].get("phase") == "Running"
+                    for p in emulator.list("pods")
+                )
+
+            if _until(running, timeout=60):
+                emulator.kueue_evict(first)
+
+        evictor = threading.Thread(target=evict_once_running, daemon=True)
+        evictor.start()
+        config = client.Configuration()
+        config.host = emulator.url
+        api = client.ApiClient(config)
+        settings = KubernetesSettings(
+            namespace="ml", image="usina:test", queue="team", backoff_base=0.01
+        )
+        backend = KubernetesBackend(settings, api, artifacts)
+        try:
+            engine = Engine(
+                backend=backend,
+                metadata=metadata,
+                artifacts=artifacts,
+                settings=EngineSettings(poll_interval=0.2, environment="k8s-test"),
+            )
+            run = engine.submit(fraud_k8s.compile(), run_id=run_id)
+            final = engine.drive(run.id)
+        finally:
+            backend.close()
+            api.close()
+        evictor.join(timeout=5)
+    assert final.state is RunState.SUCCEEDED, final
+    score = metadata.get_attempts(run_id, "score")
+    assert [a.failure_class for a in score] == [FailureClass.PREEMPTED, None]
+    assert score[0].reason == "Evicted"

@@ -185,6 +185,7 @@ class Emulator:
         self.created: list[Obj] = []  # the bodies of create requests, as the client sent them
         self.patches: list[tuple[str, str, Obj]] = []  # (kind, name, patch) as sent
         self.scripts: dict[str, list[PodScript]] = {}
+        self.suffix_scripts: dict[str, list[PodScript]] = {}
         self.index_scripts: dict[tuple[str, int], list[PodScript]] = {}
         #: Pods the Job controller created, per Job name (a gang restarts as a new Job, never
         #: as a replacement pod).
@@ -255,6 +256,12 @@ class Emulator:
         """What the pods of this attempt's Job do, in order (the last one repeats)."""
         with self.lock:
             self.scripts[attempt_id] = list(pods)
+
+    def script_suffix(self, suffix: str, *pods: PodScript) -> None:
+        """What the pods of every attempt whose id ends with ``suffix`` (``"-train-1"``: the
+        first attempt of step train, whatever the run) do, unless ``script`` names it."""
+        with self.lock:
+            self.suffix_scripts[suffix] = list(pods)
 
     def script_index(self, attempt_id: str, index: int, *pods: PodScript) -> None:
         """What the pods of one index of this attempt's Indexed Job do, in order (the last one
@@ -508,6 +515,8 @@ class Emulator:
         else:
             n = self._pods_made[uid]
             scripts = self.scripts.get(attempt)
+        if not scripts:  # by the end of the attempt id: "-train-1" (run ids not known yet)
+            scripts = next((v for k, v in self.suffix_scripts.items() if attempt.endswith(k)), None)
         scripts = scripts or [self.default_script]
         return scripts[min(n, len(scripts) - 1)]
 

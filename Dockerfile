@@ -42,7 +42,7 @@ COPY deploy/helm/usina ./deploy/helm/usina
 RUN pip wheel --wheel-dir /wheels/server '.[server,postgres,mlflow,k8s]' \
  && pip wheel --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
  && pip wheel --wheel-dir /wheels/runtime --extra-index-url "${TORCH_INDEX_URL}" \
-      '.[tables,mlflow,torch]'
+      '.[tables,mlflow,torch,gpu]'
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS base
@@ -126,7 +126,7 @@ RUN if ! command -v python3 >/dev/null; then \
           --shell /usr/sbin/nologin usina) \
  && python3 -m venv /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch]==${VERSION}" \
+    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,gpu]==${VERSION}" \
  && pip uninstall -y pip
 WORKDIR /home/usina
 USER 1000:1000

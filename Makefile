@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
-EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,server,monitoring,docs,dev
+EXTRAS ?= postgres,tables,mlflow,fraud,serving,grpc,k8s,deploy,torch,server,monitoring,docs,s3,gpu,llm,mcp,dev
 # PyTorch's CPU build, installed by pip before uv resolves the extras (which then finds it
 # satisfied): uv would otherwise fetch the default, CUDA-bundling wheel. pip takes the local
 # wheel where one is configured (PIP_FIND_LINKS), else the index's.

@@ -8,6 +8,9 @@ targets. MLServer runs from its own venv under ``benchmarks/.venvs/mlserver`` (c
     python benchmarks/serving.py                     # everything, 10 s per point
     python benchmarks/serving.py --duration 5 --servers usina,fastapi-2w
     python benchmarks/serving.py --soak 120          # + the 2-minute overload soak (RSS growth)
+    python benchmarks/serving.py --model strings --servers usina,mlserver,fastapi-2w
+        # a scikit-learn Pipeline one-hot-encoding string columns (uf, mcc): usina vs MLServer's
+        # scikit-learn runtime with its pandas codec vs FastAPI calling model.predict(DataFrame)
 
 Needs ``wrk`` (``bash scripts/install_wrk.sh``: apt) and the project's venv with the
 ``serving,grpc,mlflow,fraud,dev`` extras. Results vary with what else runs on the machine.
@@ -42,6 +45,10 @@ VENVS = HERE / ".venvs"
 WORK = HERE / ".work"
 # uvloop 0.22 made get_event_loop() raise without a loop, which breaks MLServer 1.7 workers.
 MLSERVER_PINS = ["mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop<0.22"]
+# The string-column model is unpickled by MLServer's scikit-learn runtime: same sklearn there.
+MLSERVER_SKLEARN_PINS = ["mlserver-sklearn==1.7.1", "pandas>=2.2"]
+UFS = ["SP", "RJ", "MG", "BA", "RS", "PR", "PE", "CE", "PA", "SC", "GO", "AM", "DF", "ES"]
+MCCS = ["5411", "5812", "5999", "4111", "5732", "7995", "5311", "5541"]
 N_FEATURES = 30
 N_TREES = 200
 MODEL = "fraud"
@@ -81,11 +88,90 @@ def build_model(work: Path) -> Path:
     return model_dir
 
 
+def build_strings_model(work: Path) -> Path:
+    """A scikit-learn Pipeline on payments with string columns (``uf``, the Brazilian state,
+    and ``mcc``) one-hot encoded by a ColumnTransformer, saved as an MLflow model (usina) and
+    as ``model.joblib`` (MLServer, FastAPI)."""
+    model_dir = work / "mlflow-strings-model"
+    if (model_dir / "MLmodel").exists():
+        return model_dir
+    import warnings
+
+    warnings.simplefilter("ignore")
+    import joblib
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    df = pd.DataFrame(
+        {
+            "amount": rng.gamma(2.0, 80.0, n),
+            "uf": rng.choice(UFS, n),
+            "mcc": rng.choice(MCCS, n),
+            "installments": rng.integers(1, 13, n).astype(np.int64),
+        }
+    )
+    df.columns = pd.Index(list(df.columns), dtype=object)
+    logit = (df.amount - 160) / 80 + np.where(df.mcc == "7995", 2.0, 0.0) - 0.1 * df.installments
+    y = (logit + rng.normal(size=n) > 1.0).astype(int)
+    model = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["uf", "mcc"]),
+                        ("num", StandardScaler(), ["amount", "installments"]),
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(df, y)
+    mlflow.sklearn.save_model(
+        model,
+        str(model_dir),
+        signature=infer_signature(df.head(100), model.predict(df.head(100))),
+        input_example=df.head(3),
+        pip_requirements=["scikit-learn"],
+    )
+    joblib.dump(model, model_dir / "model.joblib")
+    return model_dir
+
+
 def booster_file(model_dir: Path) -> Path:
     return next(p for p in model_dir.iterdir() if p.suffix == ".lgb")
 
 
-def request_body() -> bytes:
+def request_body(kind: str = "lightgbm") -> bytes:
+    if kind == "strings":
+        # One row as named columns; the parameters are MLServer's pandas/str codecs (usina
+        # reads the types from the model's signature and ignores them).
+        cols = [
+            ("amount", "FP64", [412.5], None),
+            ("uf", "BYTES", ["SP"], "str"),
+            ("mcc", "BYTES", ["7995"], "str"),
+            ("installments", "INT64", [3], None),
+        ]
+        inputs = []
+        for name, datatype, data, codec in cols:
+            item: dict[str, Any] = {"name": name, "shape": [1], "datatype": datatype, "data": data}
+            if codec:
+                item["parameters"] = {"content_type": codec}
+            inputs.append(item)
+        doc = {
+            "parameters": {"content_type": "pd"},
+            "inputs": inputs,
+            "outputs": [{"name": "predict_proba"}],  # the same work for every server
+        }
+        return json.dumps(doc).encode()
     row = [round(0.1 * i - 1.0, 3) for i in range(N_FEATURES)]
     return json.dumps(
         {"inputs": [{"name": "input-0", "shape": [1, N_FEATURES], "datatype": "FP32", "data": row}]}
@@ -97,12 +183,16 @@ def request_body() -> bytes:
 FASTAPI_APP = """
 import os
 import lightgbm as lgb
+import joblib
 import numpy as np
+import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 app = FastAPI()
-booster = lgb.Booster(model_file=os.environ["BENCH_MODEL_FILE"])
+STRINGS = os.environ.get("BENCH_KIND") == "strings"
+booster = None if STRINGS else lgb.Booster(model_file=os.environ["BENCH_MODEL_FILE"])
+pipeline = joblib.load(os.environ["BENCH_MODEL_FILE"]) if STRINGS else None
 
 
 class Input(BaseModel):
@@ -123,6 +213,15 @@ def infer(req: InferRequest):
     return {"model_name": "fraud", "outputs": [
         {"name": "predict", "datatype": "FP64", "shape": list(pred.shape),
          "data": pred.tolist()}]}
+
+
+@app.post("/v2/models/fraud_strings/infer")
+def infer_strings(req: InferRequest):
+    frame = pd.DataFrame({i.name: i.data for i in req.inputs})
+    proba = pipeline.predict_proba(frame)
+    return {"model_name": "fraud", "outputs": [
+        {"name": "predict_proba", "datatype": "FP64", "shape": list(proba.shape),
+         "data": proba.reshape(-1).tolist()}]}
 
 
 @app.post("/noop")
@@ -163,25 +262,32 @@ def wait_http(port: int, path: str, timeout: float, proc: subprocess.Popen[bytes
     raise RuntimeError(f"not ready after {timeout}s")
 
 
-def ensure_mlserver_venv() -> Path:
+def ensure_mlserver_venv(kind: str = "lightgbm") -> Path:
     venv = VENVS / "mlserver"
     py = venv / "bin" / "python"
-    marker = venv / ".installed"
+    marker = venv / (".installed" if kind == "lightgbm" else ".installed-sklearn")
     if marker.exists():
         return venv
-    print(f"creating {venv} with {' '.join(MLSERVER_PINS)} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "uv"], check=True)
+    pins = list(MLSERVER_PINS)
+    if kind == "strings":
+        import sklearn
+
+        pins += [*MLSERVER_SKLEARN_PINS, f"scikit-learn=={sklearn.__version__}"]
+    print(f"creating {venv} with {' '.join(pins)} ...", flush=True)
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "uv"], check=True)
     subprocess.run(
-        [str(venv / "bin" / "uv"), "pip", "install", "-q", "--python", str(py), *MLSERVER_PINS],
+        [str(venv / "bin" / "uv"), "pip", "install", "-q", "--python", str(py), *pins],
         check=True,
     )
     marker.touch()
     return venv
 
 
-def start(name: str, model_dir: Path, work: Path) -> Served:
+def start(name: str, model_dir: Path, work: Path, kind: str = "lightgbm") -> Served:
     http_port, grpc_port = free_port(), free_port()
+    strings = kind == "strings"
     log = work / f"{name}.log"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     grpc: int | None = grpc_port
@@ -195,13 +301,18 @@ def start(name: str, model_dir: Path, work: Path) -> Served:
             "--workers", workers, "--log-level", "warning",
         ]  # fmt: skip
     elif name.startswith("mlserver"):
-        venv = ensure_mlserver_venv()
+        venv = ensure_mlserver_venv(kind)
         repo = work / name
         shutil.rmtree(repo, ignore_errors=True)
         (repo / MODEL).mkdir(parents=True)
-        shutil.copy(booster_file(model_dir), repo / MODEL / "model.bst")
-        settings = {"name": MODEL, "implementation": "mlserver_lightgbm.LightGBMModel",
-                    "parameters": {"uri": "./model.bst"}}  # fmt: skip
+        if strings:
+            shutil.copy(model_dir / "model.joblib", repo / MODEL / "model.joblib")
+            settings = {"name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel",
+                        "parameters": {"uri": "./model.joblib"}}  # fmt: skip
+        else:
+            shutil.copy(booster_file(model_dir), repo / MODEL / "model.bst")
+            settings = {"name": MODEL, "implementation": "mlserver_lightgbm.LightGBMModel",
+                        "parameters": {"uri": "./model.bst"}}  # fmt: skip
         if name == "mlserver-batching":
             settings |= {"max_batch_size": 32, "max_batch_time": 0.002}
         (repo / MODEL / "model-settings.json").write_text(json.dumps(settings))
@@ -221,7 +332,12 @@ def start(name: str, model_dir: Path, work: Path) -> Served:
         app_dir = work / "fastapi_app"
         app_dir.mkdir(exist_ok=True)
         (app_dir / "bench_app.py").write_text(textwrap.dedent(FASTAPI_APP))
-        env["BENCH_MODEL_FILE"] = str(booster_file(model_dir))
+        env["BENCH_KIND"] = kind
+        env["BENCH_MODEL_FILE"] = str(
+            model_dir / "model.joblib" if strings else booster_file(model_dir)
+        )
+        if strings:
+            path = "/v2/models/fraud_strings/infer"
         workers = name.split("-")[1].rstrip("w")
         cmd = [
             sys.executable, "-m", "uvicorn", "bench_app:app", "--app-dir", str(app_dir),
@@ -419,6 +535,12 @@ def main() -> int:
         default="usina,mlserver,mlserver-batching,fastapi-1w,fastapi-2w,noop-2w",
     )
     parser.add_argument("--grpc-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--model",
+        choices=["lightgbm", "strings"],
+        default="lightgbm",
+        help="lightgbm: 30 float features; strings: a Pipeline one-hot-encoding string columns",
+    )
     parser.add_argument("--soak", type=float, default=0.0, help="overload soak seconds (0: off)")
     parser.add_argument("--soak-connections", type=int, default=1024)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -428,16 +550,20 @@ def main() -> int:
         return 2
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=WORK))
-    model_dir = build_model(WORK)
+    kind = args.model
+    model_dir = build_strings_model(WORK) if kind == "strings" else build_model(WORK)
     conns = [int(c) for c in args.connections.split(",")]
-    body = request_body()
+    body = request_body(kind)
     rest: dict[str, dict[int, Point]] = {}
     grpc_points: dict[str, Point] = {}
-    print(f"model: {N_TREES}-tree LightGBM, {N_FEATURES} features; one row per request")
+    if kind == "strings":
+        print("model: scikit-learn Pipeline, one-hot uf and mcc (strings) + 2 numbers; one row")
+    else:
+        print(f"model: {N_TREES}-tree LightGBM, {N_FEATURES} features; one row per request")
     print(f"{'server':<18}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name in args.servers.split(","):
         label = "usina-2w" if name == "usina" else name
-        served = start(label, model_dir, work)
+        served = start(label, model_dir, work, kind)
         try:
             run_wrk(served.http_port, served.path, body, 16, 2)  # warm up
             rest[name] = {}
@@ -449,7 +575,7 @@ def main() -> int:
                     f"{point.p99_ms:>9.2f}{point.errors:>8}",
                     flush=True,
                 )
-            if served.grpc_port is not None:
+            if served.grpc_port is not None and kind == "lightgbm":
                 point = run_grpc(served.grpc_port, args.grpc_concurrency, args.duration)
                 grpc_points[name] = point
                 print(

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from usina.tracking.uri import default_tracking_uri
+
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "examples" / "fraud" / "pipeline.py"
 
@@ -38,7 +40,7 @@ def _load_output(home: Path, ref: dict[str, object]) -> object:
     )
 
 
-def _serve_champion(name: str, tracking: str, sample: Any = None) -> None:
+def _serve_champion(name: str, sample: Any = None) -> None:
     """Serve the champion over the Open Inference Protocol and score a few transactions of
     the out-of-time test set (``sample``: a polars frame with the features and the label)."""
     import socket
@@ -48,7 +50,8 @@ def _serve_champion(name: str, tracking: str, sample: Any = None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    # No MLFLOW_TRACKING_URI for the server: `usina serve` finds the store `usina run` used,
+    # exactly as the command printed at the end suggests.
     server = subprocess.Popen(
         [
             sys.executable,
@@ -63,7 +66,6 @@ def _serve_champion(name: str, tracking: str, sample: Any = None) -> None:
             "--no-grpc",
         ],
         cwd=REPO,
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -147,14 +149,14 @@ def main(argv: list[str]) -> int:
     verdict = "became champion" if decision.get("promoted") else "stayed challenger"
     print(f"\nregistry:   {decision.get('name')} version {decision.get('version')} {verdict}")
     print(f"            {decision.get('reason')}")
-    tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db"
+    tracking = default_tracking_uri(home=home)
     test_set = _load_output(home, steps["split"]["outputs"][2])
     sample = (
         test_set.filter(test_set["label"] == 0)
         .head(2)
         .vstack(test_set.filter(test_set["label"] == 1).head(1))
     )
-    _serve_champion(str(decision.get("name") or "fraud"), tracking, sample)
+    _serve_champion(str(decision.get("name") or "fraud"), sample)
     print("\n== where to look (in a new shell, first: . .venv/bin/activate)")
     print(f"usina runs show {run_id}")
     print(f"usina runs why {run_id}        # failed or retried attempts, if any")

@@ -13,6 +13,10 @@
     ├── SerializationError     a step's value cannot be written or read as an artifact
     ├── BackendError           a backend could not launch, observe or cancel an attempt
     ├── DeployError            the Helm chart could not be rendered, or its objects applied
+    ├── BundleError            a code bundle could not be packed, fetched or unpacked
+    │   ├── BundleTooLargeError    over the size limit (also a DefinitionError: exit 2)
+    │   ├── BundleIntegrityError   its bytes do not match their sha256 (also ArtifactMissingError)
+    │   └── UnsafeBundleError      an entry would land outside its folder, or is a link
     └── MissingExtraError      an optional dependency is not installed (names the pip line)
 
 Adapters map their native errors into this tree with ``raise ... from exc``.

@@ -18,6 +18,8 @@ run). When a Job fails, the Job controller stops its remaining pods (SIGTERM: ex
 sets ``Failed``. With ``execute=True`` the kubelet runs ``torchrun`` commands through
 ``tests/k8s/fake_torchrun.py`` (the same flags, one process per local rank, no torch import),
 with the pods' hostnames resolving to loopback.
+With ``kubelet=PodmanKubelet(...)`` (``tests/k8s/podman_kubelet.py``) each pod's container runs
+in podman instead: its image, user and limits (cgroups) are real.
 
 Faults: ``drop_watches()`` cuts every open watch; ``gone(n)`` answers the next ``n`` watches with
 410 Gone; ``fail(status, n)`` answers the next ``n`` requests with 429/500.
@@ -166,6 +168,7 @@ class Emulator:
         bookmark_every: float = 1.0,
         seed: int = 0,
         execute: bool = False,
+        kubelet: Any = None,
     ) -> None:
         self.tick = tick
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -195,7 +198,9 @@ class Emulator:
         self._ports: dict[str, int] = {}  # job uid -> the loopback port of its rendezvous
         # execute=True: the kubelet really runs each container's command (``python`` is this
         # interpreter) as a local process; its output is the pod log, its exit code the pod's.
-        self.default_script = PodScript("execute") if execute else SUCCEED
+        self.default_script = PodScript("execute") if execute or kubelet else SUCCEED
+        # kubelet=PodmanKubelet(...) (tests/k8s/podman_kubelet.py): the containers run in podman.
+        self.kubelet = kubelet
         self.logs: dict[str, list[str]] = {}
         self.finished_at: dict[str, float] = {}
         self.on_pod_succeeded: Callable[[Obj, Obj], None] | None = None
@@ -235,6 +240,8 @@ class Emulator:
             procs = list(self._procs.values())
         for proc in procs:
             _kill(proc)
+        if self.kubelet is not None:
+            self.kubelet.close()
         with self._timer_wake:
             self._timer_wake.notify_all()
         self.drop_watches()
@@ -899,19 +906,10 @@ class Emulator:
             _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), arg)
             for arg in container["command"]
         ]
-        if command[0] == "python":
-            command[0] = sys.executable
-        elif command[0] == "torchrun":
-            command = [sys.executable, FAKE_TORCHRUN, *self._loopback(pod, command[1:])]
-        proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # a process group: torchrun's ranks die with their pod
-        )
-        self._procs[name] = proc
+        if self.kubelet is not None:
+            self._procs[name] = proc = self.kubelet.start(pod, container, env, command)
+        else:
+            self._procs[name] = proc = self._local_process(pod, env, command)
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -924,9 +922,25 @@ class Emulator:
             with self.lock:
                 if self._procs.pop(name, None) is None:
                     return  # killed: the pod was deleted
-                self._exited(namespace, name, code)
+                self._exited(namespace, name, code, getattr(proc, "reason", None))
 
         threading.Thread(target=pump, daemon=True, name=f"kubelet-{name}").start()
+
+    def _local_process(
+        self, pod: Obj, env: dict[str, str], command: list[str]
+    ) -> subprocess.Popen[bytes]:
+        if command[0] == "python":
+            command[0] = sys.executable
+        elif command[0] == "torchrun":
+            command = [sys.executable, FAKE_TORCHRUN, *self._loopback(pod, command[1:])]
+        return subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a process group: torchrun's ranks die with their pod
+        )
 
     def _loopback(self, pod: Obj, args: list[str]) -> list[str]:
         """Cluster DNS, emulated: the rendezvous host (rank 0's pod) is this machine, and each
@@ -948,13 +962,13 @@ class Emulator:
             out.append(arg)
         return out
 
-    def _exited(self, namespace: str, name: str, code: int) -> None:
+    def _exited(self, namespace: str, name: str, code: int, reason: str | None = None) -> None:
         found = self._pod(namespace, name)
         if found is None:
             return
         pod, sim = found
         now = rfc3339(time.time())
-        _terminate(pod, code, "Completed" if code == 0 else "Error")
+        _terminate(pod, code, reason or ("Completed" if code == 0 else "Error"))
         pod["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
         _not_ready(pod, now, "PodCompleted" if code == 0 else "PodFailed")
         self._update("pods", pod)

@@ -5,7 +5,8 @@ Usage: ``python make_models.py TRACKING_URI OUT_DIR`` creates, in the registry a
 - ``fraud``: version 1, a 40-tree LightGBM booster on 9 float features and one integer
   feature (``hour``, which forbids NaN); alias ``champion`` -> 1.
 - ``fraud_reload``: version 1 (same data), version 2 (a different booster), version 3 (broken:
-  its model file is garbage); alias ``champion`` -> 1.
+  its model file is garbage), version 4 (a pyfunc around version 2's booster that fails 5 % of
+  its calls: a challenger to roll back); alias ``champion`` -> 1.
 
 and writes to OUT_DIR: ``x.npy`` (test rows), ``pred_v1.npy`` and ``pred_v2.npy`` (the models'
 in-process predictions on them, via ``mlflow.lightgbm.load_model``), ``columns.txt``.
@@ -81,6 +82,34 @@ def log_broken(name: str) -> str:
     return str(mv.version)
 
 
+class Flaky(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+    """A challenger that errors on 5 % of its calls (after the server's warm-up)."""
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self.calls = 0
+
+    def predict(self, context: object, model_input: pd.DataFrame, params: object = None) -> object:
+        import random
+
+        self.calls += 1
+        if self.calls > 3 and random.random() < 0.05:
+            raise RuntimeError("the flaky challenger failed, as it does on 5 % of calls")
+        return self.booster.predict(model_input)
+
+
+def log_flaky(booster: lgb.Booster, df: pd.DataFrame, name: str) -> str:
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Flaky(booster),
+            signature=infer_signature(df, booster.predict(df)),
+            registered_model_name=name,
+            pip_requirements=["lightgbm"],
+        )
+    return str(info.registered_model_version)
+
+
 def main() -> None:
     uri = sys.argv[1]
     mlflow.set_tracking_uri(uri)
@@ -100,6 +129,7 @@ def main() -> None:
     client.set_registered_model_alias("fraud_reload", "champion", log(b1, train_df, "fraud_reload"))
     log(b2, train_df, "fraud_reload")
     log_broken("fraud_reload")
+    log_flaky(b2, train_df, "fraud_reload")
     x = frame(64, 7)
     np.save(out / "x.npy", x.to_numpy(dtype=np.float64))
     for v in ("1", "2"):

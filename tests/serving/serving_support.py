@@ -57,11 +57,17 @@ class Server:
 
 
 def start_server(
-    tracking_uri: str, model_uri: str, log_dir: Path, *args: str, ready_timeout: float = 120
+    tracking_uri: str,
+    model_uri: str,
+    log_dir: Path,
+    *args: str,
+    ready_timeout: float = 120,
+    warnings: str = "ignore",
 ) -> Server:
+    """``usina serve`` in a subprocess; ``warnings`` is its PYTHONWARNINGS (ignore, default)."""
     http_port, grpc_port = free_port(), free_port()
     log_path = log_dir / f"server-{http_port}.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": warnings}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [

@@ -45,6 +45,7 @@ def test_hot_reload_under_load(registry, tmp_path):
     finally:
         if load is not None:
             load.stop()
+        registry.set_alias("fraud_reload", "champion", "1")  # as the other tests expect
         log = server.log()
         metrics = get(server.http, "/metrics")[1].decode() if server.proc.poll() is None else ""
         server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import pytest
@@ -133,3 +134,22 @@ def test_batcher_never_mixes_versions_and_skips_cancelled():
         await batcher.stop()
 
     asyncio.run(main())
+
+
+def test_serve_refuses_what_one_process_cannot_keep():
+    from typer.testing import CliRunner
+
+    from usina.serving.cli import app
+
+    runner = CliRunner()
+    cases = [
+        (["models:/m@champion", "--rollout", "canary", "--workers", "2"], "--workers 1"),
+        (["models:/m@champion", "--repository-api", "--workers", "2"], "--workers 1"),
+        (["models:/m@champion", "--rollout", "bluegreen"], "shadow or canary"),
+        (["models:/m@champion", "--rollout", "canary", "--rollout-steps", "50,10"], "increase"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app(), args)
+        assert result.exit_code == 2, (args, result.output)
+        text = " ".join(re.sub("[\u2500-\u257f]", " ", result.output).split())  # no box
+        assert message in text, result.output

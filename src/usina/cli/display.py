@@ -243,6 +243,17 @@ def kpi_table(report: dict[str, Any], period: str) -> Table:
     )
     for klass, hours in gpu["wasted_hours_by_class"].items():
         table.add_row(f"  wasted by {klass}", _num(hours))
+    idle = report.get("gpu_idle")  # with the artifact store: from the attempts' profiles
+    if idle is not None:
+        table.add_row(
+            "GPU-hours idle (of profiled)",
+            f"{_num(idle['idle_hours'])} of {_num(idle['profiled_hours'])} "
+            f"({_num(idle['idle_share'], '{:.1%}')})",
+        )
+        for row in idle["by_step"]:
+            if row["idle_hours"] > 0:
+                where = f"{row['team']} / {row['pipeline']} / {row['step']}"
+                table.add_row(f"  idle in {where}", _num(row["idle_hours"]))
     table.add_row(
         "queue wait p50 / p99",
         f"{format_duration(wait['p50_seconds']) or '-'} / "

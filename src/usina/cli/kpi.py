@@ -23,11 +23,19 @@ def kpi(
         bool, typer.Option("--models/--no-models", help="add the models' KPIs from MLflow")
     ] = True,
     output: OutputOpt = Output.text,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="print what each KPI counts, and exit")
+    ] = False,
 ) -> None:
-    """Platform KPIs of a period: success rate, time to recovery, GPU-hours used and wasted,
-    queue wait; and the registered models' versions and champions (MLflow, when reachable)."""
+    """Platform KPIs of a period: success rate, time to recovery, GPU-hours used, wasted and
+    idle, queue wait; and the registered models' versions and champions (MLflow, when
+    reachable). ``--explain`` says what each one counts."""
     from usina.compose.components import open_stores
-    from usina.monitoring.kpi import compute_kpis, parse_period
+    from usina.monitoring.kpi import compute_kpis, explain_kpis, parse_period
+
+    if explain:
+        out.print(explain_kpis(), markup=False)
+        return
 
     try:
         period = parse_period(since)
@@ -37,7 +45,9 @@ def kpi(
     comps = open_stores(current)
     try:
         now = time.time()
-        report = compute_kpis(comps.metadata, since=now - period, until=now)
+        report = compute_kpis(
+            comps.metadata, since=now - period, until=now, artifacts=comps.artifacts
+        )
     finally:
         comps.close()
     if models:

@@ -16,6 +16,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from usina.cli import profile_cmds
+from usina.cli.bundle_cmds import bundle_app
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
 from usina.cli.k8s import k8s_app
 from usina.cli.kpi import kpi
@@ -23,8 +25,12 @@ from usina.cli.optional import register_optional
 from usina.cli.remote import Remote
 from usina.cli.run import run
 from usina.cli.runs import runs_app
+from usina.cli.schedules import schedules_app
 from usina.cli.tokens import tokens_app
+from usina.deploy.llm_cli import deploy_llm
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
+from usina.llm.cli import app as llm_app
+from usina.mcp.cli import app as mcp_app
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
 
@@ -39,6 +45,13 @@ app.command()(run)
 app.add_typer(runs_app, name="runs")
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(tokens_app, name="token")
+app.add_typer(bundle_app, name="bundle")
+app.add_typer(schedules_app, name="schedules")
+app.command("advise")(profile_cmds.advise)
+runs_app.command("top")(profile_cmds.runs_top)
+app.add_typer(llm_app, name="llm")
+app.add_typer(mcp_app, name="mcp")
+app.command("deploy-llm")(deploy_llm)
 app.command()(kpi)
 
 

@@ -52,11 +52,39 @@ def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
     finally:
         source.close()
     if output is Output.json:
+        if server() is None:
+            shown["profiles"] = _usage_json(run_id)
         print_json(out, shown)
         return
     out.print(run_table(shown))
+    if server() is None:  # what each attempt used: peak / p95 / requested (local state only)
+        _print_usage(run_id)
     finished = RunState(shown["state"]).finished
     out.print(run_summary(shown) if finished else f"run {shown['id']} {shown['state']}")
+
+
+def _usage_json(run_id: str) -> list[Any]:
+    from usina.cli.profile_cmds import profiles_json
+    from usina.compose.components import open_stores
+
+    comps = open_stores(settings())
+    try:
+        return profiles_json(comps.artifacts, comps.metadata.get_attempts(run_id))
+    finally:
+        comps.close()
+
+
+def _print_usage(run_id: str) -> None:
+    from usina.cli.profile_cmds import profile_table
+    from usina.compose.components import open_stores
+
+    comps = open_stores(settings())
+    try:
+        used = profile_table(comps.artifacts, comps.metadata.get_attempts(run_id))
+    finally:
+        comps.close()
+    if used is not None:
+        out.print(used)
 
 
 @runs_app.command("logs")
@@ -106,6 +134,8 @@ def _print_why(report: dict[str, Any], output: Output) -> None:
             out.print("last log lines:", style="dim")
             for line in item["log_tail"]:
                 out.print(f"  {line}", markup=False)
+        for line in item.get("memory_curve") or []:
+            out.print(f"  {line}", markup=False)
         out.print(f"what to do: {item['advice']}")
     if report["state"] == RunState.FAILED.value:
         raise typer.Exit(EXIT_FAILED)

@@ -93,16 +93,25 @@ class LocalRuns:
         return attempt_logs(self.comps, chosen.id, chosen.backend)
 
     def why(self, run_id: str) -> Json:
+        from usina.cli.profile_cmds import oom_curves
+
         md = self.comps.metadata
         record = md.get_run(run_id)
         report = []
-        for a in md.get_attempts(run_id):
-            if a.state is not AttemptState.FAILED:
-                continue
+        failed = [a for a in md.get_attempts(run_id) if a.state is AttemptState.FAILED]
+        curves = oom_curves(self.comps.artifacts, failed)  # an OOM's memory, its last minutes
+        for a in failed:
             raw = self.comps.artifacts.read_record(log_key(a.id))
             tail = (raw.decode(errors="replace") if raw else "").splitlines()[-WHY_TAIL:]
             klass = a.failure_class or FailureClass.USER_ERROR
-            report.append({**attempt_json(a), "log_tail": tail, "advice": advice(klass, run_id)})
+            report.append(
+                {
+                    **attempt_json(a),
+                    "log_tail": tail,
+                    "advice": advice(klass, run_id),
+                    "memory_curve": curves.get(a.id, []),
+                }
+            )
         return {
             "run": record.id,
             "state": record.state.value,

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from usina.tracking.uri import default_tracking_uri
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -39,7 +41,7 @@ class Settings:
             home=home,
             database_url=env.get("USINA_DATABASE_URL") or f"sqlite:///{home}/usina.db",
             artifacts_url=env.get("USINA_ARTIFACTS_URL") or os.path.join(home, "artifacts"),
-            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow.db",
+            tracking_uri=default_tracking_uri(env, home=home),
             max_parallel=int(env.get("USINA_MAX_PARALLEL") or 4),
         )
 

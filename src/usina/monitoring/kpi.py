@@ -13,6 +13,11 @@ is about them:
   step's result (failed ones), in total and by failure class.
 - queue_wait: p50/p99 of attempts' launch -> running time (the engine's ``attempt_running``
   events), numpy's linear percentile.
+- gpu_idle (with the artifact store): GPU-hours allocated, covered by a profile, and idle
+  (utilisation below 10 %), in total and per team, pipeline and step
+  (``usina.monitoring.gpu_idle``).
+
+``KPI_DEFINITIONS`` says the same per KPI, for ``usina kpi --explain`` and the README.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from usina.engine.records import AttemptState, RunState
+from usina.monitoring.gpu_idle import GpuTime, gpu_time_of
+from usina.monitoring.pipeline_metrics import team_of
 
 if TYPE_CHECKING:
-    from usina.engine.ports import MetadataStore
+    from usina.engine.ports import ArtifactStore, MetadataStore
     from usina.engine.records import RunRecord
 
 RUNNING_EVENT = "attempt_running"
@@ -70,8 +77,46 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def compute_kpis(store: MetadataStore, *, since: float, until: float) -> dict[str, Any]:
-    """The KPIs of the runs submitted in ``[since, until)`` (see the module docstring)."""
+KPI_DEFINITIONS: dict[str, str] = {
+    "runs finished": "runs submitted in the period that ended: succeeded, failed or cancelled.",
+    "success rate": "succeeded / (succeeded + failed); cancelled runs are a person's decision "
+    "and count as neither.",
+    "mean time to recovery": "per pipeline, in order of finishing: a failed run opens an "
+    "incident (consecutive failures are one incident) and the next succeeded run of the same "
+    "pipeline closes it; MTTR is the mean of (recovering run's end - first failed run's end) "
+    "over closed incidents; 'open' counts incidents not recovered yet.",
+    "GPU-hours used": "GPUs x wall time of every finished attempt (successful or not).",
+    "GPU-hours wasted": "the part of 'used' spent by failed attempts (a success is never "
+    "redone), in total and by failure class.",
+    "GPU-hours idle": "GPU-hours of finished attempts whose GPUs were below 10 % utilisation "
+    "(NVML samples in the attempts' profiles), of the GPU-hours a profile covers; attempts run "
+    "without NVML are 'allocated' but not 'profiled', and never called idle. Per team (the "
+    "run's 'team' label, else its project), pipeline and step.",
+    "queue wait p50 / p99": "attempts' time from launch to running (a pod waiting for a node, "
+    "a local process starting), numpy's linear percentile.",
+    "model versions (new)": "versions of each registered model created in the period.",
+    "promoted": "versions created in the period that became the champion: those the gate "
+    "promoted (tag gate.decision=promoted) plus the current champion when it was created in the "
+    "period and the alias was moved by a person or by plain MLflow calls. MLflow keeps no "
+    "history of aliases, so a version promoted by hand and replaced again within the period is "
+    "not counted.",
+}
+
+
+def explain_kpis() -> str:
+    """Every KPI's definition, one paragraph each (``usina kpi --explain``)."""
+    return "\n".join(f"{name}: {text}" for name, text in KPI_DEFINITIONS.items())
+
+
+def compute_kpis(
+    store: MetadataStore,
+    *,
+    since: float,
+    until: float,
+    artifacts: ArtifactStore | None = None,
+) -> dict[str, Any]:
+    """The KPIs of the runs submitted in ``[since, until)`` (see the module docstring); with
+    the ``artifacts`` store, the idle GPU-hours from the attempts' profiles too."""
     runs = runs_between(store, since, until)
     outcomes: dict[str, int] = defaultdict(int)
     for run in runs:
@@ -83,11 +128,15 @@ def compute_kpis(store: MetadataStore, *, since: float, until: float) -> dict[st
     used = wasted = 0.0
     by_class: dict[str, float] = defaultdict(float)
     waits: list[float] = []
+    idle: dict[tuple[str, str, str], GpuTime] = defaultdict(GpuTime)
     for run in runs:
         attempts = store.get_attempts(run.id)
         for a in attempts:
             if a.state is AttemptState.RUNNING:
                 continue
+            if artifacts is not None and a.gpus > 0:
+                key = (team_of(run), run.pipeline, a.node)
+                idle[key] = idle[key] + gpu_time_of(a, artifacts)
             used += a.gpu_seconds
             if a.state is AttemptState.FAILED:
                 klass = a.failure_class.value if a.failure_class else "user_error"
@@ -99,7 +148,7 @@ def compute_kpis(store: MetadataStore, *, since: float, until: float) -> dict[st
                 waits.append(max(0.0, event.at - started[event.attempt]))
 
     recoveries, open_incidents = _recoveries(runs)
-    return {
+    report: dict[str, Any] = {
         "period": {"since": since, "until": until, "runs": len(runs)},
         "runs": {
             "finished": sum(outcomes.values()),
@@ -126,6 +175,16 @@ def compute_kpis(store: MetadataStore, *, since: float, until: float) -> dict[st
             "p99_seconds": _percentile(waits, 99),
         },
     }
+    if artifacts is not None:
+        total = sum(idle.values(), GpuTime())
+        report["gpu_idle"] = {
+            **total.to_json(),
+            "by_step": [
+                {"team": team, "pipeline": pipeline, "step": step, **spent.to_json()}
+                for (team, pipeline, step), spent in sorted(idle.items())
+            ],
+        }
+    return report
 
 
 def _recoveries(runs: list[RunRecord]) -> tuple[list[float], int]:
@@ -150,4 +209,4 @@ def _recoveries(runs: list[RunRecord]) -> tuple[list[float], int]:
     return closed, still_open
 
 
-__all__ = ["compute_kpis", "parse_period", "runs_between"]
+__all__ = ["KPI_DEFINITIONS", "compute_kpis", "explain_kpis", "parse_period", "runs_between"]

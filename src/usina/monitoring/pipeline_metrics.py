@@ -46,7 +46,7 @@ from usina.errors import MissingExtraError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from usina.engine.ports import MetadataStore
+    from usina.engine.ports import ArtifactStore, MetadataStore
     from usina.engine.records import AttemptRecord, RunRecord, StepRecord
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,10 @@ class PipelineMetrics:
         *,
         settings: PipelineMetricsSettings | None = None,
         clock: Callable[[], float] = time.time,
+        on_attempt: Callable[[str, str, AttemptRecord], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_attempt = on_attempt  # sees each finished attempt once (usina.monitoring.gpu_idle)
         self.settings = settings or PipelineMetricsSettings()
         self.clock = clock
         self._lock = threading.Lock()
@@ -289,6 +291,8 @@ class PipelineMetrics:
             else "none"
         )
         _add(t.attempts, (pipeline, team, attempt.state.value, klass), 1.0)
+        if self.on_attempt is not None:
+            self.on_attempt(pipeline, team, attempt)
         gpu_seconds = attempt.gpu_seconds
         _add(t.gpu, (pipeline, team), gpu_seconds)
         if failed:
@@ -484,11 +488,21 @@ def _histogram(
 # -- exposing the metrics ------------------------------------------------------------------
 
 
-def pipeline_registry(store: MetadataStore, **kwargs: Any) -> Any:
-    """A fresh ``CollectorRegistry`` holding ``PipelineMetrics(store, **kwargs)``."""
+def pipeline_registry(
+    store: MetadataStore, artifacts: ArtifactStore | None = None, **kwargs: Any
+) -> Any:
+    """A fresh ``CollectorRegistry`` holding ``PipelineMetrics(store, **kwargs)``; with the
+    ``artifacts`` store, also the idle-GPU counters read from the attempts' profiles."""
     prom = prometheus_client()
     registry = prom.CollectorRegistry(auto_describe=False)
+    if artifacts is not None:
+        from usina.monitoring.gpu_idle import IdleGpuMetrics
+
+        idle = IdleGpuMetrics(artifacts)
+        kwargs["on_attempt"] = idle.observe
     registry.register(PipelineMetrics(store, **kwargs))
+    if artifacts is not None:
+        registry.register(idle)
     return registry
 
 

@@ -24,6 +24,7 @@ from usina.engine.records import ArtifactRef
 from usina.errors import SerializationError, UsinaError
 from usina.runtime.checkpoints import StoreCheckpointer, checkpoint_url
 from usina.runtime.loader import resolve_callable
+from usina.runtime.profile import profiled
 from usina.sdk.context import StepContext, set_current
 from usina.sdk.retry import FailureClass
 from usina.sdk.step import Step
@@ -70,6 +71,11 @@ def _load_input(store: ArtifactStore, ref: ArtifactRef) -> Any:
 
 
 def execute(store: ArtifactStore, task: Task) -> int:
+    with profiled(store, task):  # the attempt's CPU/memory/GPU profile (usina.runtime.profile)
+        return _execute(store, task)
+
+
+def _execute(store: ArtifactStore, task: Task) -> int:
     """Run ``task`` in this process and return the exit code for it.
 
     A distributed step (``task.distributed``) run where no rank is set yet (the local

@@ -20,7 +20,7 @@ from usina.errors import (
     StoreError,
     UsinaError,
 )
-from usina.server import api, ui
+from usina.server import api, profiles, ui
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -93,11 +93,18 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
         return RedirectResponse("/ui/runs", status_code=303)
 
     app.include_router(api.router)
+    app.include_router(profiles.router)
     app.include_router(ui.router)
+    try:  # MCP over streamable HTTP at /mcp/ (the mcp extra): the same tokens and roles
+        from usina.mcp.http import mount as mount_mcp
+    except ImportError:
+        pass
+    else:
+        mount_mcp(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Pipeline and compute metrics for Prometheus (unauthenticated, like the probes). Every
     # replica computes them from the shared store: scrape one, or aggregate without instance.
     from usina.monitoring.pipeline_metrics import metrics_app, pipeline_registry
 
-    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata)))
+    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata, ctx.artifacts)))
     return app

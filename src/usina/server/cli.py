@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -70,6 +70,16 @@ def server(
             "(namespace, queue, image, service account, ...); the Helm chart writes it",
         ),
     ] = None,
+    webhook: Annotated[
+        list[str],
+        typer.Option(
+            help="call URL when runs finish: URL[;on=failed,succeeded][;format=json|slack]"
+            "[;token-env=VAR][;name=NAME] (repeatable)"
+        ),
+    ] = [],  # noqa: B006
+    external_url: Annotated[
+        str | None, typer.Option(help="this server's URL as users reach it (links in webhooks)")
+    ] = None,
 ) -> None:
     """Serve the platform: REST API (/docs), web UI (/ui) and the run reconciler."""
     import uvicorn
@@ -121,6 +131,8 @@ def server(
             max_parallel=max_parallel,
             enabled=reconcile,
         ),
+        webhooks=tuple(_webhooks(webhook)),
+        external_url=external_url,
         backend=config.default.backend,
         backend_options=config.default.options,
         projects=config.projects,
@@ -135,3 +147,13 @@ def server(
     )
     typer.echo(f"usina server: http://{host}:{port}/ui  (API docs: /docs)", err=True)
     uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _webhooks(values: list[str]) -> list[Any]:
+    from usina.errors import DefinitionError
+    from usina.server.notify import Webhook
+
+    try:
+        return [Webhook.parse(v, i) for i, v in enumerate(values)]
+    except ValueError as exc:
+        raise DefinitionError(f"--webhook: {exc}") from None

@@ -17,11 +17,14 @@ from usina.compose.projects import ProjectBackend, ProjectBackends
 from usina.engine.engine import Engine, EngineSettings
 from usina.server.auth import TokenCache
 from usina.server.models import MlflowModels, ModelRegistry
+from usina.server.notify import Notifier
 from usina.server.reconciler import Reconciler
 from usina.server.registry import PipelineRegistry
+from usina.server.scheduler import Scheduler, SchedulerSettings
 from usina.server.tracking import PipelineTrackers
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.stores.platform import PlatformStore
+from usina.stores.schedules import ScheduleStore
 from usina.stores.sql import SqlMetadataStore
 
 if TYPE_CHECKING:
@@ -88,6 +91,21 @@ class ServerContext:
     reconciler: Reconciler | None
     models: ModelRegistry | None
     tokens: TokenCache = field(default_factory=TokenCache)
+    schedules: ScheduleStore = field(init=False)  # set by __post_init__ from the settings
+    scheduler: Scheduler = field(init=False)
+    notifier: Notifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Schedules live in the platform database; every replica runs the scheduler, and the
+        # run id of a tick (derived from the tick alone) makes each tick one run (see
+        # usina.server.scheduler).
+        self.schedules = ScheduleStore(self.settings.database_url)
+        enabled = self.reconciler is not None
+        self.scheduler = Scheduler(
+            self.schedules, self.pipelines, self.engine, SchedulerSettings(enabled=enabled)
+        )
+        hooks = self.settings.webhooks if enabled else ()
+        self.notifier = Notifier(self.metadata, hooks, base_url=self.settings.external_url)
 
     @classmethod
     def open(cls, settings: ServerSettings) -> ServerContext:
@@ -139,8 +157,13 @@ class ServerContext:
     def start(self) -> None:
         if self.reconciler is not None:
             self.reconciler.start()
+        self.scheduler.start()
+        self.notifier.start()
 
     def close(self) -> None:
+        self.scheduler.stop()
+        self.notifier.stop()
+        self.schedules.close()
         if self.reconciler is not None:
             self.reconciler.stop()
         self.engine.backend.close()

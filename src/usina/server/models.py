@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Protocol
 
-from usina.errors import MissingExtraError, NotFoundError, StoreError
+from usina.errors import NotFoundError, StoreError
 from usina.server.schemas import ModelOut, ModelVersionOut
 
 if TYPE_CHECKING:
@@ -39,22 +39,20 @@ class MlflowModels:
         # Imported on first use: mlflow takes seconds to import, and a server may never
         # be asked about models.
         if self._made is None:
-            try:
-                from mlflow.tracking import MlflowClient
-            except ImportError as exc:
-                raise MissingExtraError("mlflow", "mlflow") from exc
-            self._made = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            from usina.tracking import adapter
+
+            self._made = adapter.new_client(self.uri)
         return self._made
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
+        from usina.tracking import adapter
 
         try:
             return fn(*args, **kwargs)
-        except MlflowException as exc:
-            code = getattr(exc, "error_code", "")
+        except adapter.error_type() as exc:
+            code = adapter.error_code(exc)
             if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise NotFoundError(f"{what}: {exc.message}") from exc
+                raise NotFoundError(f"{what}: {getattr(exc, 'message', exc)}") from exc
             raise StoreError(f"MLflow registry {self.uri}: {what} failed: {exc}") from exc
 
     def _model(self, rm: Any) -> ModelOut:

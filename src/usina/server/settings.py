@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from usina.compose.projects import ProjectBackend
+    from usina.server.notify import Webhook
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +65,19 @@ class ServerSettings:
     backend: str = "local"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     projects: Mapping[str, ProjectBackend] = field(default_factory=dict)
+    # Webhooks called when runs finish (``usina.server.notify``), and the server's external
+    # URL for the links they carry.
+    webhooks: tuple[Webhook, ...] = ()
+    external_url: str | None = None
 
     def mlflow_tracking_uri(self) -> str:
         """Where tracked runs are logged (see ``tracking_uri``)."""
         import os
 
+        from usina.tracking.uri import local_tracking_uri
+
         if self.tracking_uri:
             return self.tracking_uri
         if self.registry_uri:
             return self.registry_uri
-        home = os.path.dirname(os.path.abspath(self.attempts_dir))
-        return f"sqlite:///{home}/mlflow.db"
+        return local_tracking_uri(os.path.dirname(os.path.abspath(self.attempts_dir)))

@@ -35,7 +35,7 @@ class PipelineTrackers:
         experiment = registered.pipeline.experiment
         tracker = self._trackers.get(experiment)
         if tracker is None:
-            from usina.tracking.mlflow import MlflowTracker
+            from usina.tracking.tracker import MlflowTracker
 
             tracker = MlflowTracker(tracking_uri=self.tracking_uri, experiment=experiment)
             self._trackers[experiment] = tracker

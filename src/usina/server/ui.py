@@ -23,6 +23,7 @@ from usina.errors import NotFoundError, UsinaError
 from usina.server import auth, i18n
 from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
+from usina.server.profiles import attempt_charts
 from usina.server.schemas import attempt_out, run_detail, summary_from_row
 from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
 
@@ -232,6 +233,7 @@ def run_page(request: Request, run_id: str) -> Response:
             node_h=NODE_H,
             events=ctx.metadata.list_events(run_id)[-50:],
             finished=run.state.finished,
+            profiles=attempt_charts(ctx.artifacts, attempts),
         )
 
     return _page(request, build)

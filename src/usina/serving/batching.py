@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from usina.serving.errors import OverloadedError
+from usina.serving.model import batch_rows, concat_batches
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from usina.serving.metrics import ServingMetrics
-    from usina.serving.model import LoadedModel
+    from usina.serving.model import Batch, LoadedModel
     from usina.serving.settings import BatchSettings
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ Outputs = dict[str, np.ndarray]
 @dataclass(slots=True)
 class _Item:
     model: LoadedModel
-    batch: np.ndarray
+    batch: Batch
     future: asyncio.Future[Outputs]
+    rows: int
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -83,7 +85,7 @@ class Batcher:
                 await self._task
             self._task = None
 
-    async def submit(self, model: LoadedModel, batch: np.ndarray) -> Outputs:
+    async def submit(self, model: LoadedModel, batch: Batch) -> Outputs:
         """Queue ``batch`` (rows on axis 0) for ``model``; wait for its slice of the outputs."""
         if len(self._queue) >= self.max_queue:
             raise OverloadedError(
@@ -91,7 +93,7 @@ class Batcher:
                 "retry later"
             )
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(model, batch, future))
+        self._queue.append(_Item(model, batch, future, batch_rows(batch)))
         if not self._wakeup.is_set():
             self._wakeup.set()
         return await future
@@ -140,21 +142,24 @@ class Batcher:
     def _take(self, queue: collections.deque[_Item]) -> list[_Item]:
         first = queue.popleft()
         items = [first] if not first.future.done() else []
-        rows = first.batch.shape[0]
+        rows = first.rows
         model = first.model
-        while queue and queue[0].model is model and rows + queue[0].batch.shape[0] <= self.max_rows:
+        while queue and queue[0].model is model and rows + queue[0].rows <= self.max_rows:
             item = queue.popleft()
             if item.future.done():  # cancelled by its caller
                 continue
             items.append(item)
-            rows += item.batch.shape[0]
+            rows += item.rows
         if not items and queue:
             return self._take(queue)
         return items
 
-    def _observe_drift(self, model: LoadedModel, batch: np.ndarray, scores: np.ndarray) -> None:
+    def _observe_drift(self, model: LoadedModel, batch: Batch, scores: np.ndarray) -> None:
         try:
-            columns = {meta.name: batch[:, i] for i, meta in enumerate(model.inputs)}
+            if isinstance(batch, dict):
+                columns = {k: v for k, v in batch.items() if v.ndim == 1 and v.dtype.kind in "biuf"}
+            else:
+                columns = {meta.name: batch[:, i] for i, meta in enumerate(model.inputs)}
             model.drift.observe(columns, scores)
         except Exception as exc:  # drift must never fail a prediction
             log.warning("drift monitoring of %s failed: %s", self.name, exc)
@@ -163,7 +168,8 @@ class Batcher:
         model = items[0].model
         start = time.perf_counter()
         self.metrics.queued(self.name, [start - i.enqueued for i in items])
-        batch = items[0].batch if len(items) == 1 else np.concatenate([i.batch for i in items])
+        batch = concat_batches([i.batch for i in items])
+        rows = sum(i.rows for i in items)
         try:
             outputs: Mapping[str, np.ndarray] = model.predict(batch)
         except Exception as exc:
@@ -173,18 +179,18 @@ class Batcher:
                     item.future.set_exception(PredictError(f"prediction failed: {exc}"))
             return
         elapsed = time.perf_counter() - start
-        self.metrics.batch(self.name, model.version, batch.shape[0], elapsed, depth)
+        self.metrics.batch(self.name, model.version, rows, elapsed, depth)
         if model.score_output is not None and model.score_output in outputs:
             scores = np.asarray(outputs[model.score_output])
             if scores.ndim == 2 and model.score_column is not None:
                 scores = scores[:, model.score_column]
             if scores.ndim == 1:
                 self.metrics.observe_scores(self.name, model.version, scores)
-                if model.drift is not None and batch.ndim == 2:
+                if model.drift is not None and (isinstance(batch, dict) or batch.ndim == 2):
                     self._observe_drift(model, batch, scores)
         offset = 0
         for item in items:
-            n = item.batch.shape[0]
+            n = item.rows
             if not item.future.done():
                 item.future.set_result(
                     {k: np.asarray(v)[offset : offset + n] for k, v in outputs.items()}

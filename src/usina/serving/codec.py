@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from usina.serving.errors import InvalidInputError
-from usina.serving.model import V2_TO_NUMPY, Layout, LoadedModel, TensorMeta
+from usina.serving.model import V2_TO_NUMPY, Batch, Layout, LoadedModel, TensorMeta
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -29,6 +29,7 @@ _ACCEPTS = {
     "float": _FLOATS | _INTS | {"BOOL"},
     "int": _INTS | {"BOOL"},
     "bool": frozenset({"BOOL"}),
+    "bytes": frozenset({"BYTES"}),
 }
 MAX_DIMS = 8
 
@@ -93,15 +94,72 @@ def check_datatype(name: str, datatype: Any) -> str:
     if not isinstance(datatype, str) or (datatype not in V2_TO_NUMPY and datatype != "BYTES"):
         raise InvalidInputError(
             f"input {name!r}: unknown datatype {datatype!r}; use one of "
-            f"{', '.join(sorted(V2_TO_NUMPY))}"
+            f"{', '.join(sorted([*V2_TO_NUMPY, 'BYTES']))}"
         )
-    if datatype == "BYTES":
-        raise InvalidInputError(f"input {name!r}: BYTES inputs are not accepted by this model")
     return datatype
+
+
+def _flatten(data: Any, out: list[Any], depth: int = 0) -> None:
+    if isinstance(data, list):
+        if depth > MAX_DIMS:
+            raise InvalidInputError("'data' is nested deeper than the largest shape")
+        for item in data:
+            _flatten(item, out, depth + 1)
+    else:
+        out.append(data)
+
+
+def bytes_values(name: str, values: Sequence[Any], count: int, shape: Sequence[int]) -> np.ndarray:
+    """BYTES elements (JSON strings, or raw bytes in UTF-8) as a flat object array of ``str``."""
+    if len(values) != count:
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has {len(values)}"
+        )
+    out = np.empty(count, dtype=object)
+    for i, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(
+                    f"input {name!r}: element {i} is not valid UTF-8 ({exc.reason})"
+                ) from exc
+        elif not isinstance(value, str):
+            raise InvalidInputError(
+                f"input {name!r}: BYTES data must hold strings; element {i} is "
+                f"{type(value).__name__}"
+            )
+        out[i] = value
+    return out
+
+
+def _raw_bytes(name: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+    """The binary BYTES layout: each element a 4-byte little-endian length, then its bytes."""
+    count = math.prod(shape)
+    values: list[bytes] = []
+    view = memoryview(raw)
+    pos = 0
+    while pos < len(view):
+        if len(values) == count or pos + 4 > len(view):
+            raise InvalidInputError(
+                f"input {name!r}: BYTES data holds more than the {count} elements of shape "
+                f"{list(shape)}, or a truncated length prefix"
+            )
+        (size,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        if pos + size > len(view):
+            raise InvalidInputError(f"input {name!r}: a BYTES element runs past its data")
+        values.append(bytes(view[pos : pos + size]))
+        pos += size
+    return bytes_values(name, values, count, shape)
 
 
 def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     """JSON tensor data (flat or nested, row-major) as a flat array of ``datatype``."""
+    if datatype == "BYTES":
+        values: list[Any] = []
+        _flatten(data, values)
+        return bytes_values(name, values, math.prod(shape), shape)
     dtype = V2_TO_NUMPY[datatype]
     kind = _kind(datatype)
     try:
@@ -136,6 +194,8 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
 
 def raw_array(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
     """Binary tensor data (little-endian, row-major) as a flat array."""
+    if datatype == "BYTES":
+        return _raw_bytes(name, shape, raw)
     dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
     count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
@@ -164,12 +224,14 @@ def _check_accepts(meta: TensorMeta, tensor: InputTensor) -> None:
         )
 
 
-def assemble(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.ndarray:
+def assemble(model: LoadedModel, inputs: Sequence[InputTensor]) -> Batch:
     """Validate ``inputs`` against ``model`` and build the array it predicts on."""
     if not inputs:
         raise InvalidInputError("the request has no inputs")
     if model.layout is Layout.TENSOR:
         return _assemble_tensor(model, inputs)
+    if model.layout is Layout.NAMED:
+        return _assemble_named(model, inputs)
     features = model.inputs
     index = model.input_index()
     if len(inputs) == 1 and len(inputs[0].shape) == 2:
@@ -254,6 +316,54 @@ def _assemble_columns(
     for col, tensor in seen.items():
         matrix[:, col] = tensor.data
     return matrix
+
+
+def _assemble_named(model: LoadedModel, inputs: Sequence[InputTensor]) -> dict[str, np.ndarray]:
+    """One array per named input, of the input's own datatype; rows on the first axis."""
+    by_name = {m.name: m for m in model.inputs}
+    rows: int | None = None
+    out: dict[str, np.ndarray] = {}
+    for tensor in inputs:
+        meta = by_name.get(tensor.name)
+        if meta is None:
+            expected = ", ".join(f"{m.name} ({m.datatype})" for m in model.inputs[:10])
+            raise InvalidInputError(
+                f"unknown input {tensor.name!r}; the model takes {len(model.inputs)} named "
+                f"inputs: {expected}{', ...' if len(model.inputs) > 10 else ''}"
+            )
+        if tensor.name in out:
+            raise InvalidInputError(f"input {tensor.name!r} is given twice")
+        want = meta.shape
+        shape = tensor.shape
+        if len(want) == 1 and len(shape) == 2 and shape[1] == 1:
+            shape = shape[:1]  # a column sent as [rows, 1]
+        if len(shape) != len(want) or any(
+            w >= 0 and w != g for w, g in zip(want, shape, strict=True)
+        ):
+            raise InvalidInputError(
+                f"input {tensor.name!r}: shape {list(tensor.shape)} does not fit {list(want)}"
+            )
+        n = _batch_rows(tensor.name, shape)
+        if rows is None:
+            rows = n
+        elif n != rows:
+            raise InvalidInputError(f"input {tensor.name!r} has {n} rows, other inputs have {rows}")
+        _check_accepts(meta, tensor)
+        out[meta.name] = tensor.data.reshape(shape).astype(meta.dtype, copy=False)
+    assert rows is not None  # inputs is not empty
+    missing = [m for m in model.inputs if m.name not in out]
+    required = [m.name for m in missing if not m.optional]
+    if required:
+        raise InvalidInputError(
+            f"missing input(s): {', '.join(required[:10])}"
+            f"{', ...' if len(required) > 10 else ''} ({len(required)} in all)"
+        )
+    for meta in missing:  # optional columns left out: missing values
+        fill: Any = np.nan if meta.allows_nan else None
+        if fill is None and meta.datatype != "BYTES":
+            raise InvalidInputError(f"input {meta.name!r} ({meta.datatype}) cannot be left out")
+        out[meta.name] = np.full((rows, *meta.dims), fill, dtype=meta.dtype)
+    return {m.name: out[m.name] for m in model.inputs}
 
 
 def _assemble_tensor(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.ndarray:

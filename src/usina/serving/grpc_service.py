@@ -21,6 +21,7 @@ from usina.serving.codec import (
     InputTensor,
     RequestedOutput,
     assemble,
+    bytes_values,
     check_datatype,
     raw_array,
     select_outputs,
@@ -39,9 +40,8 @@ from usina.serving.rest import EXTENSIONS, SERVER_NAME
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from usina.serving.batching import Batcher
+    from usina.serving.catalog import Catalog
     from usina.serving.metrics import ServingMetrics
-    from usina.serving.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
                     f"input {name!r}: set contents or raw_input_contents, not both"
                 )
             data = raw_array(name, datatype, shape, raw[i])
+        elif datatype == "BYTES":
+            values = list(tensor.contents.bytes_contents)
+            data = bytes_values(name, values, math.prod(shape), shape)
         else:
             field = _CONTENTS_FIELD.get(datatype)
             if field is None:
@@ -120,13 +123,10 @@ def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
 
 
 class GrpcService:
-    """Implements the six OIP RPCs against one repository and batcher."""
+    """Implements the six OIP RPCs against the server's catalog of models."""
 
-    def __init__(
-        self, repository: ModelRepository, batcher: Batcher, metrics: ServingMetrics
-    ) -> None:
-        self.repository = repository
-        self.batcher = batcher
+    def __init__(self, catalog: Catalog, metrics: ServingMetrics) -> None:
+        self.catalog = catalog
         self.metrics = metrics
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -164,13 +164,13 @@ class GrpcService:
 
     async def _server_ready(self, request: bytes) -> bytes:
         _parse(pb.ServerReadyRequest, request)
-        return bytes(pb.ServerReadyResponse(ready=self.repository.ready).SerializeToString())
+        return bytes(pb.ServerReadyResponse(ready=self.catalog.ready).SerializeToString())
 
     async def _model_ready(self, request: bytes) -> bytes:
         req = _parse(pb.ModelReadyRequest, request)
         try:
-            self.repository.get(req.name, req.version or None)
-            ready = self.repository.ready
+            self.catalog.get(req.name, req.version or None)
+            ready = self.catalog.entry(req.name).repository.ready
         except (ModelNotFoundError, ModelNotReadyError):
             ready = False
         return bytes(pb.ModelReadyResponse(ready=ready).SerializeToString())
@@ -185,7 +185,7 @@ class GrpcService:
 
     async def _model_metadata(self, request: bytes) -> bytes:
         req = _parse(pb.ModelMetadataRequest, request)
-        model = self.repository.get(req.name, req.version or None)
+        model = self.catalog.get(req.name, req.version or None)
         meta = pb.ModelMetadataResponse.TensorMetadata
         return bytes(
             pb.ModelMetadataResponse(
@@ -209,13 +209,13 @@ class GrpcService:
         try:
             req = _parse(pb.ModelInferRequest, request)
             name = req.model_name
-            model = self.repository.get(name, req.model_version or None)
+            model, arm = self.catalog.route(name, req.model_version or None, None)
             version = model.version
             tensors = decode_tensors(req)
             batch = assemble(model, tensors)
             requested = [RequestedOutput(o.name) for o in req.outputs] or None
             chosen = select_outputs(model, requested)
-            outputs = await self.batcher.submit(model, batch)
+            outputs = await self.catalog.submit(model, batch, arm)
             response = pb.ModelInferResponse(
                 model_name=model.name, model_version=model.version, id=req.id
             )

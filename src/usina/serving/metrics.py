@@ -70,6 +70,19 @@ class ServingMetrics:
             buckets=_BATCH,
             registry=r,
         )
+        self.rollout_decisions = Counter(
+            "usina_serving_rollout_decisions",
+            "Rollout decisions (advance, hold, promote, rollback), by model.",
+            ["model", "action"],
+            registry=r,
+        )
+        self.rollout_percent = Gauge(
+            "usina_serving_rollout_challenger_percent",
+            "Share of answers the rollout's challenger gives now, in percent.",
+            ["model"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "usina_serving_queue_depth",
             "Requests waiting for a batch, summed over workers.",
@@ -160,10 +173,12 @@ class ServingMetrics:
                 buckets[i].inc(n)
         total.inc(float(values.sum()))
 
-    def set_version(self, model: str, old: str | None, new: str) -> None:
+    def set_version(self, model: str, old: str | None, new: str | None) -> None:
+        """Mark ``new`` as the served version of ``model`` (None: no version, unloaded)."""
         if old is not None and old != new:
             self.model_version.labels(model, old).set(0)
-        self.model_version.labels(model, new).set(1)
+        if new is not None:
+            self.model_version.labels(model, new).set(1)
 
     def render(self) -> bytes:
         if self.multiprocess_dir:

@@ -15,7 +15,8 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-# Open Inference Protocol datatype -> numpy dtype (BYTES is not served by the tabular path).
+# Open Inference Protocol datatype -> numpy dtype (BYTES values are Python ``str`` in an
+# object array: UTF-8 decoded on the way in, encoded on the way out).
 V2_TO_NUMPY: dict[str, np.dtype[np.generic]] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -41,8 +42,35 @@ def v2_datatype(dtype: np.dtype[np.generic]) -> str:
 class Layout(enum.Enum):
     """How the model takes its input."""
 
-    COLUMNS = "columns"  # named scalar features; requests send one input per feature or a matrix
+    COLUMNS = "columns"  # named numeric features; requests send one input per feature or a matrix
     TENSOR = "tensor"  # one tensor, batch on the first axis
+    NAMED = "named"  # several named inputs of their own datatypes: typed columns (strings
+    # included) of a DataFrame, or several tensors; the batch is a dict name -> array
+
+
+Batch = np.ndarray | dict[str, np.ndarray]
+"""What ``predict`` takes: one array (``COLUMNS``, ``TENSOR``) or named arrays (``NAMED``),
+rows on the first axis of each."""
+
+
+def batch_rows(batch: Batch) -> int:
+    """How many rows ``batch`` holds."""
+    if isinstance(batch, dict):
+        return int(next(iter(batch.values())).shape[0])
+    return int(batch.shape[0])
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """One batch holding the rows of ``batches`` in order (all of one layout)."""
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    if isinstance(first, dict):
+        return {
+            name: np.concatenate([b[name] for b in batches if isinstance(b, dict)])
+            for name in first
+        }
+    return np.concatenate(batches)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,23 +87,30 @@ class TensorMeta:
         return V2_TO_NUMPY.get(self.datatype, np.dtype(object))
 
     @property
+    def dims(self) -> tuple[int, ...]:
+        """The shape without its batch dimension (Triton's ``dims``)."""
+        return self.shape[1:]
+
+    @property
     def allows_nan(self) -> bool:
         """Only floating-point inputs can carry NaN; integer and boolean ones forbid it."""
         return self.datatype in ("FP16", "FP32", "FP64")
 
 
 class PredictFn(Protocol):
-    def __call__(self, batch: np.ndarray) -> Mapping[str, np.ndarray]: ...
+    def __call__(self, batch: Batch, /) -> Mapping[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class LoadedModel:
     """One loaded version of a model, ready to predict.
 
-    ``predict`` takes the whole batch as one array: for ``Layout.COLUMNS`` a 2-D array with the
-    features in ``inputs`` order (dtype ``batch_dtype``); for ``Layout.TENSOR`` the one input
-    tensor. It returns every output, batch on the first axis. ``score_output`` names the output
-    whose values feed the prediction-score histogram (a probability for classifiers).
+    ``predict`` takes the whole batch: for ``Layout.COLUMNS`` a 2-D array with the features in
+    ``inputs`` order (dtype ``batch_dtype``); for ``Layout.TENSOR`` the one input tensor; for
+    ``Layout.NAMED`` a dict of every input by name, each of its own dtype (``object`` holding
+    ``str`` for BYTES). It returns every output, batch on the first axis. ``score_output``
+    names the output whose values feed the prediction-score histogram (a probability for
+    classifiers).
     """
 
     name: str

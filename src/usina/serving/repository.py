@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from usina.serving.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
 
 if TYPE_CHECKING:
+    from usina.serving.coordination import Coordinator
     from usina.serving.loader import ModelSource
     from usina.serving.metrics import ServingMetrics
     from usina.serving.model import LoadedModel
@@ -50,12 +51,14 @@ class ModelRepository:
         *,
         poll_interval_s: float = 30.0,
         predict_threads: int = 1,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.source = source
         self.name = name
         self.metrics = metrics
         self.poll_interval_s = poll_interval_s
         self.predict_threads = predict_threads
+        self.coordinator = coordinator
         self.current: LoadedModel | None = None
         self.draining = False
         self.load_failures = 0
@@ -86,6 +89,8 @@ class ModelRepository:
         version = await asyncio.to_thread(self.source.resolve)
         model = await self._load(version)
         self._switch(model)
+        if self.coordinator is not None:
+            self.coordinator.report(self.name, model.version)
         return model
 
     def start_polling(self) -> None:
@@ -138,8 +143,36 @@ class ModelRepository:
                 exc,
             )
             return False
+        if self.coordinator is not None and not await self._agree(version):
+            return False
         self._switch(model)
         return True
+
+    async def _agree(self, version: str) -> bool:
+        """Wait, serving the old version, until every worker has ``version`` loaded."""
+        assert self.coordinator is not None
+
+        async def still_wanted() -> bool:
+            try:
+                return await asyncio.to_thread(self.source.resolve) == version
+            except ModelLoadError:
+                return True  # the registry is unreachable: keep waiting
+
+        log.info("version %s of %s is loaded; waiting for every worker", version, self.name)
+        agreed = await self.coordinator.agree(
+            self.name,
+            version,
+            still_wanted=still_wanted,
+            recheck_s=max(self.poll_interval_s, 1.0),
+        )
+        if not agreed:
+            log.info(
+                "alias %s moved on from version %s before every worker had it",
+                self.source.uri,
+                version,
+            )
+            self.coordinator.report(self.name, self._version())
+        return agreed
 
     async def _load(self, version: str) -> LoadedModel:
         start = time.perf_counter()
@@ -196,6 +229,19 @@ class ModelRepository:
                 model.flavour,
                 self.source.uri,
             )
+
+    def adopt(self, model: LoadedModel) -> None:
+        """Serve ``model`` from now on (a promoted challenger, already loaded and warm)."""
+        if self.current is None or self.current.version != model.version:
+            self._switch(dataclasses.replace(model, name=self.name))
+
+    def release(self) -> None:
+        """Stop serving: requests already admitted finish on the version they hold."""
+        old = self.current
+        self.current = None
+        if old is not None:
+            self.metrics.set_version(self.name, old.version, None)
+            log.info("unloaded %s version %s", self.name, old.version)
 
     def _version(self) -> str:
         return self.current.version if self.current is not None else "none"

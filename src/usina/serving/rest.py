@@ -17,6 +17,7 @@ from usina.serving.batching import PredictError
 from usina.serving.codec import assemble, encode_rest, error_body, parse_rest, select_outputs
 from usina.serving.errors import (
     InvalidInputError,
+    ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
     OverloadedError,
@@ -26,10 +27,9 @@ from usina.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
-    from usina.serving.batching import Batcher
+    from usina.serving.catalog import Catalog
     from usina.serving.metrics import ServingMetrics
     from usina.serving.model import LoadedModel, TensorMeta
-    from usina.serving.repository import ModelRepository
 
     Scope = MutableMapping[str, Any]
     Message = MutableMapping[str, Any]
@@ -43,6 +43,7 @@ EXTENSIONS = ["binary_tensor_data"]
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
 _HEADER_LENGTH = b"inference-header-content-length"
+_ROUTE = b"x-usina-route"  # which arm of a rollout answered: champion or challenger
 
 
 def tensor_json(meta: TensorMeta) -> dict[str, Any]:
@@ -59,6 +60,37 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _triton_type(datatype: str) -> str:
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
+def _config_tensor(meta: TensorMeta) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": meta.name,
+        "data_type": _triton_type(meta.datatype),
+        "dims": list(meta.dims) or [1],
+    }
+    if meta.optional:
+        entry["optional"] = True
+    return entry
+
+
+def model_config(model: LoadedModel, max_batch_size: int, max_wait_s: float) -> dict[str, Any]:
+    """The model's configuration in Triton's terms (``GET /v2/models/{m}/config``), so that
+    ``tritonclient``'s ``get_model_config`` works: dims leave out the batch dimension."""
+    return {
+        "name": model.name,
+        "platform": model.platform,
+        "backend": model.flavour,
+        "version_policy": {"specific": {"versions": [model.version]}},
+        "max_batch_size": max_batch_size,
+        "input": [_config_tensor(m) for m in model.inputs],
+        "output": [_config_tensor(m) for m in model.outputs],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(max_wait_s * 1e6)},
+        "parameters": {"usina_layout": {"string_value": model.layout.value}},
+    }
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -66,16 +98,8 @@ class _BodyTooLarge(Exception):
 class RestApp:
     """ASGI app serving the V2 REST paths and ``/metrics``."""
 
-    def __init__(
-        self,
-        repository: ModelRepository,
-        batcher: Batcher,
-        metrics: ServingMetrics,
-        *,
-        max_body_bytes: int,
-    ) -> None:
-        self.repository = repository
-        self.batcher = batcher
+    def __init__(self, catalog: Catalog, metrics: ServingMetrics, *, max_body_bytes: int) -> None:
+        self.catalog = catalog
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self._server_meta = orjson.dumps(
@@ -100,6 +124,9 @@ class RestApp:
                     return
                 await self._infer(scope, receive, send, parts)
                 return
+            if len(parts) >= 3 and parts[1] == "v2" and parts[2] == "repository":
+                await self._repository(scope, receive, send, method, parts)
+                return
             if method not in ("GET", "HEAD"):
                 await _respond(send, 405, error_body(f"{method} {path}: use GET"))
                 return
@@ -109,7 +136,7 @@ class RestApp:
             await _respond(send, 500, error_body("internal server error; see the server log"))
 
     async def _get(self, send: Send, path: str, parts: list[str]) -> None:
-        repo = self.repository
+        repo = self.catalog
         if path == "/v2/health/live":
             await _respond(send, 200, b'{"live":true}')
         elif path == "/v2/health/ready":
@@ -121,7 +148,7 @@ class RestApp:
             await _respond(send, 200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
         elif len(parts) >= 4 and parts[1] == "v2" and parts[2] == "models":
             name, version, rest = _model_path(parts)
-            if rest not in ("", "ready"):
+            if rest not in ("", "ready", "config", "rollout"):
                 await _respond(send, 404, error_body(f"no such path {path!r}"))
                 return
             try:
@@ -136,9 +163,15 @@ class RestApp:
                     await _respond(send, 503, error_body(str(exc)))
                 return
             if rest == "ready":
-                ready = repo.ready
+                ready = repo.entry(name).repository.ready
                 body = orjson.dumps({"name": name, "ready": ready})
                 await _respond(send, 200 if ready else 503, body)
+            elif rest == "rollout":
+                await _respond(send, 200, orjson.dumps(repo.rollout_status(name)))
+            elif rest == "config":
+                batcher = repo.entry(name).batcher
+                config = model_config(model, batcher.max_rows, batcher.max_wait)
+                await _respond(send, 200, orjson.dumps(config))
             else:
                 await _respond(send, 200, orjson.dumps(model_metadata(model)))
         else:
@@ -150,36 +183,41 @@ class RestApp:
         model_version = ""
         status = 200
         try:
-            model = self.repository.get(name, version)
-            model_version = model.version
+            route_header = self.catalog.route_header(name)
+            route_key = None
             header_length = None
             for key, value in scope["headers"]:
-                if key == _HEADER_LENGTH:
+                if key == route_header:
+                    route_key = value.decode("latin-1")
+                elif key == _HEADER_LENGTH:
                     try:
                         header_length = int(value)
                     except ValueError:
                         raise InvalidInputError(
                             "Inference-Header-Content-Length must be an integer"
                         ) from None
+            model, arm = self.catalog.route(name, version, route_key)
+            model_version = model.version
             body = await self._read_body(scope, receive)
             if body is None:
                 return  # the client went away
             request = parse_rest(body, header_length)
             batch = assemble(model, request.inputs)
             chosen = select_outputs(model, request.outputs)
-            outputs = await self.batcher.submit(model, batch)
+            outputs = await self.catalog.submit(model, batch, arm)
             payload, json_length = encode_rest(
                 model, request.id, chosen, outputs, request.binary_output
             )
+            routed = ((_ROUTE, arm.value.encode()),)
             if json_length is None:
-                await _respond(send, 200, payload)
+                await _respond(send, 200, payload, headers=routed)
             else:
                 await _respond(
                     send,
                     200,
                     payload,
                     _OCTET,
-                    ((b"inference-header-content-length", str(json_length).encode()),),
+                    ((b"inference-header-content-length", str(json_length).encode()), *routed),
                 )
         except InvalidInputError as exc:
             status = 400
@@ -205,6 +243,45 @@ class RestApp:
                 name, model_version, "rest", _STATUS_TEXT.get(status) or str(status)
             )
             self.metrics.request_done(name, "rest", time.perf_counter() - start)
+
+    async def _repository(
+        self, scope: Scope, receive: Receive, send: Send, method: str, parts: list[str]
+    ) -> None:
+        """The repository extension: POST index, models/NAME/load, models/NAME/unload."""
+        if not self.catalog.repository_api:
+            await _respond(
+                send,
+                404,
+                error_body("the repository API is off; start usina serve with --repository-api"),
+            )
+            return
+        if method != "POST":
+            await _respond(send, 405, error_body(f"{method} {scope['path']}: use POST"))
+            return
+        if parts[3:] == ["index"]:
+            await _respond(send, 200, orjson.dumps(self.catalog.index()))
+            return
+        if len(parts) != 6 or parts[3] != "models" or parts[5] not in ("load", "unload"):
+            await _respond(send, 404, error_body(f"no such path {scope['path']!r}"))
+            return
+        name, action = parts[4], parts[5]
+        try:
+            body = await self._read_body(scope, receive)
+            model_uri = _load_uri(body or b"")
+            if action == "load":
+                await self.catalog.load(name, model_uri)
+            else:
+                await self.catalog.unload(name)
+        except InvalidInputError as exc:
+            await _respond(send, 400, error_body(str(exc)))
+        except _BodyTooLarge:
+            await _respond(send, 400, error_body("the body is too large"))
+        except ModelNotFoundError as exc:
+            await _respond(send, 404, error_body(str(exc)))
+        except ModelLoadError as exc:
+            await _respond(send, 400, error_body(f"failed to load {name!r}: {exc}"))
+        else:
+            await _respond(send, 200, b"{}")
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         limit = self.max_body_bytes
@@ -236,6 +313,21 @@ class RestApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _load_uri(body: bytes) -> str | None:
+    """``parameters.model_uri`` of a load request, if any."""
+    if not body.strip():
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"the body is not valid JSON: {exc}") from exc
+    params = doc.get("parameters") if isinstance(doc, dict) else None
+    uri = params.get("model_uri") if isinstance(params, dict) else None
+    if uri is not None and not isinstance(uri, str):
+        raise InvalidInputError("parameters.model_uri must be a string")
+    return uri
 
 
 _STATUS_TEXT = {200: "200", 400: "400", 404: "404", 500: "500", 503: "503"}

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from usina.serving.rollout import RolloutPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +45,20 @@ class ServeSettings:
     grace_period_s: float = 20.0
     """On SIGTERM: time allowed to answer the requests already accepted before exiting."""
     tracking_uri: str | None = None
-    """MLflow tracking/registry URI; None lets mlflow use its own (MLFLOW_TRACKING_URI)."""
+    """MLflow tracking/registry URI; None: the one ``usina run`` logs to
+    (``usina.tracking.uri.default_tracking_uri``: ``$MLFLOW_TRACKING_URI`` or usina's home)."""
+    more_models: tuple[str, ...] = ()
+    """Further model URIs served by the same server, each under its own name."""
+    rollout: RolloutPolicy | None = None
+    """Roll out a challenger beside the (first) model: shadow or canary; None: no rollout."""
+    challenger_uri: str | None = None
+    """The rollout's challenger; None: ``models:/NAME@challenger`` of the first model."""
+    repository_api: bool = False
+    """Serve the repository extension: index, and load/unload models at run time."""
     predict_threads: int = 1
     """Threads a native model may use per predict call (1: the workers are the parallelism)."""
+    coordination_dir: str | None = None
+    """Folder where workers agree on versions (set by the CLI when workers > 1)."""
     metrics_dir: str | None = None
     """Directory for prometheus multiprocess files (set by the CLI when workers > 1)."""
     log_level: str = "info"

@@ -64,11 +64,8 @@ async def _serve(settings: ServeSettings) -> int:
     import grpc
     import uvicorn
 
-    from usina.serving.batching import Batcher
     from usina.serving.grpc_service import GrpcService
-    from usina.serving.loader import ModelSource
     from usina.serving.metrics import ServingMetrics
-    from usina.serving.repository import ModelRepository
     from usina.serving.rest import RestApp
 
     class _Server(uvicorn.Server):
@@ -77,22 +74,13 @@ async def _serve(settings: ServeSettings) -> int:
             yield  # this process installs its own handlers, for REST and gRPC together
 
     metrics = ServingMetrics(settings.metrics_dir)
-    source = ModelSource.parse(settings.model_uri, settings.tracking_uri)
-    name = settings.name or source.name
-    repository = ModelRepository(
-        source,
-        name,
-        metrics,
-        poll_interval_s=settings.poll_interval_s,
-        predict_threads=settings.predict_threads,
-    )
-    await repository.load_initial()
-    batcher = Batcher(name, settings.batch, metrics)
-    batcher.start()
+    catalog = await build_catalog(settings, metrics)
+    if settings.rollout is not None:
+        await _add_challenger(catalog, settings, metrics)
 
     reuse = settings.workers > 1
     sock = bind_socket(settings.host, settings.http_port, reuse_port=reuse)
-    app = RestApp(repository, batcher, metrics, max_body_bytes=settings.max_body_bytes)
+    app = RestApp(catalog, metrics, max_body_bytes=settings.max_body_bytes)
     config = uvicorn.Config(
         app,
         interface="asgi3",
@@ -119,7 +107,7 @@ async def _serve(settings: ServeSettings) -> int:
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ]
         )
-        grpc_server.add_generic_rpc_handlers((GrpcService(repository, batcher, metrics).handler(),))
+        grpc_server.add_generic_rpc_handlers((GrpcService(catalog, metrics).handler(),))
         address = f"{settings.host}:{settings.grpc_port}"
         if grpc_server.add_insecure_port(address) == 0:
             raise ModelLoadError(f"cannot bind gRPC to {address}")
@@ -136,18 +124,21 @@ async def _serve(settings: ServeSettings) -> int:
             signal.Signals(signum).name,
             settings.grace_period_s,
         )
-        repository.draining = True
+        catalog.set_draining()
         server.should_exit = True
         if grpc_server is not None:
             stopping.append(loop.create_task(grpc_server.stop(settings.grace_period_s)))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    repository.start_polling()
+    for entry in catalog.entries.values():
+        entry.repository.start_polling()
     log.info(
-        "serving %s version %s: REST on %s:%d%s (pid %d)",
-        name,
-        repository.current.version if repository.current else "?",
+        "serving %s: REST on %s:%d%s (pid %d)",
+        ", ".join(
+            f"{n} version {e.repository.current.version if e.repository.current else '?'}"
+            for n, e in catalog.entries.items()
+        ),
         settings.host,
         settings.http_port,
         f", gRPC on {settings.host}:{settings.grpc_port}" if grpc_server is not None else "",
@@ -156,17 +147,113 @@ async def _serve(settings: ServeSettings) -> int:
     await server.serve(sockets=[sock])
     for task in stopping:
         await task
-    await repository.stop_polling()
+    for entry in catalog.entries.values():
+        await entry.repository.stop_polling()
     try:
-        await asyncio.wait_for(batcher.stop(), timeout=settings.grace_period_s)
+        await asyncio.wait_for(
+            asyncio.gather(*(e.batcher.stop() for e in catalog.entries.values())),
+            timeout=settings.grace_period_s,
+        )
     except TimeoutError:
         log.warning("batches still running after the grace period; exiting anyway")
     log.info("stopped (pid %d)", os.getpid())
     return EXIT_OK
 
 
+async def build_catalog(settings: ServeSettings, metrics: Any) -> Any:
+    """Load every model given at start (the first under ``settings.name``, if set)."""
+    from usina.serving.batching import Batcher
+    from usina.serving.catalog import Catalog, Entry
+    from usina.serving.coordination import Coordinator
+    from usina.serving.loader import ModelSource
+    from usina.serving.repository import ModelRepository
+
+    coordinator = (
+        Coordinator(settings.coordination_dir) if settings.coordination_dir is not None else None
+    )
+
+    def make(name: str | None, uri: str) -> Entry:
+        source = ModelSource.parse(uri, settings.tracking_uri)
+        served = name or source.name
+        repository = ModelRepository(
+            source,
+            served,
+            metrics,
+            poll_interval_s=settings.poll_interval_s,
+            predict_threads=settings.predict_threads,
+            coordinator=coordinator,
+        )
+        return Entry(repository, Batcher(served, settings.batch, metrics))
+
+    entries: dict[str, Entry] = {}
+    for i, uri in enumerate((settings.model_uri, *settings.more_models)):
+        entry = make(settings.name if i == 0 else None, uri)
+        if entry.repository.name in entries:
+            raise ModelLoadError(
+                f"two models would be served as {entry.repository.name!r}; serve one of them "
+                "under another name (--name applies to the first model)"
+            )
+        await entry.repository.load_initial()
+        entry.batcher.start()
+        entries[entry.repository.name] = entry
+    if coordinator is not None:
+        coordinator.join()
+    return Catalog(
+        entries,
+        repository_api=settings.repository_api,
+        make=make,
+    )
+
+
+async def _add_challenger(catalog: Any, settings: ServeSettings, metrics: Any) -> None:
+    """Load the rollout's challenger beside the first model and start judging it."""
+    from usina.serving.batching import Batcher
+    from usina.serving.loader import ModelSource
+    from usina.serving.repository import ModelRepository
+    from usina.serving.rollout import Rollout
+    from usina.tracking.rollouts import record_decision
+
+    assert settings.rollout is not None
+    name, entry = next(iter(catalog.entries.items()))
+    registered = entry.repository.source
+    uri = settings.challenger_uri or f"models:/{registered.name}@challenger"
+    source = ModelSource.parse(uri, settings.tracking_uri)
+    challenger = ModelRepository(
+        source, name, metrics, poll_interval_s=0, predict_threads=settings.predict_threads
+    )
+    await challenger.load_initial()
+    assert challenger.current is not None
+    assert entry.repository.current is not None
+    entry.challenger = challenger
+    entry.challenger_batcher = Batcher(f"{name}:challenger", settings.batch, metrics)
+    entry.challenger_batcher.start()
+    entry.rollout = Rollout(
+        settings.rollout,
+        champion_version=entry.repository.current.version,
+        challenger_version=challenger.current.version,
+        clock=time.monotonic,
+    )
+    log.info(
+        "rollout of %s (%s): champion version %s, challenger version %s (%s)",
+        name,
+        settings.rollout.mode,
+        entry.rollout.champion_version,
+        entry.rollout.challenger_version,
+        uri,
+    )
+
+    def record(entry: Any, index: int, event: dict[str, Any]) -> None:
+        if source.local_path is None and source.tracking_uri is not None:
+            record_decision(
+                source.tracking_uri, source.name, str(event["challenger_version"]), index, event
+            )
+
+    catalog.start_rollouts(metrics, record)
+
+
 def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], None]) -> int:
     """Run ``settings.workers`` processes of ``worker_main``; forward SIGTERM; restart crashes."""
+    from usina.serving.coordination import strike_off
     from usina.serving.metrics import mark_worker_dead
 
     metrics_dir = settings.metrics_dir
@@ -175,7 +262,8 @@ def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], No
         own_dir = metrics_dir = tempfile.mkdtemp(prefix="usina-serve-metrics-")
     # prometheus_client picks its multiprocess mode from the environment at import time.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    settings = replace(settings, metrics_dir=metrics_dir)
+    coordination = tempfile.mkdtemp(prefix="usina-serve-workers-")
+    settings = replace(settings, metrics_dir=metrics_dir, coordination_dir=coordination)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -203,6 +291,7 @@ def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], No
                     continue
                 if proc.pid is not None:
                     mark_worker_dead(metrics_dir, proc.pid)
+                    strike_off(coordination, proc.pid)
                 if proc.exitcode == EXIT_STARTUP_FAILED:
                     log.error("worker %d could not start; stopping", i)
                     code = EXIT_STARTUP_FAILED
@@ -230,4 +319,5 @@ def supervise(settings: ServeSettings, worker_main: Callable[[ServeSettings], No
             signal.signal(sig, handler)
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+        shutil.rmtree(coordination, ignore_errors=True)
     return code

@@ -180,3 +180,34 @@ endpoints = sa.Table(
     sa.Column("url", sa.String(2000), nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
 )
+
+# Schedules of the platform server (``usina.scheduling`` decides; ``usina.server.scheduler``
+# acts). ``last_tick`` is the watermark: the newest nominal time already handled; it only moves
+# forward (compare-and-set), after the tick's runs exist, so a crash between the two re-plans the
+# tick and finds its runs (their ids derive from the tick alone).
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("spec", Json, nullable=False),  # cron, timezone, params, policies (see scheduling)
+    sa.Column("paused", sa.Boolean(), nullable=False),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("last_tick", sa.Double(), nullable=True),
+)
+
+# What each tick became: a run started, a run that existed already, or a skip and its reason.
+schedule_ticks = sa.Table(
+    "schedule_ticks",
+    metadata,
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("nominal", sa.Double(), primary_key=True),
+    sa.Column("outcome", sa.String(20), nullable=False),  # started, skipped, backfill
+    sa.Column("run_id", sa.String(200), nullable=True),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("at", sa.Double(), nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The assistant example: a tiny bilingual payment-support LLM, trained, registered, served."""

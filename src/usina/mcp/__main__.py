@@ -1,0 +1,5 @@
+"""``python -m usina.mcp``: the same as ``usina mcp``."""
+
+from usina.mcp.cli import app
+
+app(prog_name="usina-mcp")

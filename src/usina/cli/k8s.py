@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from usina.cli.common import ParamOpt, compile_target, out, parse_params, settings
+from usina.cli.common import ParamOpt, compile_target, err, out, parse_params, settings
 from usina.cli.display import print_json
 from usina.errors import MissingExtraError
 
@@ -89,6 +89,28 @@ AllowLocalOpt = Annotated[
         help="kubernetes: accept a local artifact path (only when every node mounts it)",
     ),
 ]
+
+BundleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--bundle/--no-bundle",
+        help="kubernetes: ship the project's code as a bundle (--no-bundle: the image has it)",
+    ),
+]
+
+
+def with_bundle(
+    plan: Any, artifacts: Any, options: Mapping[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Store ``plan``'s project as a bundle in ``artifacts``; the plan with bundle paths and
+    the backend options whose ``env`` names the bundle (``USINA_BUNDLE``)."""
+    from usina.compose.bundling import bundle_env, bundle_plan
+
+    bundled, ref = bundle_plan(plan, artifacts)
+    what = "uploaded" if ref.uploaded else "already stored"
+    err.print(f"code bundle {ref.digest[:19]} ({ref.files} files, {ref.size} bytes) {what}")
+    env = {**dict(options.get("env") or {}), **bundle_env(ref)}
+    return bundled, {**options, "env": env}
 
 
 def toleration(text: str) -> dict[str, Any]:

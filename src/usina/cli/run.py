@@ -70,6 +70,7 @@ def run(
     node_selector: k8s_flags.NodeSelectorOpt = [],  # noqa: B006
     toleration: k8s_flags.TolerationOpt = [],  # noqa: B006
     allow_local_artifacts: k8s_flags.AllowLocalOpt = False,
+    bundle: k8s_flags.BundleOpt = True,
     project: Annotated[str, typer.Option(help="project of the run (with --server)")] = "default",
     label: Annotated[
         list[str],
@@ -116,14 +117,19 @@ def run(
         tolerations=toleration,
         allow_local_artifacts=allow_local_artifacts,
     )
-    choice = BackendChoice(backend, cluster)
     pipe, plan = compile_target(target, param)
     current = settings()
     comps = open_stores(current)
     try:
+        preload = [plan.source] if plan.source else []
+        if backend == "kubernetes" and bundle:
+            # The pods get the project's code as a bundle in the artifact store.
+            plan, cluster = k8s_flags.with_bundle(plan, comps.artifacts, cluster)
+            preload = []
+        choice = BackendChoice(backend, cluster)
         engine = make_engine(
             comps,
-            preload=[plan.source] if plan.source else [],
+            preload=preload,
             tracker=tracker(current, pipe, tracking),
             max_parallel=max_parallel,
             use_cache=not no_cache,

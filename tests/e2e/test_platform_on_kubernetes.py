@@ -1,7 +1,9 @@
 """Platform mode end to end: two ``usina server`` replicas on PostgreSQL run a pipeline's steps as
-Kubernetes Jobs (the API emulator, whose kubelet runs each pod's command as a local process),
-with SeaweedFS as the artifact store. The CLI on a laptop submits a fraud pipeline; the first
-``train`` attempt is OOMKilled and retried with more memory; the first ``score`` pod is evicted
+Kubernetes Jobs (the API emulator), with SeaweedFS as the artifact store. The pods are processes
+(``ProcessKubelet``) that see only the pod's env (the object store's credentials from a
+Secret), a working folder of their own, and their memory limit enforced. The CLI on a laptop
+submits a fraud pipeline; the first ``train`` attempt really exceeds its memory limit, is
+OOMKilled and retried with more memory; the first ``score`` pod is evicted
 (``DisruptionTarget``) and retried as ``preempted``; the replica driving the run is SIGKILLed
 mid-run and the other one finishes it; the logs are readable after the Jobs' TTL deleted them.
 """
@@ -24,6 +26,7 @@ import pytest
 import yaml
 
 from tests.k8s.emulator import Emulator, PodScript
+from tests.k8s.process_kubelet import ProcessKubelet
 from tests.seaweedfs import SeaweedS3
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -43,9 +46,15 @@ def extract() -> list[int]:
     return featurize(list(range(ROWS)))
 
 
-@step(retry=Retry(oom=2, oom_grow=1.5), resources=Resources(cpu=1, memory="1Gi"))
+@step(retry=Retry(oom=2, oom_grow=1.5), resources=Resources(cpu=1, memory="400Mi"))
 def train(rows: list[int]) -> int:
-    print(f"training on {len(rows)} rows")
+    import os
+
+    print(f"training on {len(rows)} rows", flush=True)
+    if os.environ["USINA_ATTEMPT_ID"].endswith("-1"):  # the first attempt needs too much
+        ballast = bytearray(600 * 2**20)
+        for i in range(0, len(ballast), 4096):
+            ballast[i] = 1
     return sum(rows)
 
 
@@ -95,7 +104,7 @@ def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
 
 
 def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
-    tmp_path: Path, postgres_server, s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, postgres_server, s3: SeaweedS3
 ) -> None:
     db = postgres_server.create_database()
     project = tmp_path / "project"
@@ -103,13 +112,11 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
     (project / "pipeline.py").write_text(textwrap.dedent(PIPELINE))
     (project / "features.py").write_text(textwrap.dedent(FEATURES))
     artifacts = s3.url("platform")
-    # The emulator's kubelet starts pods with this process's environment (the image's), plus
-    # the pod's own: the object store's credentials, as a Secret would give them.
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    kubelet = ProcessKubelet(tmp_path / "pods")
+    # The pods' object store credentials come from a Secret (envFrom), as on a cluster.
+    kubelet.add_secret("s3-credentials", s3.env())
 
-    with Emulator(execute=True) as emulator:
-        emulator.script_suffix("-train-1", PodScript("oom"))
+    with Emulator(kubelet=kubelet) as emulator:
         emulator.script_suffix("-score-1", PodScript("preempt", run=0.5))
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(
@@ -133,6 +140,7 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
                         "namespace": "ml",
                         "image": "usina-runtime:test",
                         "disruption_action": "FailJob",  # an eviction is the engine's retry
+                        "env_from_secrets": ["s3-credentials"],
                         "ttl_seconds": 2,
                         "log_sync_seconds": 0.5,
                     },
@@ -246,7 +254,8 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
             for a in attempts if isinstance(attempts, list) else attempts["items"]:
                 by_step.setdefault(a["node"], []).append(a)
             assert [a["failure_class"] for a in by_step["train"]] == ["oom", None]
-            assert by_step["train"][1]["resources"]["memory"] == "1536Mi"
+            assert by_step["train"][0]["reason"] == "OOMKilled"
+            assert by_step["train"][1]["resources"]["memory"] == "600Mi"
             assert [a["failure_class"] for a in by_step["score"]] == ["preempted", None]
             assert [a["failure_class"] for a in by_step["extract"]] == [None]
             # Every attempt was one Job: nothing ran twice across the takeover.

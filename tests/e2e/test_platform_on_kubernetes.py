@@ -271,6 +271,17 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
             assert "extracting 64 rows" in logs.stdout
             scored = clients[1].get(f"/api/v1/runs/{rid}/steps/score/logs").text
             assert "scoring model 4032" in scored
+
+            # The chart's Role for these values grants every call the replicas made.
+            from tests.deploy.test_rbac import granted
+            from usina.deploy.chart import parse_objects, render_chart
+
+            values = {"jobs": {"backend": "kubernetes"}, "artifactsUrl": artifacts}
+            objects = parse_objects(render_chart(values, namespace="ml"))
+            (role,) = [o for o in objects if o["kind"] == "Role"]
+            with emulator.lock:
+                calls = set(emulator.access_log)
+            assert calls <= granted(role["rules"]), sorted(calls - granted(role["rules"]))
         finally:
             for client in clients:
                 client.close()

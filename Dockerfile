@@ -6,8 +6,8 @@
 #   docker build --target serving -t usina-serving:0.1.0 .   # usina serve MODEL_URI
 #
 # The builder stage has the compilers and builds every wheel; the final stages install those
-# wheels from a bind mount (so no wheel, cache or compiler lands in a layer) into /opt/venv and
-# run as a non-root user.
+# wheels from a bind mount (so no wheel, cache or compiler lands in a layer) into /opt/venv,
+# drop pip and the packages' own test folders, and run as a non-root user.
 #
 # GPU runtime: the runtime stage's base is a build argument. Any image with Python 3.12 works
 # (the wheels are built for CPython 3.12); for CUDA use an Ubuntu 24.04 CUDA runtime image and
@@ -18,43 +18,65 @@
 #     --build-arg TORCH_INDEX_URL=https://pypi.org/simple .
 #
 # The NVIDIA container toolkit on the node provides the driver; nothing else changes.
+#
+# Without a registry (no python image to pull), BASE takes any Debian/Ubuntu image with python3
+# and python3-venv: `make images` builds one with mmdebstrap (scripts/podman-setup.sh) and runs
+#
+#   buildah bud --target runtime --build-arg BASE=localhost/usina-base:bookworm \
+#     --build-arg BUILD_PACKAGES= --build-arg TORCH_INDEX_URL= ...
+#
+# (scripts/build-images.sh; the machine's pip configuration is mounted into the build).
 
 ARG PYTHON_VERSION=3.12.11
-ARG RUNTIME_BASE=python:${PYTHON_VERSION}-slim-bookworm
+ARG BASE=python:${PYTHON_VERSION}-slim-bookworm
+ARG RUNTIME_BASE=${BASE}
 # usina's version: pyproject.toml's (the final stages install exactly it) and the images' label.
 ARG VERSION=0.1.0
 ARG SOURCE=https://github.com/usina-ml/usina
 ARG REVISION=unknown
 
 # ---- builder: wheels for usina and every dependency of every image ---------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+FROM ${BASE} AS builder
+# Empty TORCH_INDEX_URL: torch comes from the configured index (a local CPU wheel, say).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=
+# The compilers for dependencies without a wheel; empty skips them (every dependency has one).
+ARG BUILD_PACKAGES=build-essential
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
+# hadolint ignore=DL3008,SC2086
+RUN if [ -n "${BUILD_PACKAGES}" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends ${BUILD_PACKAGES} \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && python3 -m venv /opt/build
 WORKDIR /src
+# The dependencies' wheels first, from pyproject.toml alone (with a stub usina): this layer is
+# reused until pyproject.toml changes. One wheelhouse per image: each final stage installs from
+# its own with --no-index.
+COPY pyproject.toml ./
+# hadolint ignore=SC2086
+RUN mkdir -p src/usina deploy/helm/usina && touch README.md src/usina/__init__.py \
+ && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/server \
+      '.[server,postgres,mlflow,k8s,monitoring]' \
+ && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
+ && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/runtime \
+      ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
+      '.[tables,mlflow,torch,fraud,gpu]' ${TORCH_VERSION:+"torch==${TORCH_VERSION}"} \
+ && rm -rf src deploy README.md /wheels/*/usina-*.whl
+# Then usina's own wheel, from its sources (and the Helm chart it ships).
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY deploy/helm/usina ./deploy/helm/usina
-# One wheelhouse per image: each final stage installs from its own with --no-index.
-RUN pip wheel --wheel-dir /wheels/server '.[server,postgres,mlflow,k8s]' \
- && pip wheel --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
- && pip wheel --wheel-dir /wheels/runtime --extra-index-url "${TORCH_INDEX_URL}" \
-      '.[tables,mlflow,torch,gpu]'
+RUN /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels/server . \
+ && cp /wheels/server/usina-*.whl /wheels/serving/ \
+ && cp /wheels/server/usina-*.whl /wheels/runtime/
+# The stage ends on a step that changes no file: buildah 1.28 (Debian 12) bind-mounts a stage
+# built wholly from its layer cache one step short of its end (RUN --mount=...,from=builder).
+WORKDIR /wheels
 
 # ---- base: Python, the non-root user, and an empty virtual environment -----------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS base
-ARG VERSION
-ARG SOURCE
-ARG REVISION
-LABEL org.opencontainers.image.title="usina" \
-      org.opencontainers.image.description="usina ML platform" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+FROM ${BASE} AS base
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -64,16 +86,30 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 usina \
  && useradd --system --uid 10001 --gid usina --home-dir /home/usina --create-home \
       --shell /usr/sbin/nologin usina \
- && python -m venv /opt/venv \
+ && python3 -m venv /opt/venv \
  && install -d -o usina -g usina /var/lib/usina
 WORKDIR /home/usina
 
 # ---- server: usina server ----------------------------------------------------------------------
 FROM base AS server
 ARG VERSION
+# A digest of the build context (scripts/build-images.sh): builders whose layer cache does not
+# follow a bind mount's source re-install when the sources change.
+ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s]==${VERSION}" \
- && pip uninstall -y pip
+    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s,monitoring]==${VERSION}" \
+ && python -c 'import usina' \
+ && pip uninstall -y pip \
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
+# The labels last: a new revision changes metadata only, never the layers above.
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-server" \
+      org.opencontainers.image.description="usina server: REST API, web UI and run reconciler" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
@@ -84,9 +120,21 @@ CMD ["server", "--host=0.0.0.0", "--port=8000"]
 # ---- serving: usina serve MODEL_URI -------------------------------------------------------------
 FROM base AS serving
 ARG VERSION
+ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/serving,target=/wheels \
     pip install --no-index --find-links=/wheels "usina[serving,grpc,mlflow]==${VERSION}" \
- && pip uninstall -y pip
+ && python -c 'import usina' \
+ && pip uninstall -y pip \
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
+# The labels last: a new revision changes metadata only, never the layers above.
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-serving" \
+      org.opencontainers.image.description="usina serve: a model over the Open Inference Protocol" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 10001:10001
 EXPOSE 8080 8081
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
@@ -97,27 +145,25 @@ CMD ["serve", "--help"]
 # ---- runtime: the image a step's Job runs (python -m usina.runtime ...) ------------------------
 # Its base is RUNTIME_BASE (a CUDA image for GPU steps, see the top). The Kubernetes backend
 # runs the pod as UID 1000 (KubernetesSettings.run_as_user), so the image's user is 1000 too.
-# Build your pipeline's image FROM this one and copy its code in.
+# It has the fraud extra (LightGBM) so the reference example runs in it as it is; build your
+# pipeline's image FROM this one and copy its code in.
 FROM ${RUNTIME_BASE} AS runtime
 ARG VERSION
-ARG SOURCE
-ARG REVISION
-LABEL org.opencontainers.image.title="usina-runtime" \
-      org.opencontainers.image.description="usina step runtime (the image of a step's Job)" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+ARG SOURCE_DIGEST=
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# A CUDA base has no Python: install the distribution's 3.12 (Ubuntu 24.04) without caches.
-# hadolint ignore=DL3008
-RUN if ! command -v python3 >/dev/null; then \
+# A CUDA base has no Python: install the distribution's 3.12 (Ubuntu 24.04) without caches;
+# LightGBM needs the OpenMP runtime (libgomp1), which python:X-slim lacks.
+# hadolint ignore=DL3008,SC2086
+RUN missing=""; \
+    command -v python3 >/dev/null || missing="python3 python3-venv"; \
+    ls /usr/lib/*/libgomp.so.1 >/dev/null 2>&1 || missing="$missing libgomp1"; \
+    if [ -n "$missing" ]; then \
       apt-get update \
-      && apt-get install -y --no-install-recommends python3 python3-venv \
+      && apt-get install -y --no-install-recommends $missing \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && (getent group 1000 >/dev/null || groupadd --gid 1000 usina) \
@@ -126,9 +172,20 @@ RUN if ! command -v python3 >/dev/null; then \
           --shell /usr/sbin/nologin usina) \
  && python3 -m venv /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,gpu]==${VERSION}" \
- && pip uninstall -y pip
+    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,fraud,gpu]==${VERSION}" \
+ && python -c 'import usina' \
+ && pip uninstall -y pip \
+ && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 WORKDIR /home/usina
+# The labels last: a new revision changes metadata only, never the layers above.
+ARG SOURCE
+ARG REVISION
+LABEL org.opencontainers.image.title="usina-runtime" \
+      org.opencontainers.image.description="usina step runtime (the image of a step's Job)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 USER 1000:1000
 # A step's Job has no long-running process to probe: it runs and exits.
 HEALTHCHECK NONE

@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: install demo demo-install test test-fast test-deep lint fmt clean services browser prometheus tools chart images docs
+.PHONY: install demo demo-install test test-fast test-deep lint fmt clean services browser prometheus tools chart images test-images docs
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -102,15 +102,22 @@ lint: install
 chart: install tools
 	$(BIN)/python -m pytest tests/deploy -q -p no:cacheprovider
 
-# The three images (needs a Docker engine with BuildKit). IMAGE_PREFIX=ghcr.io/org/ to push.
-IMAGE_PREFIX ?=
+# The three images, built from the one Dockerfile with buildah (no Docker engine, no registry
+# needed): scripts/podman-setup.sh installs podman/buildah/runc/mmdebstrap and makes the local
+# Debian base used when python:X-slim cannot be pulled; scripts/build-images.sh builds, prints
+# the sizes and checks their budgets. Names match the chart: IMAGE_PREFIX=registry/org/ to change.
+IMAGE_PREFIX ?= ghcr.io/usina-ml/
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 images:
-	for target in server runtime serving; do \
-	  docker build --target $$target --build-arg VERSION=$(VERSION) \
-	    --build-arg REVISION=$(REVISION) -t $(IMAGE_PREFIX)usina-$$target:$(VERSION) . || exit 1; \
-	done
+	IMAGE_PREFIX='$(IMAGE_PREFIX)' VERSION='$(VERSION)' REVISION='$(REVISION)' \
+	  TORCH_VERSION='$(TORCH_VERSION)' bash scripts/build-images.sh
+
+# Steps, the server and serving run in the built images under podman with real cgroup limits
+# (tests/images, left out of `make test`): needs root, podman (scripts/podman-setup.sh) and
+# `make images`.
+test-images: install services images
+	USINA_IMAGE_TESTS=1 $(BIN)/python -m pytest tests/images -p no:cacheprovider $(PYTEST_ARGS)
 
 # The documentation site (MkDocs Material) into site/, strict: a broken link, a missing page or an
 # unresolved API reference fails. The reference pages are regenerated from the code first.

@@ -628,10 +628,20 @@ def main(argv: list[str] | None = None) -> int:
         "with psutil; median over the timed runs",
         "wall": "median over the timed runs of process start to exit, measured by the harness",
     }
+    if "usina" in tools:
+        # The cost of hashing a step's project code (cache keys), on a ~200-module project
+        # against a small one: it must follow what a step reaches, not the project's size.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from code_hashing import measure_all
+
+        report["code_hashing"] = measure_all()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(render(report))
+        if "code_hashing" in report:
+            print("\ncache keys, project code hashing (benchmarks/code_hashing.py):")
+            print(json.dumps(report["code_hashing"], indent=2))
     failed = any(c.error for cells in results.values() for c in cells.values())
     return 1 if failed else 0
 

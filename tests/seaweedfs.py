@@ -78,6 +78,7 @@ class SeaweedS3:
             process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        _forget_s3_clients()
         server = cls(process, f"http://127.0.0.1:{s3}", bucket, log)
         server._wait(timeout)
         return server
@@ -135,6 +136,7 @@ class SeaweedS3:
         return ""
 
     def stop(self) -> None:
+        _forget_s3_clients()
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -143,3 +145,12 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
+
+
+def _forget_s3_clients() -> None:
+    """fsspec caches one S3 file system per set of arguments; the endpoint comes from the
+    environment, so a client of an earlier (stopped) server would be reused: forget them."""
+    with contextlib.suppress(ImportError):
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()

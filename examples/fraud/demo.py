@@ -1,8 +1,9 @@
 """``make demo``: the fraud pipeline end to end on embedded defaults, then where to look.
 
 Runs ``usina run examples/fraud/pipeline.py`` (SQLite, local artifacts and a local MLflow store
-under ``./.usina``), then prints what was trained, its metrics, whether it became champion, and
-the commands to look further. Extra arguments go to ``usina run`` (e.g. ``-p rows=50000``).
+under ``./.usina``), then reads the run back with ``usina.Client`` (as a notebook would) and
+prints what was trained, its metrics, whether it became champion, and the commands to look
+further. Extra arguments go to ``usina run`` (e.g. ``-p rows=50000``).
 """
 
 from __future__ import annotations
@@ -14,29 +15,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import usina
 from usina.tracking.uri import default_tracking_uri
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "examples" / "fraud" / "pipeline.py"
 
 
-def _usina(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+def _usina(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "usina.cli.main", *args],
         cwd=REPO,
         text=True,
-        capture_output=capture,
         check=False,
-    )
-
-
-def _load_output(home: Path, ref: dict[str, object]) -> object:
-    from usina.stores import serializers
-    from usina.stores.artifacts import FsspecArtifactStore
-
-    store = FsspecArtifactStore(str(home / "artifacts"))
-    return serializers.load(
-        store.get_bytes(str(ref["digest"])), str(ref["serializer"]), str(ref["type_name"])
     )
 
 
@@ -128,16 +119,16 @@ def main(argv: list[str]) -> int:
     if ran.returncode != 0:
         print("\nthe pipeline failed; see above, then: usina runs why RUN", file=sys.stderr)
         return ran.returncode
-    listed = _usina("runs", "ls", "--limit", "1", "-o", "json", capture=True)
-    run_id = json.loads(listed.stdout)[0]["id"]
-    shown = json.loads(_usina("runs", "show", run_id, "-o", "json", capture=True).stdout)
-    steps = {s["node"]: s for s in shown["steps"]}
-    metrics = steps["evaluate"]["metrics"]
-    decision = _load_output(home, steps["register"]["outputs"][0])
+    # Everything below reads the run the way a notebook would: through usina.Client.
+    client = usina.Client(str(home))
+    run = client.latest_run("fraud")
+    run_id = run.id
+    metrics = run.step("evaluate").metrics
+    decision = client.load(run_id, "register")
     assert isinstance(decision, dict)
     print("\n== what was trained")
-    print(f"run:        {run_id}  ({shown['params'].get('rows')} transactions)")
-    trees = steps["train"]["metrics"].get("best_iteration")
+    print(f"run:        {run_id}  ({run.params.get('rows')} transactions)")
+    trees = run.step("train").metrics.get("best_iteration")
     print(f"model:      LightGBM, {int(trees) if trees else '?'} trees, gate metric PR-AUC")
     print("metrics on the out-of-time test set:")
     for key, value in sorted(metrics.items()):
@@ -150,7 +141,7 @@ def main(argv: list[str]) -> int:
     print(f"\nregistry:   {decision.get('name')} version {decision.get('version')} {verdict}")
     print(f"            {decision.get('reason')}")
     tracking = default_tracking_uri(home=home)
-    test_set = _load_output(home, steps["split"]["outputs"][2])
+    test_set = client.load(run_id, "split", 2)
     sample = (
         test_set.filter(test_set["label"] == 0)
         .head(2)
@@ -165,6 +156,7 @@ def main(argv: list[str]) -> int:
     print(
         f"usina serve models:/{decision.get('name') or 'fraud'}@champion   # REST :8080, gRPC :8081"
     )
+    client.close()
     return 0
 
 

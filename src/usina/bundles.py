@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usina.errors import ArtifactMissingError, DefinitionError, UsinaError
+from usina.errors import ArtifactCorruptError, ArtifactMissingError, DefinitionError, UsinaError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -528,6 +528,11 @@ def fetch_bundle(store: ArtifactStore, digest: str, dest: str | os.PathLike[str]
         )
     try:
         data = store.get_bytes(digest)
+    except ArtifactCorruptError as exc:  # the store checked the hash on read, and moved it aside
+        raise BundleIntegrityError(
+            f"bundle {digest} in {store.url} is corrupt ({exc}); submit the run again so the "
+            "client uploads it again"
+        ) from exc
     except ArtifactMissingError as exc:
         raise BundleIntegrityError(
             f"bundle {digest} is not in {store.url}; submit the run again so the client uploads it"

@@ -81,10 +81,13 @@ def test_no_compilers_or_caches_in_the_final_images() -> None:
 
 
 def test_oci_labels() -> None:
-    for stage in ("base", "runtime"):
+    for stage in ("server", "serving", "runtime"):
         text = stages()[stage]
-        for label in ("version", "source", "revision", "licenses"):
+        for label in ("title", "version", "source", "revision", "licenses"):
             assert f"org.opencontainers.image.{label}=" in text, (stage, label)
+        # After the install: a new revision (label) must not invalidate the install's layer.
+        assert text.index("LABEL ") > text.index("pip install"), stage
+        assert text.index("ARG REVISION") > text.index("pip install"), stage
 
 
 def test_extras_exist() -> None:
@@ -110,3 +113,26 @@ def test_dockerignore_is_an_allow_list(needed: str) -> None:
     assert f"!{needed}" in lines
     for copied in re.findall(r"^COPY\s+(?!--)(\S+)", TEXT, re.MULTILINE):
         assert f"!{copied.rstrip('/')}" in [line.rstrip("/") for line in lines], copied
+
+
+def test_the_base_is_a_build_argument_defaulting_to_the_production_image() -> None:
+    """One Dockerfile for both: python:X-slim by default, a local base (scripts/build-images.sh,
+    no registry) through --build-arg BASE=...; every stage starts from BASE, a stage, or the
+    runtime's own base (which defaults to BASE)."""
+    assert re.search(r"^ARG BASE=python:\$\{PYTHON_VERSION\}-slim-bookworm$", TEXT, re.MULTILINE)
+    assert re.search(r"^ARG RUNTIME_BASE=\$\{BASE\}$", TEXT, re.MULTILINE)
+    froms = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", TEXT, re.MULTILINE)
+    assert dict((stage, image) for image, stage in froms) == {
+        "builder": "${BASE}",
+        "base": "${BASE}",
+        "server": "base",
+        "serving": "base",
+        "runtime": "${RUNTIME_BASE}",
+    }
+
+
+def test_final_stages_drop_pip_and_test_folders() -> None:
+    found = stages()
+    for target in ("server", "serving", "runtime"):
+        assert "pip uninstall -y pip" in found[target], target
+        assert "-name tests" in found[target], target

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tests.server.conftest import free_port
+from usina.server.guards import GuardSettings
 
 
 @pytest.fixture
@@ -151,6 +152,9 @@ class _Ready(BaseHTTPRequestHandler):
 
 def test_serving_endpoints_report_their_health(make_server):
     srv = make_server(reconcile=False)
+    # The inference servers here are on loopback, which the default probe policy refuses
+    # (tests/server/test_probe_policy.py): allow it for this test.
+    srv.app.state.guards = GuardSettings(probe_allow_private=True)
     admin = srv.as_(srv.token("default", "admin"))
     editor = srv.as_(srv.token("default", "editor"))
     httpd = HTTPServer(("127.0.0.1", 0), _Ready)

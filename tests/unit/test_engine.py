@@ -320,3 +320,40 @@ def test_the_engine_submits_exactly_what_build_task_builds(monkeypatch) -> None:
     assert built.labels["usina.dev/team"] == "ml"
     assert built.labels["usina.dev/attempt"] == "1"
     assert built.resources == Resources(memory="3Gi")
+
+
+def _with_code(plan, node_id: str, code: str):
+    from dataclasses import replace as dc_replace
+
+    from usina.sdk.pipeline import Plan
+
+    nodes = tuple(
+        dc_replace(n, code_hash=code, code_deps={"helpers.py:f": code}) if n.id == node_id else n
+        for n in plan.nodes
+    )
+    return Plan(plan.pipeline, plan.params, nodes, plan.source, plan.sys_path)
+
+
+def test_resume_reruns_a_step_whose_code_changed_and_its_dependents_only(world):
+    engine, _backend, metadata, _ = world
+    run = engine.submit(etl.compile())
+    assert engine.drive(run.id).state is RunState.SUCCEEDED
+    finished = metadata.get_run(run.id).finished_at
+    # nothing changed: a no-op that leaves the run alone
+    assert engine.reruns(run.id, etl.compile()) == {}
+    assert engine.resume(run.id, etl.compile()).finished_at == finished
+
+    changed = _with_code(etl.compile(), "train", "new")
+    why = engine.reruns(run.id, changed)
+    assert set(why) == {"train", "report"}
+    assert why["train"].startswith("code of helpers.py:f")
+    engine.resume(run.id, changed)
+    assert engine.drive(run.id).state is RunState.SUCCEEDED
+    counts = {n: len(metadata.get_attempts(run.id, n)) for n in ("extract", "transform")}
+    assert counts == {"extract": 1, "transform": 1}
+    assert len(metadata.get_attempts(run.id, "train")) == 2
+    assert len(metadata.get_attempts(run.id, "report")) == 2
+    assert engine.reruns(run.id, changed, ["transform"]) == {
+        "transform": "--rerun",
+        "report": "upstream step 'transform' runs again",
+    }

@@ -7,6 +7,7 @@ import usina
 
 def test_exported_members():
     assert sorted(usina.__all__) == [
+        "Client",
         "DefinitionError",
         "FailureClass",
         "ParameterError",

@@ -5,6 +5,18 @@ reader thread turns the zygote's exit reports into observations. Every attempt h
 exclusive lock on ``<work_dir>/<attempt>/lock`` while it runs, so a backend started after a
 crash can tell a live attempt (lock held: adopt it) from a dead one (lock free: read its
 result or error record) without trusting process ids.
+
+No process outlives its attempt. Each attempt runs in a session (and process group) of its own,
+and when its main process ends — normally, cancelled or timed out — ``_end_tree`` kills what is
+left of it: the process group, then a sweep of every process of this user that is in the
+attempt's session or carries its ``USINA_ATTEMPT_ID`` in its environment (a child that made a
+session of its own, or double-forked away, still inherits that variable when it executes a
+program). The zygote is a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so orphans of an
+attempt re-parent to it rather than to PID 1 and are reaped there, never left as zombies in a
+container whose PID 1 does not reap. Why not a cgroup per attempt: it needs a delegated cgroup
+tree (systemd or root), which a developer laptop or an unprivileged container does not give;
+groups, sessions and the environment mark need nothing. A process that both clears its
+environment and leaves the session escapes the sweep; only a cgroup would catch it.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from usina.engine.ports import (
     result_key,
 )
 from usina.errors import BackendError
+from usina.logtext import truncation_mark
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -449,16 +462,21 @@ class LocalBackend:
         )
         self._gpus_free.extend(attempt.gpus)
         attempt.gpus = []
+        self._end_tree(attempt)
         self._copy_log(attempt)
+
+    def _end_tree(self, attempt: _Attempt) -> None:
+        """Kill whatever the attempt's main process left running (see the module docstring)."""
+        if attempt.pid is not None:
+            # An adopted attempt's pid comes from its pid file, maybe from before a reboot:
+            # then it may name anyone's process group now, so only the environment mark counts.
+            before_boot = attempt.adopted and attempt.started_at < psutil.boot_time()
+            end_process_tree(attempt.pid, attempt.id, by_session=not before_boot)
 
     def _copy_log(self, attempt: _Attempt) -> None:
         path = os.path.join(attempt.folder, "output.log")
         try:
-            with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - _LOG_COPY_LIMIT))
-                data = fh.read()
+            data = _tail_marked(path, _LOG_COPY_LIMIT)
             self.artifacts.write_record(log_key(attempt.id), data)
         except FileNotFoundError:
             pass
@@ -501,6 +519,7 @@ class LocalBackend:
                         else:
                             attempt.state = TaskState.FAILED
                             attempt.finished_at = now
+                        self._end_tree(attempt)
                         self._copy_log(attempt)
                     changed = True
                     continue
@@ -549,6 +568,53 @@ def _signal_group(pid: int, sig: int) -> None:
             raise
 
 
+def _leftovers(session: int | None, attempt_id: str) -> list[psutil.Process]:
+    """Processes of this user in the attempt's session (when given) or marked with its
+    attempt id."""
+    me = os.getuid()
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid", "uids"]):
+        try:
+            if proc.pid == os.getpid() or proc.info["uids"] is None:
+                continue
+            if proc.info["uids"].real != me:
+                continue
+            if session is not None and os.getsid(proc.pid) == session:
+                found.append(proc)
+                continue
+            if proc.environ().get("USINA_ATTEMPT_ID") == attempt_id:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def end_process_tree(pid: int, attempt_id: str, *, by_session: bool = True, rounds: int = 5) -> int:
+    """SIGKILL every process left of the attempt whose main process was ``pid`` (its group
+    and session when ``by_session``, and its environment mark); repeated while a round still
+    finds some (a process may fork while it is swept). Returns how many were killed."""
+    if by_session:
+        _signal_group(pid, signal.SIGKILL)
+    killed = 0
+    session = pid if by_session else None
+    for _ in range(rounds):
+        found = []
+        for proc in _leftovers(session, attempt_id):
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        if not found:
+            break
+        for proc in found:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                killed += 1
+        psutil.wait_procs(found, timeout=0.5)
+    if killed:
+        log.info("attempt %s: killed %d process(es) it left running", attempt_id, killed)
+    return killed
+
+
 def _read_pid(folder: str) -> int | None:
     try:
         with open(os.path.join(folder, "pid")) as fh:
@@ -561,7 +627,24 @@ def read_log(work_dir: str, attempt_id: str) -> str:
     """The combined stdout/stderr of an attempt run here ("" when there is none)."""
     path = os.path.join(work_dir, attempt_id, "output.log")
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        return _tail_marked(path, _LOG_COPY_LIMIT).decode(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _tail_marked(path: str, limit: int) -> bytes:
+    """The last ``limit`` bytes of a log, starting with "… N bytes not shown" when the start
+    was left out (at a line start when one is near, so the first line shown is whole)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        start = max(0, size - limit)
+        fh.seek(start)
+        data = fh.read()
+    if start == 0:
+        return data
+    newline = data.find(b"\n", 0, 4096)
+    if newline >= 0:
+        data = data[newline + 1 :]
+    omitted = size - len(data)
+    return truncation_mark(omitted).encode() + data

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from usina.compose.settings import Settings
-from usina.errors import DefinitionError
+from usina.errors import DefinitionError, NotFoundError
 
 if TYPE_CHECKING:
     from usina.cli.remote import Remote
@@ -47,6 +47,19 @@ def server() -> Remote | None:
 
 def settings() -> Settings:
     return Settings.from_env()
+
+
+def existing_settings(run_id: str | None = None) -> Settings:
+    """The settings of a store that must exist already (commands on existing runs never create
+    an empty one); raises NotFoundError naming where it looked."""
+    current = settings()
+    if not current.store_exists():
+        missing = f"run {run_id!r} does not exist: " if run_id else ""
+        raise NotFoundError(
+            f"{missing}no usina store at {current.where()}; run a pipeline first "
+            "(usina run FILE.py), cd into its project, or set USINA_HOME"
+        )
+    return current
 
 
 def parse_params(values: list[str], option: str = "--param") -> dict[str, str]:

@@ -77,9 +77,16 @@ def run_table(run: dict[str, Any]) -> Table:
             f"[{_step_style(s['state'])}]{label}[/]",
             str(s["attempts"] or ""),
             "" if cached else format_duration(took),
-            s["error"] or "",
+            s["error"] or _why_note(s),
         )
     return table
+
+
+def _why_note(s: dict[str, Any]) -> str:
+    why = s.get("why")
+    if not why or s.get("cached"):
+        return ""
+    return why if why.startswith("not run") else f"ran: {why}"
 
 
 def step_line(s: dict[str, Any]) -> str:
@@ -96,7 +103,11 @@ def step_line(s: dict[str, Any]) -> str:
 def run_summary(run: dict[str, Any]) -> str:
     """``run ID STATE in 1m05s: 2 ran, 1 from cache; cached: a; failed: b`` from run JSON."""
     cached = [s["node"] for s in run["steps"] if s.get("cached")]
-    ran = [s["node"] for s in run["steps"] if s["state"] == "succeeded" and not s.get("cached")]
+    ran = [
+        s["node"]
+        for s in run["steps"]
+        if s["state"] in ("succeeded", "failed") and not s.get("cached") and s["attempts"]
+    ]
     took = format_duration(run["duration"])
     parts = [f"run {run['id']} {run['state']} in {took}: {len(ran)} ran, {len(cached)} from cache"]
     if cached:
@@ -128,8 +139,31 @@ def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
     return run_summary(run_json(run, steps))
 
 
+#: Events that say why a step ran instead of coming from the cache.
+WHY_EVENTS = ("step_cache_miss", "step_rerun", "step_unused")
+
+
+def step_reasons(events: Sequence[Any]) -> dict[str, str]:
+    """node -> why it last ran (not from the cache), from a run's events (records or JSON)."""
+    reasons: dict[str, str] = {}
+    for event in events:
+        kind = event["kind"] if isinstance(event, dict) else event.kind
+        node = event.get("node") if isinstance(event, dict) else event.node
+        message = event.get("message", "") if isinstance(event, dict) else event.message
+        if kind in WHY_EVENTS and node:
+            if kind == "step_cache_miss" and reasons.get(node, "").startswith("resume: "):
+                continue  # a resumed step's own reason stays
+            if kind == "step_unused":
+                message = f"not run: past the end of its map's list ({message})"
+            reasons[node] = f"resume: {message}" if kind == "step_rerun" else message
+    return reasons
+
+
 def run_json(
-    run: RunRecord, steps: Sequence[StepRecord], attempts: Sequence[AttemptRecord] | None = None
+    run: RunRecord,
+    steps: Sequence[StepRecord],
+    attempts: Sequence[AttemptRecord] | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": run.id,
@@ -153,6 +187,7 @@ def run_json(
                 "error": s.error,
                 "metrics": s.metrics,
                 "outputs": [o.to_json() for o in s.outputs],
+                "why": None if s.cached else (reasons or {}).get(s.node),
             }
             for s in ordered(run, steps)
         ],
@@ -270,3 +305,11 @@ def kpi_table(report: dict[str, Any], period: str) -> Table:
             f"{m['promoted']} promoted" + (f" ({gate})" if gate else ""),
         )
     return table
+
+
+def terminal_log(text: str) -> str:
+    """A step's output as the terminal may show it: control sequences other than colour
+    removed (a step cannot clear the screen or retitle the window), see ``usina.logtext``."""
+    from usina.logtext import terminal_safe
+
+    return terminal_safe(text)

@@ -11,12 +11,27 @@ from urllib.parse import quote
 import typer
 
 from usina.cli import remote
-from usina.cli.common import EXIT_FAILED, Output, OutputOpt, err, out, server, settings
-from usina.cli.display import print_json, run_summary, run_table, runs_table
+from usina.cli.common import (
+    EXIT_FAILED,
+    Output,
+    OutputOpt,
+    err,
+    existing_settings,
+    out,
+    server,
+)
+from usina.cli.display import (
+    print_json,
+    run_json,
+    run_summary,
+    run_table,
+    runs_table,
+    terminal_log,
+)
 from usina.cli.drive import drive, tracker
 from usina.cli.source import runs_source
 from usina.engine.records import RunState
-from usina.errors import StateError
+from usina.errors import NotFoundError, StateError
 from usina.sdk.pipeline import Pipeline, Plan
 
 runs_app = typer.Typer(
@@ -67,7 +82,7 @@ def _usage_json(run_id: str) -> list[Any]:
     from usina.cli.profile_cmds import profiles_json
     from usina.compose.components import open_stores
 
-    comps = open_stores(settings())
+    comps = open_stores(existing_settings(run_id))
     try:
         return profiles_json(comps.artifacts, comps.metadata.get_attempts(run_id))
     finally:
@@ -78,7 +93,7 @@ def _print_usage(run_id: str) -> None:
     from usina.cli.profile_cmds import profile_table
     from usina.compose.components import open_stores
 
-    comps = open_stores(settings())
+    comps = open_stores(existing_settings(run_id))
     try:
         used = profile_table(comps.artifacts, comps.metadata.get_attempts(run_id))
     finally:
@@ -98,7 +113,7 @@ def runs_logs(
     """The output (stdout and stderr) of a step's attempt."""
     source = runs_source()
     try:
-        sys.stdout.write(source.logs(run_id, step, attempt))
+        sys.stdout.write(terminal_log(source.logs(run_id, step, attempt)))
     finally:
         source.close()
 
@@ -145,21 +160,33 @@ def _print_why(report: dict[str, Any], output: Output) -> None:
 def runs_resume(
     run_id: str,
     tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking")] = None,
+    rerun: Annotated[
+        list[str] | None,
+        typer.Option("--rerun", help="run this step and its dependents again (repeatable)"),
+    ] = None,
     output: OutputOpt = Output.text,
 ) -> None:
-    """Continue a run: failed steps run again with the current code; finished ones are kept."""
+    """Continue a run: failed, skipped and cancelled steps run again with the current code, and
+    so does every step whose code, parameters or inputs changed since it succeeded (and what
+    depends on it); the others are kept."""
     from usina.compose.components import make_engine, open_stores
     from usina.runtime.loader import load_file
 
     remote_server = server()
     if remote_server is not None:
+        if rerun:
+            err.print("--rerun works on local runs only for now; run without --server")
+            raise typer.Exit(2)
         resumed = remote_server.call("POST", f"/api/v1/runs/{quote(run_id)}/resume")
         as_json = output is Output.json
         raise typer.Exit(remote.follow(remote_server, resumed, out, as_json=as_json))
-    current = settings()
+    current = existing_settings(run_id)
     comps = open_stores(current)
     try:
-        record = comps.metadata.get_run(run_id)
+        try:
+            record = comps.metadata.get_run(run_id)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} (store: {current.where()})") from exc
         old = Plan.from_json(record.plan)
         pipe: Pipeline | None = None
         plan: Plan | None = None
@@ -189,7 +216,17 @@ def runs_resume(
             tracker=tracker(current, pipe, tracking),
         )
         if record.state.finished or record.state is RunState.RUNNING or plan is not None:
-            record = engine.resume(run_id, plan)
+            why = engine.reruns(run_id, plan, rerun or ())
+            if record.state is RunState.SUCCEEDED and not why:
+                if output is Output.json:
+                    print_json(out, {**source_show(comps, run_id), "reran": {}})
+                else:
+                    out.print(f"run {run_id} succeeded and nothing changed: nothing to run")
+                raise typer.Exit(0)
+            if output is Output.text:
+                for node, reason in why.items():
+                    out.print(f"  {node}: runs again ({reason})")
+            record = engine.resume(run_id, plan, rerun=rerun or ())
         raise typer.Exit(drive(engine, record, output))
     finally:
         comps.close()
@@ -211,11 +248,21 @@ def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
     out.print(f"run {done['id']}: {done['state']}" + ("" if finished else " (cancel requested)"))
 
 
+def source_show(comps: Any, run_id: str) -> dict[str, Any]:
+    md = comps.metadata
+    return run_json(md.get_run(run_id), md.get_steps(run_id), md.get_attempts(run_id))
+
+
 def _cancel_here(run_id: str) -> dict[str, Any]:
     from usina.compose.components import make_engine, open_stores
 
-    comps = open_stores(settings())
+    current = existing_settings(run_id)
+    comps = open_stores(current)
     try:
+        try:
+            comps.metadata.get_run(run_id)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} (store: {current.where()})") from exc
         engine = make_engine(comps)
         record = engine.cancel(run_id)
         if not record.state.finished:

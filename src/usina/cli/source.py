@@ -7,9 +7,10 @@ JSON the same way whichever source it reads.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from usina.cli import remote
-from usina.cli.display import attempt_json, run_json
+from usina.cli.display import attempt_json, run_json, step_reasons
 from usina.engine.policy import advice
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptState, RunState
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from usina.cli.remote import Remote
     from usina.compose.components import Components
     from usina.compose.settings import Settings
-    from usina.engine.records import AttemptRecord
+    from usina.engine.records import AttemptRecord, RunRecord
 
 Json = dict[str, Any]
 #: Log lines ``runs why`` quotes from each failed attempt.
@@ -51,26 +52,52 @@ class LocalRuns:
     """The runs of the local state folder (``USINA_HOME``, ``USINA_DATABASE_URL``...)."""
 
     def __init__(self, settings: Settings) -> None:
-        from usina.compose.components import open_stores
-
         self.settings = settings
-        self.comps: Components = open_stores(settings)
+        self._comps: Components | None = None
+
+    @property
+    def comps(self) -> Components:
+        """The stores, opened on first use; a read never creates an empty store."""
+        if self._comps is None:
+            from usina.compose.components import open_stores
+
+            if not self.settings.store_exists():
+                from usina.cli.common import existing_settings
+
+                existing_settings()  # raises, naming where it looked
+            self._comps = open_stores(self.settings)
+        return self._comps
 
     def close(self) -> None:
-        self.comps.close()
+        if self._comps is not None:
+            self._comps.close()
+
+    def _run(self, run_id: str) -> RunRecord:
+        if not self.settings.store_exists():
+            from usina.cli.common import existing_settings
+
+            existing_settings(run_id)  # raises, naming where it looked
+        try:
+            return self.comps.metadata.get_run(run_id)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} (store: {self.settings.where()})") from exc
 
     def list_runs(self, *, limit: int, state: str | None, pipeline: str | None) -> list[Json]:
+        if not self.settings.store_exists():
+            return []
         wanted = RunState(state) if state else None
         runs = self.comps.metadata.list_runs(limit=limit, state=wanted, pipeline=pipeline)
         return [_summary(run_json(r, [])) for r in runs]
 
     def show(self, run_id: str) -> Json:
+        run = self._run(run_id)
         md = self.comps.metadata
-        return run_json(md.get_run(run_id), md.get_steps(run_id), md.get_attempts(run_id))
+        reasons = step_reasons(md.list_events(run_id))
+        return run_json(run, md.get_steps(run_id), md.get_attempts(run_id), reasons)
 
     def _attempt(self, run_id: str, step: str, number: int | None) -> AttemptRecord:
+        self._run(run_id)
         md = self.comps.metadata
-        md.get_run(run_id)
         attempts = md.get_attempts(run_id, step)
         if not attempts:
             names = [s.node for s in md.get_steps(run_id)]
@@ -95,8 +122,8 @@ class LocalRuns:
     def why(self, run_id: str) -> Json:
         from usina.cli.profile_cmds import oom_curves
 
+        record = self._run(run_id)
         md = self.comps.metadata
-        record = md.get_run(run_id)
         report = []
         failed = [a for a in md.get_attempts(run_id) if a.state is AttemptState.FAILED]
         curves = oom_curves(self.comps.artifacts, failed)  # an OOM's memory, its last minutes
@@ -133,7 +160,13 @@ class RemoteRuns:
         return remote.list_runs(self.server, limit=limit, state=state, pipeline=pipeline)
 
     def show(self, run_id: str) -> Json:
-        return remote.show(self.server, run_id)
+        shown = remote.show(self.server, run_id)
+        quoted = quote(run_id)
+        reasons = step_reasons(self.server.call("GET", f"/api/v1/runs/{quoted}/events"))
+        for step in shown.get("steps", []):
+            if not step.get("cached"):
+                step["why"] = reasons.get(step["node"])
+        return shown
 
     def logs(self, run_id: str, step: str, attempt: int | None) -> str:
         return remote.logs(self.server, run_id, step, attempt)

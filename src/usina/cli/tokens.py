@@ -19,6 +19,14 @@ DatabaseOpt = Annotated[
 ]
 
 
+# Tokens made here expire unless asked not to, like the server's (GuardSettings).
+DEFAULT_EXPIRES = "90d"
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+
+
 def _store(database_url: str | None):  # type: ignore[no-untyped-def]
     from usina.stores.platform import PlatformStore
 
@@ -30,26 +38,49 @@ def create(
     project: Annotated[str, typer.Option(help="project the role is in; '*' for every project")],
     role: Annotated[str, typer.Option(help="viewer, editor or admin")],
     name: Annotated[str | None, typer.Option(help="who or what will use it")] = None,
+    expires: Annotated[
+        str,
+        typer.Option(
+            envvar="USINA_TOKEN_EXPIRES",
+            help="how long it works: 30d, 12h, 2w, or 'never'",
+        ),
+    ] = DEFAULT_EXPIRES,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Create a token and print it once; only its hash is stored."""
+    from usina.durations import parse_duration
     from usina.errors import DefinitionError
     from usina.stores.platform import Role
 
     try:
         parsed = Role.parse(role)
+        lifetime = parse_duration(expires)
     except ValueError as exc:
-        raise DefinitionError(str(exc)) from exc
+        raise DefinitionError(f"{exc} (--expires)" if "duration" in str(exc) else str(exc)) from exc
+    expires_at = time.time() + lifetime if lifetime is not None else None
     store = _store(database_url)
     try:
         token, info = store.create_token(
-            name or f"{parsed.label}@{project}", {project: parsed}, created_by="cli"
+            name or f"{parsed.label}@{project}",
+            {project: parsed},
+            created_by="cli",
+            expires_at=expires_at,
         )
-        store.audit("cli", "token.create", project=project, target=info.id, detail={"role": role})
+        store.audit(
+            "cli",
+            "token.create",
+            project=project,
+            target=info.id,
+            detail={"role": role, "expires_at": expires_at},
+        )
     finally:
         store.close()
     typer.echo(token)
-    typer.echo(f"token {info.id} ({parsed.label} in {project}); it is not shown again", err=True)
+    until = _when(expires_at) if expires_at is not None else "never"
+    typer.echo(
+        f"token {info.id} ({parsed.label} in {project}, expires {until}); it is not shown again",
+        err=True,
+    )
 
 
 @tokens_app.command("ls")
@@ -63,15 +94,20 @@ def ls(database_url: DatabaseOpt = None) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("id", "name", "roles", "created", "revoked"):
+    for col in ("id", "name", "roles", "created", "expires", "revoked"):
         table.add_column(col)
+    now = time.time()
     for t in found:
+        expires = "never"
+        if t.expires_at is not None:
+            expires = _when(t.expires_at) + (" (expired)" if t.expires_at <= now else "")
         table.add_row(
             t.id,
             t.name,
             ", ".join(f"{r}@{p}" for p, r in t.roles.items()),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created_at)),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.revoked_at)) if t.revoked_at else "",
+            _when(t.created_at),
+            expires,
+            _when(t.revoked_at) if t.revoked_at else "",
         )
     out.print(table)
 

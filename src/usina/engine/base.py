@@ -75,6 +75,7 @@ class EngineBase:
         self.settings = settings or EngineSettings()
         self.owner = owner or default_owner()
         self._environment = self.settings.environment
+        self._lists: dict[str, list[Any]] = {}  # digest -> the list a map runs over
         self._plans: dict[str, tuple[int, Plan]] = {}
         self._mirrors = Mirrors(metadata, self.settings.refresh_interval)
         self._leases = Leases(metadata, self.clock, self.owner, self.settings.lease_ttl)

@@ -1,6 +1,7 @@
 """Cache keys: a step's result is reused only when everything that determines it is the same.
 
-The key hashes the step's code, its constant parameters, the content hashes of its inputs, the
+The key hashes the step's code (its own and the project code it can run, see
+``usina.sdk.codedeps``), its constant parameters, the content hashes of its inputs, the
 runtime environment, the declared environment variables and the optional ``cache_version``.
 """
 
@@ -17,16 +18,17 @@ if TYPE_CHECKING:
     from usina.sdk.pipeline import PlanNode
 
 
-def cache_key(
+def cache_material(
     node: PlanNode,
     input_digests: Mapping[str, str],
     environment: str,
     env_values: Mapping[str, str | None],
-) -> str:
-    """The cache key of ``node`` given its inputs' digests (name -> "sha256:...")."""
+) -> dict[str, Any]:
+    """Everything a cache key is made of, kept to explain a miss (``miss_reason``)."""
     consts = {name: spec["const"] for name, spec in node.inputs.items() if "const" in spec}
-    material: dict[str, Any] = {
+    return {
         "code": node.code_hash,
+        "code_deps": dict(node.code_deps),
         "outputs": node.outputs,
         "params": consts,
         "inputs": dict(sorted(input_digests.items())),
@@ -34,8 +36,68 @@ def cache_key(
         "env": dict(sorted(env_values.items())),
         "cache_version": node.cache_version,
     }
-    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def key_of(material: Mapping[str, Any]) -> str:
+    """The key of a material: ``code`` already covers ``code_deps``."""
+    keyed = {k: v for k, v in material.items() if k != "code_deps"}
+    blob = json.dumps(keyed, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(
+    node: PlanNode,
+    input_digests: Mapping[str, str],
+    environment: str,
+    env_values: Mapping[str, str | None],
+) -> str:
+    """The cache key of ``node`` given its inputs' digests (name -> "sha256:...")."""
+    return key_of(cache_material(node, input_digests, environment, env_values))
+
+
+def material_key(key: str) -> str:
+    """Where the material of ``key`` is kept in the artifact store's records."""
+    return f"cache/{key.removeprefix('sha256:')}.json"
+
+
+def last_key(pipeline: str, node: str) -> str:
+    """Where the last key a node of a pipeline ran with is kept."""
+    return f"cache/last/{pipeline}/{node}"
+
+
+def _changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def miss_reason(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """Why ``new`` did not hit the cache entry made from ``old``, in words."""
+    if old is None:
+        return "first run"
+    reasons: list[str] = []
+    old_deps, new_deps = old.get("code_deps") or {}, new.get("code_deps") or {}
+    if old.get("code") != new.get("code"):
+        changed = _changed(old_deps, new_deps)
+        data = [c.removeprefix("data:") for c in changed if c.startswith("data:")]
+        code = [c for c in changed if not c.startswith("data:")]
+        if code:
+            reasons.append("code of " + ", ".join(code[:5]) + (" ..." if len(code) > 5 else ""))
+        if data:
+            reasons.append("data file " + ", ".join(data))
+        if not changed:
+            reasons.append("code of the step")
+    for field_name, words in (("params", "param"), ("inputs", "input"), ("env", "env var")):
+        changed = _changed(old.get(field_name) or {}, new.get(field_name) or {})
+        if changed:
+            reasons.append(f"{words} " + ", ".join(changed))
+    if old.get("environment") != new.get("environment"):
+        reasons.append("the Python environment (installed packages)")
+    if old.get("cache_version") != new.get("cache_version"):
+        reasons.append("cache_version")
+    if old.get("outputs") != new.get("outputs"):
+        reasons.append("the number of outputs")
+    if not reasons:
+        return "no cached result"
+    return " and ".join(reasons) + " changed"
 
 
 def environment_fingerprint(extra: str = "") -> str:

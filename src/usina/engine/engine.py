@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from usina.engine.attempts import Attempts
 from usina.engine.base import EngineSettings
+from usina.engine.cache import key_of, miss_reason
 from usina.engine.leases import default_owner
 from usina.engine.mirror import attempts_by_node
 from usina.engine.policy import advice
@@ -33,11 +34,11 @@ from usina.engine.records import (
 )
 from usina.engine.steps import Steps
 from usina.engine.tasks import attempt_id, new_run_id, task_inputs
-from usina.errors import StateError
+from usina.errors import ArtifactMissingError, StateError
 from usina.sdk.pipeline import Plan
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
 
 class Engine(Attempts, Steps):
@@ -72,10 +73,13 @@ class Engine(Attempts, Steps):
         """Record a new run of ``plan``; nothing runs until it is driven or reconciled."""
         now = self.clock.now()
         rid = RunId(run_id) if run_id else new_run_id(plan.pipeline, now)
+        plan_json = plan.to_json()
+        if not self.settings.use_cache:
+            plan_json["use_cache"] = False  # kept by a resume: the run ignores the cache
         run = RunRecord(
             id=rid,
             pipeline=plan.pipeline,
-            plan=plan.to_json(),
+            plan=plan_json,
             params=dict(plan.params),
             state=RunState.PENDING,
             created_at=now,
@@ -100,12 +104,51 @@ class Engine(Attempts, Steps):
         self._event(run.id, "cancel_requested")
         return run
 
-    def resume(self, run_id: str, plan: Plan | None = None) -> RunRecord:
+    def reruns(
+        self, run_id: str, plan: Plan | None = None, rerun: Sequence[str] = ()
+    ) -> dict[str, str]:
+        """What a resume of ``run_id`` runs again, node -> why: steps that failed, were skipped
+        or cancelled; steps whose cache key changed since they succeeded (with ``plan``'s code);
+        the steps named in ``rerun``; and everything downstream of those."""
+        run = self.metadata.get_run(run_id)
+        current = plan or Plan.from_json(run.plan)
+        names = {n.id for n in current.nodes}
+        unknown = sorted(set(rerun) - names)
+        if unknown:
+            raise StateError(
+                f"run {run_id} has no step {', '.join(map(repr, unknown))}; "
+                f"its steps are: {', '.join(sorted(names))}"
+            )
+        steps = {s.node: s for s in self.metadata.get_steps(run_id)}
+        why: dict[str, str] = {}
+        for node in current.nodes:
+            step = steps[node.id]
+            if node.id in rerun:
+                why[node.id] = "--rerun"
+            elif step.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
+                why[node.id] = step.state.value
+            elif any(u in why for u in node.upstream):
+                up = next(u for u in node.upstream if u in why)
+                why[node.id] = f"upstream step '{up}' runs again"
+            elif step.state is StepState.SUCCEEDED and step.cache_key and plan is not None:
+                try:
+                    material = self._material(node, task_inputs(node, steps))
+                except ArtifactMissingError:
+                    why[node.id] = "its input is missing or corrupt"
+                    continue
+                if key_of(material) != step.cache_key:
+                    old = self._old_material(step.cache_key)
+                    why[node.id] = miss_reason(old, material) if old else "its cache key changed"
+        return why
+
+    def resume(
+        self, run_id: str, plan: Plan | None = None, *, rerun: Sequence[str] = ()
+    ) -> RunRecord:
         """Prepare a finished or interrupted run to continue.
 
-        Steps that failed, were skipped or cancelled run again (with ``plan``'s current code when
-        given); steps that succeeded keep their outputs. A run that is still running (its driver
-        crashed) just continues.
+        The steps ``reruns`` names run again (with ``plan``'s current code when given); the
+        other steps that succeeded keep their outputs. A run that is still running (its driver
+        crashed) just continues. A succeeded run with nothing to run again is left as it is.
         """
         run = self.metadata.get_run(run_id)
         self._plans.pop(run_id, None)
@@ -118,36 +161,49 @@ class Engine(Attempts, Steps):
                     f"({[n.id for n in old.nodes]} -> {[n.id for n in plan.nodes]}); "
                     "start a new run instead"
                 )
+        why = self.reruns(run_id, plan, rerun)
+        if run.state is RunState.SUCCEEDED and not why:
+            return run
         now = self.clock.now()
         steps = self.metadata.get_steps(run_id)
         attempts = attempts_by_node(self.metadata, run_id)
+        current = plan or Plan.from_json(run.plan)
         for step in steps:
-            if step.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED):
-                done = attempts.get(step.node, [])
-                base = done[-1].number if done else 0
-                state = StepState.BACKOFF if done else StepState.PENDING
-                node = (plan or Plan.from_json(run.plan)).node(step.node)
-                self.metadata.save_step(
-                    replace(
-                        step,
-                        state=state,
-                        next_attempt_at=now,
-                        finished_at=None,
-                        error=None,
-                        retry_base=base,
-                        resources=dict(node.resources) if plan is not None else step.resources,
-                    )
+            if step.node not in why:
+                continue
+            done = attempts.get(step.node, [])
+            base = done[-1].number if done else 0
+            failed = step.state in (StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED)
+            node = current.node(step.node)
+            self.metadata.save_step(
+                replace(
+                    step,
+                    state=StepState.BACKOFF if done and failed else StepState.PENDING,
+                    next_attempt_at=now,
+                    finished_at=None,
+                    error=None,
+                    outputs=() if step.state is StepState.SUCCEEDED else step.outputs,
+                    cached=False,
+                    retry_base=base,
+                    resources=dict(node.resources) if plan is not None else step.resources,
                 )
+            )
+            self._event(run.id, "step_rerun", node=step.node, message=why[step.node])
+        plan_json = run.plan
+        if plan is not None:
+            plan_json = plan.to_json()
+            if "use_cache" in run.plan:
+                plan_json["use_cache"] = run.plan["use_cache"]
         run = replace(
             run,
-            plan=plan.to_json() if plan is not None else run.plan,
+            plan=plan_json,
             state=RunState.RUNNING if run.started_at else RunState.PENDING,
             cancel_requested=False,
             finished_at=None,
             error=None,
         )
         self.metadata.save_run(run)
-        self._event(run.id, "run_resumed")
+        self._event(run.id, "run_resumed", message=f"{len(why)} steps run again")
         return run
 
     def drive(
@@ -227,7 +283,7 @@ class Engine(Attempts, Steps):
         )
         for node in plan.nodes:
             step = steps[node.id]
-            step = self._settle(run, node, step, attempts.get(node.id, []))
+            step = self._settle(run, node, step, attempts.get(node.id, []), steps)
             steps[node.id] = step
             if step.state.finished or step.state is StepState.RUNNING:
                 continue
@@ -256,17 +312,24 @@ class Engine(Attempts, Steps):
                 continue
             if step.state is StepState.BACKOFF and (step.next_attempt_at or 0) > now:
                 continue
+            settled = self._map_branch(run, node, step, steps)
+            if settled is not None:
+                steps[node.id] = settled
+                continue
             inputs = task_inputs(node, steps)
-            key = self._key(node, inputs)
+            material = self._material(node, inputs)
+            key = key_of(material)
             if key != step.cache_key:
                 step = replace(step, cache_key=key)
-            if self._from_cache(run, node, step, key, steps):
+            why = self._from_cache(run, node, step, key, steps)
+            if why is None:
                 continue
             if in_flight >= self.settings.max_parallel:
                 if step is not steps[node.id]:
                     self._save_step(step)
                     steps[node.id] = step
                 continue
+            self._explain_miss(run, node, step, key, material, why)
             steps[node.id] = self._launch(run, plan, node, step, inputs)
             in_flight += 1
 

@@ -97,7 +97,8 @@ def build_task(
         attempt_id=attempt_id(run_id, node.id, number),
         run_id=run_id,
         pipeline=plan.pipeline,
-        node=node.to_json(),
+        # the code dependency map explains cache misses; the worker does not need it
+        node={k: v for k, v in node.to_json().items() if k != "code_deps"},
         number=number,
         resources=resources if resources is not None else Resources.from_json(node.resources),
         inputs=dict(inputs or {}),
@@ -112,13 +113,27 @@ def build_task(
 
 
 def task_inputs(node: PlanNode, steps: Mapping[str, StepRecord]) -> dict[str, dict[str, Any]]:
-    """The attempt's inputs: each upstream output as ``{"artifact": ref json}``, each constant
-    as ``{"const": value}`` (upstream steps must have succeeded)."""
+    """The attempt's inputs: each upstream output as ``{"artifact": ref json}`` (with ``item``
+    for a map branch), a fan-in as ``{"artifacts": [ref json, ...] | {key: ref json}}``, each
+    constant as ``{"const": value}`` (upstream steps must have succeeded)."""
     inputs: dict[str, dict[str, Any]] = {}
     for name, spec in node.inputs.items():
         if "ref" in spec:
             source, index = spec["ref"]
             inputs[name] = {"artifact": steps[source].outputs[index].to_json()}
+            if "item" in spec:  # a branch of a map over a run-time list: its item
+                inputs[name]["item"] = spec["item"]
+        elif "refs" in spec:  # fan-in: a list or dict of outputs
+            refs: list[dict[str, Any]] = []
+            keys: list[str] = []
+            for position, (source, index) in enumerate(spec["refs"]):
+                outputs = steps[source].outputs
+                if spec.get("optional") and not outputs:
+                    continue  # a map branch past the end of its list
+                refs.append(outputs[index].to_json())
+                if spec.get("keys"):
+                    keys.append(spec["keys"][position])
+            inputs[name] = {"artifacts": dict(zip(keys, refs, strict=True)) if keys else refs}
         else:
             inputs[name] = {"const": spec["const"]}
     return inputs

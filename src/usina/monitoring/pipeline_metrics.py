@@ -6,7 +6,8 @@ changed since the last one and folds it into running totals. Finished runs and a
 change again, so each is folded exactly once and the totals are true counters; open runs are
 re-read each scrape for the gauges (runs active, steps running, steps waiting, GPUs in use).
 
-Exported (labels in braces; ``team`` is the run's ``team`` label, else its project):
+Exported (labels in braces; ``team`` is the run's ``team`` label, else its project, limited to
+``PipelineMetricsSettings.teams`` or its first ``max_teams`` values, the rest as ``other``):
 
 - ``usina_pipeline_runs_total{pipeline,team,outcome}``: runs that finished (succeeded, failed,
   cancelled); a resumed run that finishes again counts again.
@@ -72,6 +73,9 @@ def prometheus_client() -> Any:
     return module
 
 
+OTHER_TEAM = "other"
+
+
 def team_of(run: RunRecord) -> str:
     """The team a run's cost is charged to: its ``team`` label, else its project."""
     return run.labels.get("team") or run.project
@@ -84,10 +88,16 @@ class PipelineMetricsSettings:
     backfill: seconds of history folded in on the first scrape (default 7 days): counters start
         from the runs created in that window, so a first scrape of a large store stays short.
     page_size: runs read per query while looking for new ones (default 500).
+    teams: the team names (``team_of``) that get series of their own; every other team is
+        counted as ``"other"``. Empty (default): the first ``max_teams`` names seen get theirs.
+    max_teams: most distinct team series when ``teams`` is empty (default 20), so a label
+        anyone can set cannot grow the scrape without bound.
     """
 
     backfill: float = 7 * 86400.0
     page_size: int = 500
+    teams: tuple[str, ...] = ()
+    max_teams: int = 20
 
 
 @dataclass
@@ -184,6 +194,18 @@ class PipelineMetrics:
         self._watermark: float | None = None
         self._seen: dict[str, float] = {}  # runs created at or after the watermark, seen already
         self._up = 0.0
+        self._teams: set[str] = set(self.settings.teams)
+
+    def team(self, run: RunRecord) -> str:
+        """The ``team`` label value of ``run``'s series: ``team_of(run)`` when it is one of
+        the configured (or first ``max_teams`` seen) teams, else ``"other"``."""
+        name = team_of(run)
+        if name in self._teams:
+            return name
+        if not self.settings.teams and len(self._teams) < self.settings.max_teams:
+            self._teams.add(name)
+            return name
+        return OTHER_TEAM
 
     # -- reading the store ------------------------------------------------------------------
 
@@ -255,7 +277,7 @@ class PipelineMetrics:
 
     def _visit(self, followed: _Open, now: float) -> None:
         run = followed.run
-        pipeline, team = run.pipeline, team_of(run)
+        pipeline, team = run.pipeline, self.team(run)
         steps = self.store.get_steps(run.id)
         attempts = self.store.get_attempts(run.id)
         fresh = [
@@ -318,7 +340,7 @@ class PipelineMetrics:
         now: float,
     ) -> None:
         n = self._now
-        key = (run.pipeline, team_of(run))
+        key = (run.pipeline, self.team(run))
         _add(n.active, (*key, run.state.value), 1.0)
         for attempt in attempts:
             if attempt.state is AttemptState.RUNNING:

@@ -108,8 +108,18 @@ def _execute(store: ArtifactStore, task: Task) -> int:
     try:
         kwargs: dict[str, Any] = {}
         for name, spec in task.inputs.items():
-            if "artifact" in spec:
+            if "artifacts" in spec:  # fan-in: a list or a dict of upstream outputs
+                many = spec["artifacts"]
+                if isinstance(many, dict):
+                    kwargs[name] = {
+                        k: _load_input(store, ArtifactRef.from_json(v)) for k, v in many.items()
+                    }
+                else:
+                    kwargs[name] = [_load_input(store, ArtifactRef.from_json(v)) for v in many]
+            elif "artifact" in spec:
                 kwargs[name] = _load_input(store, ArtifactRef.from_json(spec["artifact"]))
+                if "item" in spec:  # a branch of a map: its item of the list
+                    kwargs[name] = kwargs[name][spec["item"]]
             else:
                 kwargs[name] = spec["const"]
     except MemoryError as exc:

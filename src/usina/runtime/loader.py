@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from usina.errors import DefinitionError
@@ -41,10 +42,35 @@ def load_file(path: str) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        del sys.modules[name]
+        raise DefinitionError(import_failure(path, exc)) from exc
     except BaseException:
         del sys.modules[name]
         raise
     return module
+
+
+def import_failure(path: str, exc: BaseException) -> str:
+    """A short message for a pipeline file that failed to import: file, line, what."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or path}:{exc.lineno or '?'}"
+        return f"{where}: syntax error: {exc.msg}; fix it and run again"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    frame = frames[-1] if frames else None
+    where = f"{frame.filename}:{frame.lineno}" if frame is not None else path
+    if isinstance(exc, SystemExit):
+        return (
+            f"{where}: {path} exited (SystemExit {exc.code!r}) while being imported; a pipeline "
+            "file only defines steps and pipelines: put script code under "
+            '`if __name__ == "__main__":`'
+        )
+    if isinstance(exc, ImportError):
+        return (
+            f"{where}: {type(exc).__name__}: {exc}; install it, or check the import and "
+            f"that the module is in {os.path.dirname(os.path.realpath(path))} or on PYTHONPATH"
+        )
+    return f"{where}: {type(exc).__name__} while importing {path}: {exc}"
 
 
 def load_pipeline(target: str) -> Pipeline:

@@ -9,6 +9,9 @@ Protocol, JSON lines: the backend writes ``{"op": "spawn", "attempt": ID, "dir":
 when the child ends, ``{"op": "exit", "attempt": ID, "pid": N, "code": C, "signal": S}``. When
 stdin closes (the engine exited or was killed) the zygote exits; running children carry on, and
 a new engine adopts them through their lock files.
+
+On Linux the zygote is a child subreaper: processes an attempt leaves orphaned re-parent to it,
+not to PID 1, so it reaps them once the backend has killed them (see ``usina.backends.local``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
         return 44
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its descendants' orphans (Linux); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m usina.runtime.zygote")
     parser.add_argument("--artifacts", required=True)
@@ -72,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from usina.stores.artifacts import FsspecArtifactStore
 
     store = FsspecArtifactStore(args.artifacts)
+    become_subreaper()
     for name in ["numpy", *args.module]:
         try:
             importlib.import_module(name)
@@ -112,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     send({"op": "ready", "pid": os.getpid()})
 
     def reap() -> None:
-        while children:
+        # Every child, orphans of attempts included (we are their subreaper).
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import sys
 import types
 import typing
@@ -17,7 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from usina.errors import DefinitionError, ParameterError
-from usina.sdk.step import BuildContext, Const, Node, Ref, Step, set_building
+from usina.sdk.codedeps import Resolver, combined, project_root
+from usina.sdk.step import (
+    BuildContext,
+    Const,
+    Node,
+    Ref,
+    Refs,
+    Step,
+    data_hashes,
+    set_building,
+)
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -113,6 +124,7 @@ class PlanNode:
     env: tuple[str, ...]
     code_hash: str
     distributed: dict[str, Any] | None = None
+    code_deps: dict[str, str] = field(default_factory=dict)  # "helpers.py:scale" -> hash
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -122,6 +134,7 @@ class PlanNode:
         values = dict(data)
         values["upstream"] = tuple(values["upstream"])
         values["env"] = tuple(values["env"])
+        values["code_deps"] = dict(values.get("code_deps") or {})
         return cls(**values)
 
 
@@ -196,6 +209,25 @@ def _toposort(nodes: Mapping[str, Node], pipeline: str) -> list[str]:
     for node_id in nodes:
         visit(node_id, [])
     return order
+
+
+def input_spec(value: Ref | Refs | Const) -> dict[str, Any]:
+    """An input as plan data: ``{"ref": [node, index]}`` (with ``item``/``width`` for a branch
+    of a map over a run-time list), ``{"refs": [[node, index], ...], "keys": [...] | None,
+    "optional": bool}`` for fan-in, or ``{"const": value}``."""
+    if isinstance(value, Ref):
+        spec: dict[str, Any] = {"ref": [value.node, value.index]}
+        if value.item is not None:
+            spec["item"] = value.item
+            spec["width"] = value.width
+        return spec
+    if isinstance(value, Refs):
+        return {
+            "refs": [[r.node, r.index] for r in value.refs],
+            "keys": list(value.keys) if value.keys is not None else None,
+            "optional": value.optional,
+        }
+    return {"const": value.value}
 
 
 def _locate(step: Step[..., Any]) -> tuple[str, str, str | None]:
@@ -294,19 +326,26 @@ class Pipeline:
         if not ctx.nodes:
             raise DefinitionError(f"pipeline '{self.name}' calls no step")
         order = _toposort(ctx.nodes, self.name)
+        source = getattr(sys.modules.get(self.fn.__module__), "__file__", None)
+        resolver = Resolver(project_root(source) if source else os.getcwd())
+        deps_of: dict[int, dict[str, str]] = {}
         nodes = []
         for node_id in order:
             node = ctx.nodes[node_id]
             module, qualname, file = _locate(node.step)
             inputs: dict[str, dict[str, Any]] = {}
             for pname, value in node.inputs.items():
-                if isinstance(value, Ref):
-                    inputs[pname] = {"ref": [value.node, value.index]}
-                else:
-                    assert isinstance(value, Const)
-                    inputs[pname] = {"const": value.value}
+                inputs[pname] = input_spec(value)
             dist = node.step.distributed
             to_json = getattr(dist, "to_json", None)
+            deps = deps_of.get(id(node.step))
+            if deps is None:
+                deps = {**resolver.deps(module, qualname), **data_hashes(node.step, resolver.root)}
+                deps_of[id(node.step)] = deps
+            code_hash = node.step.code_hash
+            if deps:
+                step = node.step
+                code_hash = combined(deps, f"{step.name}|{step.cache_version}|{step.outputs}")
             nodes.append(
                 PlanNode(
                     id=node.id,
@@ -324,11 +363,11 @@ class Pipeline:
                     cache_version=node.step.cache_version,
                     pickle=node.step.pickle,
                     env=node.step.env,
-                    code_hash=node.step.code_hash,
+                    code_hash=code_hash,
                     distributed=to_json() if callable(to_json) else None,
+                    code_deps=deps,
                 )
             )
-        source = getattr(sys.modules.get(self.fn.__module__), "__file__", None)
         return Plan(pipeline=self.name, params=values, nodes=tuple(nodes), source=source)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

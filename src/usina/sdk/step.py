@@ -10,6 +10,7 @@ import contextvars
 import hashlib
 import inspect
 import json
+import os
 import textwrap
 import types
 import typing
@@ -31,10 +32,23 @@ _SIMPLE_TYPES: tuple[type, ...] = (int, float, str, bool)
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """An input that is output ``index`` of node ``node``."""
+    """An input that is output ``index`` of node ``node`` (item ``item`` of it, a list, when
+    the node is one branch of a ``map`` over a list known only at run time)."""
 
     node: str
     index: int
+    item: int | None = None
+    width: int | None = None  # the map's bound on the list's length
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    """An input that is a list (``keys`` None) or a dict of step outputs (fan-in). ``optional``:
+    the branches of a ``map`` over a run-time list; those past its end are left out."""
+
+    refs: tuple[Ref, ...]
+    keys: tuple[str, ...] | None = None
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +64,15 @@ class Node:
 
     id: str
     step: Step[..., Any]
-    inputs: dict[str, Ref | Const]
+    inputs: dict[str, Ref | Refs | Const]
     after: set[str] = field(default_factory=set)
 
     @property
     def upstream(self) -> set[str]:
         deps = {ref.node for ref in self.inputs.values() if isinstance(ref, Ref)}
+        for value in self.inputs.values():
+            if isinstance(value, Refs):
+                deps |= {ref.node for ref in value.refs}
         return deps | self.after
 
 
@@ -66,12 +83,24 @@ class BuildContext:
         self.pipeline = pipeline
         self.nodes: dict[str, Node] = {}
 
-    def add(self, step: Step[..., Any], inputs: dict[str, Ref | Const]) -> Node:
-        node_id = step.name
-        n = 2
-        while node_id in self.nodes:
-            node_id = f"{step.name}-{n}"
-            n += 1
+    def add(
+        self, step: Step[..., Any], inputs: dict[str, Ref | Refs | Const], name: str | None = None
+    ) -> Node:
+        """A node for a call of ``step``: named ``name``, else the step's name, then
+        ``<name>-2``, ``<name>-3``... in call order (deterministic)."""
+        if name is not None:
+            if name in self.nodes:
+                raise DefinitionError(
+                    f"pipeline '{self.pipeline}': two steps are named {name!r}; "
+                    "give each call its own name="
+                )
+            node_id = name
+        else:
+            node_id = step.name
+            n = 2
+            while node_id in self.nodes:
+                node_id = f"{step.name}-{n}"
+                n += 1
         node = Node(id=node_id, step=step, inputs=inputs)
         self.nodes[node_id] = node
         return node
@@ -88,6 +117,27 @@ def building() -> BuildContext | None:
 
 def set_building(ctx: BuildContext | None) -> contextvars.Token[BuildContext | None]:
     return _building.set(ctx)
+
+
+class MapOutput:
+    """The outputs of the branches of ``step.map(...)``: pass it to a step as one input, which
+    gets the list of the branches' results (in the list's order)."""
+
+    __slots__ = ("handles", "optional", "step")
+
+    def __init__(self, step: str, handles: list[StepOutput], *, optional: bool) -> None:
+        self.step = step
+        self.handles = handles
+        self.optional = optional
+
+    def __repr__(self) -> str:
+        return f"MapOutput({self.step!r}, {len(self.handles)} branches)"
+
+    def __bool__(self) -> bool:
+        raise DefinitionError(
+            f"the outputs of {self.step}.map(...) were used as a condition inside the pipeline "
+            "function; they only exist when the steps run, so branch inside a step instead"
+        )
 
 
 class StepOutput:
@@ -145,6 +195,67 @@ def _code_hash(fn: Callable[..., Any], extra: str) -> str:
     return hashlib.sha256((source + "\0" + extra).encode()).hexdigest()
 
 
+_NO_PICKLE_MODULES = {"builtins", "typing", "collections", "numpy", "pandas", "polars", "pyarrow"}
+
+
+def _needs_pickle(annotation: Any) -> str | None:
+    """The name of a type in a return annotation that only pickle can store, if any."""
+    if annotation is None or isinstance(annotation, str) or annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple):
+        for arg in typing.get_args(annotation):
+            found = _needs_pickle(arg)
+            if found is not None:
+                return found
+        return None
+    if origin is not None or not isinstance(annotation, type):
+        return None
+    if issubclass(annotation, dict | list | tuple | str | bytes | int | float):
+        return None
+    module = (getattr(annotation, "__module__", "") or "").split(".", 1)[0]
+    if module in _NO_PICKLE_MODULES:
+        return None
+    return f"{module}.{annotation.__qualname__}"
+
+
+def data_hashes(step: Step[..., Any], root: str) -> dict[str, str]:
+    """``{"data:<path>": content hash}`` of the files a step declares with ``files=``."""
+    out: dict[str, str] = {}
+    for name in step.files:
+        path = name if os.path.isabs(name) else os.path.join(root, name)
+        if os.path.isdir(path):
+            paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+        elif os.path.isfile(path):
+            paths = [path]
+        else:
+            raise DefinitionError(
+                f"step '{step.name}': files= names {name!r}, which does not exist under the "
+                f"project root {root}; fix the path or create the file"
+            )
+        digest = hashlib.sha256()
+        for item in paths:
+            digest.update(os.path.relpath(item, path).encode() + b"\0")
+            digest.update(_file_hash(item).encode())
+        out[f"data:{name}"] = digest.hexdigest()[:16]
+    return out
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_hash(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
 def _matches(value: object, annotation: Any) -> bool:
     """A light check of a constant against a simple annotation; unknown types pass."""
     if annotation is inspect.Parameter.empty or annotation is Any:
@@ -182,6 +293,7 @@ class Step(Generic[P, R]):
         cache_version: str | None = None,
         pickle: bool = False,
         env: Sequence[str] = (),
+        files: Sequence[str] = (),
         distributed: object | None = None,
     ) -> None:
         self.fn = fn
@@ -192,6 +304,7 @@ class Step(Generic[P, R]):
         self.cache_version = cache_version
         self.pickle = pickle
         self.env = tuple(env)
+        self.files = tuple(files)
         self.distributed = distributed
         self.signature = inspect.signature(fn)
         self.hints = _type_hints(fn)
@@ -214,6 +327,16 @@ class Step(Generic[P, R]):
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 problems.append(f"parameter '{param.name}' is *args/**kwargs; name each input")
+        if not self.pickle:
+            needs = _needs_pickle(self.hints.get("return"))
+            if needs is not None:
+                problems.append(
+                    f"it returns {needs}, which usina can only store with pickle; return a "
+                    "DataFrame, array, dict/list/str/number or bytes, or allow pickle with "
+                    f"@step(pickle=True) (load it only from stores you trust)"
+                )
+        if isinstance(self.files, str) or not all(isinstance(f, str) for f in self.files):
+            problems.append("files= must be a list of paths, e.g. files=['data/raw.csv']")
         problems += self.resources.problems()
         problems += self.retry.problems()
         check = getattr(self.distributed, "problems", None)
@@ -237,22 +360,155 @@ class Step(Generic[P, R]):
                 f"step '{self.name}' was called outside a @pipeline; steps only run inside a "
                 f"pipeline (usina run FILE). To call the plain function, use {self.name}.fn(...)"
             )
+        name: str | None = None
+        if "name" in kwargs and "name" not in self.signature.parameters:
+            given = kwargs.pop("name")
+            _check_name(self.name, given)
+            name = str(given)
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise DefinitionError(f"step '{self.name}' was called wrongly: {exc}") from exc
         bound.apply_defaults()
-        inputs: dict[str, Ref | Const] = {}
+        inputs: dict[str, Ref | Refs | Const] = {}
         for pname, value in bound.arguments.items():
             inputs[pname] = self._input(ctx, pname, value)
-        node = ctx.add(self, inputs)
-        if self.outputs == 0:
-            return StepOutput(ctx, node.id, None)  # type: ignore[return-value]
-        if self.outputs == 1 and typing.get_origin(self.hints.get("return")) is not tuple:
-            return StepOutput(ctx, node.id, 0)  # type: ignore[return-value]
-        return tuple(StepOutput(ctx, node.id, i) for i in range(self.outputs))  # type: ignore[return-value]
+        node = ctx.add(self, inputs, name)
+        handles: R = self._handles(ctx, node)
+        return handles
 
-    def _input(self, ctx: BuildContext, pname: str, value: object) -> Ref | Const:
+    def named(self, name: str) -> Callable[..., Any]:
+        """This step called under its own node name (for a step with a parameter ``name``)."""
+        _check_name(self.name, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            ctx = building()
+            if ctx is None:
+                return self(*args, **kwargs)  # raises the outside-a-pipeline error
+            bound = self.signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            inputs = {p: self._input(ctx, p, v) for p, v in bound.arguments.items()}
+            return self._handles(ctx, ctx.add(self, inputs, name))
+
+        return call
+
+    def map(
+        self,
+        over: object,
+        /,
+        *args: Any,
+        param: str | None = None,
+        name: str | None = None,
+        max_width: int = 16,
+        **kwargs: Any,
+    ) -> MapOutput:
+        """Run this step once per item of ``over``: a list (e.g. a pipeline parameter), or a
+        step's output that is a list known only at run time (at most ``max_width`` items, else
+        the map fails). The item goes to ``param`` (default: the first parameter); the other
+        arguments go to every branch. Branches are named ``<name>[0]``, ``<name>[1]``...
+        Returns a ``MapOutput`` to pass to a downstream step, which gets the list of results.
+        """
+        ctx = building()
+        if ctx is None:
+            raise DefinitionError(
+                f"{self.name}.map(...) was called outside a @pipeline; call it inside one"
+            )
+        params = list(self.signature.parameters)
+        target = param or (params[0] if params else None)
+        if target is None or target not in self.signature.parameters:
+            raise DefinitionError(
+                f"{self.name}.map(...): param={target!r} is not a parameter of the step; "
+                f"its parameters: {', '.join(params) or 'none'}"
+            )
+        if self.outputs != 1:
+            raise DefinitionError(
+                f"{self.name}.map(...): a mapped step returns one value (it returns "
+                f"{self.outputs}); return a tuple as one value or a dict instead"
+            )
+        if not isinstance(max_width, int) or isinstance(max_width, bool) or max_width < 1:
+            raise DefinitionError(f"{self.name}.map(...): max_width must be a positive integer")
+        base = name or self.name
+        _check_name(self.name, base)
+        handles: list[StepOutput] = []
+        if isinstance(over, StepOutput):
+            if over.index is None:
+                raise DefinitionError(
+                    f"{self.name}.map(...) is over step '{over.node}', which returns nothing"
+                )
+            for i in range(max_width):
+                inputs = self._map_inputs(ctx, target, args, kwargs)
+                inputs[target] = Ref(over.node, over.index, item=i, width=max_width)
+                node = ctx.add(self, inputs, f"{base}[{i}]")
+                handles.append(StepOutput(ctx, node.id, 0))
+            return MapOutput(self.name, handles, optional=True)
+        if isinstance(over, list | tuple):
+            if len(over) > max_width:
+                raise DefinitionError(
+                    f"{self.name}.map(...) is over {len(over)} items, more than "
+                    f"max_width={max_width}; raise max_width"
+                )
+            for i, item in enumerate(over):
+                inputs = self._map_inputs(ctx, target, args, kwargs)
+                inputs[target] = self._input(ctx, target, item)
+                node = ctx.add(self, inputs, f"{base}[{i}]")
+                handles.append(StepOutput(ctx, node.id, 0))
+            return MapOutput(self.name, handles, optional=False)
+        raise DefinitionError(
+            f"{self.name}.map(...) maps over a list or a step's output, not a {type(over).__name__}"
+        )
+
+    def _map_inputs(
+        self, ctx: BuildContext, target: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Ref | Refs | Const]:
+        others = [p for p in self.signature.parameters if p != target]
+        try:
+            partial = self.signature.bind_partial(**dict(zip(others, args, strict=False)), **kwargs)
+        except TypeError as exc:
+            raise DefinitionError(f"{self.name}.map(...) was called wrongly: {exc}") from exc
+        inputs: dict[str, Ref | Refs | Const] = {}
+        for pname, parameter in self.signature.parameters.items():
+            if pname == target:
+                continue
+            if pname in partial.arguments:
+                inputs[pname] = self._input(ctx, pname, partial.arguments[pname])
+            elif parameter.default is not inspect.Parameter.empty:
+                inputs[pname] = self._input(ctx, pname, parameter.default)
+            else:
+                raise DefinitionError(f"{self.name}.map(...) is missing argument '{pname}'")
+        return inputs
+
+    def _handles(self, ctx: BuildContext, node: Node) -> Any:
+        if self.outputs == 0:
+            return StepOutput(ctx, node.id, None)
+        if self.outputs == 1 and typing.get_origin(self.hints.get("return")) is not tuple:
+            return StepOutput(ctx, node.id, 0)
+        return tuple(StepOutput(ctx, node.id, i) for i in range(self.outputs))
+
+    def _input(self, ctx: BuildContext, pname: str, value: object) -> Ref | Refs | Const:
+        if isinstance(value, MapOutput):
+            return Refs(
+                tuple(self._ref(pname, h) for h in value.handles), None, optional=value.optional
+            )
+        if (
+            isinstance(value, list | tuple)
+            and value
+            and all(isinstance(v, StepOutput) for v in value)
+        ):
+            if isinstance(value, tuple) and len({v.node for v in value}) == 1 and len(value) > 1:
+                pass  # all outputs of one step as a tuple: refused below
+            else:
+                return Refs(tuple(self._ref(pname, v) for v in value))
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, StepOutput) for v in value.values())
+        ):
+            if not all(isinstance(k, str) for k in value):
+                raise DefinitionError(
+                    f"step '{self.name}': input '{pname}' is a dict of step outputs; its keys "
+                    "must be strings"
+                )
+            return Refs(tuple(self._ref(pname, v) for v in value.values()), tuple(value.keys()))
         if isinstance(value, StepOutput):
             if value.index is None:
                 raise DefinitionError(
@@ -281,8 +537,27 @@ class Step(Generic[P, R]):
             )
         return Const(value)
 
+    def _ref(self, pname: str, value: StepOutput) -> Ref:
+        if value.index is None:
+            raise DefinitionError(
+                f"step '{self.name}': input '{pname}' holds the result of step "
+                f"'{value.node}', which returns nothing (-> None); use .after() to order it"
+            )
+        return Ref(value.node, value.index)
+
     def __repr__(self) -> str:
         return f"<step {self.name}>"
+
+
+def _check_name(step: str, name: object) -> None:
+    if not isinstance(name, str) or not name or len(name) > 100:
+        raise DefinitionError(f"step '{step}': name={name!r} must be a short non-empty string")
+    bad = [c for c in name if not (c.isalnum() or c in "-_.")]
+    if bad:
+        raise DefinitionError(
+            f"step '{step}': name={name!r} has {''.join(sorted(set(bad)))!r}; use letters, "
+            "digits, '-', '_' and '.'"
+        )
 
 
 def _parse_duration(value: float | str) -> float:
@@ -325,6 +600,7 @@ def step(
     cache_version: str | None = None,
     pickle: bool = False,
     env: Sequence[str] = (),
+    files: Sequence[str] = (),
     distributed: object | None = None,
 ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
@@ -336,7 +612,8 @@ def step(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     failure class. timeout: seconds or "15m". cache: reuse a previous result with the same
     cache key. cache_version: bump to invalidate old results by hand. pickle: allow values
     that have no typed serializer to be pickled. env: names of environment variables that are
-    passed to the step and are part of its cache key.
+    passed to the step and are part of its cache key. files: data files (or folders) the step
+    reads, relative to the project root; their content is part of its cache key.
     """
     if fn is not None:
         return Step(fn)

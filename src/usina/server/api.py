@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from usina.server.routes import auth, endpoints, logs, models, pipelines, runs, schedules
+from usina.server.routes import (
+    artifacts,
+    auth,
+    endpoints,
+    logs,
+    models,
+    pipelines,
+    runs,
+    schedules,
+)
 from usina.server.routes.common import visible_run
 from usina.server.routes.endpoints import list_endpoints
 from usina.server.routes.logs import attempt_log
@@ -19,5 +28,5 @@ from usina.server.routes.logs import attempt_log
 __all__ = ["attempt_log", "list_endpoints", "router", "visible_run"]
 
 router = APIRouter(prefix="/api/v1")
-for _routes in (auth, pipelines, runs, logs, models, endpoints, schedules):
+for _routes in (auth, pipelines, runs, logs, artifacts, models, endpoints, schedules):
     router.include_router(_routes.router)

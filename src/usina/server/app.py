@@ -4,9 +4,11 @@ by the application's lifespan."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -21,6 +23,11 @@ from usina.errors import (
     UsinaError,
 )
 from usina.server import api, profiles, ui
+from usina.server.body_limit import BodyLimit
+from usina.server.denials import DenialLog, HiddenRunError, client_of
+from usina.server.follow import FollowSlots
+from usina.server.guards import GuardSettings
+from usina.server.metrics_access import metrics_endpoint, metrics_registry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,9 +37,20 @@ if TYPE_CHECKING:
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
+def guards_of(ctx: ServerContext) -> GuardSettings:
+    """The server's limits: ``ServerSettings.guards`` when the settings carry them, else the
+    defaults."""
+    found = getattr(ctx.settings, "guards", None)
+    return found if isinstance(found, GuardSettings) else GuardSettings()
+
+
+def create_app(
+    ctx: ServerContext, *, manage: bool = True, guards: GuardSettings | None = None
+) -> FastAPI:
     """The application over ``ctx``. With ``manage`` the lifespan starts the reconciler and
-    closes ``ctx`` at shutdown."""
+    closes ``ctx`` at shutdown. ``guards`` (default: ``guards_of(ctx)``) bounds request sizes,
+    log streams, probes and ``/metrics``."""
+    guards = guards or guards_of(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -51,12 +69,30 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.guards = guards
+    app.state.denials = DenialLog(guards.audit_denials_per_minute)
+    app.state.follow_slots = FollowSlots(guards.follow_per_token, guards.follow_total)
+    app.add_middleware(BodyLimit, max_bytes=guards.max_body_bytes)
 
     def problem(status: int, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        if isinstance(exc, HiddenRunError):
+            await anyio.to_thread.run_sync(
+                partial(
+                    app.state.denials.record,
+                    ctx,
+                    "other_project",
+                    client=client_of(request),
+                    token_id=exc.token_id,
+                    project=exc.project,
+                    target=exc.run_id,
+                    method=request.method,
+                    path=request.url.path,
+                )
+            )
         return problem(404, exc)
 
     @app.exception_handler(StateError)
@@ -102,9 +138,10 @@ def create_app(ctx: ServerContext, *, manage: bool = True) -> FastAPI:
     else:
         mount_mcp(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Pipeline and compute metrics for Prometheus (unauthenticated, like the probes). Every
-    # replica computes them from the shared store: scrape one, or aggregate without instance.
-    from usina.monitoring.pipeline_metrics import metrics_app, pipeline_registry
-
-    app.mount("/metrics", metrics_app(pipeline_registry(ctx.metadata, ctx.artifacts)))
+    # Pipeline and compute metrics for Prometheus: open like the probes unless a metrics token
+    # is set, or served on a port of their own instead. Every replica computes them from the
+    # shared store: scrape one, or aggregate without instance.
+    app.state.metrics_registry = metrics_registry(ctx, guards)
+    if guards.metrics_port is None:
+        app.mount("/metrics", metrics_endpoint(app.state.metrics_registry, guards))
     return app

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from usina.stores.platform import Principal, Role
+from usina.server.denials import DenialLog, client_of, token_id_of
+from usina.stores.platform import Principal, Role, TokenCheck, TokenVerdict
 
 if TYPE_CHECKING:
     from usina.server.context import ServerContext
@@ -29,27 +30,31 @@ bearer = HTTPBearer(auto_error=False, description="an API token: `usina token cr
 
 
 class TokenCache:
-    """sha256(token) -> (principal or None, when checked); a few seconds at most."""
+    """sha256(token) -> (the check's outcome, when checked); a few seconds at most."""
 
     def __init__(self, seconds: float = CACHE_SECONDS, size: int = 10_000) -> None:
         self.seconds = seconds
         self.size = size
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[Principal | None, float]] = {}
+        self._entries: dict[str, tuple[TokenCheck, float]] = {}
 
-    def get(self, ctx: ServerContext, token: str) -> Principal | None:
+    def check(self, ctx: ServerContext, token: str) -> TokenCheck:
+        """The token's ``TokenCheck`` (verdict, id, principal), from the cache when fresh."""
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with self._lock:
             hit = self._entries.get(key)
         if hit is not None and now - hit[1] < self.seconds:
             return hit[0]
-        found = ctx.platform.authenticate(token)
+        found = ctx.platform.check_token(token)
         with self._lock:
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[key] = (found, now)
         return found
+
+    def get(self, ctx: ServerContext, token: str) -> Principal | None:
+        return self.check(ctx, token).principal
 
     def clear(self) -> None:
         with self._lock:
@@ -71,18 +76,60 @@ def current_principal(
     ctx: ServerContext = request.app.state.ctx
     token = token_of(request, credentials)
     if token is None:
+        cookie = request.cookies.get(COOKIE)
+        if cookie and request.method not in _SAFE_METHODS:
+            _denied(request).record(
+                ctx,
+                "cookie_write",
+                client=client_of(request),
+                token_id=token_id_of(cookie),
+                target=request.url.path,
+                method=request.method,
+            )
+            raise HTTPException(
+                401,
+                f"{request.method} needs 'Authorization: Bearer <token>'; the UI's cookie is "
+                "accepted for reads only",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         raise HTTPException(
             401,
             "no API token: send 'Authorization: Bearer <token>' (create one with "
             "'usina token create --project P --role R')",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = ctx.tokens.get(ctx, token)
-    if principal is None:
-        raise HTTPException(
-            401, "the API token is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
+    checked = ctx.tokens.check(ctx, token)
+    if checked.principal is None:
+        _denied(request).record(
+            ctx,
+            f"token_{checked.verdict.value}",
+            client=client_of(request),
+            token_id=checked.token_id,
+            target=request.url.path,
+            method=request.method,
         )
-    return principal
+        raise HTTPException(401, _REFUSED[checked.verdict], headers={"WWW-Authenticate": "Bearer"})
+    return checked.principal
+
+
+_REFUSED = {
+    TokenVerdict.MALFORMED: "the API token is not a usina token (they look like usn_<id>_...)",
+    TokenVerdict.UNKNOWN: "the API token is unknown or revoked",
+    TokenVerdict.WRONG_SECRET: "the API token is unknown or revoked",
+    TokenVerdict.REVOKED: "the API token is unknown or revoked",
+    TokenVerdict.EXPIRED: "the API token has expired: ask an admin for a new one "
+    "('usina token create --expires 30d ...')",
+    TokenVerdict.OK: "",
+}
+
+
+def _denied(request: Request) -> DenialLog:
+    found = getattr(request.app.state, "denials", None)
+    if isinstance(found, DenialLog):
+        return found
+    made = DenialLog(30)
+    request.app.state.denials = made
+    return made
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -80,6 +80,40 @@ def server(
     external_url: Annotated[
         str | None, typer.Option(help="this server's URL as users reach it (links in webhooks)")
     ] = None,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="USINA_METRICS_TOKEN",
+            help="/metrics answers only 'Authorization: Bearer <this>'",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve /metrics on this port only (not on the API's port)"),
+    ] = None,
+    metrics_team: Annotated[
+        list[str],
+        typer.Option(
+            "--metrics-team",
+            help="a labels.team value with its own metric series (others: 'other'); repeatable",
+        ),
+    ] = [],  # noqa: B006
+    probe_allow: Annotated[
+        list[str],
+        typer.Option(
+            "--probe-allow",
+            help="host or network (10.0.0.0/8) endpoint probes may reach; repeatable",
+        ),
+    ] = [],  # noqa: B006
+    probe_allow_private: Annotated[
+        bool, typer.Option(help="let endpoint probes reach loopback and link-local addresses")
+    ] = False,
+    token_default_days: Annotated[
+        float, typer.Option(help="lifetime of API-created tokens without 'expires' (0: never)")
+    ] = 90.0,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="largest request body on any route (bytes)")
+    ] = 1 << 20,
 ) -> None:
     """Serve the platform: REST API (/docs), web UI (/ui) and the run reconciler."""
     import uvicorn
@@ -87,6 +121,7 @@ def server(
     from usina.compose.projects import BackendConfig
     from usina.server.app import create_app
     from usina.server.context import ServerContext
+    from usina.server.guards import GuardSettings
     from usina.server.settings import ReconcilerSettings, ServerSettings
 
     flags = {
@@ -137,6 +172,15 @@ def server(
         backend_options=config.default.options,
         projects=config.projects,
     )
+    guards = GuardSettings(
+        max_body_bytes=max_body_bytes,
+        token_default_days=token_default_days,
+        probe_allow=tuple(probe_allow),
+        probe_allow_private=probe_allow_private,
+        metrics_token=metrics_token or None,
+        metrics_port=metrics_port,
+        metrics_teams=tuple(metrics_team),
+    )
     ctx = ServerContext.open(settings)
     log.info(
         "usina server on http://%s:%s (replica %s, pipelines: %s)",
@@ -146,7 +190,18 @@ def server(
         ", ".join(p.pipeline.name for p in ctx.pipelines.all()) or "none",
     )
     typer.echo(f"usina server: http://{host}:{port}/ui  (API docs: /docs)", err=True)
-    uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(ctx, guards=guards)
+    metrics = None
+    if metrics_port is not None:
+        from usina.monitoring.pipeline_metrics import start_metrics_server
+
+        metrics = start_metrics_server(app.state.metrics_registry, metrics_port, addr=host)
+        typer.echo(f"usina server: metrics on http://{host}:{metrics.port}/metrics", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if metrics is not None:
+            metrics.stop()
 
 
 def _webhooks(values: list[str]) -> list[Any]:

@@ -159,6 +159,12 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     project: str = Field(min_length=1, max_length=200)
     role: RoleName
+    expires: str | None = Field(
+        default=None,
+        max_length=20,
+        description="lifetime: 30d, 12h, 2w or 'never'; default: the server's "
+        "(GuardSettings.token_default_days)",
+    )
 
 
 class TokenOut(BaseModel):
@@ -168,6 +174,9 @@ class TokenOut(BaseModel):
     created_by: str
     revoked_at: float | None
     roles: dict[str, str]
+    expires_at: float | None = Field(
+        default=None, description="when it stops working (seconds since the epoch); None: never"
+    )
 
 
 class TokenCreated(TokenOut):
@@ -345,6 +354,7 @@ def token_out(info: TokenInfo) -> TokenOut:
         created_by=info.created_by,
         revoked_at=info.revoked_at,
         roles=info.roles,
+        expires_at=info.expires_at,
     )
 
 

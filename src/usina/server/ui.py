@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -23,6 +25,7 @@ from usina.errors import NotFoundError, UsinaError
 from usina.server import auth, i18n
 from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
+from usina.server.denials import HiddenRunError, client_of
 from usina.server.profiles import attempt_charts
 from usina.server.schemas import attempt_out, run_detail, summary_from_row
 from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
@@ -105,6 +108,16 @@ def _page(request: Request, build: Any) -> Response:
     except _Redirect as r:
         return RedirectResponse(r.url, status_code=303)
     except NotFoundError as exc:
+        if isinstance(exc, HiddenRunError):
+            request.app.state.denials.record(
+                request.app.state.ctx,
+                "other_project",
+                client=client_of(request),
+                token_id=exc.token_id,
+                project=exc.project,
+                target=exc.run_id,
+                path=request.url.path,
+            )
         principal = None
         with contextlib.suppress(_Redirect):
             principal = _principal(request)
@@ -131,8 +144,18 @@ async def login(request: Request) -> Response:
     form = parse_qs((await request.body()).decode(errors="replace"))
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/ui/runs"])[0])
-    principal = ctx.platform.authenticate(token) if token else None
-    if principal is None:
+    checked = await anyio.to_thread.run_sync(ctx.platform.check_token, token) if token else None
+    if checked is None or checked.principal is None:
+        await anyio.to_thread.run_sync(
+            partial(
+                request.app.state.denials.record,
+                ctx,
+                "ui_login",
+                client=client_of(request),
+                token_id=checked.token_id if checked is not None else None,
+                verdict=checked.verdict.value if checked is not None else "empty",
+            )
+        )
         response = _render(request, "login.html", None, next=target, failed=True)
         response.status_code = 401
         return response

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
+from usina.durations import parse_duration
 from usina.server.auth import CurrentPrincipal, require
 from usina.server.routes.common import (
     audit,
@@ -24,7 +26,23 @@ from usina.server.schemas import (
 )
 from usina.stores.platform import ALL_PROJECTS, Principal, Role
 
+if TYPE_CHECKING:
+    from usina.server.guards import GuardSettings
+
 router = APIRouter()
+
+
+def token_expiry(expires: str | None, guards: GuardSettings) -> float | None:
+    """When a token asked for with ``expires`` stops working (seconds since the epoch), the
+    server's default lifetime when not given; 422 for a malformed duration."""
+    if expires is None:
+        days = guards.token_default_days
+        return time.time() + days * 86400.0 if days > 0 else None
+    try:
+        seconds = parse_duration(expires)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return time.time() + seconds if seconds is not None else None
 
 
 # -- who am I ------------------------------------------------------------------------------
@@ -54,7 +72,7 @@ def _admin_projects(principal: Principal) -> frozenset[str] | None:
     "/tokens",
     response_model=TokenCreated,
     status_code=201,
-    responses=problems(403),
+    responses=problems(403, 422),
     tags=["auth"],
 )
 def create_token(request: Request, principal: CurrentPrincipal, body: TokenCreate) -> TokenCreated:
@@ -62,10 +80,23 @@ def create_token(request: Request, principal: CurrentPrincipal, body: TokenCreat
     this answer and nowhere else."""
     ctx = context_of(request)
     require(ctx, principal, body.project, Role.ADMIN, action="token.create", target=body.name)
+    expires_at = token_expiry(body.expires, request.app.state.guards)
     token, info = ctx.platform.create_token(
-        body.name, {body.project: Role.parse(body.role)}, created_by=principal.actor
+        body.name,
+        {body.project: Role.parse(body.role)},
+        created_by=principal.actor,
+        expires_at=expires_at,
     )
-    audit(ctx, principal, "token.create", body.project, info.id, role=body.role, name=body.name)
+    audit(
+        ctx,
+        principal,
+        "token.create",
+        body.project,
+        info.id,
+        role=body.role,
+        name=body.name,
+        expires_at=expires_at,
+    )
     return TokenCreated(token=token, **token_out(info).model_dump())
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Path, Request
 
-from usina.errors import NotFoundError
+from usina.server.denials import HiddenRunError
 from usina.server.schemas import (
     Problem,
 )
@@ -35,7 +35,13 @@ def visible_run(ctx: ServerContext, principal: Principal, run_id: str) -> RunRec
     """The run, or 404 when it does not exist or its project is not the token's to read."""
     run = ctx.metadata.get_run(run_id)
     if not principal.can(run.project, Role.VIEWER):
-        raise NotFoundError(f"run {run_id!r} does not exist")
+        # Answered like a missing run; the server's handler records it as a denial.
+        raise HiddenRunError(
+            f"run {run_id!r} does not exist",
+            token_id=principal.token_id,
+            project=run.project,
+            run_id=run_id,
+        )
     return run
 
 

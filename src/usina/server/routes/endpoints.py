@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from urllib.error import URLError
-from urllib.request import Request as UrlRequest
-from urllib.request import urlopen
 
 from fastapi import APIRouter, Request, Response
 
 from usina.errors import NotFoundError
 from usina.server.auth import CurrentPrincipal, require
+from usina.server.probe_policy import ProbePolicy, check_ready
 from usina.server.routes.common import (
     NamePath,
     audit,
@@ -29,28 +27,21 @@ router = APIRouter()
 # -- serving endpoints ---------------------------------------------------------------------
 
 
-def check_ready(url: str, timeout: float = 1.0) -> tuple[bool, str]:
-    """Whether a V2 inference server answers ``GET <url>/v2/health/ready`` with 200."""
-    target = url.rstrip("/") + "/v2/health/ready"
-    try:
-        with urlopen(UrlRequest(target, method="GET"), timeout=timeout) as reply:
-            return reply.status == 200, f"HTTP {reply.status}"
-    except URLError as exc:
-        return False, str(getattr(exc, "reason", exc))
-    except (OSError, ValueError) as exc:
-        return False, str(exc)
-
-
 @router.get("/endpoints", response_model=list[EndpointOut], responses=problems(), tags=["serving"])
 def list_endpoints(
     request: Request, principal: CurrentPrincipal, check: bool = True
 ) -> list[EndpointOut]:
-    """Registered serving endpoints and whether each is ready (checked now, 1 s at most)."""
+    """Registered serving endpoints and whether each is ready (checked now, 1 s at most).
+    URLs the server's probe policy refuses (loopback, link-local, hosts outside
+    ``GuardSettings.probe_allow``) are not requested: ``ready`` is null and ``detail`` says
+    why."""
     found = context_of(request).platform.list_endpoints(principal.visible_projects())
-    results: list[tuple[bool, str] | None] = [None] * len(found)
+    guards = request.app.state.guards
+    policy = ProbePolicy(guards.probe_allow, guards.probe_allow_private)
+    results: list[tuple[bool | None, str] | None] = [None] * len(found)
     if check and found:
         with ThreadPoolExecutor(max_workers=min(16, len(found))) as pool:
-            results = list(pool.map(lambda e: check_ready(e.url), found))
+            results = list(pool.map(lambda e: check_ready(e.url, policy), found))
     return [
         EndpointOut(
             name=e.name,

@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 
 from usina.compose.components import read_attempt_log
-from usina.engine.ports import log_key
 from usina.engine.records import AttemptRecord, AttemptState
 from usina.errors import NotFoundError
+from usina.logtext import terminal_safe
 from usina.server.auth import CurrentPrincipal  # noqa: TC001 - FastAPI reads it at run time
+from usina.server.follow import FollowResponse, FollowSlots, follow_log
 from usina.server.routes.common import (
     NamePath,
     RunIdPath,
@@ -22,9 +22,8 @@ from usina.server.routes.common import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from usina.server.context import ServerContext
+    from usina.server.guards import GuardSettings
 
 router = APIRouter()
 
@@ -43,36 +42,9 @@ def _attempt_for(ctx: ServerContext, run_id: str, node: str, number: int | None)
 
 def attempt_log(ctx: ServerContext, attempt: AttemptRecord) -> str:
     """The attempt's output: the copy kept in the artifact store once it ended, else what the
-    backend has now (through the ``Backend`` port)."""
-    return read_attempt_log(ctx.artifacts, ctx.engine.backend, attempt.id)
-
-
-def _follow(ctx: ServerContext, attempt: AttemptRecord, limit: float) -> Iterator[bytes]:
-    backend = ctx.engine.backend
-    sent = 0
-    deadline = time.monotonic() + limit
-    last_check = 0.0
-    while time.monotonic() < deadline:
-        text = backend.logs(attempt.id).encode()
-        if len(text) > sent:
-            yield text[sent:]
-            sent = len(text)
-        if time.monotonic() - last_check > 1.0:
-            last_check = time.monotonic()
-            current = next(
-                (
-                    a
-                    for a in ctx.metadata.get_attempts(attempt.run_id, attempt.node)
-                    if a.id == attempt.id
-                ),
-                attempt,
-            )
-            if current.state is not AttemptState.RUNNING:
-                break
-        time.sleep(0.25)
-    raw = ctx.artifacts.read_record(log_key(attempt.id))
-    if raw is not None and len(raw) > sent:
-        yield raw[sent:]
+    backend has now (through the ``Backend`` port), without terminal control sequences but
+    colour; a cut-off start is marked "… N bytes not shown"."""
+    return terminal_safe(read_attempt_log(ctx.artifacts, ctx.engine.backend, attempt.id))
 
 
 @router.get(
@@ -87,7 +59,7 @@ def _follow(ctx: ServerContext, attempt: AttemptRecord, limit: float) -> Iterato
                     "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}
                 },
             }
-            for code in (401, 404)
+            for code in (401, 404, 429)
         },
     },
     tags=["runs"],
@@ -102,12 +74,22 @@ def step_logs(
     tail: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> Response:
     """A step attempt's stdout and stderr (the latest attempt unless ``attempt`` is given).
-    ``follow=true`` streams the output while the attempt runs and ends when it does."""
+    ``follow=true`` streams the output while the attempt runs and ends when it does (429 when
+    this token already follows ``GuardSettings.follow_per_token`` logs).
+
+    Terminal control sequences other than colour are removed; output whose start was cut off
+    begins with "… N bytes not shown"."""
     ctx = context_of(request)
     visible_run(ctx, principal, run_id)
     chosen = _attempt_for(ctx, run_id, step, attempt)
     if follow and chosen.state is AttemptState.RUNNING:
-        return StreamingResponse(_follow(ctx, chosen, 3600.0), media_type="text/plain")
+        guards: GuardSettings = request.app.state.guards
+        slots: FollowSlots = request.app.state.follow_slots
+        slots.take(principal.token_id)
+        stream = follow_log(
+            ctx, chosen, slots, seconds=guards.follow_seconds, poll=guards.follow_poll
+        )
+        return FollowResponse(stream, slots, principal.token_id)
     text = attempt_log(ctx, chosen)
     if tail is not None:
         text = "\n".join(text.splitlines()[-tail:])

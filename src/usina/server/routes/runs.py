@@ -3,7 +3,8 @@ lineage. A run of a project the token cannot read answers 404."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
@@ -35,7 +36,42 @@ from usina.server.schemas import (
 )
 from usina.stores.platform import Role, decode_cursor, encode_cursor
 
+if TYPE_CHECKING:
+    from usina.server.guards import GuardSettings
+
 router = APIRouter()
+
+
+def check_submit_sizes(body: SubmitRequest, guards: GuardSettings) -> None:
+    """422 naming the limit when a run's parameters or labels are over the server's bounds
+    (``GuardSettings``): every listing of the project would carry them."""
+    size = len(json.dumps(body.params, default=str, separators=(",", ":")))
+    if size > guards.max_params_bytes:
+        raise HTTPException(
+            422,
+            f"the run's parameters are {size} bytes of JSON, over the server's limit of "
+            f"{guards.max_params_bytes} (GuardSettings.max_params_bytes); pass large inputs "
+            "as artifacts or files, and their location as a parameter",
+        )
+    if len(body.labels) > guards.max_labels:
+        raise HTTPException(
+            422,
+            f"the run has {len(body.labels)} labels, over the server's limit of "
+            f"{guards.max_labels} (GuardSettings.max_labels)",
+        )
+    for key, value in body.labels.items():
+        if not key or len(key) > guards.max_label_key:
+            raise HTTPException(
+                422,
+                f"label key {key[:80]!r} has {len(key)} characters; keys have 1 to "
+                f"{guards.max_label_key} (GuardSettings.max_label_key)",
+            )
+        if len(value) > guards.max_label_value:
+            raise HTTPException(
+                422,
+                f"label {key!r} has a value of {len(value)} characters, over the server's "
+                f"limit of {guards.max_label_value} (GuardSettings.max_label_value)",
+            )
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -79,12 +115,13 @@ def list_runs(
     "/runs",
     response_model=RunDetail,
     status_code=201,
-    responses=problems(400, 403, 404),
+    responses=problems(400, 403, 404, 413, 422),
     tags=["runs"],
 )
 def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitRequest) -> RunDetail:
     """Submit a run of a pipeline this server has; the reconciler picks it up at once."""
     ctx = context_of(request)
+    check_submit_sizes(body, request.app.state.guards)
     require(ctx, principal, body.project, Role.EDITOR, action="run.submit", target=body.pipeline)
     plan = ctx.pipelines.get(body.pipeline).compile(body.params)
     for tries_left in (2, 1, 0):

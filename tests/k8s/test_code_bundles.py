@@ -2,7 +2,8 @@
 emulator's kubelet runs each pod's command as a process, with a working directory outside the
 project and without it on ``PYTHONPATH``) fetch the bundle from the artifact store (SeaweedFS),
 verify it and run the steps from it, in the stock image. Changing one line of a step and
-running again stores a new bundle and runs only the affected step as a new Job."""
+running again stores a new bundle and runs only the affected step as a new Job; another
+``--image`` runs every step again (the image enters the cache key)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,13 @@ def test_pods_run_the_projects_code_from_its_bundle(
                 ["containers"][0]["env"]}  # fmt: skip
         assert env2["USINA_BUNDLE"] != bundle
         assert "trained 57" in usina("runs", "logs", rerun["id"], "train").out
+
+        # Another image (a custom one for extra dependencies) is another environment: its
+        # reference enters the cache key, so both steps run again, still from the bundle.
+        custom = ("run", "pipeline.py", "--backend", "kubernetes", "--image", "team/usina-gpu:2")
+        third = usina(*custom, "-o", "json", timeout=180)
+        assert third.code == 0, third.out + third.err
+        images = [
+            j["spec"]["template"]["spec"]["containers"][0]["image"] for j in emulator.created[3:]
+        ]
+        assert images == ["team/usina-gpu:2", "team/usina-gpu:2"]

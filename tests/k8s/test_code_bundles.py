@@ -108,6 +108,17 @@ def test_pods_run_the_projects_code_from_its_bundle(
         )  # the run is readable as usual
         assert task["state"] == "succeeded"
         assert "trained 56" in usina("runs", "logs", run["id"], "train").out
+        # k8s render prints what the run submitted: the same bundle (nothing uploaded).
+        rendered = usina("k8s", "render", "pipeline.py", "--image", "usina-runtime:1",
+                         "--run-id", run["id"], "-o", "json")  # fmt: skip
+        assert rendered.code == 0, rendered.err
+        (render_env,) = {
+            e.get("value")
+            for doc in json.loads(rendered.out)
+            for e in doc["spec"]["template"]["spec"]["containers"][0]["env"]
+            if e["name"] == "USINA_BUNDLE"
+        }
+        assert render_env == bundle
 
         # One line of train changes: a new bundle; train runs again as a new Job, extract is
         # cached (its code and inputs did not change). No image was built.

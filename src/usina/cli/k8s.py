@@ -167,8 +167,11 @@ def render_manifests(
     labels: Mapping[str, str] | None = None,
     run_id: str | None = None,
     tracking: bool | None = None,
+    bundle: bool = False,
 ) -> list[dict[str, Any]]:
-    """The manifests of every step's first attempt of a run of ``target``."""
+    """The manifests of every step's first attempt of a run of ``target`` (with ``bundle``:
+    its code shipped as a bundle, as ``usina run --backend kubernetes`` does; nothing is
+    uploaded)."""
     from usina.backends.kubernetes import render_task_manifests
     from usina.backends.kubernetes.factory import kubernetes_settings, require_shared_artifacts
     from usina.compose.components import plan_tasks, tracked_env
@@ -179,6 +182,13 @@ def render_manifests(
     artifacts_url = FsspecArtifactStore(current.artifacts_url).url  # as the engine sees it
     require_shared_artifacts(artifacts_url, options)
     pipe, plan = compile_target(target, params)
+    if bundle:
+        import dataclasses
+
+        from usina.compose.bundling import bundle_digest
+
+        plan, digest = bundle_digest(plan)
+        k8s = dataclasses.replace(k8s, env={**k8s.env, "USINA_BUNDLE": digest})
     tracked = tracking if tracking is not None else bool(pipe.tracking)
     tasks = plan_tasks(
         plan,
@@ -220,6 +230,7 @@ def k8s_render(
     node_selector: NodeSelectorOpt = [],  # noqa: B006
     toleration: TolerationOpt = [],  # noqa: B006
     allow_local_artifacts: AllowLocalOpt = False,
+    bundle: BundleOpt = True,
 ) -> None:
     """Print the exact manifests each step's first attempt would create (no cluster needed).
 
@@ -244,7 +255,12 @@ def k8s_render(
         ),
     }
     objects = render_manifests(
-        target, param, options, labels=parse_params(label, "--label"), run_id=run_id
+        target,
+        param,
+        options,
+        labels=parse_params(label, "--label"),
+        run_id=run_id,
+        bundle=bundle,
     )
     if output == "json":
         print_json(out, objects)

@@ -39,7 +39,7 @@ from usina.errors import ArtifactCorruptError, ArtifactMissingError, DefinitionE
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-    from usina.engine.ports import ArtifactStore
+    from usina.engine.ports import ArtifactStore, Task
 
 log = logging.getLogger(__name__)
 
@@ -583,3 +583,22 @@ def bootstrap(env: Mapping[str, str], store: ArtifactStore) -> Path | None:
     if entry not in sys.path:
         sys.path.insert(0, entry)
     return folder
+
+
+def localize_task(task: Task, folder: Path | None) -> Task:
+    """``task`` with its ``bundle:`` paths (the step's file, ``sys_path``) made local to the
+    bundle extracted into ``folder`` (``bootstrap``'s result)."""
+    import dataclasses
+
+    node = dict(task.node)
+    if isinstance(node.get("file"), str):
+        node["file"] = from_bundle_path(node["file"], folder)
+    sys_path = tuple(from_bundle_path(p, folder) for p in task.sys_path)
+    return dataclasses.replace(task, node=node, sys_path=sys_path)
+
+
+def bootstrap_task(env: Mapping[str, str], store: ArtifactStore, task: Task) -> Task:
+    """A pod's start: fetch and verify the run's bundle (``USINA_BUNDLE``), then point the
+    task's paths into it. Without a bundle the task is returned as it is."""
+    folder = bootstrap(env, store)
+    return localize_task(task, folder) if folder is not None else task

@@ -60,9 +60,7 @@ def test_default_render(default_objects: list[Obj]) -> None:
         "Service": 1,
         "PodDisruptionBudget": 1,
         "ServiceAccount": 1,
-        "Role": 1,
-        "RoleBinding": 1,
-        "ConfigMap": 1,  # the Grafana dashboard
+        "ConfigMap": 2,  # the Grafana dashboard, the backend config (steps run locally)
     }
     assert {o["metadata"]["namespace"] for o in default_objects} == {NAMESPACE}
 
@@ -79,7 +77,7 @@ def test_all_options_render(all_objects: list[Obj]) -> None:
         "Role": 2,  # one per managed namespace
         "RoleBinding": 2,
         "Secret": 1,  # the MLflow URI given as a value; the database uses existingSecret
-        "ConfigMap": 1,
+        "ConfigMap": 2,
         "ResourceFlavor": 3,
         "ClusterQueue": 1,
         "LocalQueue": 2,
@@ -210,7 +208,9 @@ def test_monitoring_files_are_embedded(all_objects: list[Obj]) -> None:
     rules = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
     rule = next(o for o in all_objects if o["kind"] == "PrometheusRule")
     assert rule["spec"]["groups"] == rules["groups"]
-    dashboard = next(o for o in all_objects if o["kind"] == "ConfigMap")
+    dashboard = next(
+        o for o in all_objects if o["kind"] == "ConfigMap" and "usina.json" in o["data"]
+    )
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["metadata"]["namespace"] == "monitoring"
     parsed = json.loads(dashboard["data"]["usina.json"])
@@ -230,6 +230,17 @@ def test_monitoring_files_are_embedded(all_objects: list[Obj]) -> None:
             "queueingStrategy",
         ),
         ({"server": {"replica": 2}}, "replica"),  # a typo: unknown keys are refused too
+        # several replicas on a database, or steps as Jobs, need a shared object store
+        (
+            {"database": {"url": "postgresql://db/usina"}, "server": {"replicas": 2}},
+            "/artifactsUrl",
+        ),
+        ({"jobs": {"backend": "kubernetes"}}, "/artifactsUrl"),
+        (
+            {"jobs": {"backend": "kubernetes"}, "artifactsUrl": "/var/lib/usina/artifacts"},
+            "/artifactsUrl",
+        ),
+        ({"jobs": {"projects": {"risk": {"namespace": "Risk_ML"}}}}, "namespace"),
     ],
 )
 def test_schema_refuses_wrong_values(values: Obj, where: str) -> None:
@@ -246,3 +257,49 @@ def test_schema_message_is_clear() -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError) as info:
         chart.validate_schema(chart.merge_values({"server": {"replicas": "two"}}))
     assert "got string, want integer" in str(info.value)
+
+
+def test_a_project_on_kubernetes_without_an_object_store_is_refused() -> None:
+    values = {"jobs": {"projects": {"risk": {"backend": "kubernetes"}}}}
+    with pytest.raises(DeployError, match=r"set artifactsUrl=s3://BUCKET/PREFIX"):
+        render_chart(values)
+
+
+def test_the_backend_config_names_each_projects_jobs() -> None:
+    values = {
+        "artifactsUrl": "s3://ml/usina",
+        "objectStore": {"existingSecret": "s3-creds"},
+        "jobs": {
+            "backend": "kubernetes",
+            "image": "ghcr.io/usina-ml/usina-runtime:1.0",
+            "serviceAccount": "pipelines",
+            "projects": {"risk": {"namespace": "risk-ml", "queue": "risk"}},
+        },
+    }
+    objects = parse_objects(render_chart(values, namespace=NAMESPACE))
+    config = next(o for o in objects if o["metadata"]["name"].endswith("-backends"))
+    parsed = json.loads(config["data"]["backends.json"])
+    shared = {
+        "image": "ghcr.io/usina-ml/usina-runtime:1.0",
+        "service_account": "pipelines",
+        "env_from_secrets": ["s3-creds"],
+    }
+    assert parsed == {
+        "backend": "kubernetes",
+        "options": {"namespace": NAMESPACE, **shared},
+        "projects": {
+            "risk": {
+                "backend": "kubernetes",
+                "options": {"namespace": "risk-ml", "queue": "risk", **shared},
+            }
+        },
+    }
+    # The server reads exactly that file.
+    from usina.compose.projects import BackendConfig
+
+    risk = BackendConfig.parse(parsed).of("risk")
+    assert risk.options["queue"] == "risk"
+    server = next(o for o in objects if o["kind"] == "Deployment")
+    main = server["spec"]["template"]["spec"]["containers"][0]
+    assert "--backend-config=/etc/usina/backends.json" in main["args"]
+    assert main["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]

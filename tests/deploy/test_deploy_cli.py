@@ -22,8 +22,16 @@ from usina.deploy.chart import render_endpoint
 Obj = dict[str, Any]
 
 
-def deploy(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[Obj], str]:
-    code = main(["deploy", "models:/fraud@champion", "--name", "fraud", *args])
+#: The model registry every endpoint below is pointed at (a Secret of the usina release).
+REGISTRY = ("--registry-secret", "usina-mlflow/tracking-uri")
+REGISTRY_VALUES = {"mlflow": {"existingSecret": "usina-mlflow", "secretKey": "tracking-uri"}}
+
+
+def deploy(
+    capsys: pytest.CaptureFixture[str], *args: str, registry: bool = True
+) -> tuple[int, list[Obj], str]:
+    given = REGISTRY if registry else ()
+    code = main(["deploy", "models:/fraud@champion", "--name", "fraud", *given, *args])
     out, err = capsys.readouterr()
     objects = [d for d in yaml.safe_load_all(out) if d] if code == 0 and out.strip() else []
     return code, objects, err
@@ -52,7 +60,9 @@ def test_fraud_champion_validates_like_the_chart(capsys: pytest.CaptureFixture[s
     assert "replicas" not in deployment["spec"]  # the HPA owns it
     # the same objects as the chart's template renders for that endpoint
     expected = render_endpoint(
-        FRAUD.__class__("fraud", FRAUD.model, replicas=3), namespace=NAMESPACE
+        FRAUD.__class__("fraud", FRAUD.model, replicas=3),
+        namespace=NAMESPACE,
+        values=REGISTRY_VALUES,
     )
     assert objects == expected
 
@@ -82,6 +92,7 @@ def test_values_and_set_reach_the_template(
         "registry.example.com/usina-serving:1.2.3",
         "--release",
         "platform",
+        registry=False,  # the values file names the registry's Secret
     )
     assert code == 0, err
     assert [o["kind"] for o in objects] == [
@@ -213,7 +224,10 @@ def test_apply_is_server_side_apply(capsys: pytest.CaptureFixture[str], api: Fak
         assert request["content_type"] == "application/apply-patch+yaml"
         assert request["query"] == {"fieldManager": "usina", "force": "true"}
         assert request["authorization"] == "Bearer t0ken"  # the kubeconfig's credentials
-    assert api.requests[0]["body"] == render_endpoint(FRAUD, namespace=NAMESPACE)[0]
+    assert (
+        api.requests[0]["body"]
+        == render_endpoint(FRAUD, namespace=NAMESPACE, values=REGISTRY_VALUES)[0]
+    )
     assert "Deployment/usina-fraud applied" in err
 
 
@@ -262,3 +276,51 @@ def test_context_picks_the_cluster(
     )
     assert code != 0
     assert "context 'nope'" in err
+
+
+def test_an_endpoint_that_cannot_reach_its_model_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["deploy", "models:/fraud@champion", "--name", "fraud"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "no registry is configured" in err
+    assert "--registry-uri" in err
+    code = main(["deploy", "/home/me/model", "--name", "fraud"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "path on this machine" in err
+    code = main(
+        ["deploy", "models:/fraud@champion", "--name", "fraud",
+         "--registry-uri", "https://user:pw@mlflow.example.com"]
+    )  # fmt: skip
+    assert code == 2
+    assert "carries credentials" in capsys.readouterr().err
+
+
+def test_registry_credentials_and_pod_access_reach_the_deployment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "deploy", "models:/fraud@champion", "--name", "fraud", "--namespace", NAMESPACE,
+            "--registry-uri", "http://mlflow.ml.svc:5000",
+            "--service-account", "fraud-serving",
+            "--image-pull-secret", "regcred",
+            "--env-from-secret", "s3-credentials",
+        ]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
+    validate(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    main_container = pod["containers"][0]
+    assert pod["serviceAccountName"] == "fraud-serving"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert main_container["imagePullPolicy"] == "Always"  # the chart's (checkov CKV_K8S_15)
+    assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.ml.svc:5000"} in main_container[
+        "env"
+    ]
+    assert main_container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]

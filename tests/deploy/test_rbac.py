@@ -48,7 +48,9 @@ def emulator() -> Iterator[Emulator]:
 
 def recorded_calls(emulator: Emulator) -> set[Access]:
     settings = replace(
-        KubernetesSettings(namespace=NAMESPACE, image="registry.example.com/usina:1.0"),
+        KubernetesSettings(
+            namespace=NAMESPACE, image="registry.example.com/usina:1.0", queue="team"
+        ),
         backoff_base=0.01,
         backoff_max=0.1,
         sync_timeout=10.0,
@@ -87,6 +89,13 @@ def recorded_calls(emulator: Emulator) -> set[Access]:
         first.launch(make_task("r1-adopt-1"))
         settle(first, ["r1-adopt-1"], done=("running",))
         first.cancel("r1-long-1")
+        # Kueue evicts an admitted workload: the backend reads its Workload, and deletes it
+        emulator.script("r1-evict-1", PodScript("hang"))
+        first.launch(make_task("r1-evict-1"))
+        settle(first, ["r1-evict-1"], done=("running",))
+        emulator.kueue_evict("r1-evict-1", namespace=NAMESPACE)
+        evicted = settle(first, ["r1-evict-1"])["r1-evict-1"]
+        assert evicted.failure_class is FailureClass.PREEMPTED  # type: ignore[attr-defined]
         assert "step finished" in first.logs("r1-ok-1")
     finally:
         first.close()
@@ -106,9 +115,13 @@ def recorded_calls(emulator: Emulator) -> set[Access]:
         return set(emulator.access_log)
 
 
+#: Steps run as Jobs in the release namespace, under a Kueue queue.
+JOBS = {"jobs": {"backend": "kubernetes", "queue": "team"}, "artifactsUrl": "s3://ml/usina"}
+
+
 def test_role_grants_exactly_what_the_backend_calls(emulator: Emulator) -> None:
     calls = recorded_calls(emulator)
-    objects = parse_objects(render_chart({}, namespace=NAMESPACE))
+    objects = parse_objects(render_chart(JOBS, namespace=NAMESPACE))
     (role,) = [o for o in objects if o["kind"] == "Role"]
     (binding,) = [o for o in objects if o["kind"] == "RoleBinding"]
     (account,) = [o for o in objects if o["kind"] == "ServiceAccount"]
@@ -128,8 +141,33 @@ def test_role_grants_exactly_what_the_backend_calls(emulator: Emulator) -> None:
 
 
 def test_cluster_role_has_the_same_rules() -> None:
-    objects = parse_objects(render_chart({"rbac": {"clusterWide": True}}, namespace=NAMESPACE))
+    wide = {**JOBS, "rbac": {"clusterWide": True}}
+    objects = parse_objects(render_chart(wide, namespace=NAMESPACE))
     (cluster,) = [o for o in objects if o["kind"] == "ClusterRole"]
-    namespaced = parse_objects(render_chart({}, namespace=NAMESPACE))
+    namespaced = parse_objects(render_chart(JOBS, namespace=NAMESPACE))
     (role,) = [o for o in namespaced if o["kind"] == "Role"]
     assert granted(cluster["rules"]) == granted(role["rules"])
+
+
+def test_roles_go_to_the_jobs_namespaces_only() -> None:
+    values = {
+        "artifactsUrl": "s3://ml/usina",
+        "jobs": {
+            "projects": {
+                "risk": {"backend": "kubernetes", "namespace": "risk-ml", "queue": "risk"},
+                "lab": {"backend": "kubernetes", "namespace": "lab"},
+                "sandbox": {"backend": "local"},
+            }
+        },
+    }
+    objects = parse_objects(render_chart(values, namespace=NAMESPACE))
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    assert sorted(roles) == ["lab", "risk-ml"]  # not the release namespace: nothing runs there
+    kueue = ("kueue.x-k8s.io", "workloads", "list")
+    assert kueue in granted(roles["risk-ml"]["rules"])
+    assert kueue not in granted(roles["lab"]["rules"])  # no queue there
+    assert not [
+        o
+        for o in parse_objects(render_chart({}, namespace=NAMESPACE))
+        if o["kind"] in ("Role", "RoleBinding")
+    ]  # all local: no Kubernetes access

@@ -87,6 +87,8 @@ class PodScript:
     (kubelet node-pressure eviction), ``node_lost`` (taint manager, then PodGC), ``image_pull``,
     ``config_error``, ``admission`` (UnexpectedAdmissionError), ``unschedulable``, ``hang``.
     run: seconds the container runs before the outcome.
+    pending: seconds the pod first stays ``Unschedulable`` (waiting for a node) before it is
+        scheduled and runs as scripted.
     """
 
     outcome: str = "succeed"
@@ -94,6 +96,7 @@ class PodScript:
     run: float = 0.05
     logs: tuple[str, ...] = ("usina runtime: starting step", "usina runtime: step finished")
     message: str | None = None
+    pending: float = 0.0
 
 
 SUCCEED = PodScript()
@@ -104,6 +107,7 @@ class _Sim:
     script: PodScript
     job: str
     started: float | None = None
+    waited: bool = False
 
 
 @dataclass
@@ -182,7 +186,9 @@ class Emulator:
         # (API group, resource[/subresource], verb), e.g. ("", "pods/log", "get").
         self.access_log: list[tuple[str, str, str]] = []
         self.created: list[Obj] = []  # the bodies of create requests, as the client sent them
+        self.patches: list[tuple[str, str, Obj]] = []  # (kind, name, patch) as sent
         self.scripts: dict[str, list[PodScript]] = {}
+        self.suffix_scripts: dict[str, list[PodScript]] = {}
         self.index_scripts: dict[tuple[str, int], list[PodScript]] = {}
         #: Pods the Job controller created, per Job name (a gang restarts as a new Job, never
         #: as a replacement pod).
@@ -258,6 +264,12 @@ class Emulator:
         with self.lock:
             self.scripts[attempt_id] = list(pods)
 
+    def script_suffix(self, suffix: str, *pods: PodScript) -> None:
+        """What the pods of every attempt whose id ends with ``suffix`` (``"-train-1"``: the
+        first attempt of step train, whatever the run) do, unless ``script`` names it."""
+        with self.lock:
+            self.suffix_scripts[suffix] = list(pods)
+
     def script_index(self, attempt_id: str, index: int, *pods: PodScript) -> None:
         """What the pods of one index of this attempt's Indexed Job do, in order (the last one
         repeats); the other indexes follow ``script`` or the default."""
@@ -309,6 +321,75 @@ class Emulator:
     def delete_pod(self, name: str, namespace: str = "ml") -> None:
         with self.lock:
             self._delete(("pods", namespace, name))
+
+    def kueue_evict(self, job_name: str, namespace: str = "ml", reason: str = "Preempted") -> None:
+        """What Kueue and the Job controller do when an admitted workload is evicted: the
+        Workload gets ``Evicted`` (and ``Preempted``) True, the Job is suspended again and its
+        live pods are stopped."""
+        with self.lock:
+            job = self._job(namespace, job_name)
+            if job is None:
+                raise KeyError(job_name)
+            now = rfc3339(time.time())
+            uid = job["metadata"]["uid"]
+            conditions = [
+                {
+                    "type": "Evicted",
+                    "status": "True",
+                    "reason": reason,
+                    "message": "Preempted to accommodate a workload of higher priority",
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "QuotaReserved",
+                    "status": "False",
+                    "reason": "Pending",
+                    "message": "waiting for quota",
+                    "lastTransitionTime": now,
+                },
+            ]
+            if reason == "Preempted":
+                conditions.append(
+                    {
+                        "type": "Preempted",
+                        "status": "True",
+                        "reason": "InClusterQueue",
+                        "message": "preempted by a higher priority workload",
+                        "lastTransitionTime": now,
+                    }
+                )
+            workload = {
+                "apiVersion": "kueue.x-k8s.io/v1beta1",
+                "kind": "Workload",
+                "metadata": {
+                    "name": f"job-{job_name}-{uid[:5]}",
+                    "labels": {"kueue.x-k8s.io/job-uid": uid},
+                    "ownerReferences": [
+                        {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": uid}
+                    ],
+                },
+                "spec": {"active": True, "queueName": "team"},
+                "status": {"conditions": conditions, "requeueState": {"count": 1}},
+            }
+            existing = self.objects.get(("workloads", namespace, workload["metadata"]["name"]))
+            if existing is None:
+                self._create("workloads", namespace, workload)
+            else:
+                existing["status"] = workload["status"]
+                self._update("workloads", existing)
+            self._stop_pods(job)
+            job["spec"]["suspend"] = True
+            job["status"].setdefault("conditions", []).append(
+                {
+                    "type": "Suspended",
+                    "status": "True",
+                    "reason": "JobSuspended",
+                    "message": "Job suspended",
+                    "lastTransitionTime": now,
+                }
+            )
+            job["status"].pop("startTime", None)
+            self._update("jobs", job)
 
     def create_raw(self, kind: str, namespace: str, obj: Obj) -> Obj:
         with self.lock:
@@ -365,6 +446,12 @@ class Emulator:
             return None
         self._bump(obj)
         self._emit(key[0], "DELETED", obj)
+        if propagation != "Orphan":  # the garbage collector: dependents of a deleted owner
+            uid = obj["metadata"].get("uid")
+            for okey, other in list(self.objects.items()):
+                refs = other["metadata"].get("ownerReferences") or []
+                if okey[1] == key[1] and any(r.get("uid") == uid for r in refs):
+                    self._delete(okey)
         if key[0] == "jobs" and propagation != "Orphan":
             for pkey, pod in list(self.objects.items()):
                 labels = pod["metadata"].get("labels", {})
@@ -435,6 +522,8 @@ class Emulator:
         else:
             n = self._pods_made[uid]
             scripts = self.scripts.get(attempt)
+        if not scripts:  # by the end of the attempt id: "-train-1" (run ids not known yet)
+            scripts = next((v for k, v in self.suffix_scripts.items() if attempt.endswith(k)), None)
         scripts = scripts or [self.default_script]
         return scripts[min(n, len(scripts) - 1)]
 
@@ -667,7 +756,11 @@ class Emulator:
             return
         pod, sim = found
         now = rfc3339(time.time())
-        if sim.script.outcome == "unschedulable":
+        delay = sim.script.pending > 0 and not sim.waited
+        if delay:
+            sim.waited = True
+            self._after(sim.script.pending, lambda: self._schedule(namespace, name))
+        if sim.script.outcome == "unschedulable" or delay:
             pod["status"]["conditions"] = [
                 {
                     "type": "PodScheduled",
@@ -1215,7 +1308,7 @@ class _Handler(BaseHTTPRequestHandler):
                 status_body(404, "NotFound", "the server could not find the requested resource"),
             ) from exc
         resource = parts[i + 2] if len(parts) > i + 2 else ""
-        if resource not in ("jobs", "pods", "services"):
+        if resource not in ("jobs", "pods", "services", "workloads"):
             raise _HttpError(404, status_body(404, "NotFound", f"unknown resource {resource!r}"))
         name = parts[i + 3] if len(parts) > i + 3 else None
         sub = parts[i + 4] if len(parts) > i + 4 else None
@@ -1240,7 +1333,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, self.emu.stats())
                 return
             watch = query.get("watch") in ("true", "1")
-            verb = {"POST": "create", "DELETE": "delete"}.get(method) or (
+            verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method) or (
                 "log" if sub == "log" else "watch" if watch else "get" if name else "list"
             )
             with self.emu.lock:
@@ -1298,6 +1391,16 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_json(200, obj)
             elif verb == "log":
                 self._log(namespace, name or "", query)
+            elif verb == "patch":
+                patch = json.loads(raw or b"{}")
+                with self.emu.lock:
+                    obj = self.emu.objects.get((kind, namespace, name or ""))
+                    if obj is None:
+                        raise _HttpError(404, _not_found(kind, name))
+                    self.emu.patches.append((kind, name or "", copy.deepcopy(patch)))
+                    _merge_patch(obj, patch)
+                    self.emu._update(kind, obj)
+                    self._send_json(200, obj)
         except _HttpError as exc:
             self._send_json(exc.code, exc.body)
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -1311,6 +1414,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
 
     def _list(self, kind: str, namespace: str, query: dict[str, str]) -> Obj:
         emu = self.emu
@@ -1342,8 +1448,13 @@ class _Handler(BaseHTTPRequestHandler):
         meta: Obj = {"resourceVersion": rv}
         if limit and start + limit < len(items):
             meta["continue"] = f"{snap_id}:{start + limit}"
-        kind_name = {"jobs": "JobList", "pods": "PodList", "services": "ServiceList"}[kind]
-        api = "batch/v1" if kind == "jobs" else "v1"
+        kind_name = {
+            "jobs": "JobList",
+            "pods": "PodList",
+            "services": "ServiceList",
+            "workloads": "WorkloadList",
+        }[kind]
+        api = {"jobs": "batch/v1", "workloads": "kueue.x-k8s.io/v1beta1"}.get(kind, "v1")
         return {"kind": kind_name, "apiVersion": api, "metadata": meta, "items": page}
 
     def _chunk(self, data: bytes) -> None:
@@ -1442,6 +1553,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def _merge_patch(obj: Obj, patch: Obj) -> None:
+    """A merge patch (maps merged, lists and scalars replaced, null deletes): enough of a
+    strategic merge patch for the fields usina patches (metadata.ownerReferences)."""
+    for key, value in patch.items():
+        if value is None:
+            obj.pop(key, None)
+        elif isinstance(value, dict) and isinstance(obj.get(key), dict):
+            _merge_patch(obj[key], value)
+        else:
+            obj[key] = copy.deepcopy(value)
 
 
 def _not_found(kind: str, name: str | None) -> Obj:

@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--master-addr", "--master_addr", dest="master_addr", default="127.0.0.1")
     p.add_argument("--master-port", "--master_port", dest="master_port", type=int, default=29500)
     p.add_argument("--max-restarts", "--max_restarts", dest="max_restarts", type=int, default=0)
+    p.add_argument("--rdzv-conf", "--rdzv_conf", dest="rdzv_conf", default="")
     p.add_argument("-m", "--module", action="store_true")
     p.add_argument("script")
     p.add_argument("script_args", nargs=argparse.REMAINDER)

@@ -128,18 +128,18 @@ SCENARIOS = [
         "no node has enough free nvidia.com/gpu",
     ),
     (
-        "deadline",
+        "timeout",
         [PodScript("hang")],
         {},
         1.0,
         FailureClass.TIMEOUT,
-        "DeadlineExceeded",
-        "ran past its deadline of 1 s",
+        "Timeout",
+        "ran past its timeout of 1 s (counted from its container's start",
     ),
     (
-        "deadline while unschedulable",
+        "timeout while unschedulable",
         [PodScript("unschedulable")],
-        {},
+        {"queue_timeout": 0.5},
         1.0,
         FailureClass.UNSCHEDULABLE,
         "Unschedulable",
@@ -188,7 +188,7 @@ def test_failure_scenario(
     assert obs.reason == reason, obs  # type: ignore[attr-defined]
     assert evidence in (obs.message or ""), obs.message  # type: ignore[attr-defined]
     # A failure Kubernetes would leave pending forever is stopped by the backend.
-    if name in ("image pull", "config error", "unschedulable"):
+    if name in ("image pull", "config error", "unschedulable", "timeout"):
         deadline = time.monotonic() + 5
         while emulator.get("jobs", "r1-train-1") is not None and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -129,7 +129,9 @@ def test_gpu_step_job(settings: KubernetesSettings) -> None:
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
     ]
     assert main["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
-    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    # The step's timeout is timed by the backend; the Job gets a backstop (+ queue + margin).
+    assert job["spec"]["activeDeadlineSeconds"] == 3600 + 600 + 600
+    assert job["metadata"]["annotations"]["usina.dev/timeout"] == "3600"
 
 
 def test_gpu_label_is_configurable(settings: KubernetesSettings) -> None:

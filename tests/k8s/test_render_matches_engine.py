@@ -49,6 +49,7 @@ def render_me(n: int = 3):
 """
 
 OPTIONS = {"namespace": "ml", "queue": "team-a", "image": "usina:test"}
+RENDER = {**OPTIONS, "allow_local_artifacts": True}  # the test's artifacts are local
 LABELS = {"team": "fraud", "cost-center": "42"}
 
 
@@ -94,7 +95,7 @@ def _submitted(target: str, run_id: str) -> list[dict[str, object]]:
 
 def test_render_equals_what_the_engine_submits(target: str) -> None:
     run_id = "render-me-0001"
-    rendered = render_manifests(target, [], OPTIONS, labels=LABELS, run_id=run_id)
+    rendered = render_manifests(target, [], RENDER, labels=LABELS, run_id=run_id)
     submitted = _submitted(target, run_id)
 
     kinds = [(o["kind"], o["metadata"]["name"]) for o in rendered]  # type: ignore[index]

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from usina.cli import k8s as k8s_flags
 from usina.cli import remote
 from usina.cli.common import (
     Output,
@@ -22,11 +23,18 @@ from usina.cli.drive import drive, tracker
 
 
 def kubernetes_options(
-    namespace: str | None, queue: str | None, image: str | None, context: str | None
+    namespace: str | None,
+    queue: str | None,
+    image: str | None,
+    context: str | None,
+    **cluster: Any,
 ) -> dict[str, Any]:
-    """The ``kubernetes`` backend's options that were given on the command line."""
+    """The ``kubernetes`` backend's options that were given on the command line (``cluster``:
+    the flags of ``usina.cli.k8s.cluster_options``)."""
+    from usina.cli.k8s import cluster_options
+
     given = {"namespace": namespace, "queue": queue, "image": image, "context": context}
-    return {k: v for k, v in given.items() if v is not None}
+    return {k: v for k, v in given.items() if v is not None} | cluster_options(**cluster)
 
 
 def run(
@@ -52,6 +60,17 @@ def run(
     queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
     image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
     context: Annotated[str | None, typer.Option(help="kubernetes: kubeconfig context")] = None,
+    service_account: k8s_flags.ServiceAccountOpt = None,
+    priority_class: k8s_flags.PriorityClassOpt = None,
+    image_pull_secret: k8s_flags.PullSecretOpt = [],  # noqa: B006
+    env: k8s_flags.EnvOpt = [],  # noqa: B006
+    secret_env: k8s_flags.SecretEnvOpt = [],  # noqa: B006
+    env_from_secret: k8s_flags.EnvFromSecretOpt = [],  # noqa: B006
+    env_from_configmap: k8s_flags.EnvFromConfigMapOpt = [],  # noqa: B006
+    node_selector: k8s_flags.NodeSelectorOpt = [],  # noqa: B006
+    toleration: k8s_flags.TolerationOpt = [],  # noqa: B006
+    allow_local_artifacts: k8s_flags.AllowLocalOpt = False,
+    bundle: k8s_flags.BundleOpt = True,
     project: Annotated[str, typer.Option(help="project of the run (with --server)")] = "default",
     label: Annotated[
         list[str],
@@ -82,14 +101,35 @@ def run(
         as_json = output is Output.json
         raise typer.Exit(remote.follow(remote_server, submitted, out, as_json=as_json))
     backend_factory(backend)  # an unknown name fails before anything is loaded
-    choice = BackendChoice(backend, kubernetes_options(namespace, queue, image, context))
+    cluster = kubernetes_options(
+        namespace,
+        queue,
+        image,
+        context,
+        service_account=service_account,
+        priority_class=priority_class,
+        image_pull_secrets=image_pull_secret,
+        env=env,
+        secret_env=secret_env,
+        env_from_secrets=env_from_secret,
+        env_from_config_maps=env_from_configmap,
+        node_selector=node_selector,
+        tolerations=toleration,
+        allow_local_artifacts=allow_local_artifacts,
+    )
     pipe, plan = compile_target(target, param)
     current = settings()
     comps = open_stores(current)
     try:
+        preload = [plan.source] if plan.source else []
+        if backend == "kubernetes" and bundle:
+            # The pods get the project's code as a bundle in the artifact store.
+            plan, cluster = k8s_flags.with_bundle(plan, comps.artifacts, cluster)
+            preload = []
+        choice = BackendChoice(backend, cluster)
         engine = make_engine(
             comps,
-            preload=[plan.source] if plan.source else [],
+            preload=preload,
             tracker=tracker(current, pipe, tracking),
             max_parallel=max_parallel,
             use_cache=not no_cache,

@@ -115,8 +115,20 @@ def make_engine(
             poll_interval=1.0,
             use_cache=use_cache,
             env=tracked_env(settings.tracking_uri if tracker is not None else None),
+            environment=image_environment(choice.options.get("image")),
         ),
     )
+
+
+def image_environment(image: str | None) -> str | None:
+    """The cache keys' environment when steps run in ``image`` (a backend's ``image``
+    option): the image reference (a ``@sha256:`` digest pins it) enters the fingerprint, so
+    another image re-runs the steps. None: this process's environment (``engine.cache``)."""
+    if not image:
+        return None
+    from usina.engine.cache import environment_fingerprint
+
+    return environment_fingerprint(extra=f"image:{image}")
 
 
 def plan_tasks(

@@ -43,6 +43,40 @@ def deploy(
     apply: Annotated[
         bool, typer.Option("--apply", help="server-side apply them instead of printing")
     ] = False,
+    registry_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-uri",
+            help="MLflow tracking/registry URI the endpoint loads its model from "
+            "(no credentials in it: use --registry-secret for those)",
+        ),
+    ] = None,
+    registry_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--registry-secret",
+            help="SECRET[/KEY]: a Secret holding the registry URI (default key tracking-uri)",
+        ),
+    ] = None,
+    service_account: Annotated[
+        str | None, typer.Option("--service-account", help="the endpoint pods' service account")
+    ] = None,
+    image_pull_secret: Annotated[
+        list[str], typer.Option("--image-pull-secret", help="Secret to pull the image")
+    ] = [],  # noqa: B006
+    image_pull_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--image-pull-policy", help="Always (the chart's default), IfNotPresent or Never"
+        ),
+    ] = None,
+    env_from_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--env-from-secret",
+            help="Secret whose keys become env, e.g. the object store's AWS_* credentials",
+        ),
+    ] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context for --apply")] = None,
     kubeconfig: Annotated[
         Path | None, typer.Option(help="kubeconfig file for --apply (default: $KUBECONFIG)")
@@ -50,6 +84,20 @@ def deploy(
 ) -> None:
     """Render (or --apply) a serving endpoint: Deployment, Service, HPA and PDB."""
     chart_values = _values(values, set_)
+    _merge(
+        chart_values,
+        endpoint_access(
+            registry_uri=registry_uri,
+            registry_secret=registry_secret,
+            service_account=service_account,
+            image_pull_secrets=image_pull_secret,
+            image_pull_policy=image_pull_policy,
+            env_from_secret=env_from_secret,
+        ),
+    )
+    problem = unreachable_model(model, chart_values)
+    if problem is not None:
+        raise DefinitionError(f"cannot deploy endpoint {name!r}: {problem}")
     objects = render_endpoint(
         Endpoint(name=name, model=model, replicas=replicas, image=image),
         namespace=namespace,
@@ -68,6 +116,83 @@ def deploy(
             typer.echo(f"{what} applied (namespace {namespace})", err=True)
     finally:
         api.close()
+
+
+def endpoint_access(
+    *,
+    registry_uri: str | None = None,
+    registry_secret: str | None = None,
+    service_account: str | None = None,
+    image_pull_secrets: list[str] | None = None,
+    image_pull_policy: str | None = None,
+    env_from_secret: str | None = None,
+) -> dict[str, Any]:
+    """Chart values for what the endpoint's pods need to reach their model and image, from
+    the flags (the same names as ``usina run``'s and the server's per-project settings)."""
+    from usina.backends.kubernetes import validation as v
+
+    found: dict[str, Any] = {}
+    problems: list[str] = []
+    if registry_secret:
+        secret, _, key = registry_secret.partition("/")
+        problems += v.dns1123_subdomain("--registry-secret", secret)
+        found["mlflow"] = {"existingSecret": secret, **({"secretKey": key} if key else {})}
+    if registry_uri:
+        if "@" in registry_uri.partition("://")[2].partition("/")[0]:
+            problems.append(
+                "--registry-uri carries credentials; put the URI in a Secret and pass "
+                "--registry-secret SECRET[/KEY] instead"
+            )
+        found.setdefault("serving", {})["extraEnv"] = [
+            {"name": "MLFLOW_TRACKING_URI", "value": registry_uri}
+        ]
+    if service_account:
+        problems += v.dns1123_subdomain("--service-account", service_account)
+        found.setdefault("serving", {})["serviceAccount"] = service_account
+    if image_pull_secrets:
+        problems += v.each(v.dns1123_subdomain, "--image-pull-secret", image_pull_secrets)
+        found["imagePullSecrets"] = [{"name": n} for n in image_pull_secrets]
+    if image_pull_policy:
+        if image_pull_policy not in ("IfNotPresent", "Always", "Never"):
+            problems.append(
+                f"--image-pull-policy {image_pull_policy!r} must be IfNotPresent, Always or Never"
+            )
+        found["images"] = {"serving": {"pullPolicy": image_pull_policy}}
+    if env_from_secret:
+        problems += v.dns1123_subdomain("--env-from-secret", env_from_secret)
+        found["objectStore"] = {"existingSecret": env_from_secret}
+    if problems:
+        raise DefinitionError("; ".join(problems))
+    return found
+
+
+def unreachable_model(model: str, values: dict[str, Any]) -> str | None:
+    """Why an endpoint with these chart values could not load ``model``, or None."""
+    scheme = model.partition(":")[0] if ":" in model else ""
+    if scheme in ("models", "runs"):
+        mlflow = values.get("mlflow") or {}
+        env = [
+            e.get("name")
+            for e in (values.get("serving") or {}).get("extraEnv") or []
+            if isinstance(e, dict)
+        ]
+        if (
+            not (mlflow.get("existingSecret") or mlflow.get("trackingUri"))
+            and "MLFLOW_TRACKING_URI" not in env
+        ):
+            return (
+                f"{model} is a model registry URI, but no registry is configured, so the "
+                "pods could not load it: pass --registry-uri http://MLFLOW:5000 or "
+                "--registry-secret SECRET[/KEY] (a Secret holding the URI), or --set "
+                "mlflow.existingSecret=SECRET"
+            )
+        return None
+    if not scheme or scheme == "file" or model.startswith("/"):
+        return (
+            f"{model} is a path on this machine, which the endpoint's pods cannot read: "
+            "register the model (models:/NAME@ALIAS) or give an s3:// URI"
+        )
+    return None
 
 
 def _values(files: list[Path], sets: list[str]) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from usina.bundles import bootstrap_task
 from usina.engine.ports import EXIT_INFRA
 from usina.runtime.execute import execute, load_task
 
@@ -19,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = FsspecArtifactStore(args.artifacts)
         task = load_task(store, args.attempt)
+        # The run's code bundle (USINA_BUNDLE), fetched and verified before the step loads.
+        task = bootstrap_task(os.environ, store, task)
     except Exception as exc:
         print(f"usina: cannot load attempt {args.attempt}: {exc}", file=sys.stderr)
         return EXIT_INFRA

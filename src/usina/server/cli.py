@@ -6,7 +6,9 @@ Run several replicas against one PostgreSQL database and one artifact store to s
 runs; each replica drives at most ``--max-runs`` of them at once. ``--backend`` (or
 ``USINA_BACKEND``) names where the steps run, as for ``usina run``: ``local`` by default,
 ``kubernetes`` (with ``--namespace``, ``--queue``, ``--image``, ``--context``), or any backend
-installed in the ``usina.backends`` entry-point group.
+installed in the ``usina.backends`` entry-point group. ``--backend-config FILE``
+(``USINA_BACKEND_CONFIG``) gives the default backend and, per project, its own backend and
+options (namespace, Kueue queue, image, service account, ...): ``usina.compose.projects``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ def server(
     queue: Annotated[str | None, typer.Option(help="kubernetes: Kueue LocalQueue")] = None,
     image: Annotated[str | None, typer.Option(help="kubernetes: image with usina and code")] = None,
     context: Annotated[str | None, typer.Option(help="kubernetes: kubeconfig context")] = None,
+    backend_config: Annotated[
+        str | None,
+        typer.Option(
+            envvar="USINA_BACKEND_CONFIG",
+            help="JSON file: the default backend and options, and each project's own "
+            "(namespace, queue, image, service account, ...); the Helm chart writes it",
+        ),
+    ] = None,
     webhook: Annotated[
         list[str],
         typer.Option(
@@ -108,11 +118,35 @@ def server(
     """Serve the platform: REST API (/docs), web UI (/ui) and the run reconciler."""
     import uvicorn
 
+    from usina.compose.projects import BackendConfig
     from usina.server.app import create_app
     from usina.server.context import ServerContext
     from usina.server.guards import GuardSettings
     from usina.server.settings import ReconcilerSettings, ServerSettings
 
+    flags = {
+        k: v
+        for k, v in {
+            "namespace": namespace,
+            "queue": queue,
+            "image": image,
+            "context": context,
+        }.items()
+        if v is not None
+    }
+    config = BackendConfig.load(backend_config) if backend_config else BackendConfig()
+    if backend_config is None or backend != "local":  # a --backend flag wins over the file's
+        config = BackendConfig(
+            default=type(config.default)(backend, {**config.default.options, **flags}),
+            projects=config.projects,
+        )
+    elif flags:
+        config = BackendConfig(
+            default=type(config.default)(
+                config.default.backend, {**config.default.options, **flags}
+            ),
+            projects=config.projects,
+        )
     home = os.path.abspath(os.environ.get("USINA_HOME") or ".usina")
     os.makedirs(home, exist_ok=True)
     settings = ServerSettings(
@@ -134,17 +168,9 @@ def server(
         ),
         webhooks=tuple(_webhooks(webhook)),
         external_url=external_url,
-        backend=backend,
-        backend_options={
-            k: v
-            for k, v in {
-                "namespace": namespace,
-                "queue": queue,
-                "image": image,
-                "context": context,
-            }.items()
-            if v is not None
-        },
+        backend=config.default.backend,
+        backend_options=config.default.options,
+        projects=config.projects,
     )
     guards = GuardSettings(
         max_body_bytes=max_body_bytes,

@@ -5,6 +5,7 @@ by name (``ServerSettings.backend``) and built, like the engines, by the composi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from usina.compose.backends import BackendRequest, make_backend
 from usina.compose.components import build_engine, tracked_env
+from usina.compose.projects import ProjectBackend, ProjectBackends
 from usina.engine.engine import Engine, EngineSettings
 from usina.server.auth import TokenCache
 from usina.server.models import MlflowModels, ModelRegistry
@@ -26,9 +28,56 @@ from usina.stores.schedules import ScheduleStore
 from usina.stores.sql import SqlMetadataStore
 
 if TYPE_CHECKING:
+    from usina.engine.ports import Backend
     from usina.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+
+def open_backends(
+    settings: ServerSettings,
+    artifacts: FsspecArtifactStore,
+    metadata: SqlMetadataStore,
+    preload: tuple[str, ...],
+) -> Backend:
+    """The server's backend: the default one, or, with per-project settings, one backend per
+    distinct (name, options) that sends each run's attempts to its project's
+    (``ProjectBackends``)."""
+
+    def build(choice: ProjectBackend) -> Backend:
+        return make_backend(
+            choice.backend,
+            BackendRequest(
+                artifacts=artifacts,
+                attempts_dir=settings.attempts_dir,
+                preload=preload,
+                options=choice.options,
+            ),
+        )
+
+    default_choice = ProjectBackend(settings.backend, dict(settings.backend_options))
+    default = build(default_choice)
+    if not settings.projects:
+        return default
+    built: dict[str, Backend] = {_key(default_choice): default}
+    per_project: dict[str, Backend] = {}
+    for project, choice in settings.projects.items():
+        key = _key(choice)
+        if key not in built:
+            built[key] = build(choice)
+        per_project[project] = built[key]
+    projects: dict[str, str] = {}
+
+    def project_of(run_id: str) -> str:
+        if run_id not in projects:
+            projects[run_id] = metadata.get_run(run_id).project
+        return projects[run_id]
+
+    return ProjectBackends(default, per_project, project_of)
+
+
+def _key(choice: ProjectBackend) -> str:
+    return json.dumps([choice.backend, dict(choice.options)], sort_keys=True, default=str)
 
 
 @dataclass
@@ -65,15 +114,7 @@ class ServerContext:
         artifacts = FsspecArtifactStore(settings.artifacts_url)
         platform = PlatformStore(settings.database_url)
         os.makedirs(settings.attempts_dir, exist_ok=True)
-        backend = make_backend(
-            settings.backend,
-            BackendRequest(
-                artifacts=artifacts,
-                attempts_dir=settings.attempts_dir,
-                preload=tuple(pipelines.files),
-                options=settings.backend_options,
-            ),
-        )
+        backend = open_backends(settings, artifacts, metadata, tuple(pipelines.files))
         rs = settings.reconciler
         engine_settings = EngineSettings(
             max_parallel=rs.max_parallel, lease_ttl=rs.lease_ttl, poll_interval=rs.poll_interval

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from usina.compose.projects import ProjectBackend
     from usina.server.notify import Webhook
 
 
@@ -47,7 +48,11 @@ class ServerSettings:
     backend: where the steps of the server's runs run, by name in the ``usina.backends``
         entry-point group (default ``local``: processes on this machine; ``kubernetes``: Jobs).
     backend_options: that backend's own options (``kubernetes``: ``namespace``, ``queue``,
-        ``image``, ``context``, ``kubeconfig``).
+        ``image``, ``service_account``, ``priority_class``, ``image_pull_secrets``, ``env``,
+        ``secret_env``, ``env_from_secrets``, ``node_selector``, ``tolerations``, ``context``).
+    projects: per project, its own backend and options (``usina.compose.projects``): e.g. the
+        ``risk`` project's steps as Jobs in namespace ``risk-ml`` under Kueue queue ``risk``.
+        A project not named here uses ``backend``/``backend_options``.
     """
 
     database_url: str
@@ -59,6 +64,7 @@ class ServerSettings:
     reconciler: ReconcilerSettings = field(default_factory=ReconcilerSettings)
     backend: str = "local"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+    projects: Mapping[str, ProjectBackend] = field(default_factory=dict)
     # Webhooks called when runs finish (``usina.server.notify``), and the server's external
     # URL for the links they carry.
     webhooks: tuple[Webhook, ...] = ()

@@ -15,8 +15,9 @@ sees it gone) and the step that produced it stores it again when it re-runs.
 
 Writes are atomic: a reader never sees a partial blob or record under its final name. On the
 local file system a write goes to a temporary file that is flushed, fsynced and then
-``os.replace``-d onto the final name; on object stores (s3, gs, az) an object only appears
-once its upload completes; on other fsspec file systems the bytes go to ``tmp/`` first and are
+``os.replace``-d onto the final name; on object stores (s3, gs, az) the bytes stream as a
+multipart upload of 8 MiB parts and the object only appears once the upload completes (a
+failed one is aborted); on other fsspec file systems the bytes go to ``tmp/`` first and are
 then moved. A crash leaves at most a stray file under ``tmp/`` or a ``.tmp-*`` file.
 """
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 _CHUNK = 8 << 20  # bytes read and hashed at a time: big files are never held in memory
+_MIN_PART = 5 << 20  # S3's smallest multipart part
 # Where an object only becomes visible once fully uploaded: write it directly.
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 
@@ -129,7 +131,7 @@ class FsspecArtifactStore:
         if self._local:
             self._write_local(final, chunks, durable=durable)
         elif self._direct:
-            self._fs.pipe_file(final, b"".join(chunks))
+            self._write_object(final, chunks)
         else:
             tmp = f"{self._root}/tmp/{uuid.uuid4().hex}"
             try:
@@ -141,6 +143,23 @@ class FsspecArtifactStore:
                 with contextlib.suppress(Exception):
                     self._fs.rm_file(tmp)
                 raise
+
+    def _write_object(self, final: str, chunks: Iterable[bytes]) -> None:
+        """Stream ``chunks`` into an object: a multipart upload of ``_CHUNK``-sized parts
+        (at most a part or two in memory), which the store makes visible only when it
+        completes; on any failure the upload is aborted, so no partial object appears."""
+        out = self._fs.open(final, "wb", block_size=max(_CHUNK, _MIN_PART))
+        try:
+            for chunk in chunks:
+                out.write(chunk)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                discard = getattr(out, "discard", None)
+                if discard is not None:
+                    discard()  # aborts the multipart upload (s3fs)
+                    out.closed = True  # never committed, not even when collected
+            raise
+        out.close()
 
     @staticmethod
     def _write_local(final: str, chunks: Iterable[bytes], *, durable: bool = True) -> None:
@@ -177,7 +196,8 @@ class FsspecArtifactStore:
                 digest = self._hash_file(path)
                 final = self._blob_path(digest)
                 if not self._exists(final):
-                    self._fs.put_file(path, final)
+                    with open(path, "rb") as src:
+                        self._write_object(final, _chunks(src))
                 return digest
             return self._stream_file(path)
         except OSError as exc:
@@ -229,7 +249,11 @@ class FsspecArtifactStore:
             self._fs.rm_file(path)
 
     def _open(self, path: str) -> Any:
-        return open(path, "rb") if self._local else self._fs.open(path, "rb")
+        if self._local:
+            return open(path, "rb")
+        # Ranged reads of exactly what is asked (no read-ahead cache): a streamed read holds
+        # one chunk, a whole read fetches the object once.
+        return self._fs.open(path, "rb", block_size=_CHUNK, cache_type="none")
 
     def get_bytes(self, digest: str) -> bytes:
         """The bytes of ``digest``, checked against it: ``ArtifactCorruptError`` when they
@@ -246,6 +270,37 @@ class FsspecArtifactStore:
         if actual != digest:
             raise self._corrupt(path, digest, actual)
         return data
+
+    def get_file(self, digest: str, dest: str) -> None:
+        """Copy the bytes of ``digest`` to the local file ``dest``, streaming (never whole in
+        memory) and checked against the digest before ``dest`` appears: a mismatch raises
+        ``ArtifactCorruptError`` as ``get_bytes`` does, and ``dest`` is not written."""
+        path = self._blob_path(digest)
+        hasher = hashlib.sha256()
+
+        def hashed(src: Any) -> Iterator[bytes]:
+            for chunk in _chunks(src):
+                hasher.update(chunk)
+                yield chunk
+
+        folder = os.path.dirname(os.path.abspath(dest))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        try:
+            with open(fd, "wb") as out, self._open(path) as src:
+                for chunk in hashed(src):
+                    out.write(chunk)
+            actual = "sha256:" + hasher.hexdigest()
+            if actual != digest:
+                raise self._corrupt(path, digest, actual)
+            os.replace(tmp, dest)
+        except FileNotFoundError as exc:
+            raise self._missing(digest) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot read artifact {digest} from {self._url}: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def local_path(self, digest: str) -> str | None:
         """The file holding ``digest`` on the local file system, its content checked against

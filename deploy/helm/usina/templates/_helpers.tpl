@@ -90,20 +90,94 @@ usina.dev/endpoint: {{ . }}
 {{- end }}
 
 {{/* The namespaces whose Jobs the server manages. */}}
-{{- define "usina.managedNamespaces" -}}
-{{- if .Values.rbac.namespaces }}
-{{- toJson .Values.rbac.namespaces }}
-{{- else }}
-{{- toJson (list .Release.Namespace) }}
+{{/*
+The options of one project's Jobs (usina.compose.projects.ProjectBackend.options), as JSON:
+the `jobs` values (or a project's entry laid over them) with the backend's option names.
+Arguments: root, v (the values).
+*/}}
+{{- define "usina.jobOptions" -}}
+{{- $v := .v -}}
+{{- $root := .root -}}
+{{- $o := dict "namespace" (default $root.Release.Namespace $v.namespace) -}}
+{{- with $v.queue }}{{- $_ := set $o "queue" . }}{{- end }}
+{{- with $v.image }}{{- $_ := set $o "image" . }}{{- end }}
+{{- with $v.serviceAccount }}{{- $_ := set $o "service_account" . }}{{- end }}
+{{- with $v.priorityClassName }}{{- $_ := set $o "priority_class" . }}{{- end }}
+{{- with $v.imagePullSecrets }}{{- $_ := set $o "image_pull_secrets" . }}{{- end }}
+{{- with $v.env }}{{- $_ := set $o "env" . }}{{- end }}
+{{- with $v.secretEnv }}{{- $_ := set $o "secret_env" . }}{{- end }}
+{{- $secrets := list -}}
+{{- range $v.envFromSecrets }}{{- $secrets = append $secrets . }}{{- end }}
+{{- with $root.Values.objectStore.existingSecret }}
+{{- if not (has . $secrets) }}{{- $secrets = append $secrets . }}{{- end }}
 {{- end }}
+{{- with $secrets }}{{- $_ := set $o "env_from_secrets" . }}{{- end }}
+{{- with $v.envFromConfigMaps }}{{- $_ := set $o "env_from_config_maps" . }}{{- end }}
+{{- with $v.nodeSelector }}{{- $_ := set $o "node_selector" . }}{{- end }}
+{{- with $v.tolerations }}{{- $_ := set $o "tolerations" . }}{{- end }}
+{{- toJson $o -}}
+{{- end }}
+
+{{/*
+The server's backend config (`usina server --backend-config`): the default backend and its
+options, and each project's own. A project's entry is laid over the `jobs` defaults.
+*/}}
+{{- define "usina.backendConfig" -}}
+{{- $root := . -}}
+{{- $defaults := omit .Values.jobs "projects" -}}
+{{- $projects := dict -}}
+{{- range $name, $p := .Values.jobs.projects }}
+{{- $merged := merge (deepCopy (default dict $p)) (deepCopy $defaults) -}}
+{{- $_ := set $projects $name (dict "backend" $merged.backend "options" (include "usina.jobOptions" (dict "root" $root "v" $merged) | fromJson)) -}}
+{{- end }}
+{{- $config := dict "backend" .Values.jobs.backend "options" (include "usina.jobOptions" (dict "root" $root "v" $defaults) | fromJson) "projects" $projects -}}
+{{- toJson $config -}}
+{{- end }}
+
+{{/*
+The namespaces the server runs Jobs in, as a JSON object: namespace -> whether a Kueue queue
+is used there (the backend then reads Workloads). Those of every project whose backend is
+kubernetes (and of the default, when it is); rbac.namespaces, when set, replaces the list.
+*/}}
+{{- define "usina.jobNamespaces" -}}
+{{- $config := include "usina.backendConfig" . | fromJson -}}
+{{- $found := dict -}}
+{{- $choices := list $config -}}
+{{- range $name, $p := $config.projects }}{{- $choices = append $choices $p }}{{- end }}
+{{- range $choices }}
+{{- if eq .backend "kubernetes" }}
+{{- $ns := .options.namespace -}}
+{{- $queued := or (hasKey .options "queue") (get $found $ns | default false) -}}
+{{- $_ := set $found $ns $queued -}}
+{{- end }}
+{{- end }}
+{{- if $.Values.rbac.namespaces }}
+{{- $any := false -}}
+{{- range $ns, $q := $found }}{{- if $q }}{{- $any = true }}{{- end }}{{- end }}
+{{- $found = dict -}}
+{{- range $.Values.rbac.namespaces }}{{- $_ := set $found . $any }}{{- end }}
+{{- end }}
+{{- toJson $found -}}
+{{- end }}
+
+{{/*
+Whether any project's steps run as Jobs (then the chart needs an object store).
+*/}}
+{{- define "usina.runsJobs" -}}
+{{- $config := include "usina.backendConfig" . | fromJson -}}
+{{- $jobs := eq $config.backend "kubernetes" -}}
+{{- range $name, $p := $config.projects }}{{- if eq $p.backend "kubernetes" }}{{- $jobs = true }}{{- end }}{{- end }}
+{{- if $jobs }}true{{- end }}
 {{- end }}
 
 {{/*
 The permissions of usina's Kubernetes backend (src/usina/backends/kubernetes): Jobs are
 created, listed and watched (an informer), and deleted (cancel, a failed attempt); Pods are
 listed and watched; pod logs are read; a distributed step's headless Service is created,
-listed (clean-up of leftovers) and deleted. tests/deploy checks these rules against the calls
-the backend makes. Nothing else: no Secrets, no get, no update/patch.
+patched (its Job becomes its owner), listed (clean-up of leftovers) and deleted; with a Kueue
+queue, Workloads are listed (where admission stands, evictions). tests/deploy checks these
+rules against the calls the backend makes. Nothing else: no Secrets, no get, no update.
+Argument: root, queued (whether a Kueue queue is used in the namespace).
 */}}
 {{- define "usina.rbacRules" -}}
 - apiGroups: ["batch"]
@@ -117,5 +191,10 @@ the backend makes. Nothing else: no Secrets, no get, no update/patch.
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "delete", "list"]
+  verbs: ["create", "delete", "list", "patch"]
+{{- if .queued }}
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
+{{- end }}
 {{- end }}

@@ -100,6 +100,19 @@ def _true(obj: Obj, ctype: str) -> Obj | None:
     return cond if cond is not None and cond.get("status") == "True" else None
 
 
+def evicted_reason(workload: Obj | None) -> str | None:
+    """Kueue's reason while the Workload stands evicted or preempted (``Evicted``/``Preempted``
+    condition True), e.g. ``Preempted: InClusterQueue``; None otherwise."""
+    if workload is None:
+        return None
+    found = [
+        f"{ctype}: {cond.get('reason') or ctype}"
+        for ctype in ("Evicted", "Preempted")
+        if (cond := _true(workload, ctype)) is not None
+    ]
+    return "; ".join(found) or None
+
+
 def workload_job_name(workload: Obj) -> str | None:
     """The name of the batch/v1 Job that owns this Workload, if one does."""
     for ref in (workload.get("metadata") or {}).get("ownerReferences") or []:

@@ -33,6 +33,7 @@ from usina.backends.kubernetes.settings import (
     CONTAINER,
     QUEUE_TIMEOUT_ANNOTATION,
     SELECTOR,
+    TIMEOUT_ANNOTATION,
     KubernetesSettings,
 )
 from usina.engine.ports import (
@@ -50,7 +51,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError("kubernetes", "k8s") from exc
 
+from usina.backends.kubernetes.admission import (
+    AdmissionPhase,
+    admission_of,
+    evicted_reason,
+    pending_observation,
+)
 from usina.backends.kubernetes.client import KubeApi
+from usina.backends.kubernetes.decisions import read_decision, store_decision
 from usina.backends.kubernetes.gang_errors import surface_rank_error
 from usina.backends.kubernetes.informer import Informer
 from usina.backends.kubernetes.logs import log_tail, merge_gang_log, merge_pod_log
@@ -73,6 +81,10 @@ JOB_LABEL = "batch.kubernetes.io/job-name"
 LOG_HOLD_SECONDS = 30.0
 #: Deleted Jobs are remembered this long, so their outcome can still be observed.
 TOMBSTONE_SECONDS = 3600.0
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta1"
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+#: A suspended Job's Workload is read again at most this often (one GET per queued Job).
+WORKLOAD_REFRESH_SECONDS = 5.0
 
 
 class KubernetesBackend:
@@ -99,6 +111,7 @@ class KubernetesBackend:
         self.artifacts = artifacts
         self._batch = k8s_client.BatchV1Api(api_client)
         self._core = k8s_client.CoreV1Api(api_client)
+        self._custom = k8s_client.CustomObjectsApi(api_client)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._generation = 0
@@ -109,6 +122,8 @@ class KubernetesBackend:
         self._pods_of: dict[str, set[str]] = {}
         self._launched: dict[str, float] = {}  # job name -> created by this backend, not seen
         self._verdicts: dict[str, Observation] = {}  # attempt id -> decided by this backend
+        self._stored: dict[str, Observation | None] = {}  # attempt id -> decision read back
+        self._workloads: dict[str, tuple[float, Obj | None]] = {}  # job uid -> (read at, obj)
         self._log_tail: dict[str, str | None] = {}  # pod name -> copied log tail (None: none)
         self._log_busy: set[str] = set()
         self._log_synced: dict[str, float] = {}
@@ -184,13 +199,16 @@ class KubernetesBackend:
             self._names[task.attempt_id] = name
             if name in self._jobs or name in self._launched:
                 return
-        for obj in objects:
-            self._create(obj, task.attempt_id)
+        created = [self._create(obj, task.attempt_id) for obj in objects]
+        if len(objects) > 1:  # a gang: its Service belongs to its Job (garbage-collected with it)
+            self._own_services(objects[:-1], created[-1], task.attempt_id)
         with self._changed:
             self._launched[name] = time.time()
             self._bump()
 
-    def _create(self, obj: Obj, attempt_id: str) -> None:
+    def _create(self, obj: Obj, attempt_id: str) -> Obj | None:
+        """Create one object; the object as the API server stored it (None when it existed
+        already)."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         create = (
             self._core.create_namespaced_service
@@ -198,7 +216,7 @@ class KubernetesBackend:
             else self._batch.create_namespaced_job
         )
         try:
-            self._call(create, self.settings.namespace, obj)
+            body = self._call(create, self.settings.namespace, obj)
         except ApiException as exc:
             if exc.status != 409:
                 raise BackendError(
@@ -206,6 +224,51 @@ class KubernetesBackend:
                     f"{self.settings.namespace}: {exc.status} {exc.reason}"
                 ) from exc
             log.info("%s %s exists already; adopting it", kind, name)
+            return None  # its creator (another replica) owns the rest of its set-up
+        try:
+            stored = json.loads(body)
+        except (TypeError, ValueError):
+            return None
+        return stored if isinstance(stored, dict) else None
+
+    def _own_services(self, services: list[Obj], job: Obj | None, attempt_id: str) -> None:
+        """Set the Job as the owner of its gang's Services once the Job exists (its uid is
+        known only then): Kubernetes' garbage collector deletes them with the Job, even when
+        no backend runs."""
+        meta = (job or {}).get("metadata") or {}
+        if not meta.get("uid"):
+            log.warning(
+                "attempt %s: no uid for Job %s; its Service is swept later",
+                attempt_id,
+                meta.get("name"),
+            )
+            return
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "blockOwnerDeletion": False,
+            "controller": False,
+        }
+        for service in services:
+            name = service["metadata"]["name"]
+            try:
+                self._call(
+                    self._core.patch_namespaced_service,
+                    name,
+                    self.settings.namespace,
+                    {"metadata": {"ownerReferences": [owner]}},
+                )
+            except ApiException as exc:
+                log.warning(
+                    "could not set the owner of Service %s (attempt %s): %s %s; it is swept "
+                    "once its Job ends",
+                    name,
+                    attempt_id,
+                    exc.status,
+                    exc.reason,
+                )
 
     def _name(self, attempt_id: str) -> str:
         """The Job name of an attempt (caller holds the lock)."""
@@ -217,6 +280,8 @@ class KubernetesBackend:
         out: dict[str, Observation] = {}
         to_stop: list[tuple[str, str, Observation]] = []
         gangs: list[tuple[str, Obj, str | None]] = []  # failed gangs: attempt, Job, cause pod
+        unknown: list[str] = []  # no Job: maybe decided by an earlier backend (a restart)
+        self._refresh_workloads(now)
         with self._lock:
             self._observed_generation = self._generation
             for attempt_id in attempt_ids:
@@ -227,11 +292,11 @@ class KubernetesBackend:
                 name = self._name(attempt_id)
                 job = self._jobs.get(name)
                 if job is None:
-                    out[attempt_id] = (
-                        Observation(TaskState.PENDING, reason="Submitted")
-                        if name in self._launched
-                        else Observation(TaskState.UNKNOWN)
-                    )
+                    if name in self._launched:
+                        out[attempt_id] = Observation(TaskState.PENDING, reason="Submitted")
+                    else:
+                        out[attempt_id] = Observation(TaskState.UNKNOWN)
+                        unknown.append(attempt_id)
                     continue
                 obs, stop, cause = self._classify(job, now)
                 if stop:
@@ -244,6 +309,12 @@ class KubernetesBackend:
                 ):
                     gangs.append((attempt_id, job, cause))
                 out[attempt_id] = obs
+        for attempt_id in unknown:
+            stored = self._stored_decision(attempt_id)
+            if stored is not None:
+                out[attempt_id] = stored
+        for attempt_id, _, obs in to_stop:
+            self._store_decision(attempt_id, obs)
         for attempt_id, job, cause in gangs:
             self._surface_rank_error(attempt_id, job, cause)
         for attempt_id, name, obs in to_stop:
@@ -267,7 +338,9 @@ class KubernetesBackend:
                 message="cancelled by the user; the Job and its pods were deleted",
                 finished_at=time.time(),
             )
+            decided = self._verdicts[attempt_id]
             self._bump()
+        self._store_decision(attempt_id, decided)
         self._delete_job(name)  # its Service goes when the Job's deletion is seen
 
     def logs(self, attempt_id: str) -> str:
@@ -291,6 +364,77 @@ class KubernetesBackend:
                 if left <= 0:
                     return
                 self._changed.wait(left)
+
+    # ---- the backend's own decisions, kept in the artifact store ------------------------------
+    def _store_decision(self, attempt_id: str, obs: Observation) -> None:
+        """Record a decision only this backend knows (cancelled, unschedulable, timed out,
+        evicted): the Job is deleted, so a backend started later reads it back."""
+        try:
+            store_decision(self.artifacts, attempt_id, obs)
+        except Exception as exc:
+            log.warning("could not store the decision on attempt %s: %s", attempt_id, exc)
+        with self._lock:
+            self._stored[attempt_id] = obs
+
+    def _stored_decision(self, attempt_id: str) -> Observation | None:
+        with self._lock:
+            if attempt_id in self._stored:
+                return self._stored[attempt_id]
+        try:
+            found = read_decision(self.artifacts, attempt_id)
+        except Exception as exc:
+            log.warning("could not read the decision on attempt %s: %s", attempt_id, exc)
+            return None
+        with self._lock:
+            if found is not None:
+                self._stored[attempt_id] = found
+                self._verdicts.setdefault(attempt_id, found)
+        return found
+
+    # ---- Kueue admission --------------------------------------------------------------------
+    def _refresh_workloads(self, now: float) -> None:
+        """Read the Workloads of suspended, queued Jobs (at most every few seconds each)."""
+        if not self.settings.queue:
+            return
+        with self._lock:
+            due = [
+                str(job["metadata"].get("uid"))
+                for job in self._jobs.values()
+                if (job.get("spec") or {}).get("suspend")
+                and job["metadata"].get("uid")
+                and job["metadata"]["name"] not in self._deleted_jobs
+                and now - self._workloads.get(str(job["metadata"]["uid"]), (0.0, None))[0]
+                >= WORKLOAD_REFRESH_SECONDS
+            ]
+        for uid in due:
+            workload: Obj | None = None
+            try:
+                body = self._call(
+                    self._custom.list_namespaced_custom_object,
+                    KUEUE_GROUP,
+                    KUEUE_VERSION,
+                    self.settings.namespace,
+                    "workloads",
+                    label_selector=f"{KUEUE_JOB_UID_LABEL}={uid}",
+                )
+                items = json.loads(body).get("items") or []
+                workload = items[0] if items else None
+            except ApiException as exc:
+                if exc.status not in (403, 404):
+                    log.warning("could not read the Workload of Job uid %s: %s", uid, exc.status)
+            except Exception as exc:
+                log.warning("could not read the Workload of Job uid %s: %s", uid, exc)
+            with self._changed:
+                before = self._workloads.get(uid, (0.0, None))[1]
+                self._workloads[uid] = (now, workload)
+                if workload != before:
+                    for job in self._jobs.values():
+                        if job["metadata"].get("uid") == uid:
+                            self._dirty.add(job["metadata"]["name"])
+                    self._bump()
+
+    def _workload_of(self, job: Obj) -> Obj | None:
+        return self._workloads.get(str(job["metadata"].get("uid")), (0.0, None))[1]
 
     # ---- informer sink -----------------------------------------------------------------------
     def replace(self, kind: str, objects: list[Obj]) -> None:
@@ -357,7 +501,12 @@ class KubernetesBackend:
         pods = [self._pods[p] for p in sorted(self._pods_of.get(name, ())) if p in self._pods]
         verdict = self._classify_now(job, pods, now)
         self._dirty.discard(name)
-        if verdict[0].reason in ("Unschedulable", "CopyingLogs"):  # those change with time alone
+        timed = verdict[0].state is TaskState.RUNNING and bool(
+            (job["metadata"].get("annotations") or {}).get(TIMEOUT_ANNOTATION)
+        )
+        pending = verdict[0].state is TaskState.PENDING and self.settings.queue is not None
+        if timed or pending or verdict[0].reason in ("Unschedulable", "CopyingLogs"):
+            # those change with time alone
             self._memo.pop(name, None)
         else:
             self._memo[name] = verdict
@@ -373,21 +522,38 @@ class KubernetesBackend:
             )
         except ValueError:
             queue_timeout = self.settings.queue_timeout
+        try:
+            raw_timeout = annotations.get(TIMEOUT_ANNOTATION)
+            timeout = float(raw_timeout) if raw_timeout else None
+        except ValueError:
+            timeout = None
+        workload = self._workload_of(job)
+        admission = admission_of(workload)
+        evicted = (
+            evicted_reason(workload) if admission.phase is not AdmissionPhase.DEACTIVATED else None
+        )
         started = [p for p in pods if container_started(p)]
         seen = {
             p: self._failed_seq[p]
             for p in self._pods_of.get(job["metadata"]["name"], ())
             if p in self._failed_seq
         }
-        verdict = classify(job, pods, now=now, queue_timeout=queue_timeout, seen=seen)
+        extra: dict[str, Any] = {"timeout": timeout, "evicted": evicted, "seen": seen}
+        verdict = classify(job, pods, now=now, queue_timeout=queue_timeout, **extra)
         # The evidence is the log of the pod the verdict is about (a gang's failed pod).
         about = verdict.pod or (started[-1]["metadata"]["name"] if started else None)
         tail = self._log_tail.get(about) if about else None
         if tail and verdict.observation.state is TaskState.FAILED:
             verdict = classify(
-                job, pods, now=now, queue_timeout=queue_timeout, logs_tail=tail, seen=seen
+                job, pods, now=now, queue_timeout=queue_timeout, logs_tail=tail, **extra
             )
         obs = verdict.observation
+        if obs.state is TaskState.PENDING and obs.reason == "Suspended":
+            # Where Kueue's admission stands: quota, nodes being provisioned, another check.
+            said = pending_observation(admission, now=now)
+            if said is not None:
+                stop = said.state is TaskState.FAILED
+                return (replace(said, finished_at=now) if stop else said), stop, None
         if obs.state in (TaskState.SUCCEEDED, TaskState.FAILED) and not verdict.stop_job:
             # The pod's own end may not have arrived yet (Jobs and pods are separate watches).
             waiting = [

@@ -305,11 +305,16 @@ def classify(
     queue_timeout: float,
     logs_tail: str | None = None,
     seen: Mapping[str, int] | None = None,
+    timeout: float | None = None,
+    evicted: str | None = None,
 ) -> Verdict:
     """The state of one attempt from its Job and every pod it had (deleted ones included).
 
     ``seen`` (pod name -> sequence) is the order in which the caller saw pods fail; it breaks
-    ties when the failed pods of a gang say nothing else about which came first."""
+    ties when the failed pods of a gang say nothing else about which came first.
+    ``timeout``: the step's timeout in seconds, counted from the moment its container started
+    (time pending in a queue or for a node never counts; ``activeDeadlineSeconds`` is only a
+    backstop). ``evicted``: Kueue's reason when the Job's Workload was evicted or preempted."""
     pods = sorted(pods, key=_created)
     status = job.get("status") or {}
     started_at = parse_time(status.get("startTime"))
@@ -358,8 +363,9 @@ def classify(
                     reason="DeadlineExceeded",
                     message=_evidence(
                         _join(
-                            f"the attempt ran past its deadline of {deadline} s "
-                            "(activeDeadlineSeconds, counted from the Job's start)",
+                            f"the attempt ran past its backstop deadline of {deadline} s "
+                            "(activeDeadlineSeconds, counted from the Job's start, pending "
+                            "time included)",
                             job_message,
                             _disruption_note(pods),
                         ),
@@ -398,6 +404,27 @@ def classify(
     note = _disruption_note(pods)
     live = [p for p in pods if not pod_finished(p)]
     if (job.get("spec") or {}).get("suspend") or _true(job, "Suspended") is not None:
+        ran = [p for p in pods if container_started(p)]
+        if ran or evicted:
+            # Suspended again after admission: Kueue evicted the workload (preemption by a
+            # higher priority, reclaimed borrowed quota, PodsReadyTimeout). The engine starts
+            # a new attempt, charged as a disruption, never to the user's retries.
+            return Verdict(
+                Observation(
+                    TaskState.FAILED,
+                    FailureClass.PREEMPTED,
+                    reason="Evicted",
+                    message=_join(
+                        "Kueue evicted the admitted workload and suspended its Job again"
+                        + (f" ({evicted})" if evicted else "")
+                        + (f" after {len(ran)} pod(s) had started" if ran else ""),
+                        note,
+                    ),
+                    started_at=started,
+                    finished_at=now,
+                ),
+                stop_job=True,
+            )
         return Verdict(
             Observation(
                 TaskState.PENDING,
@@ -432,6 +459,26 @@ def classify(
             )
     unplaced = [p for p in live if _unschedulable([p]) is not None]
     if not unplaced and any(_state(p)[0] == "running" for p in live):
+        if timeout is not None and running_at is not None and now - running_at >= timeout:
+            return Verdict(
+                Observation(
+                    TaskState.FAILED,
+                    FailureClass.TIMEOUT,
+                    reason="Timeout",
+                    message=_evidence(
+                        _join(
+                            f"the attempt ran past its timeout of {timeout:g} s (counted from "
+                            f"its container's start, {now - running_at:.0f} s ago); the Job "
+                            "was deleted",
+                            note,
+                        ),
+                        logs_tail,
+                    ),
+                    started_at=running_at,
+                    finished_at=now,
+                ),
+                stop_job=True,
+            )
         return Verdict(
             Observation(TaskState.RUNNING, reason="Running", message=note, started_at=started)
         )

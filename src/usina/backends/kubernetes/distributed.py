@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,8 @@ def torchrun_command(task: Task, spec: Torchrun, master: str) -> list[str]:
         f"--master-addr={master}",
         f"--master-port={spec.port}",
         "--max-restarts=0",  # the engine restarts the gang, never torchrun in place
+        # How long a rank waits for the others to join (static rendezvous reads "timeout").
+        f"--rdzv-conf=timeout={math.ceil(spec.rdzv_timeout)}",
         *runtime_args(task),
     ]
 

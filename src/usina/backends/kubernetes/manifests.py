@@ -24,6 +24,7 @@ from usina.backends.kubernetes.settings import (
     MANAGED_BY_VALUE,
     QUEUE_TIMEOUT_ANNOTATION,
     RUN_ANNOTATION,
+    TIMEOUT_ANNOTATION,
     KubernetesSettings,
 )
 from usina.engine.ports import EXIT_INFRA, EXIT_OOM, EXIT_USER_ERROR, Task
@@ -216,7 +217,7 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
     name = job_name(task.attempt_id)
     labels = job_labels(task)
     if settings.queue:
-        labels[KUEUE_QUEUE_LABEL] = label_value(settings.queue)
+        labels[KUEUE_QUEUE_LABEL] = settings.queue  # validated, never rewritten
         priority = task.node.get("priority") or settings.workload_priority_class
         if priority:  # a step's priority= names a WorkloadPriorityClass
             labels[KUEUE_PRIORITY_LABEL] = label_value(str(priority))
@@ -225,7 +226,9 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
         RUN_ANNOTATION: task.run_id,
         QUEUE_TIMEOUT_ANNOTATION: f"{queue_timeout(task, settings):g}",
     }
-    env = [
+    if task.timeout is not None:
+        annotations[TIMEOUT_ANNOTATION] = f"{task.timeout:g}"
+    env: list[dict[str, Any]] = [
         {"name": "USINA_ATTEMPT_ID", "value": task.attempt_id},
         {"name": "USINA_RUN_ID", "value": task.run_id},
         {"name": "USINA_ARTIFACTS", "value": task.artifacts_url},
@@ -237,6 +240,12 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
             env = [e for e in env if e["name"] != key]
         seen.add(key)
         env.append({"name": key, "value": str(value)})
+    for key, ref in sorted(settings.secret_env.items()):
+        secret, _, secret_key = ref.partition("/")
+        env = [e for e in env if e["name"] != key]
+        env.append(
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key}}}
+        )
 
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
@@ -259,6 +268,11 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    env_from = [{"secretRef": {"name": n}} for n in settings.env_from_secrets] + [
+        {"configMapRef": {"name": n}} for n in settings.env_from_config_maps
+    ]
+    if env_from:
+        container["envFrom"] = env_from
     if mounts:
         container["volumeMounts"] = mounts
     if settings.image_pull_policy:
@@ -304,6 +318,8 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
                 }
             }
         }
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(settings.node_selector.items()))
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     if settings.priority_class:
@@ -312,7 +328,9 @@ def build_job(task: Task, settings: KubernetesSettings) -> JobManifest:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in settings.image_pull_secrets]
 
     deadline = (
-        max(1, math.ceil(task.timeout)) if task.timeout is not None else settings.default_deadline
+        math.ceil(max(1.0, task.timeout) + queue_timeout(task, settings)) + settings.deadline_margin
+        if task.timeout is not None
+        else settings.default_deadline
     )
     return {
         "apiVersion": "batch/v1",

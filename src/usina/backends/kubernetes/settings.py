@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from usina.backends.kubernetes import validation as v
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -28,6 +30,8 @@ SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
 ATTEMPT_ANNOTATION = LABEL_PREFIX + "attempt-id"
 RUN_ANNOTATION = LABEL_PREFIX + "run-id"
 QUEUE_TIMEOUT_ANNOTATION = LABEL_PREFIX + "queue-timeout"
+#: The step's timeout in seconds, counted by the backend from the container's start.
+TIMEOUT_ANNOTATION = LABEL_PREFIX + "timeout"
 CONTAINER = "main"
 
 
@@ -62,6 +66,11 @@ class KubernetesSettings:
         image whose user is root fails with ``CreateContainerConfigError`` unless this is set.
         Default 1000. ``None`` leaves the image's user.
     env: environment variables added to every step container. Default none.
+    secret_env: environment variables read from Secrets: ``NAME -> "secret/key"``
+        (``valueFrom.secretKeyRef``), so credentials never appear in a manifest. Default none.
+    env_from_secrets / env_from_config_maps: Secrets / ConfigMaps whose every key becomes an
+        environment variable (``envFrom``), e.g. the object store's credentials. Default none.
+    node_selector: node labels every pod must match (``nodeSelector``). Default none.
     backoff_limit: failed pods the Job controller retries by itself before the Job fails.
         The engine owns retries (each retry is a new Job, possibly with more memory), so the
         default is 0.
@@ -73,7 +82,10 @@ class KubernetesSettings:
         ``Retry.max_disruptions``, never to the user's budget).
     default_deadline: ``activeDeadlineSeconds`` for steps without a timeout; it bounds
         ``Ignore`` loops. Counts from the Job's start, including time spent pending.
-        Default 7 days.
+        Default 7 days. A step with a timeout is timed by the backend from its container's
+        start; its Job's ``activeDeadlineSeconds`` is only a backstop (timeout + queue_timeout
+        + ``deadline_margin``).
+    deadline_margin: seconds added to that backstop for image pulls and start-up. Default 600.
     ttl_seconds: ``ttlSecondsAfterFinished``: a finished Job and its pods are deleted this long
         after they end (their logs were copied before). Default 3600.
     queue_timeout: seconds a pod may stay ``Unschedulable`` before the attempt fails as
@@ -113,9 +125,14 @@ class KubernetesSettings:
     image_pull_secrets: tuple[str, ...] = ()
     run_as_user: int | None = 1000
     env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    env_from_secrets: tuple[str, ...] = ()
+    env_from_config_maps: tuple[str, ...] = ()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
     backoff_limit: int = 0
     disruption_action: str = "Ignore"
     default_deadline: int = 7 * 24 * 3600
+    deadline_margin: int = 600
     ttl_seconds: int = 3600
     queue_timeout: float = 600.0
     termination_grace_seconds: int = 60
@@ -149,4 +166,34 @@ class KubernetesSettings:
             found.append("default_deadline must be at least 1 second")
         if self.workload_priority_class and not self.queue:
             found.append("workload_priority_class needs a Kueue queue; set queue too")
+        return found + self.name_problems()
+
+    def name_problems(self) -> list[str]:
+        """Values that break Kubernetes' naming rules (``validation``), named with the rule."""
+        found = v.dns1123_label("namespace", self.namespace)
+        if self.image is not None:
+            found += v.image_reference("image", self.image)
+        if self.queue is not None:
+            found += v.dns1123_subdomain("queue", self.queue)
+            found += v.label_value("queue", self.queue)
+        for name, value in (
+            ("workload_priority_class", self.workload_priority_class),
+            ("service_account", self.service_account),
+            ("priority_class", self.priority_class),
+        ):
+            if value is not None:
+                found += v.dns1123_subdomain(name, value)
+        found += v.each(v.dns1123_subdomain, "image_pull_secret", self.image_pull_secrets)
+        found += v.each(v.dns1123_subdomain, "env_from_secret", self.env_from_secrets)
+        found += v.each(v.dns1123_subdomain, "env_from_config_map", self.env_from_config_maps)
+        found += v.each(v.env_name, "env", [*self.env, *self.secret_env])
+        for name, ref in self.secret_env.items():
+            secret, slash, key = ref.partition("/")
+            if not slash or not key:
+                found.append(f"secret_env {name}={ref!r} must be SECRET/KEY")
+            else:
+                found += v.dns1123_subdomain(f"secret_env {name} secret", secret)
+        for key, value in self.node_selector.items():
+            found += v.label_key("node_selector", key)
+            found += v.label_value(f"node_selector {key}", value)
         return found

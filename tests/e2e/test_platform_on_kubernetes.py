@@ -1,0 +1,296 @@
+"""Platform mode end to end: two ``usina server`` replicas on PostgreSQL run a pipeline's steps as
+Kubernetes Jobs (the API emulator), with SeaweedFS as the artifact store. The pods are processes
+(``ProcessKubelet``) that see only the pod's env (the object store's credentials from a
+Secret), a working folder of their own, and their memory limit enforced. The CLI on a laptop
+submits a fraud pipeline; the first ``train`` attempt really exceeds its memory limit, is
+OOMKilled and retried with more memory; the first ``score`` pod is evicted
+(``DisruptionTarget``) and retried as ``preempted``; the replica driving the run is SIGKILLed
+mid-run and the other one finishes it; the logs are readable after the Jobs' TTL deleted them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.k8s.emulator import Emulator, PodScript
+from tests.k8s.process_kubelet import ProcessKubelet
+from tests.seaweedfs import SeaweedS3
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+CLI = [sys.executable, "-m", "usina.cli.main"]
+LEASE_TTL = 3.0
+
+PIPELINE = """
+from usina import Resources, Retry, pipeline, step
+
+from features import ROWS, featurize
+
+
+@step
+def extract() -> list[int]:
+    print(f"extracting {ROWS} rows")
+    return featurize(list(range(ROWS)))
+
+
+@step(retry=Retry(oom=2, oom_grow=1.5), resources=Resources(cpu=1, memory="400Mi"))
+def train(rows: list[int]) -> int:
+    import os
+
+    print(f"training on {len(rows)} rows", flush=True)
+    if os.environ["USINA_ATTEMPT_ID"].endswith("-1"):  # the first attempt needs too much
+        ballast = bytearray(600 * 2**20)
+        for i in range(0, len(ballast), 4096):
+            ballast[i] = 1
+    return sum(rows)
+
+
+@step(retry=Retry(user=0))
+def score(model: int) -> float:
+    print(f"scoring model {model}")
+    return model / 100
+
+
+@pipeline
+def fraud_platform():
+    score(train(extract()))
+"""
+
+FEATURES = """
+ROWS = 64
+
+
+def featurize(rows: list[int]) -> list[int]:
+    return [r * 2 for r in rows]
+"""
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
+    server = SeaweedS3.start(tmp_path / "seaweedfs")
+    yield server
+    server.stop()
+
+
+def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, postgres_server, s3: SeaweedS3
+) -> None:
+    db = postgres_server.create_database()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pipeline.py").write_text(textwrap.dedent(PIPELINE))
+    (project / "features.py").write_text(textwrap.dedent(FEATURES))
+    artifacts = s3.url("platform")
+    kubelet = ProcessKubelet(tmp_path / "pods")
+    # The pods' object store credentials come from a Secret (envFrom), as on a cluster.
+    kubelet.add_secret("s3-credentials", s3.env())
+
+    with Emulator(kubelet=kubelet) as emulator:
+        emulator.script_suffix("-score-1", PodScript("preempt", run=0.5))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emu", "cluster": {"server": emulator.url}}],
+                    "users": [{"name": "emu", "user": {"token": "x"}}],
+                    "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
+                    "current-context": "emu",
+                }
+            )
+        )
+        config = tmp_path / "backends.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "backend": "kubernetes",
+                    "options": {
+                        "namespace": "ml",
+                        "image": "usina-runtime:test",
+                        "disruption_action": "FailJob",  # an eviction is the engine's retry
+                        "env_from_secrets": ["s3-credentials"],
+                        "ttl_seconds": 2,
+                        "log_sync_seconds": 0.5,
+                    },
+                }
+            )
+        )
+        # The pods run as processes of this machine: they reach SeaweedFS with this env.
+        env = {
+            **os.environ,
+            **s3.env(),
+            "USINA_HOME": str(tmp_path / "server-home"),
+            "USINA_DATABASE_URL": db,
+            "USINA_ARTIFACTS_URL": artifacts,
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                [str(project), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
+        for name in ("USINA_SERVER", "USINA_TOKEN", "MLFLOW_TRACKING_URI"):
+            env.pop(name, None)
+        token = subprocess.run(
+            [*CLI, "token", "create", "--project", "*", "--role", "admin", "--name", "e2e"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.strip()  # fmt: skip
+
+        procs: list[subprocess.Popen[bytes]] = []
+        urls: list[str] = []
+        clients: list[httpx.Client] = []
+        cli: subprocess.Popen[str] | None = None
+        try:
+            # Replica A polls fast and claims the run; B polls slowly (it takes over later).
+            for n, poll in enumerate(("0.2", "2")):
+                port = free_port()
+                with open(tmp_path / f"server{n}.log", "wb") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                *CLI,
+                                "server",
+                                "--port",
+                                str(port),
+                                "--pipelines",
+                                str(project / "pipeline.py"),
+                                "--backend-config",
+                                str(config),
+                                "--lease-ttl",
+                                str(LEASE_TTL),
+                                "--poll-interval",
+                                poll,
+                            ],
+                            env=env,
+                            cwd=tmp_path,
+                            stdout=log,
+                            stderr=log,
+                            stdin=subprocess.DEVNULL,
+                        )
+                    )
+                urls.append(f"http://127.0.0.1:{port}")
+            headers = {"Authorization": f"Bearer {token}"}
+            clients += [httpx.Client(base_url=u, headers=headers, timeout=30) for u in urls]
+
+            def up(client: httpx.Client) -> bool:
+                try:
+                    return client.get("/healthz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            for client in clients:
+                wait_until(lambda c=client: up(c), 90, "the servers to start")
+
+            # The laptop: the CLI submits to replica B and follows the run there.
+            laptop = {
+                **env,
+                "USINA_SERVER": urls[1],
+                "USINA_TOKEN": token,
+                "USINA_HOME": str(tmp_path / "laptop"),
+            }
+            cli = subprocess.Popen(
+                [*CLI, "run", str(project / "pipeline.py"), "--output", "json"],
+                env=laptop, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+
+            def run_id() -> str | None:
+                items = clients[1].get("/api/v1/runs").json()["items"]
+                return items[0]["id"] if items else None
+
+            rid = wait_until(run_id, 60, "the run to be submitted")
+            # Mid-run: train's first attempt was OOMKilled and its second Job exists.
+            wait_until(lambda: emulator.get("jobs", f"{rid}-train-2"), 120, "train's retry")
+            from usina.stores.sql import SqlMetadataStore
+
+            store = SqlMetadataStore(db)
+            try:
+                owner = store.get_run(rid).lease_owner  # type: ignore[attr-defined]
+            finally:
+                store.close()
+            assert owner is not None
+            assert f":{procs[0].pid}:" in owner, f"replica A should drive the run: {owner}"
+            procs[0].send_signal(signal.SIGKILL)  # the replica driving the run dies
+            procs[0].wait(timeout=10)
+
+            out, err = cli.communicate(timeout=240)
+            assert cli.returncode == 0, out + err
+            run = json.loads(out)
+            assert run["state"] == "succeeded", run
+
+            attempts = clients[1].get(f"/api/v1/runs/{rid}/attempts").json()
+            by_step: dict[str, list[dict[str, Any]]] = {}
+            for a in attempts if isinstance(attempts, list) else attempts["items"]:
+                by_step.setdefault(a["node"], []).append(a)
+            assert [a["failure_class"] for a in by_step["train"]] == ["oom", None]
+            assert by_step["train"][0]["reason"] == "OOMKilled"
+            assert by_step["train"][1]["resources"]["memory"] == "600Mi"
+            assert [a["failure_class"] for a in by_step["score"]] == ["preempted", None]
+            assert [a["failure_class"] for a in by_step["extract"]] == [None]
+            # Every attempt was one Job: nothing ran twice across the takeover.
+            assert emulator.count("create jobs") == 5
+
+            # The Jobs' TTL deletes them and their pods; the logs stay readable.
+            wait_until(lambda: not emulator.list("jobs"), 60, "the Jobs' TTL")
+            logs = subprocess.run(
+                [*CLI, "runs", "logs", rid, "extract"],
+                env=laptop, cwd=project, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert logs.returncode == 0, logs.stderr
+            assert "extracting 64 rows" in logs.stdout
+            scored = clients[1].get(f"/api/v1/runs/{rid}/steps/score/logs").text
+            assert "scoring model 4032" in scored
+
+            # The chart's Role for these values grants every call the replicas made.
+            from tests.deploy.test_rbac import granted
+            from usina.deploy.chart import parse_objects, render_chart
+
+            values = {"jobs": {"backend": "kubernetes"}, "artifactsUrl": artifacts}
+            objects = parse_objects(render_chart(values, namespace="ml"))
+            (role,) = [o for o in objects if o["kind"] == "Role"]
+            with emulator.lock:
+                calls = set(emulator.access_log)
+            assert calls <= granted(role["rules"]), sorted(calls - granted(role["rules"]))
+        finally:
+            for client in clients:
+                client.close()
+            if cli is not None and cli.poll() is None:
+                cli.kill()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()

@@ -1,4 +1,4 @@
-"""README "Running usina as your team's platform": every command in it is run here.
+"""The docs page "Running usina as your team's platform": every command in it is run here.
 
 ``kubectl create secret`` lines must create the Secrets the values name; ``helm install`` is
 rendered by Helm's Go SDK with the README's values file (every object valid, the Roles in the
@@ -24,14 +24,11 @@ from tests.deploy.validation import validate
 from tests.server.conftest import CLI, cli_env, http_server  # noqa: F401 (a fixture)
 from usina.deploy.chart import parse_objects, render_chart
 
-SECTION = "## Running usina as your team's platform"
+PAGE = REPO / "docs" / "howto" / "team-platform.md"  # linked from the README
 
 
 def section() -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return text[start:end]
+    return PAGE.read_text()
 
 
 def fenced(kind: str) -> list[str]:

@@ -23,6 +23,7 @@ from tests.k8s.emulator import Emulator
 from tests.k8s.podman_kubelet import PodmanKubelet
 from usina.backends.kubernetes import KubernetesBackend, KubernetesSettings
 from usina.engine.ports import Task, TaskState, result_key, task_key
+from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass
 from usina.stores.artifacts import FsspecArtifactStore
 
@@ -87,7 +88,7 @@ def hog_task(harness: contract.Harness) -> Task:
         pipeline="contract",
         node=node,
         number=1,
-        resources=node["resources"],
+        resources=Resources.from_json(node["resources"]),
         inputs={},
         artifacts_url=harness.store.url,
         params={},

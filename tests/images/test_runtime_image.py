@@ -27,6 +27,7 @@ from usina.backends.kubernetes.classify import pod_failure
 from usina.engine.ports import EXIT_USER_ERROR, Task, error_key, result_key, task_key
 from usina.engine.records import ArtifactRef
 from usina.runtime.loader import load_pipeline
+from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass
 from usina.stores import serializers
 from usina.stores.artifacts import FsspecArtifactStore
@@ -39,7 +40,7 @@ def render(pipeline: str, image: str, home: Path) -> dict[str, Any]:
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "usina.cli.main", "k8s", "render", f"{STEPS}:{pipeline}"),
-            *("--image", image, "--namespace", "ml"),
+            *("--image", image, "--namespace", "ml", "--allow-local-artifacts"),
         ],
         capture_output=True,
         text=True,
@@ -64,7 +65,7 @@ def write_task(job: dict[str, Any], pipeline: str, store: FsspecArtifactStore) -
         pipeline=plan.pipeline,
         node=node.to_json(),
         number=1,
-        resources=dict(node.resources),
+        resources=Resources.from_json(dict(node.resources)),
         inputs={},
         artifacts_url=store.url,
         params=dict(plan.params),

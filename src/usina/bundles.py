@@ -1,3 +1,4 @@
+# Over 600 lines: selecting, packing and fetching share one manifest format; split when it grows.
 """Code bundles: a pipeline's project packed into a deterministic, content-addressed tar.gz.
 
 A run on a cluster needs the user's code without an image rebuild. ``pack(root)`` selects the

@@ -1,3 +1,4 @@
+# Over 600 lines: the backend, its watchdog and the process sweep share one lock and table.
 """The local backend: each attempt is a process forked from a warm zygote.
 
 A watchdog thread enforces each attempt's memory limit (an ``oom`` kill) and timeout, and a

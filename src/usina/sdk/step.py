@@ -1,3 +1,4 @@
+# Over 600 lines: @step validates every option where the user wrote it (types, resources).
 """``@step``: a plain Python function that becomes one node of a pipeline.
 
 Called inside a ``@pipeline`` function, a step does not run: it records a node in the graph

@@ -1,3 +1,4 @@
+# Over 600 lines: one class, the Backend port over Jobs (helpers: client, logs, services).
 """``KubernetesBackend``: runs each attempt as a ``batch/v1`` Job and reports on it.
 
 Submission is idempotent (409 AlreadyExists: submitted before, e.g. by an engine that crashed).

@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from usina.engine.records import Event, RunId, RunState
+from usina.server.periodic import Periodic
 
 if TYPE_CHECKING:
     from usina.engine.ports import MetadataStore
@@ -99,8 +99,7 @@ class Notifier:
     backoff: float = 1.0
     timeout: float = 10.0
     interval: float = 2.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _loop: Periodic | None = None
 
     def run_once(self, now: float | None = None) -> int:
         """One pass; how many notifications were delivered."""
@@ -157,20 +156,11 @@ class Notifier:
         return None
 
     def start(self) -> None:
-        if self.hooks and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="usina-notify", daemon=True)
-            self._thread.start()
+        if self.hooks and self._loop is None:
+            self._loop = Periodic("usina-notify", self.run_once, self.interval)
+            self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a pass never takes the server down
-                log.exception("notification pass failed")
-            self._stop.wait(self.interval)
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None

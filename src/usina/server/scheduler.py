@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from usina.errors import NotFoundError, StateError, StoreError, UsinaError
 from usina.scheduling import Schedule, Tick, backfill_ticks, plan
+from usina.server.periodic import Periodic
 from usina.stores.schedules import TickRecord
 
 if TYPE_CHECKING:
@@ -68,8 +68,7 @@ class Scheduler:
         self.pipelines = pipelines
         self.engine = engine
         self.settings = settings or SchedulerSettings()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("usina-scheduler", self.run_once, self.settings.interval)
         self.passes = 0
 
     # -- one pass --------------------------------------------------------------------------
@@ -210,23 +209,11 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None and self.settings.enabled:
-            self._thread = threading.Thread(target=self._loop, name="usina-scheduler", daemon=True)
-            self._thread.start()
+        if self.settings.enabled:
+            self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # a pass never takes the server down
-                log.exception("scheduler pass failed")
-            self._stop.wait(self.settings.interval)
+        self._loop.stop()
 
 
 def _crash_point(name: str) -> None:

@@ -26,7 +26,7 @@ MARK = re.compile(r"<!-- test: (file|shell|yaml) -->\n```(\w+)([^\n]*)\n(.*?)\n`
 EXIT = re.compile(r"#\s*exit\s+(\d+)\b")
 # Pages a Portuguese-speaking newcomer needs first: the quickstart, the concepts and the
 # operator's guide. The other pages fall back to English (listed by test_translations).
-MUST_TRANSLATE = {"index.md", "howto/operating.md"} | {
+MUST_TRANSLATE = {"index.md", "howto/operating.md", "howto/team-platform.md"} | {
     f"concepts/{p.name}" for p in (DOCS / "concepts").glob("*.md") if ".pt." not in p.name
 }
 

@@ -10,7 +10,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from usina.engine.records import AttemptRecord, RunRecord, StepRecord, StepState
+from usina.engine.records import (  # noqa: F401 - also used by callers
+    WHY_EVENTS,
+    AttemptRecord,
+    RunRecord,
+    StepRecord,
+    StepState,
+    step_reasons,
+)
 
 _STYLE = {
     StepState.PENDING: "dim",
@@ -137,26 +144,6 @@ def runs_table(items: Sequence[dict[str, Any]]) -> Table:
 def summary_line(run: RunRecord, steps: Sequence[StepRecord]) -> str:
     """``run_summary`` of a run driven here."""
     return run_summary(run_json(run, steps))
-
-
-#: Events that say why a step ran instead of coming from the cache.
-WHY_EVENTS = ("step_cache_miss", "step_rerun", "step_unused")
-
-
-def step_reasons(events: Sequence[Any]) -> dict[str, str]:
-    """node -> why it last ran (not from the cache), from a run's events (records or JSON)."""
-    reasons: dict[str, str] = {}
-    for event in events:
-        kind = event["kind"] if isinstance(event, dict) else event.kind
-        node = event.get("node") if isinstance(event, dict) else event.node
-        message = event.get("message", "") if isinstance(event, dict) else event.message
-        if kind in WHY_EVENTS and node:
-            if kind == "step_cache_miss" and reasons.get(node, "").startswith("resume: "):
-                continue  # a resumed step's own reason stays
-            if kind == "step_unused":
-                message = f"not run: past the end of its map's list ({message})"
-            reasons[node] = f"resume: {message}" if kind == "step_rerun" else message
-    return reasons
 
 
 def run_json(

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from usina.cli import remote
-from usina.cli.display import attempt_json, run_json, step_reasons
+from usina.cli.display import attempt_json, run_json
 from usina.engine.policy import advice
 from usina.engine.ports import log_key
-from usina.engine.records import AttemptState, RunState
+from usina.engine.records import AttemptState, RunState, step_reasons
 from usina.errors import NotFoundError
 from usina.sdk.retry import FailureClass
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NewType
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from usina.sdk.retry import FailureClass
 
 RunId = NewType("RunId", str)
@@ -151,3 +153,23 @@ class Event:
     node: str | None = None
     attempt: str | None = None
     message: str = ""
+
+
+#: Events that say why a step ran instead of coming from the cache.
+WHY_EVENTS = ("step_cache_miss", "step_rerun", "step_unused")
+
+
+def step_reasons(events: Sequence[Any]) -> dict[str, str]:
+    """node -> why it last ran (not from the cache), from a run's events (records or JSON)."""
+    reasons: dict[str, str] = {}
+    for event in events:
+        kind = event["kind"] if isinstance(event, dict) else event.kind
+        node = event.get("node") if isinstance(event, dict) else event.node
+        message = event.get("message", "") if isinstance(event, dict) else event.message
+        if kind in WHY_EVENTS and node:
+            if kind == "step_cache_miss" and reasons.get(node, "").startswith("resume: "):
+                continue  # a resumed step's own reason stays
+            if kind == "step_unused":
+                message = f"not run: past the end of its map's list ({message})"
+            reasons[node] = f"resume: {message}" if kind == "step_rerun" else message
+    return reasons

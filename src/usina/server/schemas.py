@@ -74,6 +74,7 @@ class StepOut(BaseModel):
     metrics: dict[str, Metric]
     outputs: list[ArtifactOut]
     resources: dict[str, Any]
+    why: str | None = Field(default=None, description="why the step ran instead of the cache")
 
 
 class AttemptOut(BaseModel):
@@ -281,7 +282,9 @@ def ordered_steps(run: RunRecord, steps: list[StepRecord]) -> list[StepRecord]:
     return sorted(steps, key=lambda s: index.get(s.node, len(index)))
 
 
-def run_detail(run: RunRecord, steps: list[StepRecord]) -> RunDetail:
+def run_detail(
+    run: RunRecord, steps: list[StepRecord], reasons: dict[str, str] | None = None
+) -> RunDetail:
     nodes = {n["id"]: n for n in run.plan.get("nodes", [])}
     counts: dict[str, int] = {}
     for s in steps:
@@ -315,6 +318,7 @@ def run_detail(run: RunRecord, steps: list[StepRecord]) -> RunDetail:
                 metrics={k: metric(v) for k, v in s.metrics.items()},
                 outputs=[artifact_out(o) for o in s.outputs],
                 resources=s.resources,
+                why=None if s.cached else (reasons or {}).get(s.node),
             )
             for s in ordered_steps(run, steps)
         ],

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from usina.engine.records import RunState
+from usina.engine.records import RunState, step_reasons
 from usina.errors import StateError
 from usina.server.auth import CurrentPrincipal, require
 from usina.server.routes.common import (
@@ -140,7 +140,9 @@ def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitReques
 def get_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath) -> RunDetail:
     ctx = context_of(request)
     run = visible_run(ctx, principal, run_id)
-    return run_detail(run, ctx.metadata.get_steps(run_id))
+    return run_detail(
+        run, ctx.metadata.get_steps(run_id), step_reasons(ctx.metadata.list_events(run_id))
+    )
 
 
 @router.post(
@@ -156,7 +158,9 @@ def cancel_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath)
     require(ctx, principal, run.project, Role.EDITOR, action="run.cancel", target=run_id)
     run = ctx.engine.cancel(run_id)
     audit(ctx, principal, "run.cancel", run.project, run_id)
-    return run_detail(run, ctx.metadata.get_steps(run_id))
+    return run_detail(
+        run, ctx.metadata.get_steps(run_id), step_reasons(ctx.metadata.list_events(run_id))
+    )
 
 
 @router.post(
@@ -179,7 +183,9 @@ def resume_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath)
     plan = reg.compile(run.params) if reg is not None else None
     run = ctx.engine.resume(run_id, plan)
     audit(ctx, principal, "run.resume", run.project, run_id, current_code=plan is not None)
-    return run_detail(run, ctx.metadata.get_steps(run_id))
+    return run_detail(
+        run, ctx.metadata.get_steps(run_id), step_reasons(ctx.metadata.list_events(run_id))
+    )
 
 
 @router.get(

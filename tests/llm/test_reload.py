@@ -14,7 +14,9 @@ from tests.llm.llm_support import start_live
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_a_moved_alias_switches_versions_without_cutting_a_stream(checkpoint, tmp_path):
+def test_a_moved_alias_switches_versions_without_cutting_a_stream(
+    checkpoint, tmp_path, monkeypatch
+):
     from mlflow import MlflowClient
 
     from usina.llm.mlflow_model import log_checkpoint
@@ -24,12 +26,15 @@ def test_a_moved_alias_switches_versions_without_cutting_a_stream(checkpoint, tm
     assert log_checkpoint(str(checkpoint), name="asst", alias=None, tracking_uri=uri)[0] == "2"
     import mlflow
 
-    before = mlflow.get_registry_uri()
-    mlflow.set_registry_uri(uri)  # the pyfunc face of the logged model works too
-    try:
-        answers = mlflow.pyfunc.load_model("models:/asst/1").predict(["Pix", "Boleto"])
-    finally:
-        mlflow.set_registry_uri(before)
+    # The pyfunc face of the logged model works too. The registry URI is process-wide in MLflow
+    # (a module global and an environment variable every later subprocess would inherit), so it
+    # is set for this block only and both are put back.
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    monkeypatch.setattr(registry_utils, "_registry_uri", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    answers = mlflow.pyfunc.load_model("models:/asst/1").predict(["Pix", "Boleto"])
+    monkeypatch.undo()
     assert len(answers) == 2
     assert all(isinstance(a, str) for a in answers)
 

@@ -93,8 +93,6 @@ def _pinned(uri: str, tracking_uri: str | None) -> str:
     match = _MODELS_URI.match(uri)
     if match is None or match["alias"] is None:
         return uri
-    if tracking_uri:
-        _mlflow().set_registry_uri(tracking_uri)
     version = _client(tracking_uri).get_model_version_by_alias(match["name"], match["alias"])
     return f"models:/{match['name']}/{version.version}"
 

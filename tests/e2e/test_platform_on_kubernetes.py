@@ -295,8 +295,10 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
         finally:
             for client in clients:
                 client.close()
-            if cli is not None and cli.poll() is None:
-                cli.kill()
+            if cli is not None:
+                if cli.poll() is None:
+                    cli.kill()
+                cli.communicate(timeout=30)  # close its pipes (no ResourceWarning later)
             for proc in procs:
                 if proc.poll() is None:
                     proc.terminate()

@@ -247,6 +247,7 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
             survivor = clients[1 - victim]
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait(timeout=10)
+            laptop["USINA_SERVER"] = urls[1 - victim]  # the laptop's later commands
 
             def finished() -> dict[str, Any] | None:
                 shown: dict[str, Any] = survivor.get(f"/api/v1/runs/{rid}").json()

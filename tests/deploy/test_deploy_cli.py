@@ -324,3 +324,65 @@ def test_registry_credentials_and_pod_access_reach_the_deployment(
         "env"
     ]
     assert main_container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+
+
+def test_a_rollout_reaches_every_pod_as_usina_serve_parses_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--rollout`` renders the challenger and its gates into the endpoint's ``usina serve``
+    arguments; parsed by the real ``serve`` command, they make the policy the flags asked for."""
+    import typer
+
+    from usina.serving.cli import _rollout_policy, app
+
+    code, objects, err = deploy(
+        capsys, "--namespace", NAMESPACE,
+        "--rollout", "canary", "--challenger", "models:/fraud/7",
+        "--rollout-steps", "10,50,100", "--rollout-step-seconds", "120",
+        "--max-error-rate", "0.02", "--max-p99-ms", "50", "--min-samples", "200",
+    )  # fmt: skip
+    assert code == 0, err
+    for obj in objects:
+        validate(obj)
+    container = objects[0]["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[0] == "serve"
+    command = typer.main.get_command(app())
+    params = command.make_context("serve", args[1:]).params
+    assert list(params["model_uri"]) == ["models:/fraud@champion"]
+    assert params["rollout"] == "canary"
+    assert params["challenger"] == "models:/fraud/7"
+    assert params["workers"] == 1  # a rollout is judged in one process per pod
+    policy = _rollout_policy(
+        params["rollout"], params["rollout_steps"], params["rollout_step_seconds"],
+        params["max_error_rate"], params["max_p99_ms"], params["max_p99_ratio"],
+        params["max_score_drift"], params["min_samples"],
+    )  # fmt: skip
+    assert policy.steps == (10, 50, 100)
+    assert policy.step_s == 120
+    assert policy.gates.max_error_rate == 0.02
+    assert policy.gates.max_p99_ms == 50
+    assert policy.gates.min_samples == 200
+    # Without --rollout the endpoint has no challenger.
+    code, objects, err = deploy(capsys, "--namespace", NAMESPACE)
+    assert code == 0, err
+    plain = objects[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in plain if a.startswith(("--rollout", "--challenger"))]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-error-rate", "0.1"], "--max-error-rate only apply to a rollout"),
+        (["--rollout", "blue-green"], "must be shadow or canary"),
+        (["--rollout", "canary", "--rollout-steps", "5,half"], "--rollout-steps"),
+        (["--rollout", "canary", "--rollout-steps", "5,250"], "/rollout/steps"),
+        (["--rollout", "shadow", "--max-error-rate", "2"], "/rollout/maxErrorRate"),
+    ],
+)
+def test_a_bad_rollout_is_refused(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    got, _, err = deploy(capsys, *args)
+    assert got in (1, 2), err
+    assert message in " ".join(err.split())

@@ -31,12 +31,15 @@ class Endpoint:
     model: the registry URI ``usina serve`` loads (``models:/fraud@champion``).
     replicas: pods (with autoscaling on: the minimum); None keeps the chart's default.
     image: full image reference of ``usina serve``; None keeps the chart's ``images.serving``.
+    rollout: the entry's ``rollout`` values (``mode``, ``challenger``, ``steps``, gates; see
+        the chart's values schema); None: no challenger.
     """
 
     name: str
     model: str
     replicas: int | None = None
     image: str | None = None
+    rollout: Obj | None = None
 
     def problems(self, release: str) -> list[str]:
         found = []
@@ -59,6 +62,8 @@ class Endpoint:
             entry["replicas"] = self.replicas
         if self.image:
             entry["image"] = self.image
+        if self.rollout:
+            entry["rollout"] = dict(self.rollout)
         return entry
 
 

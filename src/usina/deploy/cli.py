@@ -77,6 +77,42 @@ def deploy(
             help="Secret whose keys become env, e.g. the object store's AWS_* credentials",
         ),
     ] = None,
+    rollout: Annotated[
+        str | None,
+        typer.Option(
+            "--rollout",
+            help="roll out a challenger beside the model in every pod: shadow or canary",
+        ),
+    ] = None,
+    challenger: Annotated[
+        str | None,
+        typer.Option("--challenger", help="the challenger (default: models:/NAME@challenger)"),
+    ] = None,
+    rollout_steps: Annotated[
+        str | None,
+        typer.Option("--rollout-steps", help="canary shares in percent, e.g. 5,25,50,100"),
+    ] = None,
+    rollout_step_seconds: Annotated[
+        float | None, typer.Option("--rollout-step-seconds", help="seconds per canary step")
+    ] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option("--max-error-rate", help="gate: challenger error rate ceiling")
+    ] = None,
+    max_p99_ms: Annotated[
+        float | None, typer.Option("--max-p99-ms", help="gate: challenger p99 ceiling, ms")
+    ] = None,
+    max_p99_ratio: Annotated[
+        float | None,
+        typer.Option("--max-p99-ratio", help="gate: challenger p99 / champion p99 ceiling"),
+    ] = None,
+    max_score_drift: Annotated[
+        float | None,
+        typer.Option("--max-score-drift", help="gate: |mean score change| vs the champion"),
+    ] = None,
+    min_samples: Annotated[
+        int | None,
+        typer.Option("--min-samples", help="gate: challenger requests needed to judge a step"),
+    ] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context for --apply")] = None,
     kubeconfig: Annotated[
         Path | None, typer.Option(help="kubeconfig file for --apply (default: $KUBECONFIG)")
@@ -98,8 +134,19 @@ def deploy(
     problem = unreachable_model(model, chart_values)
     if problem is not None:
         raise DefinitionError(f"cannot deploy endpoint {name!r}: {problem}")
+    plan = rollout_values(
+        rollout,
+        challenger=challenger,
+        steps=rollout_steps,
+        stepSeconds=rollout_step_seconds,
+        maxErrorRate=max_error_rate,
+        maxP99Ms=max_p99_ms,
+        maxP99Ratio=max_p99_ratio,
+        maxScoreDrift=max_score_drift,
+        minSamples=min_samples,
+    )
     objects = render_endpoint(
-        Endpoint(name=name, model=model, replicas=replicas, image=image),
+        Endpoint(name=name, model=model, replicas=replicas, image=image, rollout=plan),
         namespace=namespace,
         release=release,
         values=chart_values,
@@ -164,6 +211,44 @@ def endpoint_access(
     if problems:
         raise DefinitionError("; ".join(problems))
     return found
+
+
+def rollout_values(mode: str | None, **given: Any) -> dict[str, Any] | None:
+    """The endpoint's ``rollout`` chart values from the flags (None without ``--rollout``).
+
+    The chart's values schema checks ranges and names; this only turns ``--rollout-steps``
+    into numbers and refuses gate flags given without a rollout.
+    """
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if mode is None:
+        if chosen:
+            flags = ", ".join(sorted(_FLAG[k] for k in chosen))
+            raise DefinitionError(f"{flags} only apply to a rollout: add --rollout shadow|canary")
+        return None
+    if mode not in ("shadow", "canary"):
+        raise DefinitionError(f"--rollout {mode!r} must be shadow or canary")
+    steps = chosen.pop("steps", None)
+    if steps is not None:
+        try:
+            chosen["steps"] = [int(s) for s in steps.split(",") if s.strip()]
+        except ValueError:
+            raise DefinitionError(
+                f"--rollout-steps {steps!r} must be percentages separated by commas, "
+                "e.g. 5,25,50,100"
+            ) from None
+    return {"mode": mode, **chosen}
+
+
+_FLAG = {
+    "challenger": "--challenger",
+    "steps": "--rollout-steps",
+    "stepSeconds": "--rollout-step-seconds",
+    "maxErrorRate": "--max-error-rate",
+    "maxP99Ms": "--max-p99-ms",
+    "maxP99Ratio": "--max-p99-ratio",
+    "maxScoreDrift": "--max-score-drift",
+    "minSamples": "--min-samples",
+}
 
 
 def unreachable_model(model: str, values: dict[str, Any]) -> str | None:

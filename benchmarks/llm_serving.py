@@ -4,8 +4,10 @@ Both servers load the same tiny Llama checkpoint (the assistant example's tokeni
 "small" size, 1.9 M parameters, trained for a few seconds) with one torch thread each, in
 their own processes, one after the other on the same machine:
 
-- usina: ``python -m usina.llm serve CKPT`` (OpenAI API, continuous batching); requests
-  stream, so time to first token (TTFT) is the first SSE chunk with text.
+- usina: ``python -m usina.llm serve CKPT`` (OpenAI API, continuous batching), measured twice:
+  streaming (``usina``: time to first token (TTFT) is the first SSE chunk with text) and with
+  whole responses (``usina-whole``: one JSON body per request, the same shape of work as the
+  baseline's, so its tokens/s is the like-for-like throughput; TTFT is the whole response).
 - baseline: a FastAPI app whose ``def`` endpoint calls ``model.generate`` per request (FastAPI
   runs it in its thread pool, so requests run concurrently, each its own batch of one); it
   cannot stream, so its TTFT is the whole response time (what its users wait for).
@@ -14,7 +16,9 @@ Both run at once; at each concurrency (1, 8, 32) they take turns (``--rounds``, 
 the better round of each is kept: a shared machine's load moves within seconds). Every client
 sends its share of the requests back to back, each asking for ``--tokens`` new tokens with
 end-of-text ignored; the script reports output tokens/s and p50/p99 TTFT. Target: usina >= 4x
-the baseline's tokens/s at 32.
+the baseline's tokens/s at 32, judged on whole responses (the load generator shares the two
+cores: parsing one SSE event per token costs the client, not the server, and the baseline's
+clients pay no such cost); the streaming ratio is printed beside it.
 
     python benchmarks/llm_serving.py [--tokens 32] [--json]
 """
@@ -145,6 +149,17 @@ async def _usina_one(client: httpx.AsyncClient, tokens: int) -> tuple[float, int
     return (ttft if ttft is not None else time.perf_counter() - started), generated
 
 
+async def _usina_whole(client: httpx.AsyncClient, tokens: int) -> tuple[float, int]:
+    body = {
+        "model": "bench", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0.0,
+        "ignore_eos": True,
+    }  # fmt: skip
+    started = time.perf_counter()
+    reply = await client.post("/v1/completions", json=body)
+    reply.raise_for_status()
+    return time.perf_counter() - started, int(reply.json()["usage"]["completion_tokens"])
+
+
 async def _baseline_one(client: httpx.AsyncClient, tokens: int) -> tuple[float, int]:
     started = time.perf_counter()
     reply = await client.post("/generate", json={"prompt": PROMPT, "max_tokens": tokens})
@@ -155,7 +170,7 @@ async def _baseline_one(client: httpx.AsyncClient, tokens: int) -> tuple[float, 
 async def load(
     url: str, kind: str, concurrency: int, requests: int, tokens: int
 ) -> dict[str, float]:
-    one = _usina_one if kind == "usina" else _baseline_one
+    one = {"usina": _usina_one, "usina-whole": _usina_whole, "baseline": _baseline_one}[kind]
     limits = httpx.Limits(max_connections=concurrency + 4)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await one(client, 4)  # warm-up
@@ -189,7 +204,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="turns per cell (best is kept)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
-    results: dict[str, list[dict[str, float]]] = {"usina": [], "baseline": []}
+    kinds = ("usina", "usina-whole", "baseline")
+    results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="usina-llm-bench-") as tmp:
         root = Path(tmp)
         ckpt = make_checkpoint(root / "ckpt")
@@ -210,9 +226,9 @@ def main() -> int:
             for level in LEVELS:
                 best: dict[str, dict[str, float]] = {}
                 for _ in range(args.rounds):
-                    for kind in ("usina", "baseline"):
+                    for kind in kinds:
                         requests = max(4, level) if kind == "baseline" else max(8, 2 * level)
-                        url = f"http://127.0.0.1:{ports[kind]}"
+                        url = f"http://127.0.0.1:{ports[kind.partition('-')[0]]}"
                         row = asyncio.run(load(url, kind, level, requests, args.tokens))
                         print(f"{kind:8} {json.dumps(row)}", file=sys.stderr)
                         if kind not in best or row["tokens_per_s"] > best[kind]["tokens_per_s"]:
@@ -223,19 +239,36 @@ def main() -> int:
             for proc in procs.values():
                 proc.terminate()
                 proc.wait(30)
-    ratios = {
-        str(u["concurrency"]): round(u["tokens_per_s"] / b["tokens_per_s"], 2)
-        for u, b in zip(results["usina"], results["baseline"], strict=True)
-    }
+
+    def ratio(kind: str) -> dict[str, float]:
+        return {
+            str(u["concurrency"]): round(u["tokens_per_s"] / b["tokens_per_s"], 2)
+            for u, b in zip(results[kind], results["baseline"], strict=True)
+        }
+
+    whole, streamed = ratio("usina-whole"), ratio("usina")
     if args.json:
-        print(json.dumps({"tokens": args.tokens, "results": results, "ratio_tokens_per_s": ratios}))
+        print(
+            json.dumps(
+                {
+                    "tokens": args.tokens,
+                    "results": results,
+                    "ratio_tokens_per_s": whole,
+                    "ratio_tokens_per_s_streamed": streamed,
+                }
+            )
+        )
     else:
-        print(f"{'concurrency':>11} | {'usina tok/s':>11} {'p99 TTFT':>9} | "
-              f"{'naive tok/s':>11} {'p99 TTFT':>9} | ratio")  # fmt: skip
-        for u, b in zip(results["usina"], results["baseline"], strict=True):
+        print(f"{'concurrency':>11} | {'usina tok/s':>11} {'ratio':>6} | {'streamed':>8} "
+              f"{'p99 TTFT':>9} {'ratio':>6} | {'naive tok/s':>11} {'p99 TTFT':>9}")  # fmt: skip
+        for w, u, b in zip(
+            results["usina-whole"], results["usina"], results["baseline"], strict=True
+        ):
+            level = str(w["concurrency"])
             print(
-                f"{u['concurrency']:>11} | {u['tokens_per_s']:>11} {u['ttft_p99_s']:>8}s | "
-                f"{b['tokens_per_s']:>11} {b['ttft_p99_s']:>8}s | x{ratios[str(u['concurrency'])]}"
+                f"{level:>11} | {w['tokens_per_s']:>11} x{whole[level]:<5} | "
+                f"{u['tokens_per_s']:>8} {u['ttft_p99_s']:>8}s x{streamed[level]:<5} | "
+                f"{b['tokens_per_s']:>11} {b['ttft_p99_s']:>8}s"
             )
     return 0
 

@@ -16,6 +16,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from usina import __version__ as usina_version
+from usina.serving import grpc_repository
 from usina.serving.batching import PredictError
 from usina.serving.codec import (
     InputTensor,
@@ -60,11 +61,12 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-_CODES = {
+_CODES: dict[type[Exception], grpc.StatusCode] = {
     InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
+    grpc_repository.RepositoryOff: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 
@@ -137,6 +139,7 @@ class GrpcService:
             "ServerMetadata": self._server_metadata,
             "ModelMetadata": self._model_metadata,
             "ModelInfer": self._model_infer,
+            **grpc_repository.methods(self.catalog, _parse),
         }
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -225,7 +228,7 @@ class GrpcService:
                 response.raw_output_contents.append(tensor_bytes(meta, values))
             return bytes(response.SerializeToString())
         except Exception as exc:
-            code = _CODES.get(type(exc))  # type: ignore[arg-type]
+            code = _CODES.get(type(exc))
             status = code.name if code is not None else "INTERNAL"
             raise
         finally:

@@ -18,7 +18,7 @@ OLDEST = "1.31.0"
 NEWEST = kv_utils.latest_version()
 
 
-def gang_manifests(**settings_changes: object) -> list[dict]:
+def gang_manifests(spec: Torchrun | None = None, **settings_changes: object) -> list[dict]:
     settings = KubernetesSettings(
         namespace="ml", image="registry.example.com/usina/fraud:1.4.2", **settings_changes
     )
@@ -26,7 +26,7 @@ def gang_manifests(**settings_changes: object) -> list[dict]:
         "fraud-20261127-1200-train-1",
         resources=Resources(cpu=64, memory="900Gi", gpus=8, gpu_type="NVIDIA-H100-80GB-HBM3"),
         timeout=86400,
-        node_extra={"distributed": Torchrun(nodes=4, procs_per_node=8).to_json()},
+        node_extra={"distributed": (spec or Torchrun(nodes=4, procs_per_node=8)).to_json()},
     )
     return json.loads(json.dumps(render_task_manifests(task, settings)))  # plain JSON, as sent
 
@@ -130,3 +130,33 @@ def test_the_pod_command_parses_as_torchrun_does() -> None:
         "--attempt",
         "fraud-20261127-1200-train-1",
     ]
+
+
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
+def test_an_elastic_gang_asks_kueue_for_partial_admission(version: str) -> None:
+    """``Torchrun(nodes=(2, 4))``: 4 pods asked, Kueue's partial-admission annotations with the
+    minimum, and torchrun's dynamic rendezvous (``--nnodes=2:4``, c10d on rank 0's pod) as
+    torchrun's own parser reads it; a fixed gang carries neither."""
+    from torch.distributed.run import get_args_parser
+
+    service, job = gang_manifests(Torchrun(nodes=(2, 4), procs_per_node=8), queue="team-risk")
+    for obj in (service, job):
+        kubernetes_validate.validate(obj, version, strict=True)
+    annotations = job["metadata"]["annotations"]
+    assert annotations["kueue.x-k8s.io/job-min-parallelism"] == "2"
+    assert annotations["kueue.x-k8s.io/job-completions-equal-parallelism"] == "true"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-risk"
+    assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (4, 4)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = get_args_parser().parse_args(command[1:])
+    assert (args.nnodes, args.nproc_per_node) == ("2:4", "8")
+    assert args.rdzv_backend == "c10d"
+    name = job["metadata"]["name"]
+    assert args.rdzv_endpoint == f"{name}-0.{service['metadata']['name']}:29500"
+    assert args.rdzv_id == "fraud-20261127-1200-train-1"
+    assert args.max_restarts == 0
+    assert args.rdzv_conf == "join_timeout=300"
+    assert "$(JOB_COMPLETION_INDEX)" not in " ".join(command)  # the rendezvous assigns ranks
+
+    _, fixed = gang_manifests()
+    assert not {k for k in fixed["metadata"]["annotations"] if k.startswith("kueue.x-k8s.io/job-")}

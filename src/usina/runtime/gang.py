@@ -11,6 +11,10 @@ already imported, so a gang starts in milliseconds; every rank is still its own 
 A gang lives and dies together: when any rank fails, the others get SIGTERM (SIGKILL after a
 grace period), and the launcher exits with the root cause's code, so the engine sees one failed
 attempt and starts the whole gang again as the next one (which resumes from its checkpoint).
+An elastic gang (``Torchrun(nodes=(MIN, MAX))``) that loses a node (a rank killed from outside)
+is restarted in place instead, as torchrun's elastic agent does: the remaining nodes start
+again, a smaller world, from the checkpoint, at most ``max_restarts`` times and while at least
+``MIN`` nodes remain; any other failure ends the attempt as above.
 Root cause (``usina.engine.failures.root_cause``, the same ranking the Kubernetes backend uses
 for the pods of a gang): a rank killed from outside (SIGKILL/SIGTERM/SIGHUP that the launcher
 did not send, reported as ``node_lost``, exit ``EXIT_RANK_LOST``) or one that ran out of memory
@@ -125,10 +129,47 @@ def _start_rank(store: ArtifactStore, task: Task, env: dict[str, str], threads: 
 
 def launch_gang(store: ArtifactStore, task: Task) -> int:
     """Run every rank of ``task`` as a child process; returns the attempt's exit code."""
-    spec = task.distributed
-    if spec is None:
+    asked = task.distributed
+    if asked is None:
         raise ValueError(f"attempt {task.attempt_id} is not a distributed step")
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    per_node = len(gpus) // asked.nodes if gpus else 0
+    spec = asked.sized(asked.nodes) if asked.elastic else asked
+    restarts = 0
+    while True:
+        mine = gpus if spec.nodes == asked.nodes else gpus[: spec.nodes * max(1, per_node)]
+        ranks = _start_gang(store, task, spec, mine, restarts)
+        ended, cause = _supervise(spec, ranks)
+        if cause is None:
+            return EXIT_OK
+        lost = {m.node for m in ended if m.self_inflicted and _lost(m)}
+        left = spec.nodes - len(lost)
+        if not (asked.elastic and lost and left >= asked.fewest_nodes):
+            return _report(store, task, spec, cause, ended)
+        if restarts >= asked.max_restarts:
+            print(
+                f"usina: elastic gang: {len(lost)} node(s) lost after {restarts} restart(s), "
+                f"the most allowed (max_restarts={asked.max_restarts})",
+                flush=True,
+            )
+            return _report(store, task, spec, cause, ended)
+        restarts += 1
+        print(
+            f"usina: elastic gang: node(s) {sorted(lost)} lost (rank {cause.rank} was killed); "
+            f"restarting {left} of {asked.nodes} node(s) in place (at least "
+            f"{asked.fewest_nodes}), restart {restarts} of {asked.max_restarts}",
+            flush=True,
+        )
+        spec = asked.sized(left)
+
+
+def _lost(member: _Rank) -> bool:
+    return _ended(member).failure is FailureClass.NODE_LOST
+
+
+def _start_gang(
+    store: ArtifactStore, task: Task, spec: Torchrun, gpus: list[str], restart: int
+) -> dict[int, _Rank]:
     port = _free_port()
     threads = threads_per_rank(spec.world_size)
     print(
@@ -140,6 +181,7 @@ def launch_gang(store: ArtifactStore, task: Task) -> int:
     ranks: dict[int, _Rank] = {}
     for rank in range(spec.world_size):
         env = rank_env(spec, rank, port, task.attempt_id, gpus)
+        env["TORCHELASTIC_RESTART_COUNT"] = str(restart)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -156,10 +198,11 @@ def launch_gang(store: ArtifactStore, task: Task) -> int:
                 finally:
                     os._exit(code)
         ranks[pid] = _Rank(rank=rank, node=rank // spec.procs_per_node, pid=pid)
-    return _supervise(store, task, spec, ranks)
+    return ranks
 
 
-def _supervise(store: ArtifactStore, task: Task, spec: Torchrun, ranks: dict[int, _Rank]) -> int:
+def _supervise(spec: Torchrun, ranks: dict[int, _Rank]) -> tuple[list[_Rank], _Rank | None]:
+    """Wait for every rank; the ranks as they ended and the root cause (None: all succeeded)."""
     live = dict(ranks)
     ended: list[_Rank] = []
     term_sent: float | None = None
@@ -188,13 +231,13 @@ def _supervise(store: ArtifactStore, task: Task, spec: Torchrun, ranks: dict[int
             _signal_all(live, signal.SIGTERM)
     failed = [m for m in ended if m.code != EXIT_OK and m.self_inflicted]
     if not failed:
-        return EXIT_OK
+        return ended, None
     order = {id(m): n for n, m in enumerate(ended)}
     cause = root_cause(
         failed,
         lambda m: MemberEnd(_ended(m).failure, order=(order[id(m)],), index=m.rank),
     )
-    return _report(store, task, spec, cause, ended)
+    return ended, cause
 
 
 def _ended(member: _Rank) -> ExitFailure:

@@ -12,6 +12,14 @@ from ``usina.checkpoint``. ``podReplacementPolicy: Failed`` never lets two pods 
 With a queue configured, the Job carries Kueue's queue-name label; Kueue admits a Job as one
 workload, all ``nodes`` pods or none (gang admission).
 
+An elastic gang (``Torchrun(nodes=(MIN, MAX))``) asks for MAX pods and carries Kueue's
+partial-admission annotations (``job-min-parallelism: MIN`` and
+``job-completions-equal-parallelism``), so Kueue may admit it with fewer pods when the quota is
+short, lowering ``parallelism`` and ``completions`` together before it starts; the backend never
+sets them back (KEP-420: under partial admission Kueue owns them). Its pods run torchrun's
+dynamic rendezvous (``--nnodes=MIN:MAX``, c10d on rank 0's pod), which forms the world from the
+pods that came, so the step's code sees the size it got and resumes from its checkpoint.
+
 The pod template is ``manifests.build_job``'s, so security, resources (per node), GPUs,
 ``/dev/shm``, tolerations and labels are the same as for a single-pod step.
 """
@@ -41,6 +49,9 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: On a gang's Job: ``"<nodes>x<procs_per_node>"`` (the backend maps a pod's index to ranks).
 GANG_ANNOTATION = "usina.dev/gang"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+#: Kueue's partial admission (KEP-420), on an elastic gang's Job.
+MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"
+COMPLETIONS_EQUAL_PARALLELISM = "kueue.x-k8s.io/job-completions-equal-parallelism"
 MAX_HOSTNAME = 63
 
 
@@ -87,6 +98,18 @@ def gang_failure_policy() -> dict[str, Any]:
 
 
 def torchrun_command(task: Task, spec: Torchrun, master: str) -> list[str]:
+    if spec.elastic:
+        return [
+            "torchrun",
+            f"--nnodes={spec.fewest_nodes}:{spec.nodes}",
+            f"--nproc-per-node={spec.procs_per_node}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={master}:{spec.port}",
+            f"--rdzv-id={task.attempt_id}",
+            "--max-restarts=0",  # the engine restarts the gang, never torchrun in place
+            f"--rdzv-conf=join_timeout={math.ceil(spec.rdzv_timeout)}",
+            *runtime_args(task),
+        ]
     return [
         "torchrun",
         f"--nnodes={spec.nodes}",
@@ -143,6 +166,13 @@ def build_gang(task: Task, settings: KubernetesSettings) -> tuple[dict[str, Any]
     container["env"] = env
     container["ports"] = [{"name": "rdzv", "containerPort": spec.port, "protocol": "TCP"}]
     job["metadata"]["annotations"][GANG_ANNOTATION] = f"{spec.nodes}x{spec.procs_per_node}"
+    if spec.elastic:
+        job["metadata"]["annotations"].update(
+            {
+                MIN_PARALLELISM: str(spec.fewest_nodes),
+                COMPLETIONS_EQUAL_PARALLELISM: "true",
+            }
+        )
 
     labels = {k: v for k, v in job["metadata"]["labels"].items() if not k.startswith("kueue.")}
     headless = {

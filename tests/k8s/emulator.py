@@ -204,6 +204,10 @@ class Emulator:
         self.logs: dict[str, list[str]] = {}
         self.finished_at: dict[str, float] = {}
         self.on_pod_succeeded: Callable[[Obj, Obj], None] | None = None
+        #: Kueue's partial admission: attempt id -> the pods Kueue admits its Job with (when
+        #: the Job allows it: ``kueue.x-k8s.io/job-min-parallelism``), as when quota is short.
+        self.partial_admission: dict[str, int] = {}
+        self.admitted_with: dict[str, int] = {}  # Job name -> the parallelism it started with
         self._sims: dict[str, _Sim] = {}
         self._pods_made: collections.Counter[str] = collections.Counter()
         self._index_made: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -503,6 +507,7 @@ class Emulator:
         self._update("jobs", job)
         if job["spec"].get("suspend"):
             return
+        self._admit_partially(job)
         if _indexed(job):
             for index in range(int(job["spec"].get("parallelism", 1))):
                 self._new_pod(job, index)
@@ -512,6 +517,22 @@ class Emulator:
         if deadline:
             uid = job["metadata"]["uid"]
             self._after(float(deadline), lambda: self._deadline(namespace, name, uid))
+
+    def _admit_partially(self, job: Obj) -> None:
+        """What Kueue does to a Job it admits with fewer pods (KEP-420), before starting it:
+        ``parallelism`` lowered, ``completions`` with it when the Job asks for that."""
+        annotations = job["metadata"].get("annotations") or {}
+        attempt = annotations.get(ATTEMPT_ANNOTATION, "")
+        count = self.partial_admission.get(attempt)
+        least = annotations.get("kueue.x-k8s.io/job-min-parallelism")
+        if count is not None and least is not None:
+            if count < int(least):
+                raise AssertionError(f"Kueue never admits below job-min-parallelism {least}")
+            job["spec"]["parallelism"] = count
+            if annotations.get("kueue.x-k8s.io/job-completions-equal-parallelism") == "true":
+                job["spec"]["completions"] = count
+            self._update("jobs", job)
+        self.admitted_with[job["metadata"]["name"]] = int(job["spec"].get("parallelism", 1))
 
     def _script_for(self, job: Obj, index: int | None) -> PodScript:
         attempt = job["metadata"].get("annotations", {}).get(ATTEMPT_ANNOTATION, "")

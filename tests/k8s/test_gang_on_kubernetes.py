@@ -249,3 +249,80 @@ def test_a_service_whose_job_went_while_no_backend_ran_is_deleted(  # type: igno
     new = make_backend()
     assert new.wait_synced(5)
     assert _wait_until(lambda: emulator.list("services") == [])
+
+
+def test_partial_admission_starts_a_smaller_gang_that_resumes_from_the_checkpoint(  # type: ignore[no-untyped-def]
+    tmp_path,
+) -> None:
+    """An elastic gang (2 to 4 nodes) runs at full size, checkpoints at step 10 and is evicted by
+    Kueue; the next attempt's Job asks for 4 pods again, Kueue admits it with 2 (partial
+    admission, quota short), the pods' torchrun forms a world of 2, and the ranks resume from the
+    checkpoint to the end. The eviction is a disruption: ``Retry(user=0)`` does not stop it."""
+    import threading
+
+    from tests.k8s.elastic_steps import STEPS, elastic_k8s
+
+    run_id = "elastic"
+    first, second = f"{run_id}-fit-1", f"{run_id}-fit-2"
+    artifacts = FsspecArtifactStore(str(tmp_path / "artifacts"))
+    metadata = InMemoryMetadataStore()
+    with Emulator(execute=True) as emulator:
+        emulator.partial_admission[second] = 2
+
+        def evict_after_the_checkpoint() -> None:
+            def waiting() -> bool:
+                return any(
+                    "rank 0: checkpoint 10 written" in line  # rank 0 writes checkpoints
+                    for lines in list(emulator.logs.values())
+                    for line in lines
+                )
+
+            if _wait_until(waiting, timeout=90):
+                emulator.kueue_evict(first)
+
+        config = client.Configuration()
+        config.host = emulator.url
+        api = client.ApiClient(config)
+        settings = KubernetesSettings(
+            namespace="ml", image="usina:test", queue="team-risk", backoff_base=0.01
+        )
+        backend = KubernetesBackend(settings, api, artifacts)
+        evictor = threading.Thread(target=evict_after_the_checkpoint, daemon=True)
+        evictor.start()
+        try:
+            engine = Engine(
+                backend=backend,
+                metadata=metadata,
+                artifacts=artifacts,
+                settings=EngineSettings(poll_interval=0.2, environment="k8s-elastic-test"),
+            )
+            run = engine.submit(elastic_k8s.compile(), run_id=run_id)
+            final = engine.drive(run.id)
+        finally:
+            backend.close()
+            api.close()
+        evictor.join(5)
+        created = [o for o in emulator.created if o["kind"] == "Job"]
+        admitted = dict(emulator.admitted_with)
+        pods = dict(emulator.pods_created)
+    assert final.state is RunState.SUCCEEDED, final.error
+    attempts = metadata.get_attempts(run_id)
+    assert [(a.number, a.failure_class) for a in attempts] == [
+        (1, FailureClass.PREEMPTED),
+        (2, None),
+    ]
+    # Both Jobs asked for 4 pods and allowed 2; Kueue gave the first 4 and the second 2.
+    for job in created:
+        kubernetes_validate.validate(job, "1.31.0", strict=True)
+        assert (job["spec"]["parallelism"], job["spec"]["completions"]) == (4, 4)
+        annotations = job["metadata"]["annotations"]
+        assert annotations["kueue.x-k8s.io/job-min-parallelism"] == "2"
+    names = [j["metadata"]["name"] for j in created]
+    assert [admitted[n] for n in names] == [4, 2]
+    assert [pods[n] for n in names] == [4, 2]
+    [fit] = metadata.get_steps(run_id)
+    output = json.loads(artifacts.get_bytes(fit.outputs[0].digest))
+    # The smaller gang saw its own size and carried the count on from the checkpoint.
+    assert output["world"] == 2
+    assert output["start"] == 10
+    assert output["count"] == STEPS

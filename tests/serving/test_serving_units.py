@@ -273,3 +273,64 @@ def test_json_nan_and_infinity_tokens_name_the_input():
             assemble(m, request.inputs)
     with pytest.raises(InvalidInputError, match="not valid JSON"):
         parse_rest(b'{"inputs": [NaN', None)
+
+
+# --------------------------------------------------------------------------- scikit-learn
+
+
+def _sklearn_cases():
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(40, 2)), columns=["a", "b"])
+    y = (x.a > 0).astype(int)
+    columns = (TensorMeta("a", "FP64", (-1,)), TensorMeta("b", "FP64", (-1,)))
+    reordered = (TensorMeta("b", "FP64", (-1,)), TensorMeta("a", "FP64", (-1,)))
+    tensor_in = (TensorMeta("input-0", "FP64", (-1, 2)),)
+    matrix = x.to_numpy()
+    return [
+        # fitted on a frame, logged with a column signature
+        (LogisticRegression().fit(x, y), columns, Layout.COLUMNS, True, matrix),
+        # fitted on a NumPy matrix, logged with a column signature (inferred from a frame)
+        (LogisticRegression().fit(matrix, y), columns, Layout.COLUMNS, True, matrix),
+        (LinearRegression().fit(matrix, x.a), columns, Layout.COLUMNS, True, matrix),
+        # fitted on a frame, logged with a tensor signature (infer_signature(x.to_numpy()))
+        (LogisticRegression().fit(x, y), tensor_in, Layout.TENSOR, False, matrix),
+        (LinearRegression().fit(x, x.a), tensor_in, Layout.TENSOR, False, matrix),
+        # fitted on a frame, the signature's columns in another order
+        (LogisticRegression().fit(x, y), reordered, Layout.COLUMNS, True, matrix[:, ::-1]),
+    ]
+
+
+def test_sklearn_models_predict_on_what_they_were_fitted_on():
+    """No "X does not have valid feature names" (or its mirror) on a request: the predictor
+    hands the estimator a frame with its own feature names, or the matrix it was fitted on."""
+    import warnings
+
+    from usina.serving.predictors import Inputs, build
+
+    for native, metas, layout, frame, batch in _sklearn_cases():
+        inputs = Inputs(metas, layout, frame, batch[:1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            predictor = build(native, "sklearn", None, inputs, 1)
+            outputs = predictor.predict(batch)
+        column = "predict_proba" if "predict_proba" in outputs else "predict"
+        expected = (
+            native.predict_proba(_fitted_input(native, batch, metas))
+            if column == "predict_proba"
+            else native.predict(_fitted_input(native, batch, metas))
+        )
+        np.testing.assert_allclose(outputs[column], expected)
+
+
+def _fitted_input(native, batch, metas):
+    import pandas as pd
+
+    names = getattr(native, "feature_names_in_", None)
+    if names is None:
+        return batch
+    if len(metas) == 1:  # a tensor: its columns are the fitted features, in order
+        return pd.DataFrame(batch, columns=list(names))
+    return pd.DataFrame(batch, columns=[m.name for m in metas])[list(names)]

@@ -20,6 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from serving_support import HERE, get, post_json, start_server
+from tritonclient.utils import InferenceServerException
 
 MODELS = [
     "sk_estimator",
@@ -198,6 +199,48 @@ def test_bad_string_inputs_are_400s_naming_the_input(server):
     status, body = post_json(server.http, "/v2/models/sk_pipeline/infer", doc)
     assert status == 400
     assert "missing input(s): uf" in body["error"]
+
+
+def test_missing_values_follow_the_signature(server):
+    """'amount' is optional in the LightGBM model's signature (it had gaps in training): a
+    missing amount is answered. The scikit-learn estimator's signature forbids it: a 400 naming
+    the input (it used to reach LogisticRegression, whose ValueError came back as a 500)."""
+    config = httpclient.InferenceServerClient(server.http).get_model_config("lightgbm")
+    assert {i["name"]: i.get("optional", False) for i in config["input"]} == {
+        "amount": True,
+        "installments": False,
+    }
+
+    def doc(amount, installments=3.0):
+        return {
+            "inputs": [
+                {"name": "amount", "datatype": "FP64", "shape": [1], "data": [amount]},
+                {"name": "installments", "datatype": "FP64", "shape": [1], "data": [installments]},
+            ]
+        }
+
+    status, body = post_json(server.http, "/v2/models/lightgbm/infer", doc(None))
+    assert status == 200, body
+    assert 0.0 <= body["outputs"][0]["data"][0] <= 1.0
+    status, body = post_json(server.http, "/v2/models/lightgbm/infer", doc(10.0, None))
+    assert status == 400
+    assert "'installments'" in body["error"]
+    status, body = post_json(server.http, "/v2/models/sk_estimator/infer", doc(None))
+    assert status == 400
+    assert "'amount'" in body["error"]
+    assert "LogisticRegression" not in body["error"]
+    client = grpcclient.InferenceServerClient(server.grpc)
+    inputs = []
+    for name, value in (("amount", float("nan")), ("installments", 3.0)):
+        inp = grpcclient.InferInput(name, [1], "FP64")
+        inp.set_data_from_numpy(np.array([value]))
+        inputs.append(inp)
+    result = client.infer("lightgbm", inputs)
+    assert result.as_numpy("predict").shape == (1,)
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("sk_estimator", inputs)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "'amount'" in info.value.message()
 
 
 def test_no_warnings_per_request(server, flavours):

@@ -176,7 +176,12 @@ class Batcher:
             log.exception("model %r version %s failed on a batch", model.name, model.version)
             for item in items:
                 if not item.future.done():
-                    item.future.set_exception(PredictError(f"prediction failed: {exc}"))
+                    item.future.set_exception(
+                        PredictError(
+                            f"model {model.name!r} version {model.version} failed on this "
+                            f"batch ({type(exc).__name__}); the server log has the details"
+                        )
+                    )
             return
         elapsed = time.perf_counter() - start
         self.metrics.batch(self.name, model.version, rows, elapsed, depth)
@@ -199,4 +204,5 @@ class Batcher:
 
 
 class PredictError(RuntimeError):
-    """The model raised on a batch that passed validation (a server-side failure: 500)."""
+    """The model raised on a batch that passed validation (a server-side failure: 500). Its
+    message names the model, never repeats the model library's (which goes to the log)."""

@@ -1,13 +1,19 @@
 """Open Inference Protocol payloads: decode and validate requests, encode responses.
 
 Both protocols decode into :class:`InputTensor` values; :func:`assemble` checks them against the
-model's metadata (names, datatypes, shapes, NaN) and builds the one array the model predicts on.
-Every problem raises :class:`InvalidInputError` with a message naming the input and the fix, so
-bad input is always a 400 / INVALID_ARGUMENT and never a 500.
+model's metadata (names, datatypes, shapes, rows, NaN and infinities) and builds the one array the
+model predicts on. Every problem raises :class:`InvalidInputError` with a message naming the input
+and the fix, so bad input is always a 400 / INVALID_ARGUMENT and never a 500.
+
+Missing values: a column whose signature marks it optional (MLflow's ``required: false``, which
+``infer_signature`` writes for a column holding missing values) accepts NaN — ``null`` in JSON —
+and may be left out of a request altogether; every other input refuses NaN. Infinities are
+refused everywhere: they are not missing values, and most models answer them with an error.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from dataclasses import dataclass
@@ -24,10 +30,11 @@ if TYPE_CHECKING:
 
 _FLOATS = frozenset({"FP16", "FP32", "FP64"})
 _INTS = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
-# Request datatypes accepted for an input declared with a given kind of datatype.
+# Request datatypes accepted for an input declared with a given kind of datatype (booleans are
+# not numbers: BOOL data for a numeric input is refused, as JSON true/false in numeric data).
 _ACCEPTS = {
-    "float": _FLOATS | _INTS | {"BOOL"},
-    "int": _INTS | {"BOOL"},
+    "float": _FLOATS | _INTS,
+    "int": _INTS,
     "bool": frozenset({"BOOL"}),
     "bytes": frozenset({"BYTES"}),
 }
@@ -99,14 +106,27 @@ def check_datatype(name: str, datatype: Any) -> str:
     return datatype
 
 
-def _flatten(data: Any, out: list[Any], depth: int = 0) -> None:
+def _flatten(name: str, data: Any, out: list[Any], dims: int, depth: int = 0) -> None:
     if isinstance(data, list):
-        if depth > MAX_DIMS:
-            raise InvalidInputError("'data' is nested deeper than the largest shape")
+        if depth >= dims:
+            raise InvalidInputError(
+                f"input {name!r}: 'data' is nested deeper than its {dims}-dimensional shape; "
+                "send it flat (row-major) or nested exactly as the shape"
+            )
         for item in data:
-            _flatten(item, out, depth + 1)
+            _flatten(name, item, out, dims, depth + 1)
     else:
         out.append(data)
+
+
+def _has_bool(data: Any, ndim: int) -> bool:
+    """Whether rectangular JSON ``data`` of ``ndim`` dimensions holds a boolean (numpy would
+    silently turn ``[1.5, true]`` into ``[1.5, 1.0]``)."""
+    if ndim == 0:
+        return type(data) is bool
+    if ndim == 1:
+        return bool in set(map(type, data))
+    return any(_has_bool(row, ndim - 1) for row in data)
 
 
 def bytes_values(name: str, values: Sequence[Any], count: int, shape: Sequence[int]) -> np.ndarray:
@@ -158,7 +178,7 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
     """JSON tensor data (flat or nested, row-major) as a flat array of ``datatype``."""
     if datatype == "BYTES":
         values: list[Any] = []
-        _flatten(data, values)
+        _flatten(name, data, values, len(shape))
         return bytes_values(name, values, math.prod(shape), shape)
     dtype = V2_TO_NUMPY[datatype]
     kind = _kind(datatype)
@@ -166,7 +186,23 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         arr = np.array(data)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidInputError(f"input {name!r}: 'data' is not a rectangular array") from exc
+    count = math.prod(shape)
+    if arr.size == 0:  # no values: no datatype to check; assemble() says "no rows"
+        if count:
+            raise InvalidInputError(
+                f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has none"
+            )
+        return np.empty(0, dtype=dtype)
+    if arr.ndim > 1 and arr.shape != shape:
+        raise InvalidInputError(
+            f"input {name!r}: 'data' is nested as {list(arr.shape)}, not as its shape "
+            f"{list(shape)}; send it flat (row-major) or nested exactly as the shape"
+        )
     got = arr.dtype.kind
+    if kind != "bool" and (got == "b" or (got in "iufO" and _has_bool(data, arr.ndim))):
+        raise InvalidInputError(
+            f"input {name!r}: {datatype} data holds a boolean (true/false); send numbers"
+        )
     if got == "O" and kind == "float":
         try:  # null stands for a missing value (NaN) in floating-point inputs
             arr = np.array(data, dtype=np.float64)
@@ -184,7 +220,6 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         if int(arr.min()) < info.min or int(arr.max()) > info.max:
             raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
     flat = arr.astype(dtype, copy=False).reshape(-1)
-    count = math.prod(shape)
     if flat.size != count:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has {flat.size}"
@@ -212,8 +247,33 @@ def raw_array(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> n
 def _batch_rows(name: str, shape: tuple[int, ...]) -> int:
     rows = shape[0]
     if rows == 0:
-        raise InvalidInputError(f"input {name!r}: the batch is empty (shape {list(shape)})")
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} has no rows; send at least one row"
+        )
     return rows
+
+
+def _check_finite(name: str, values: np.ndarray, missing_ok: bool) -> None:
+    """Refuse infinities, and NaN (a missing value) unless the input accepts missing values."""
+    if values.dtype.kind != "f":
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    flat = values.reshape(-1)
+    bad = np.flatnonzero(~finite.reshape(-1))
+    infinite = bad[np.isinf(flat[bad])]
+    if infinite.size:
+        i = int(infinite[0])
+        raise InvalidInputError(
+            f"input {name!r}: element {i} is {'+' if flat[i] > 0 else '-'}Inf (or beyond the "
+            "range of its datatype); only finite numbers are accepted"
+        )
+    if not missing_ok:
+        raise InvalidInputError(
+            f"input {name!r}: element {int(bad[0])} is null/NaN, a missing value, and the "
+            f"model's signature does not accept missing values in {name!r}"
+        )
 
 
 def _check_accepts(meta: TensorMeta, tensor: InputTensor) -> None:
@@ -263,15 +323,34 @@ def _assemble_matrix(model: LoadedModel, tensor: InputTensor) -> np.ndarray:
             f"features ({', '.join(sorted({m.datatype for m in features}))})"
         )
     matrix = tensor.data.reshape(rows, width).astype(model.batch_dtype, copy=False)
-    if tensor.datatype in _FLOATS and strict_columns:
-        strict = [i for i, m in enumerate(features) if not m.allows_nan]
+    if tensor.datatype not in _FLOATS:
+        return matrix
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        # The matrix is float64 whatever the features' datatypes: an optional feature, left
+        # out or NaN, is a missing value; infinities are refused everywhere.
+        missing_ok = np.array([m.optional for m in features])
+        bad = np.isinf(matrix) | (~finite & ~missing_ok)
+        if bad.any():
+            row, col = (int(v) for v in np.argwhere(bad)[0])
+            value = matrix[row, col]
+            what = (
+                f"{'+' if value > 0 else '-'}Inf (or beyond the range of {tensor.datatype})"
+                if np.isinf(value)
+                else "null/NaN, a missing value, which the model's signature does not accept there"
+            )
+            raise InvalidInputError(
+                f"input {tensor.name!r}: row {row}, feature {features[col].name!r} is {what}"
+            )
+    if strict_columns:
+        strict = [i for i, m in enumerate(features) if _kind(m.datatype) != "float"]
         sub = matrix[:, strict]
-        bad = ~np.isfinite(sub) | (sub != np.round(sub))
+        bad = np.isfinite(sub) & (sub != np.round(sub))
         if bad.any():
             col = strict[int(np.argwhere(bad)[0][1])]
             raise InvalidInputError(
                 f"input {tensor.name!r}: feature {features[col].name!r} is "
-                f"{features[col].datatype}: it forbids NaN and needs whole numbers"
+                f"{features[col].datatype}: it needs whole numbers"
             )
     return matrix
 
@@ -302,6 +381,7 @@ def _assemble_columns(
         elif n != rows:
             raise InvalidInputError(f"input {tensor.name!r} has {n} rows, other inputs have {rows}")
         _check_accepts(features[col], tensor)
+        _check_finite(tensor.name, tensor.data, features[col].optional)
         seen[col] = tensor
     assert rows is not None  # inputs is not empty
     if len(seen) != len(features):
@@ -349,7 +429,9 @@ def _assemble_named(model: LoadedModel, inputs: Sequence[InputTensor]) -> dict[s
         elif n != rows:
             raise InvalidInputError(f"input {tensor.name!r} has {n} rows, other inputs have {rows}")
         _check_accepts(meta, tensor)
-        out[meta.name] = tensor.data.reshape(shape).astype(meta.dtype, copy=False)
+        data = tensor.data.reshape(shape).astype(meta.dtype, copy=False)
+        _check_finite(tensor.name, data, meta.allows_nan)
+        out[meta.name] = data
     assert rows is not None  # inputs is not empty
     missing = [m for m in model.inputs if m.name not in out]
     required = [m.name for m in missing if not m.optional]
@@ -382,7 +464,9 @@ def _assemble_tensor(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.nd
         )
     _batch_rows(tensor.name, tensor.shape)
     _check_accepts(meta, tensor)
-    return tensor.data.reshape(tensor.shape).astype(model.batch_dtype, copy=False)
+    data = tensor.data.reshape(tensor.shape).astype(model.batch_dtype, copy=False)
+    _check_finite(tensor.name, data, meta.allows_nan)
+    return data
 
 
 def select_outputs(
@@ -413,10 +497,31 @@ def _params(where: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _load_json(head: bytes | memoryview) -> Any:
+    """The JSON document; ``NaN``, ``Infinity`` and numbers too large for a double — which
+    are not JSON, but Python's ``json.dumps`` writes them — parsed as such, so that the input
+    holding them gets a precise answer from :func:`assemble`."""
+    try:
+        return orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    try:
+        doc = json.loads(bytes(head).decode())
+        orjson.dumps(doc)  # what orjson refuses besides those numbers (lone surrogates...)
+    except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
+        raise InvalidInputError(f"the body is not valid JSON: {error}") from error
+    return doc
+
+
 def parse_rest(body: bytes, header_length: int | None) -> InferRequest:
     """Decode a REST infer body, JSON or JSON + binary tensor data."""
     if header_length is not None:
-        if header_length < 0 or header_length > len(body):
+        if header_length < 0:
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length must be a non-negative integer (the JSON "
+                f"header's length in bytes), got {header_length}"
+            )
+        if header_length > len(body):
             raise InvalidInputError(
                 f"Inference-Header-Content-Length {header_length} exceeds the body "
                 f"({len(body)} bytes)"
@@ -424,10 +529,7 @@ def parse_rest(body: bytes, header_length: int | None) -> InferRequest:
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         head, binary = body, memoryview(b"")
-    try:
-        doc = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"the body is not valid JSON: {exc}") from exc
+    doc = _load_json(head)
     if not isinstance(doc, dict):
         raise InvalidInputError("the body must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -451,7 +553,10 @@ def parse_rest(body: bytes, header_length: int | None) -> InferRequest:
         size = in_params.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise InvalidInputError(f"input {name!r}: binary_data_size must be an integer")
+                raise InvalidInputError(
+                    f"input {name!r}: binary_data_size must be a non-negative integer (the "
+                    f"input's length in bytes), got {size!r}"
+                )
             if offset + size > len(binary):
                 raise InvalidInputError(
                     f"input {name!r}: binary_data_size {size} runs past the end of the body"

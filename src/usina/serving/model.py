@@ -93,8 +93,9 @@ class TensorMeta:
 
     @property
     def allows_nan(self) -> bool:
-        """Only floating-point inputs can carry NaN; integer and boolean ones forbid it."""
-        return self.datatype in ("FP16", "FP32", "FP64")
+        """Whether the input accepts NaN, a missing value: a floating-point input that the
+        signature marks optional (MLflow's ``required: false``)."""
+        return self.optional and self.datatype in ("FP16", "FP32", "FP64")
 
 
 class PredictFn(Protocol):

@@ -4,8 +4,9 @@ The loader hands a native model (a LightGBM ``Booster``, a scikit-learn estimato
 Runtime session...) and its input metadata; this module returns the function the batcher calls
 with a whole batch, plus the outputs' metadata learned by predicting an example once. Models
 with typed columns (strings included) get a pandas DataFrame with the signature's dtypes, as
-MLflow's ``dataframe_split`` and MLServer's pandas codec give them; estimators fitted on a
-DataFrame get one too, so scikit-learn never warns about feature names on a request. Native
+MLflow's ``dataframe_split`` and MLServer's pandas codec give them; scikit-learn-style
+estimators get what they were fitted on (a frame with their own feature names, or a matrix), so
+scikit-learn never warns about feature names on a request. Native
 fast paths (LightGBM's C predict) are checked against the flavour's own predict at load.
 """
 
@@ -153,13 +154,53 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def estimator_input(native: Any, inputs: Inputs) -> Callable[[Batch], Any]:
+    """How a batch reaches a scikit-learn-style estimator: as what it was fitted on.
+
+    Fitted on a DataFrame (``feature_names_in_``): a frame with those names, in fit order —
+    a tensor input's columns are the fitted features in order. Fitted on a matrix
+    (``n_features_in_`` only): a matrix. Otherwise what the signature describes. Anything else
+    makes scikit-learn warn ("X does not have valid feature names", or its mirror) on every
+    request.
+    """
+    import pandas as pd
+
+    fitted = getattr(native, "feature_names_in_", None)
+    if fitted is not None:
+        names = [str(n) for n in fitted]
+        if sorted(names) == sorted(inputs.names):
+            if names == inputs.names:
+                return inputs.as_frame
+
+            def reordered(batch: Batch) -> Any:
+                return inputs.as_frame(batch)[names]
+
+            return reordered
+        if len(inputs.metas) == 1 and inputs.metas[0].shape[1:] in ((len(names),), (-1,)):
+
+            def tensor_frame(batch: Batch) -> Any:
+                return pd.DataFrame(batch, columns=names, copy=False)
+
+            return tensor_frame
+        return inputs.as_frame  # a mismatch scikit-learn names at load, in the warm-up
+    if getattr(native, "n_features_in_", None) is not None:
+        if inputs.layout is Layout.NAMED:  # typed columns (strings): a matrix of objects
+
+            def objects(batch: Batch) -> np.ndarray:
+                if isinstance(batch, dict):
+                    return np.column_stack([batch[n] for n in inputs.names])
+                return batch
+
+            return objects
+        return inputs.as_matrix
+    return inputs.as_frame if inputs.frame else inputs.as_matrix
+
+
 def _sklearn(native: Any, out_name: str, inputs: Inputs, threads: int) -> Predictor:
-    # Fitted on a DataFrame: predict on one, or scikit-learn warns on every call.
-    wants_frame = inputs.frame or getattr(native, "feature_names_in_", None) is not None
+    convert = estimator_input(native, inputs)
 
     def predict(batch: Batch) -> Outputs:
-        data = inputs.as_frame(batch) if wants_frame else inputs.as_matrix(batch)
-        return {out_name: np.asarray(native.predict(data))}
+        return {out_name: np.asarray(native.predict(convert(batch)))}
 
     return probed(predict, inputs, out_name)
 
@@ -220,12 +261,11 @@ def _classifier(native: Any, flavour: str, inputs: Inputs, threads: int) -> Pred
     n = len(classes)
     proba = _fast_proba(native, flavour, inputs, threads, n)
     if proba is None:
-        wants_frame = inputs.frame or getattr(native, "feature_names_in_", None) is not None
+        convert = estimator_input(native, inputs)
         kwargs = {"num_threads": threads} if flavour == "lightgbm" else {}
 
         def proba(batch: Batch) -> np.ndarray:
-            data = inputs.as_frame(batch) if wants_frame else inputs.as_matrix(batch)
-            return np.asarray(native.predict_proba(data, **kwargs), dtype=np.float64)
+            return np.asarray(native.predict_proba(convert(batch), **kwargs), dtype=np.float64)
 
     def predict(batch: Batch) -> Outputs:
         p = proba(batch)
@@ -270,7 +310,9 @@ def _fast_proba(
 
     example = inputs.example
     try:
-        expected = np.asarray(native.predict_proba(inputs.as_frame(example)), dtype=np.float64)
+        expected = np.asarray(
+            native.predict_proba(estimator_input(native, inputs)(example)), dtype=np.float64
+        )
         same = np.allclose(proba(example), expected, rtol=1e-6, atol=1e-9)
     except Exception:
         same = False

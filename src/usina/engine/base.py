@@ -20,10 +20,10 @@ from usina.engine.records import Event, RunId
 from usina.sdk.pipeline import Plan
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from usina.engine.ports import ArtifactStore, Backend, Clock, MetadataStore, Tracker
-    from usina.engine.records import AttemptRecord, RunRecord, StepRecord
+    from usina.engine.records import AttemptRecord, AttemptState, RunRecord, StepRecord
 
 log = logging.getLogger("usina.engine.engine")
 
@@ -100,8 +100,18 @@ class EngineBase:
     def _save_step(self, step: StepRecord) -> None:
         self._mirrors.save_step(step)
 
-    def _save_attempt(self, attempt: AttemptRecord) -> None:
-        self._mirrors.save_attempt(attempt)
+    def _record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event],
+        step: StepRecord | None = None,
+    ) -> bool:
+        """Change an attempt's state together with its events (and its step), atomically and
+        only from ``expected``; see ``MetadataStore.record_attempt``. False: another engine
+        changed the attempt first; the caller rereads it."""
+        return self._mirrors.record_attempt(attempt, expected=expected, events=events, step=step)
 
     def _event(
         self,

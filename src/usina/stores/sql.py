@@ -9,6 +9,10 @@ Leases: a run is reconciled by one engine at a time. ``acquire_lease`` is a sing
 UPDATE (free, expired, or already ours), so two engines racing for a run cannot both win.
 ``save_run`` never writes the lease columns; only ``acquire_lease``/``release_lease`` do, so an
 engine saving a run it read a while ago cannot undo another engine's lease.
+
+Attempt transitions: ``record_attempt`` writes an attempt's new state together with the events
+that report it (and its step) in one transaction, guarded by the state it expects to find, so
+events and records always agree, even when the writer is SIGKILLed or two engines race.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from usina.engine.records import (
     ArtifactRef,
     AttemptRecord,
+    AttemptState,
     Event,
     RunRecord,
     RunState,
@@ -43,6 +48,7 @@ from usina.stores.sql_rows import (
     step_to_row,
 )
 from usina.stores.sql_schema import attempts, cache, events, runs, steps
+from usina.stores.sql_schema import events as events_table
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -243,6 +249,41 @@ class SqlMetadataStore:
     def save_attempt(self, attempt: AttemptRecord) -> None:
         with self._write(f"saving attempt {attempt.id!r}") as conn:
             self._upsert(conn, attempts, attempt_to_row(attempt), ["id"])
+
+    def record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event] = (),
+        step: StepRecord | None = None,
+    ) -> bool:
+        """One transaction: a conditional write of the attempt (an INSERT that does nothing
+        when the id exists, or an UPDATE guarded by the stored state), then, only when it
+        changed a row, the step and the events. See ``MetadataStore.record_attempt``."""
+        row = attempt_to_row(attempt)
+        if expected is None:
+            insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+            stmt: Any = insert(attempts).values(row).on_conflict_do_nothing(index_elements=["id"])
+        else:
+            stmt = (
+                sa.update(attempts)
+                .where(
+                    attempts.c.id == attempt.id,
+                    attempts.c.state == AttemptState(expected).value,
+                )
+                .values({k: v for k, v in row.items() if k != "id"})
+            )
+        with self._write(f"recording attempt {attempt.id!r} ({attempt.state})") as conn:
+            # RETURNING, not rowcount: psycopg reports no rowcount for an INSERT that may
+            # do nothing. Nothing written here when no row comes back, so the commit is empty.
+            if conn.execute(stmt.returning(attempts.c.id)).first() is None:
+                return False
+            if step is not None:
+                self._upsert(conn, steps, step_to_row(step), ["run_id", "node"])
+            if events:
+                conn.execute(events_table.insert(), [event_to_row(e) for e in events])
+        return True
 
     # -- events ----------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from usina.engine.records import (
         ArtifactRef,
         AttemptRecord,
+        AttemptState,
         Event,
         RunRecord,
         RunState,
@@ -51,7 +52,7 @@ class InMemoryMetadataStore:
     """A ``MetadataStore`` in dicts. ``close()`` is accepted and does nothing."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._attempts: dict[str, AttemptRecord] = {}
@@ -144,6 +145,26 @@ class InMemoryMetadataStore:
         with self._lock:
             self._need_run(attempt.run_id, f"saving attempt {attempt.id!r}")
             self._attempts[attempt.id] = _copy(attempt)
+
+    def record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event] = (),
+        step: StepRecord | None = None,
+    ) -> bool:
+        with self._lock:  # re-entrant: the writes below (or a subclass's) take it too
+            self._need_run(attempt.run_id, f"recording attempt {attempt.id!r}")
+            stored = self._attempts.get(attempt.id)
+            if (None if stored is None else stored.state) != expected:
+                return False
+            self.save_attempt(attempt)
+            if step is not None:
+                self.save_step(step)
+            for event in events:
+                self.add_event(event)
+            return True
 
     def add_event(self, event: Event) -> None:
         with self._lock:

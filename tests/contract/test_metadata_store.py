@@ -275,6 +275,30 @@ def test_record_attempt_concludes_only_from_the_expected_state(store: MetadataSt
     assert [e.kind for e in store.list_events("r1")] == ["attempt_running", "attempt_succeeded"]
 
 
+def test_run_and_step_writes_carry_their_events(store: MetadataStore) -> None:
+    submitted = Event(RunId("r1"), 1.0, "run_submitted", message="1 steps")
+    store.create_run(make_run(), [make_step()], [submitted])
+    started = Event(RunId("r1"), 2.0, "run_started")
+    store.save_run(make_run(state=RunState.RUNNING), [started])
+    done = make_step(state=StepState.SUCCEEDED, attempts=1, finished_at=3.0)
+    store.save_step(done, [Event(RunId("r1"), 3.0, "step_succeeded", node="train")])
+    store.save_step(done)  # no events: none written
+    assert store.get_run("r1").state is RunState.RUNNING
+    assert store.get_steps("r1") == [done]
+    assert [(e.kind, e.node) for e in store.list_events("r1")] == [
+        ("run_submitted", None),
+        ("run_started", None),
+        ("step_succeeded", "train"),
+    ]
+
+
+def test_a_refused_create_run_writes_no_event(store: MetadataStore) -> None:
+    store.create_run(make_run(), [])
+    with pytest.raises(StateError):
+        store.create_run(make_run(), [], [Event(RunId("r1"), 1.0, "run_submitted")])
+    assert store.list_events("r1") == []
+
+
 def test_record_attempt_of_an_unknown_run_fails(store: MetadataStore) -> None:
     with pytest.raises(StoreError):
         store.record_attempt(make_attempt("train", 1, 10.0, run_id="ghost"), expected=None)

@@ -1,9 +1,9 @@
 """Run by ``test_event_atomicity``: drive a run of ``pair`` on a SQL store and SIGKILL this
-process just before the store inserts the ``KILL_AT``-th attempt event (``attempt_started``,
-``attempt_succeeded`` or ``attempt_failed``), while the transaction that changes the attempt's
-state is still open.
+process just before the store inserts the ``NTH`` event of kind ``KIND`` (an event that reports
+a change of the run, a step or an attempt), while the transaction that makes the change is
+still open.
 
-Usage: ``python -m tests.integration.event_kill_driver DB_URL ARTIFACTS_DIR RUN_ID KILL_AT``.
+Usage: ``python -m tests.integration.event_kill_driver DB_URL ARTIFACTS_DIR RUN_ID KIND NTH``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from usina.stores.sql import SqlMetadataStore
 from usina.testing.backend import FakeBackend
 from usina.testing.clock import FakeClock
 
-ATTEMPT_EVENTS = ("attempt_started", "attempt_succeeded", "attempt_failed")
 START = 1_700_000_000.0
 
 
@@ -53,7 +52,7 @@ def engine(url: str, artifacts_dir: str, clock: FakeClock) -> tuple[Engine, Fake
     return built, backend
 
 
-def main(url: str, artifacts_dir: str, run_id: str, kill_at: int) -> None:
+def main(url: str, artifacts_dir: str, run_id: str, kind: str, nth: int) -> None:
     seen = 0
     real = sql_store.event_to_row
 
@@ -61,9 +60,9 @@ def main(url: str, artifacts_dir: str, run_id: str, kill_at: int) -> None:
         # The store calls this inside the transaction that writes the event, right before
         # the INSERT: dying here is a SIGKILL between a state change and its event.
         nonlocal seen
-        if event.kind in ATTEMPT_EVENTS:
+        if event.kind == kind:
             seen += 1
-            if seen == kill_at:
+            if seen == nth:
                 os.kill(os.getpid(), signal.SIGKILL)
         return real(event)
 
@@ -74,4 +73,4 @@ def main(url: str, artifacts_dir: str, run_id: str, kill_at: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))

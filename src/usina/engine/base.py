@@ -97,8 +97,13 @@ class EngineBase:
             self._environment = environment_fingerprint()
         return self._environment
 
-    def _save_step(self, step: StepRecord) -> None:
-        self._mirrors.save_step(step)
+    def _save_step(self, step: StepRecord, *events: Event) -> None:
+        """Save ``step`` with the events that report its change, in one transaction."""
+        self._mirrors.save_step(step, events)
+
+    def _save_run(self, run: RunRecord, *events: Event) -> None:
+        """Save ``run`` with the events that report its change, in one transaction."""
+        self.metadata.save_run(run, events)
 
     def _record_attempt(
         self,
@@ -122,10 +127,23 @@ class EngineBase:
         attempt: str | None = None,
         message: str = "",
     ) -> None:
+        """Write an event that reports no change of a record (a change's events are written
+        with it: ``_new_event`` and ``_save_step``/``_save_run``/``_record_attempt``)."""
         self.metadata.add_event(
-            Event(
-                RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message
-            )
+            self._new_event(run_id, kind, node=node, attempt=attempt, message=message)
+        )
+
+    def _new_event(
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        node: str | None = None,
+        attempt: str | None = None,
+        message: str = "",
+    ) -> Event:
+        return Event(
+            RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message
         )
 
     def _track(self, what: str, *args: Any) -> None:

@@ -83,8 +83,8 @@ class Mirrors:
             self._mirrors[run_id] = mirror
         return mirror
 
-    def save_step(self, step: StepRecord) -> None:
-        self.metadata.save_step(step)
+    def save_step(self, step: StepRecord, events: Sequence[Event] = ()) -> None:
+        self.metadata.save_step(step, events)
         mirror = self._mirrors.get(step.run_id)
         if mirror is not None:
             mirror.steps[step.node] = step

@@ -67,7 +67,9 @@ class InMemoryMetadataStore:
         if run_id not in self._runs:
             raise StoreError(f"{what} failed: run {run_id!r} does not exist; create_run it first")
 
-    def create_run(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+    def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord], events: Sequence[Event] = ()
+    ) -> None:
         wrong = [s.node for s in steps if s.run_id != run.id]
         if wrong:
             raise ValueError(f"steps {wrong} belong to another run than {run.id!r}")
@@ -78,6 +80,8 @@ class InMemoryMetadataStore:
                 )
             self._runs[run.id] = _copy(run)
             self._steps[run.id] = {s.node: _copy(s) for s in steps}
+            for event in events:
+                self.add_event(event)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._lock:
@@ -111,7 +115,7 @@ class InMemoryMetadataStore:
             found.sort(key=lambda run: (run.created_at, run.id), reverse=True)
             return _copy(found[:limit])
 
-    def save_run(self, run: RunRecord) -> None:
+    def save_run(self, run: RunRecord, events: Sequence[Event] = ()) -> None:
         with self._lock:
             old = self._runs.get(run.id)
             if old is not None:  # the lease is only changed by acquire/release_lease
@@ -120,16 +124,20 @@ class InMemoryMetadataStore:
                 )
             self._runs[run.id] = _copy(run)
             self._steps.setdefault(run.id, {})
+            for event in events:
+                self.add_event(event)
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         with self._lock:
             by_node = self._steps.get(run_id, {})
             return _copy([by_node[node] for node in sorted(by_node)])
 
-    def save_step(self, step: StepRecord) -> None:
+    def save_step(self, step: StepRecord, events: Sequence[Event] = ()) -> None:
         with self._lock:
             self._need_run(step.run_id, f"saving step {step.node!r}")
             self._steps[step.run_id][step.node] = _copy(step)
+            for event in events:
+                self.add_event(event)
 
     def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
         with self._lock:

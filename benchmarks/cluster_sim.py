@@ -87,12 +87,12 @@ class CountingStore(InMemoryMetadataStore):
         if attempt.state in (AttemptState.SUCCEEDED, AttemptState.FAILED):
             self.recorded.setdefault(attempt.id, time.time())
 
-    def save_step(self, step: Any) -> None:
-        super().save_step(step)
+    def save_step(self, step: Any, events: Any = ()) -> None:
+        super().save_step(step, events)
         self.writes[threading.get_ident()] += 1
 
-    def save_run(self, run: Any) -> None:
-        super().save_run(run)
+    def save_run(self, run: Any, events: Any = ()) -> None:
+        super().save_run(run, events)
         self.writes[threading.get_ident()] += 1
 
 

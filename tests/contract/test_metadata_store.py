@@ -235,6 +235,95 @@ def test_attempts_per_node_in_order(store: MetadataStore) -> None:
     assert store.get_attempts("r1", node="nothing") == []
 
 
+def test_record_attempt_writes_the_claim_its_step_and_its_event_once(
+    store: MetadataStore,
+) -> None:
+    store.create_run(make_run(), [make_step()])
+    claim = make_attempt("train", 1, started_at=10)
+    running = make_step(state=StepState.RUNNING, attempts=1, started_at=10.0)
+    started = Event(RunId("r1"), 10.0, "attempt_started", node="train", attempt=claim.id)
+    assert store.record_attempt(claim, expected=None, events=[started], step=running)
+    # A second claim of the same attempt (another engine) writes nothing at all.
+    other = dataclasses.replace(claim, started_at=11.0, backend="other")
+    again = Event(RunId("r1"), 11.0, "attempt_started", node="train", attempt=claim.id)
+    stale_step = make_step(state=StepState.RUNNING, attempts=1, started_at=11.0)
+    assert not store.record_attempt(other, expected=None, events=[again], step=stale_step)
+    assert store.get_attempts("r1") == [claim]
+    assert store.get_steps("r1") == [running]
+    assert [(e.kind, e.at) for e in store.list_events("r1")] == [("attempt_started", 10.0)]
+
+
+def test_record_attempt_concludes_only_from_the_expected_state(store: MetadataStore) -> None:
+    store.create_run(make_run(), [make_step()])
+    claim = make_attempt("train", 1, started_at=10)
+    assert store.record_attempt(claim, expected=None)
+    done = dataclasses.replace(claim, state=AttemptState.SUCCEEDED, finished_at=20.0, exit_code=0)
+    events = [
+        Event(RunId("r1"), 12.0, "attempt_running", node="train", attempt=claim.id),
+        Event(RunId("r1"), 20.0, "attempt_succeeded", node="train", attempt=claim.id),
+    ]
+    # Not from a state it is not in: nothing written.
+    assert not store.record_attempt(done, expected=AttemptState.FAILED, events=events)
+    assert store.get_attempts("r1") == [claim]
+    assert store.list_events("r1") == []
+    assert store.record_attempt(done, expected=AttemptState.RUNNING, events=events)
+    # A second conclusion (an engine that saw it running too) loses, and writes no event.
+    failed = dataclasses.replace(claim, state=AttemptState.FAILED, finished_at=21.0)
+    lost = Event(RunId("r1"), 21.0, "attempt_failed", node="train", attempt=claim.id)
+    assert not store.record_attempt(failed, expected=AttemptState.RUNNING, events=[lost])
+    assert store.get_attempts("r1") == [done]
+    assert [e.kind for e in store.list_events("r1")] == ["attempt_running", "attempt_succeeded"]
+
+
+def test_run_and_step_writes_carry_their_events(store: MetadataStore) -> None:
+    submitted = Event(RunId("r1"), 1.0, "run_submitted", message="1 steps")
+    store.create_run(make_run(), [make_step()], [submitted])
+    started = Event(RunId("r1"), 2.0, "run_started")
+    store.save_run(make_run(state=RunState.RUNNING), [started])
+    done = make_step(state=StepState.SUCCEEDED, attempts=1, finished_at=3.0)
+    store.save_step(done, [Event(RunId("r1"), 3.0, "step_succeeded", node="train")])
+    store.save_step(done)  # no events: none written
+    assert store.get_run("r1").state is RunState.RUNNING
+    assert store.get_steps("r1") == [done]
+    assert [(e.kind, e.node) for e in store.list_events("r1")] == [
+        ("run_submitted", None),
+        ("run_started", None),
+        ("step_succeeded", "train"),
+    ]
+
+
+def test_a_refused_create_run_writes_no_event(store: MetadataStore) -> None:
+    store.create_run(make_run(), [])
+    with pytest.raises(StateError):
+        store.create_run(make_run(), [], [Event(RunId("r1"), 1.0, "run_submitted")])
+    assert store.list_events("r1") == []
+
+
+def test_record_attempt_of_an_unknown_run_fails(store: MetadataStore) -> None:
+    with pytest.raises(StoreError):
+        store.record_attempt(make_attempt("train", 1, 10.0, run_id="ghost"), expected=None)
+
+
+def test_concurrent_claims_of_one_attempt_have_one_winner(store: MetadataStore) -> None:
+    store.create_run(make_run(), [make_step()])
+    claim = make_attempt("train", 1, started_at=10)
+    won: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def claim_it(n: int) -> None:
+        barrier.wait()
+        event = Event(RunId("r1"), float(n), "attempt_started", node="train", attempt=claim.id)
+        won.append(store.record_attempt(claim, expected=None, events=[event]))
+
+    threads = [threading.Thread(target=claim_it, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == [False, False, False, True]
+    assert [e.kind for e in store.list_events("r1")] == ["attempt_started"]
+
+
 # -- events ------------------------------------------------------------------------------------
 
 

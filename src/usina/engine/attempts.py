@@ -4,6 +4,18 @@ what the backend observed and what the step runtime recorded.
 Crash safety comes from the order of writes: the task record, then the attempt record (the
 claim), then the launch. A crash in between leaves an attempt that the next pass finds unknown
 to the backend and launches under the same id, so it never runs twice.
+
+Events agree with the records. Every change of an attempt's state is written together with the
+events that report it, in one transaction (``MetadataStore.record_attempt``): the claim with its
+``attempt_started`` (and the step it moves to running), the conclusion with its
+``attempt_running`` (queue wait) and its one outcome event, ``attempt_succeeded`` or
+``attempt_failed``. A process killed at any moment leaves both or neither, never a record
+without its event, so nothing has to be derived or repaired on recovery. A relaunch (the
+claim committed, the launch lost) is the same attempt under the same id: it already has its
+``attempt_started`` and writes no other. Each write is also guarded by the state it expects to
+find (absent for a claim, running for a conclusion): if two engines both saw an attempt
+running (a lease that expired under a slow pass) only the first conclusion is written, so an
+attempt never has two outcome events, and only the engine that wrote a claim launches it.
 """
 
 from __future__ import annotations
@@ -70,10 +82,8 @@ class Attempts(EngineBase):
                     finished_at=obs.finished_at or now,
                     exit_code=obs.exit_code if obs.exit_code is not None else 0,
                 )
-                self._save_attempt(done)
-                self._running_since(run, attempt, obs)
-                self._event(run.id, "attempt_succeeded", node=node.id, attempt=attempt.id)
-                return done
+                outcome = Event(run.id, now, "attempt_succeeded", node=node.id, attempt=attempt.id)
+                return self._concluded(attempt, done, obs, outcome)
             obs = Observation(
                 TaskState.FAILED,
                 failure_class=FailureClass.INFRA,
@@ -105,34 +115,45 @@ class Attempts(EngineBase):
             reason=reason,
             message=message[-20000:] or None,
         )
-        self._save_attempt(done)
-        self._running_since(run, attempt, obs)
-        self._event(
+        outcome = Event(
             run.id,
+            now,
             "attempt_failed",
             node=node.id,
             attempt=attempt.id,
             message=f"{failure.value}: {reason or ''}".strip(),
         )
-        return done
+        return self._concluded(attempt, done, obs, outcome)
 
-    def _running_since(self, run: RunRecord, attempt: AttemptRecord, obs: Observation) -> None:
-        """Record when the backend started the attempt (an ``attempt_running`` event at that
-        time): launched -> running is the attempt's queue wait (a Kubernetes pod waiting for a
-        GPU node), which monitoring reports. Written once, when the attempt is concluded."""
-        if obs.started_at is None:
-            return
-        at = max(obs.started_at, attempt.started_at)
-        self.metadata.add_event(
-            Event(
-                run.id,
-                at,
-                "attempt_running",
-                node=attempt.node,
-                attempt=attempt.id,
-                message=f"queued {at - attempt.started_at:.3f}s",
+    def _concluded(
+        self, attempt: AttemptRecord, done: AttemptRecord, obs: Observation, outcome: Event
+    ) -> AttemptRecord:
+        """Write the conclusion ``done`` of a running ``attempt`` with its events, atomically
+        (see the module docstring). Returns ``done``, or the attempt as another engine concluded
+        it first.
+
+        The events: when the backend says when it started the attempt, an ``attempt_running``
+        event at that time (launched -> running is the attempt's queue wait, a Kubernetes pod
+        waiting for a GPU node, which monitoring reports); then ``outcome``."""
+        events = []
+        if obs.started_at is not None:
+            at = max(obs.started_at, attempt.started_at)
+            events.append(
+                Event(
+                    attempt.run_id,
+                    at,
+                    "attempt_running",
+                    node=attempt.node,
+                    attempt=attempt.id,
+                    message=f"queued {at - attempt.started_at:.3f}s",
+                )
             )
-        )
+        events.append(outcome)
+        if self._record_attempt(done, expected=AttemptState.RUNNING, events=events):
+            return done
+        log.warning("attempt %s was concluded by another engine; using its record", attempt.id)
+        found = self.metadata.get_attempts(attempt.run_id, attempt.node)
+        return next((a for a in found if a.id == attempt.id), attempt)
 
     def _task(
         self,
@@ -184,20 +205,25 @@ class Attempts(EngineBase):
             backend=self.backend.name,
             gpus=task.total_gpus,  # every node of a gang holds its own
         )
-        self._save_attempt(attempt)
-        step = replace(
+        claimed = replace(
             step,
             state=StepState.RUNNING,
             attempts=number,
             started_at=step.started_at or now,
             next_attempt_at=None,
         )
-        self._save_step(step)
+        started = Event(run.id, now, "attempt_started", node=node.id, attempt=attempt.id)
+        if not self._record_attempt(attempt, expected=None, events=[started], step=claimed):
+            # Another engine claimed this attempt first: it launches it, not this one.
+            log.warning("attempt %s was claimed by another engine; not launching it", attempt.id)
+            found = {s.node: s for s in self.metadata.get_steps(run.id)}
+            return found.get(node.id, step)
         self.backend.launch(task)
-        self._event(run.id, "attempt_started", node=node.id, attempt=task.attempt_id)
-        return step
+        return claimed
 
     def _relaunch(self, run: RunRecord, node: PlanNode, attempt: AttemptRecord) -> None:
+        """Launch an attempt whose claim was written but whose launch was lost. It is the same
+        attempt: its ``attempt_started`` was written with the claim, so no event here."""
         raw = self.artifacts.read_record(task_key(attempt.id))
         if raw is None:
             steps = {s.node: s for s in self.metadata.get_steps(run.id)}

@@ -20,10 +20,10 @@ from usina.engine.records import Event, RunId
 from usina.sdk.pipeline import Plan
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from usina.engine.ports import ArtifactStore, Backend, Clock, MetadataStore, Tracker
-    from usina.engine.records import AttemptRecord, RunRecord, StepRecord
+    from usina.engine.records import AttemptRecord, AttemptState, RunRecord, StepRecord
 
 log = logging.getLogger("usina.engine.engine")
 
@@ -97,11 +97,26 @@ class EngineBase:
             self._environment = environment_fingerprint()
         return self._environment
 
-    def _save_step(self, step: StepRecord) -> None:
-        self._mirrors.save_step(step)
+    def _save_step(self, step: StepRecord, *events: Event) -> None:
+        """Save ``step`` with the events that report its change, in one transaction."""
+        self._mirrors.save_step(step, events)
 
-    def _save_attempt(self, attempt: AttemptRecord) -> None:
-        self._mirrors.save_attempt(attempt)
+    def _save_run(self, run: RunRecord, *events: Event) -> None:
+        """Save ``run`` with the events that report its change, in one transaction."""
+        self.metadata.save_run(run, events)
+
+    def _record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event],
+        step: StepRecord | None = None,
+    ) -> bool:
+        """Change an attempt's state together with its events (and its step), atomically and
+        only from ``expected``; see ``MetadataStore.record_attempt``. False: another engine
+        changed the attempt first; the caller rereads it."""
+        return self._mirrors.record_attempt(attempt, expected=expected, events=events, step=step)
 
     def _event(
         self,
@@ -112,10 +127,23 @@ class EngineBase:
         attempt: str | None = None,
         message: str = "",
     ) -> None:
+        """Write an event that reports no change of a record (a change's events are written
+        with it: ``_new_event`` and ``_save_step``/``_save_run``/``_record_attempt``)."""
         self.metadata.add_event(
-            Event(
-                RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message
-            )
+            self._new_event(run_id, kind, node=node, attempt=attempt, message=message)
+        )
+
+    def _new_event(
+        self,
+        run_id: str,
+        kind: str,
+        *,
+        node: str | None = None,
+        attempt: str | None = None,
+        message: str = "",
+    ) -> Event:
+        return Event(
+            RunId(run_id), self.clock.now(), kind, node=node, attempt=attempt, message=message
         )
 
     def _track(self, what: str, *args: Any) -> None:

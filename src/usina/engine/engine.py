@@ -90,8 +90,8 @@ class Engine(Attempts, Steps):
             StepRecord(run_id=rid, node=n.id, state=StepState.PENDING, resources=dict(n.resources))
             for n in plan.nodes
         ]
-        self.metadata.create_run(run, steps)
-        self._event(rid, "run_submitted", message=f"{len(steps)} steps")
+        submitted = self._new_event(rid, "run_submitted", message=f"{len(steps)} steps")
+        self.metadata.create_run(run, steps, [submitted])
         return run
 
     def cancel(self, run_id: str) -> RunRecord:
@@ -100,8 +100,7 @@ class Engine(Attempts, Steps):
         if run.state.finished:
             return run
         run = replace(run, cancel_requested=True)
-        self.metadata.save_run(run)
-        self._event(run.id, "cancel_requested")
+        self._save_run(run, self._new_event(run.id, "cancel_requested"))
         return run
 
     def reruns(
@@ -186,9 +185,9 @@ class Engine(Attempts, Steps):
                     cached=False,
                     retry_base=base,
                     resources=dict(node.resources) if plan is not None else step.resources,
-                )
+                ),
+                [self._new_event(run.id, "step_rerun", node=step.node, message=why[step.node])],
             )
-            self._event(run.id, "step_rerun", node=step.node, message=why[step.node])
         plan_json = run.plan
         if plan is not None:
             plan_json = plan.to_json()
@@ -202,8 +201,9 @@ class Engine(Attempts, Steps):
             finished_at=None,
             error=None,
         )
-        self.metadata.save_run(run)
-        self._event(run.id, "run_resumed", message=f"{len(why)} steps run again")
+        self._save_run(
+            run, self._new_event(run.id, "run_resumed", message=f"{len(why)} steps run again")
+        )
         return run
 
     def drive(
@@ -255,8 +255,7 @@ class Engine(Attempts, Steps):
         now = self.clock.now()
         if run.state is RunState.PENDING:
             run = replace(run, state=RunState.RUNNING, started_at=run.started_at or now)
-            self.metadata.save_run(run)
-            self._event(run.id, "run_started")
+            self._save_run(run, self._new_event(run.id, "run_started"))
             self._track("run_started", run)
 
         # Trust the mirror only while this engine held the run's lease without a gap and the
@@ -304,8 +303,10 @@ class Engine(Attempts, Steps):
                     finished_at=now,
                     error=f"upstream step '{blocker.node}' {blocker.state.value}",
                 )
-                self._save_step(step)
-                self._event(run.id, "step_skipped", node=node.id, message=step.error or "")
+                self._save_step(
+                    step,
+                    self._new_event(run.id, "step_skipped", node=node.id, message=step.error or ""),
+                )
                 steps[node.id] = step
                 continue
             if not all(u.state is StepState.SUCCEEDED for u in upstream):
@@ -360,8 +361,7 @@ class Engine(Attempts, Steps):
             first = failed[0]
             error = f"step '{first.node}' failed ({first.error})"
         run = replace(run, state=state, finished_at=self.clock.now(), error=error)
-        self.metadata.save_run(run)
-        self._event(run.id, f"run_{state.value}", message=error or "")
+        self._save_run(run, self._new_event(run.id, f"run_{state.value}", message=error or ""))
         self._track("run_finished", run)
         return run
 

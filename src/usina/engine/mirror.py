@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from usina.engine.ports import MetadataStore
-    from usina.engine.records import AttemptRecord, RunRecord, StepRecord
+    from usina.engine.records import AttemptRecord, AttemptState, Event, RunRecord, StepRecord
 
 
 @dataclass
@@ -81,20 +83,35 @@ class Mirrors:
             self._mirrors[run_id] = mirror
         return mirror
 
-    def save_step(self, step: StepRecord) -> None:
-        self.metadata.save_step(step)
+    def save_step(self, step: StepRecord, events: Sequence[Event] = ()) -> None:
+        self.metadata.save_step(step, events)
         mirror = self._mirrors.get(step.run_id)
         if mirror is not None:
             mirror.steps[step.node] = step
 
-    def save_attempt(self, attempt: AttemptRecord) -> None:
-        self.metadata.save_attempt(attempt)
+    def record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event],
+        step: StepRecord | None = None,
+    ) -> bool:
+        """``MetadataStore.record_attempt``, then the mirror. When the store refuses (the
+        stored attempt was not in state ``expected``: another engine changed it), the mirror
+        was stale and is dropped, so the next pass rereads the run."""
+        if not self.metadata.record_attempt(attempt, expected=expected, events=events, step=step):
+            self.forget(attempt.run_id)
+            return False
         mirror = self._mirrors.get(attempt.run_id)
         if mirror is not None:
             lst = [a for a in mirror.attempts.get(attempt.node, []) if a.id != attempt.id]
             lst.append(attempt)
             lst.sort(key=lambda a: a.number)
             mirror.attempts[attempt.node] = lst
+            if step is not None:
+                mirror.steps[step.node] = step
+        return True
 
 
 def _unleased(run: RunRecord) -> RunRecord:

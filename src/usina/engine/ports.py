@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from usina.engine.records import (
         ArtifactRef,
         AttemptRecord,
+        AttemptState,
         Event,
         RunRecord,
         RunState,
@@ -26,9 +27,15 @@ if TYPE_CHECKING:
 
 
 class MetadataStore(Protocol):
-    """Where runs, steps, attempts, events and the cache index live (SQL in production)."""
+    """Where runs, steps, attempts, events and the cache index live (SQL in production).
 
-    def create_run(self, run: RunRecord, steps: Sequence[StepRecord]) -> None: ...
+    Every write that changes a record takes the events that report the change (``events``,
+    ``record_attempt``) and writes them in the same transaction: the event log never misses a
+    change that happened nor reports one that did not, whenever the writer dies."""
+
+    def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord], events: Sequence[Event] = ()
+    ) -> None: ...
     def get_run(self, run_id: str) -> RunRecord: ...
     def list_runs(
         self,
@@ -39,11 +46,30 @@ class MetadataStore(Protocol):
         pipeline: str | None = None,
         project: str | None = None,
     ) -> list[RunRecord]: ...
-    def save_run(self, run: RunRecord) -> None: ...
+    def save_run(self, run: RunRecord, events: Sequence[Event] = ()) -> None: ...
     def get_steps(self, run_id: str) -> list[StepRecord]: ...
-    def save_step(self, step: StepRecord) -> None: ...
+    def save_step(self, step: StepRecord, events: Sequence[Event] = ()) -> None: ...
     def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]: ...
     def save_attempt(self, attempt: AttemptRecord) -> None: ...
+    def record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event] = (),
+        step: StepRecord | None = None,
+    ) -> bool:
+        """Write an attempt's state change, the events that report it and (optionally) its
+        step, in one transaction, and only if the stored attempt is still in state
+        ``expected`` (None: it is not stored yet). Returns whether it wrote anything.
+
+        This is how the engine changes an attempt's state: an event is never written without
+        the change it reports nor the change without its event (a process killed in between
+        leaves neither), and a transition can win only once, so two engines that both saw an
+        attempt running (a lease that expired under a slow pass) cannot both conclude it and
+        no attempt ever gets two ``attempt_started`` or two outcome events."""
+        ...
+
     def add_event(self, event: Event) -> None: ...
     def list_events(self, run_id: str) -> list[Event]: ...
     def cache_get(self, key: str) -> tuple[ArtifactRef, ...] | None: ...

@@ -77,10 +77,9 @@ class Steps(EngineBase):
                 metrics={k: float(v) for k, v in result.get("metrics", {}).items()},
                 error=None,
             )
-            self._save_step(step)
+            self._save_step(step, self._new_event(run.id, "step_succeeded", node=node.id))
             if node.cache and step.cache_key:
                 self.metadata.cache_put(step.cache_key, outputs, run.id, node.id)
-            self._event(run.id, "step_succeeded", node=node.id)
             self._track("step_finished", run, step, latest)
             return step
         # The latest attempt failed: apply the policy once (BACKOFF means it was applied).
@@ -104,8 +103,9 @@ class Steps(EngineBase):
                 next_attempt_at=now + decision.delay,
                 resources=decision.resources.to_json(),  # stored: JSON
             )
-            self._save_step(step)
-            self._event(run.id, "step_retry", node=node.id, message=decision.reason)
+            self._save_step(
+                step, self._new_event(run.id, "step_retry", node=node.id, message=decision.reason)
+            )
             return step
         failure = latest.failure_class or FailureClass.USER_ERROR
         cancelled = failure is FailureClass.CANCELLED or run.cancel_requested
@@ -116,8 +116,9 @@ class Steps(EngineBase):
             finished_at=latest.finished_at or now,
             error=f"{failure.value}: {decision.reason}",
         )
-        self._save_step(step)
-        self._event(run.id, "step_failed", node=node.id, message=step.error or "")
+        self._save_step(
+            step, self._new_event(run.id, "step_failed", node=node.id, message=step.error or "")
+        )
         self._track("step_finished", run, step, latest)
         return step
 
@@ -174,14 +175,14 @@ class Steps(EngineBase):
                 next_attempt_at=None,
                 retry_base=producer.attempts,
             )
-            self._save_step(again)
-            steps[source] = again
-            self._event(
+            rerun = self._new_event(
                 run.id,
                 "step_rerun",
                 node=source,
                 message=f"its output {digest} was missing or corrupt when {node.id} read it",
             )
+            self._save_step(again, rerun)
+            steps[source] = again
         waiting = replace(
             step,
             state=StepState.PENDING,
@@ -190,8 +191,7 @@ class Steps(EngineBase):
             next_attempt_at=None,
             error=None,
         )
-        self._save_step(waiting)
-        self._event(
+        retry = self._new_event(
             run.id,
             "step_retry",
             node=node.id,
@@ -200,6 +200,7 @@ class Steps(EngineBase):
                 "first; this attempt does not count against the retry budget"
             ),
         )
+        self._save_step(waiting, retry)
         return waiting
 
     def _list_of(self, ref: ArtifactRef) -> list[Any] | str:
@@ -242,9 +243,10 @@ class Steps(EngineBase):
                     next_attempt_at=None,
                     retry_base=producer.attempts,
                 )
-                self._save_step(again)
+                self._save_step(
+                    again, self._new_event(run.id, "step_rerun", node=source, message=str(exc))
+                )
                 steps[source] = again
-                self._event(run.id, "step_rerun", node=source, message=str(exc))
                 return step
             problem = None
             if isinstance(items, str):
@@ -258,17 +260,23 @@ class Steps(EngineBase):
                 failed = replace(
                     step, state=StepState.FAILED, finished_at=now, error=f"user_error: {problem}"
                 )
-                self._save_step(failed)
-                self._event(run.id, "step_failed", node=node.id, message=problem)
+                self._save_step(
+                    failed, self._new_event(run.id, "step_failed", node=node.id, message=problem)
+                )
                 return failed
             assert isinstance(items, list)
             if spec["item"] >= len(items):
                 unused = replace(
                     step, state=StepState.SUCCEEDED, outputs=(), started_at=now, finished_at=now
                 )
-                self._save_step(unused)
-                self._event(
-                    run.id, "step_unused", node=node.id, message=f"the list has {len(items)} items"
+                self._save_step(
+                    unused,
+                    self._new_event(
+                        run.id,
+                        "step_unused",
+                        node=node.id,
+                        message=f"the list has {len(items)} items",
+                    ),
                 )
                 return unused
         return None
@@ -349,9 +357,8 @@ class Steps(EngineBase):
             started_at=now,
             finished_at=now,
         )
-        self._save_step(done)
+        self._save_step(done, self._new_event(run.id, "step_cached", node=node.id))
         steps[node.id] = done
-        self._event(run.id, "step_cached", node=node.id)
         self._track("step_finished", run, done, None)
         return None
 

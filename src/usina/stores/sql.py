@@ -9,6 +9,11 @@ Leases: a run is reconciled by one engine at a time. ``acquire_lease`` is a sing
 UPDATE (free, expired, or already ours), so two engines racing for a run cannot both win.
 ``save_run`` never writes the lease columns; only ``acquire_lease``/``release_lease`` do, so an
 engine saving a run it read a while ago cannot undo another engine's lease.
+
+Events are written in the transaction of the change they report: ``create_run``, ``save_run``
+and ``save_step`` take them, and ``record_attempt`` writes an attempt's new state with its
+events (and its step), guarded by the state it expects to find. So events and records always
+agree, even when the writer is SIGKILLed between two writes or two engines race.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from usina.engine.records import (
     ArtifactRef,
     AttemptRecord,
+    AttemptState,
     Event,
     RunRecord,
     RunState,
@@ -169,7 +175,9 @@ class SqlMetadataStore:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def create_run(self, run: RunRecord, steps_: Sequence[StepRecord]) -> None:
+    def create_run(
+        self, run: RunRecord, steps_: Sequence[StepRecord], events_: Sequence[Event] = ()
+    ) -> None:
         wrong = [s.node for s in steps_ if s.run_id != run.id]
         if wrong:
             raise ValueError(f"steps {wrong} belong to another run than {run.id!r}")
@@ -182,6 +190,7 @@ class SqlMetadataStore:
             conn.execute(sa.insert(runs).values(run_to_row(run)))
             if steps_:
                 conn.execute(sa.insert(steps), [step_to_row(s) for s in steps_])
+            self._add_events(conn, events_)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._read(f"reading run {run_id!r}") as conn:
@@ -215,9 +224,10 @@ class SqlMetadataStore:
             rows = conn.execute(query).mappings().all()
         return [run_from_row(row) for row in rows]
 
-    def save_run(self, run: RunRecord) -> None:
+    def save_run(self, run: RunRecord, events_: Sequence[Event] = ()) -> None:
         with self._write(f"saving run {run.id!r}") as conn:
             self._upsert(conn, runs, run_to_row(run), ["id"], keep=_LEASE_COLUMNS)
+            self._add_events(conn, events_)
 
     # -- steps and attempts ----------------------------------------------------------------
 
@@ -227,9 +237,10 @@ class SqlMetadataStore:
             rows = conn.execute(query).mappings().all()
         return [step_from_row(row) for row in rows]
 
-    def save_step(self, step: StepRecord) -> None:
+    def save_step(self, step: StepRecord, events_: Sequence[Event] = ()) -> None:
         with self._write(f"saving step {step.node!r} of run {step.run_id!r}") as conn:
             self._upsert(conn, steps, step_to_row(step), ["run_id", "node"])
+            self._add_events(conn, events_)
 
     def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
         query = sa.select(attempts).where(attempts.c.run_id == run_id)
@@ -244,11 +255,50 @@ class SqlMetadataStore:
         with self._write(f"saving attempt {attempt.id!r}") as conn:
             self._upsert(conn, attempts, attempt_to_row(attempt), ["id"])
 
+    def record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event] = (),
+        step: StepRecord | None = None,
+    ) -> bool:
+        """One transaction: a conditional write of the attempt (an INSERT that does nothing
+        when the id exists, or an UPDATE guarded by the stored state), then, only when it
+        changed a row, the step and the events. See ``MetadataStore.record_attempt``."""
+        row = attempt_to_row(attempt)
+        if expected is None:
+            insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+            stmt: Any = insert(attempts).values(row).on_conflict_do_nothing(index_elements=["id"])
+        else:
+            stmt = (
+                sa.update(attempts)
+                .where(
+                    attempts.c.id == attempt.id,
+                    attempts.c.state == AttemptState(expected).value,
+                )
+                .values({k: v for k, v in row.items() if k != "id"})
+            )
+        with self._write(f"recording attempt {attempt.id!r} ({attempt.state})") as conn:
+            # RETURNING, not rowcount: psycopg reports no rowcount for an INSERT that may
+            # do nothing. Nothing written here when no row comes back, so the commit is empty.
+            if conn.execute(stmt.returning(attempts.c.id)).first() is None:
+                return False
+            if step is not None:
+                self._upsert(conn, steps, step_to_row(step), ["run_id", "node"])
+            self._add_events(conn, events)
+        return True
+
     # -- events ----------------------------------------------------------------------------
 
     def add_event(self, event_: Event) -> None:
         with self._write(f"adding a {event_.kind!r} event to run {event_.run_id!r}") as conn:
-            conn.execute(events.insert(), event_to_row(event_))
+            self._add_events(conn, [event_])
+
+    def _add_events(self, conn: sa.Connection, events_: Sequence[Event]) -> None:
+        """Insert ``events_`` in the caller's transaction: with the change they report."""
+        if events_:
+            conn.execute(events.insert(), [event_to_row(e) for e in events_])
 
     def list_events(self, run_id: str) -> list[Event]:
         query = (

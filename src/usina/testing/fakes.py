@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from usina.engine.records import (
         ArtifactRef,
         AttemptRecord,
+        AttemptState,
         Event,
         RunRecord,
         RunState,
@@ -51,7 +52,7 @@ class InMemoryMetadataStore:
     """A ``MetadataStore`` in dicts. ``close()`` is accepted and does nothing."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, StepRecord]] = {}
         self._attempts: dict[str, AttemptRecord] = {}
@@ -66,7 +67,9 @@ class InMemoryMetadataStore:
         if run_id not in self._runs:
             raise StoreError(f"{what} failed: run {run_id!r} does not exist; create_run it first")
 
-    def create_run(self, run: RunRecord, steps: Sequence[StepRecord]) -> None:
+    def create_run(
+        self, run: RunRecord, steps: Sequence[StepRecord], events: Sequence[Event] = ()
+    ) -> None:
         wrong = [s.node for s in steps if s.run_id != run.id]
         if wrong:
             raise ValueError(f"steps {wrong} belong to another run than {run.id!r}")
@@ -77,6 +80,8 @@ class InMemoryMetadataStore:
                 )
             self._runs[run.id] = _copy(run)
             self._steps[run.id] = {s.node: _copy(s) for s in steps}
+            for event in events:
+                self.add_event(event)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._lock:
@@ -110,7 +115,7 @@ class InMemoryMetadataStore:
             found.sort(key=lambda run: (run.created_at, run.id), reverse=True)
             return _copy(found[:limit])
 
-    def save_run(self, run: RunRecord) -> None:
+    def save_run(self, run: RunRecord, events: Sequence[Event] = ()) -> None:
         with self._lock:
             old = self._runs.get(run.id)
             if old is not None:  # the lease is only changed by acquire/release_lease
@@ -119,16 +124,20 @@ class InMemoryMetadataStore:
                 )
             self._runs[run.id] = _copy(run)
             self._steps.setdefault(run.id, {})
+            for event in events:
+                self.add_event(event)
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
         with self._lock:
             by_node = self._steps.get(run_id, {})
             return _copy([by_node[node] for node in sorted(by_node)])
 
-    def save_step(self, step: StepRecord) -> None:
+    def save_step(self, step: StepRecord, events: Sequence[Event] = ()) -> None:
         with self._lock:
             self._need_run(step.run_id, f"saving step {step.node!r}")
             self._steps[step.run_id][step.node] = _copy(step)
+            for event in events:
+                self.add_event(event)
 
     def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
         with self._lock:
@@ -144,6 +153,26 @@ class InMemoryMetadataStore:
         with self._lock:
             self._need_run(attempt.run_id, f"saving attempt {attempt.id!r}")
             self._attempts[attempt.id] = _copy(attempt)
+
+    def record_attempt(
+        self,
+        attempt: AttemptRecord,
+        *,
+        expected: AttemptState | None,
+        events: Sequence[Event] = (),
+        step: StepRecord | None = None,
+    ) -> bool:
+        with self._lock:  # re-entrant: the writes below (or a subclass's) take it too
+            self._need_run(attempt.run_id, f"recording attempt {attempt.id!r}")
+            stored = self._attempts.get(attempt.id)
+            if (None if stored is None else stored.state) != expected:
+                return False
+            self.save_attempt(attempt)
+            if step is not None:
+                self.save_step(step)
+            for event in events:
+                self.add_event(event)
+            return True
 
     def add_event(self, event: Event) -> None:
         with self._lock:

@@ -115,6 +115,16 @@ class SubmitRequest(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rerun: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="steps to run again with everything downstream of them, even if unchanged",
+    )
+
+
 class ParamOut(BaseModel):
     name: str
     type: str

@@ -148,6 +148,11 @@ class LineageProducer(BaseModel):
 class LineageConsumer(BaseModel):
     node: str
     input: str
+    key: int | str | None = Field(
+        default=None,
+        description="for a fan-in input (a list or dict of outputs): the artifact's position "
+        "in the list or its key in the dict; null for a plain input",
+    )
 
 
 class LineageItem(BaseModel):

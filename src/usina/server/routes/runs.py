@@ -256,6 +256,14 @@ def run_lineage(
                 consumers.setdefault((source, int(index)), []).append(
                     LineageConsumer(node=node["id"], input=name)
                 )
+            for position, (source, index) in enumerate(spec.get("refs") or ()):
+                # A fan-in: one input that is a list (or dict) of upstream outputs.
+                keys = spec.get("keys")
+                consumers.setdefault((source, int(index)), []).append(
+                    LineageConsumer(
+                        node=node["id"], input=name, key=keys[position] if keys else position
+                    )
+                )
     items = []
     for step in ctx.metadata.get_steps(run_id):
         for index, ref in enumerate(step.outputs):

@@ -73,8 +73,8 @@ def test_a_retried_step_its_attempts_logs_lineage_and_metrics(server):
 
     lineage = server.client.get(f"/api/v1/runs/{run_id}/lineage", headers=h).json()
     by_node = {item["producer"]["node"]: item for item in lineage}
-    assert by_node["load"]["consumers"] == [{"node": "train", "input": "rows"}]
-    assert by_node["train"]["consumers"] == [{"node": "report", "input": "score"}]
+    assert by_node["load"]["consumers"] == [{"node": "train", "input": "rows", "key": None}]
+    assert by_node["train"]["consumers"] == [{"node": "report", "input": "score", "key": None}]
     assert by_node["report"]["consumers"] == []
     assert all(
         item["stored"] and item["artifact"]["digest"].startswith("sha256:") for item in lineage

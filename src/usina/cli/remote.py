@@ -119,6 +119,12 @@ def submit(remote: Remote, pipeline: str, params: dict[str, str], project: str) 
     return result
 
 
+def resume(remote: Remote, run_id: str, rerun: list[str]) -> dict[str, Any]:
+    body = {"rerun": rerun} if rerun else None
+    result: dict[str, Any] = remote.call("POST", f"/api/v1/runs/{quote(run_id)}/resume", body=body)
+    return result
+
+
 def list_runs(
     remote: Remote, *, limit: int, state: str | None, pipeline: str | None
 ) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from usina.cli.display import (
 )
 from usina.cli.drive import drive, tracker
 from usina.cli.source import runs_source
-from usina.engine.records import RunState
+from usina.engine.records import RunState, StepState
 from usina.errors import NotFoundError, StateError
 from usina.sdk.pipeline import Pipeline, Plan
 
@@ -174,12 +174,7 @@ def runs_resume(
 
     remote_server = server()
     if remote_server is not None:
-        if rerun:
-            err.print("--rerun works on local runs only for now; run without --server")
-            raise typer.Exit(2)
-        resumed = remote_server.call("POST", f"/api/v1/runs/{quote(run_id)}/resume")
-        as_json = output is Output.json
-        raise typer.Exit(remote.follow(remote_server, resumed, out, as_json=as_json))
+        raise typer.Exit(_resume_remote(remote_server, run_id, rerun or [], output))
     current = existing_settings(run_id)
     comps = open_stores(current)
     try:
@@ -230,6 +225,26 @@ def runs_resume(
         raise typer.Exit(drive(engine, record, output))
     finally:
         comps.close()
+
+
+def _resume_remote(
+    remote_server: remote.Remote, run_id: str, rerun: list[str], output: Output
+) -> int:
+    """``runs resume`` through a server: the same messages as locally, then follow the run."""
+    resumed = remote.resume(remote_server, run_id, rerun)
+    if resumed["state"] == RunState.SUCCEEDED.value:
+        # The server left a succeeded run where nothing changed as it was.
+        if output is Output.json:
+            print_json(out, {**remote.show(remote_server, run_id), "reran": {}})
+        else:
+            out.print(f"run {run_id} succeeded and nothing changed: nothing to run")
+        return 0
+    if output is Output.text:
+        for step in resumed["steps"]:
+            if step["state"] in (StepState.PENDING.value, StepState.BACKOFF.value):
+                reason = (step.get("why") or "").removeprefix("resume: ")
+                out.print(f"  {step['node']}: runs again ({reason})")
+    return remote.follow(remote_server, resumed, out, as_json=output is Output.json)
 
 
 @runs_app.command("cancel")

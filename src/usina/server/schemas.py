@@ -115,6 +115,16 @@ class SubmitRequest(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rerun: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="steps to run again with everything downstream of them, even if unchanged",
+    )
+
+
 class ParamOut(BaseModel):
     name: str
     type: str
@@ -138,6 +148,11 @@ class LineageProducer(BaseModel):
 class LineageConsumer(BaseModel):
     node: str
     input: str
+    key: int | str | None = Field(
+        default=None,
+        description="for a fan-in input (a list or dict of outputs): the artifact's position "
+        "in the list or its key in the dict; null for a plain input",
+    )
 
 
 class LineageItem(BaseModel):

@@ -333,11 +333,12 @@ class MlflowTracker:
 
     @staticmethod
     def _sources(run: RunRecord) -> list[str]:
-        """Nodes that read no other step's output: where the pipeline's data comes in."""
+        """Nodes that read no other step's output (neither one input nor a fan-in of several):
+        where the pipeline's data comes in."""
         return [
             n["id"]
             for n in run.plan.get("nodes", ())
-            if not any("ref" in v for v in n.get("inputs", {}).values())
+            if not any("ref" in v or v.get("refs") for v in n.get("inputs", {}).values())
         ]
 
     def _is_source(self, run: RunRecord, node: str) -> bool:

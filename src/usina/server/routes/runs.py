@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from usina.engine.records import RunState, step_reasons
-from usina.errors import StateError
+from usina.errors import DefinitionError, StateError
 from usina.server.auth import CurrentPrincipal, require
 from usina.server.routes.common import (
     RunIdPath,
@@ -24,6 +24,7 @@ from usina.server.schemas import (
     LineageConsumer,
     LineageItem,
     LineageProducer,
+    ResumeRequest,
     RunDetail,
     RunPage,
     RunStateName,
@@ -166,23 +167,39 @@ def cancel_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath)
 @router.post(
     "/runs/{run_id}/resume",
     response_model=RunDetail,
-    responses=problems(403, 404, 409),
+    responses=problems(400, 403, 404, 409),
     tags=["runs"],
 )
-def resume_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath) -> RunDetail:
-    """Run a finished run's failed, skipped and cancelled steps again, with the pipeline's
-    current code when this server has the pipeline; succeeded steps keep their outputs."""
+def resume_run(
+    request: Request,
+    principal: CurrentPrincipal,
+    run_id: RunIdPath,
+    body: ResumeRequest | None = None,
+) -> RunDetail:
+    """Continue a finished run: its failed, skipped and cancelled steps run again, with the
+    pipeline's current code when this server has the pipeline, and so does every step whose
+    cache key changed since it succeeded, each step named in ``rerun``, and what depends on
+    them; the other steps keep their outputs. A succeeded run where nothing changed and nothing
+    is named is left as it is (the answer is the run, still succeeded). Each step that runs
+    again says why in its ``why``."""
     ctx = context_of(request)
     run = visible_run(ctx, principal, run_id)
     require(ctx, principal, run.project, Role.EDITOR, action="run.resume", target=run_id)
     if not run.state.finished:
         raise StateError(f"run {run_id} is {run.state.value}; only a finished run is resumed")
-    if run.state is RunState.SUCCEEDED:
-        raise StateError(f"run {run_id} succeeded; there is nothing to resume")
+    rerun = list(dict.fromkeys(body.rerun)) if body is not None else []
+    names = {n["id"] for n in run.plan.get("nodes", [])}
+    unknown = [name for name in rerun if name not in names]
+    if unknown:
+        raise DefinitionError(
+            f"run {run_id} has no step {', '.join(map(repr, unknown))}; "
+            f"its steps are: {', '.join(sorted(names))}"
+        )
     reg = ctx.pipelines.find(run.pipeline)
     plan = reg.compile(run.params) if reg is not None else None
-    run = ctx.engine.resume(run_id, plan)
-    audit(ctx, principal, "run.resume", run.project, run_id, current_code=plan is not None)
+    run = ctx.engine.resume(run_id, plan, rerun=rerun)
+    code = plan is not None
+    audit(ctx, principal, "run.resume", run.project, run_id, current_code=code, rerun=rerun)
     return run_detail(
         run, ctx.metadata.get_steps(run_id), step_reasons(ctx.metadata.list_events(run_id))
     )
@@ -238,6 +255,14 @@ def run_lineage(
                 source, index = spec["ref"]
                 consumers.setdefault((source, int(index)), []).append(
                     LineageConsumer(node=node["id"], input=name)
+                )
+            for position, (source, index) in enumerate(spec.get("refs") or ()):
+                # A fan-in: one input that is a list (or dict) of upstream outputs.
+                keys = spec.get("keys")
+                consumers.setdefault((source, int(index)), []).append(
+                    LineageConsumer(
+                        node=node["id"], input=name, key=keys[position] if keys else position
+                    )
                 )
     items = []
     for step in ctx.metadata.get_steps(run_id):

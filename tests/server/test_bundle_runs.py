@@ -163,7 +163,8 @@ def test_the_server_refuses_bad_uploads_and_submissions(make_server, tmp_path: P
             path, params={"project": "default"}, content=data, headers={**server.as_(token), **gz}
         )
 
-    assert server.client.get(url, params={"project": "default"}, headers=server.as_(editor)).status_code == 404  # fmt: skip
+    stored = server.client.get(url, params={"project": "default"}, headers=server.as_(editor))
+    assert stored.status_code == 404
     assert put(url, made.data, viewer).status_code == 403
     assert not server.ctx.artifacts.exists(made.digest)
     # Bytes that do not hash to the id: refused, nothing stored.

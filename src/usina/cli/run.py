@@ -161,10 +161,21 @@ def run(
 
 def _cluster_flags(given: dict[str, Any]) -> dict[str, Any]:
     """The ``--backend kubernetes`` flags among ``usina run``'s arguments (by flag)."""
-    names = (
-        "namespace queue image context service_account priority_class image_pull_secret env "
-        "secret_env env_from_secret env_from_configmap node_selector toleration"
-    ).split()
+    names = [
+        "namespace",
+        "queue",
+        "image",
+        "context",
+        "service_account",
+        "priority_class",
+        "image_pull_secret",
+        "env",
+        "secret_env",
+        "env_from_secret",
+        "env_from_configmap",
+        "node_selector",
+        "toleration",
+    ]
     found = {"--" + n.replace("_", "-"): given.get(n) for n in names}
     found["--backend"] = given.get("backend") != "local"
     found["--allow-local-artifacts"] = given.get("allow_local_artifacts")
@@ -182,7 +193,6 @@ def _submit_bundle(
     from pathlib import Path
 
     from usina.bundles import find_root, human_size, pack
-
     from usina.errors import DefinitionError
 
     pipe, plan = compile_target(target, param)  # the file loads and the parameters fit

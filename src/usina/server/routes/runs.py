@@ -142,7 +142,13 @@ def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitReques
             if not tries_left:
                 raise
     audit(
-        ctx, principal, "run.submit", body.project, run.id, pipeline=run.pipeline, bundle=body.bundle
+        ctx,
+        principal,
+        "run.submit",
+        body.project,
+        run.id,
+        pipeline=run.pipeline,
+        bundle=body.bundle,
     )
     return run_detail(run, ctx.metadata.get_steps(run.id))
 

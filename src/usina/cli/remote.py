@@ -158,7 +158,7 @@ def upload_bundle(remote: Remote, digest: str, data: bytes, project: str) -> boo
     except NotFoundError:
         pass
     target = remote.url.rstrip("/") + path + "?" + urlencode({"project": project})
-    headers = {"Accept": "application/json", "Content-Type": "application/gzip"}
+    headers = {"Accept": "application/json", "Content-Type": "application/octet-stream"}
     if remote.token:
         headers["Authorization"] = f"Bearer {remote.token}"
     request = Request(target, data=data, method="PUT", headers=headers)

@@ -19,7 +19,6 @@ from pydantic import BaseModel
 
 from usina.bundles import (
     BundleError,
-    BundleIntegrityError,
     BundleLimits,
     BundleTooLargeError,
     check_archive,
@@ -74,7 +73,7 @@ def get_bundle(
     "/bundles/{digest}",
     response_model=BundleOut,
     status_code=201,
-    responses=problems(400, 403, 413, 422),
+    responses=problems(400, 403, 413),
     tags=["runs"],
 )
 def put_bundle(
@@ -83,7 +82,7 @@ def put_bundle(
     principal: CurrentPrincipal,
     digest: DigestPath,
     project: ProjectQuery,
-    data: Annotated[bytes, Body(media_type="application/gzip")],
+    data: Annotated[bytes, Body(media_type="application/octet-stream")] = b"",
 ) -> BundleOut:
     """Store a code bundle (a tar.gz made by ``usina run``) under its sha256; 200 without
     storing anything when it is there already."""
@@ -100,9 +99,7 @@ def put_bundle(
         unpacked = check_archive(data, digest, BUNDLE_LIMITS)
     except BundleTooLargeError as exc:
         raise HTTPException(413, str(exc)) from exc
-    except BundleIntegrityError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    except BundleError as exc:
+    except BundleError as exc:  # not its hash, not a tar.gz, an unsafe path, no manifest
         raise HTTPException(400, str(exc)) from exc
     stored = ctx.artifacts.put_bytes(data)
     if stored != digest:  # pragma: no cover - check_archive hashed the same bytes

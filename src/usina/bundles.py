@@ -689,9 +689,39 @@ def localize_task(task: Task, folder: Path | None) -> Task:
     return dataclasses.replace(task, node=node, sys_path=sys_path)
 
 
+def forget_shadowed(folders: Sequence[str], keep: str | os.PathLike[str]) -> list[str]:
+    """Drop from ``sys.modules`` the modules a bundle's import folders (``folders``) provide
+    that were imported from elsewhere (a local worker forks from a process that preloaded the
+    server's own pipelines: their ``helpers`` must not stand in for the bundle's). Modules
+    loaded from inside ``keep`` (the bundle) stay. Returns the names dropped."""
+    inside = str(Path(keep).resolve()) + os.sep
+    provided: set[str] = set()
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name.endswith(".py") and entry.is_file():
+                    provided.add(entry.name[:-3])
+                elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                    provided.add(entry.name)
+    dropped: list[str] = []
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in provided:
+            continue
+        origin = getattr(module, "__file__", None)
+        if origin and str(Path(origin).resolve()).startswith(inside):
+            continue
+        del sys.modules[name]
+        dropped.append(name)
+    return dropped
+
+
 def bootstrap_task(env: Mapping[str, str], store: ArtifactStore, task: Task) -> Task:
     """A pod's (or a local worker's) start: fetch and verify the run's bundle (the one the
     task's pinned paths name, else ``USINA_BUNDLE``), then point the task's paths into it.
     Without a bundle the task is returned as it is."""
     folder = bootstrap(env, store, task_bundle(task))
-    return localize_task(task, folder) if folder is not None else task
+    if folder is None:
+        return task
+    local = localize_task(task, folder)
+    forget_shadowed([str(folder), *local.sys_path], folder)
+    return local

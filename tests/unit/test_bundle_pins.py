@@ -69,7 +69,12 @@ def test_a_pinned_path_names_its_bundle_and_resolves_inside_it(tmp_path: Path) -
         task_bundle(task(pinned, (f"bundle:{other}:src",)))
 
 
-def test_a_worker_fetches_the_bundle_a_task_pins_without_usina_bundle(tmp_path: Path) -> None:
+def test_a_worker_fetches_the_bundle_a_task_pins_without_usina_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # bootstrap puts the bundle on it
     project = tmp_path / "proj"
     project.mkdir()
     (project / "flow.py").write_text("X = 1\n")
@@ -125,3 +130,34 @@ def test_an_image_pinned_by_digest_is_keyed_by_its_digest() -> None:
     assert image_environment(f"a/x:1@{digest}") != image_environment("a/x:1@sha256:" + "34" * 32)
     assert image_environment("a/x:1") != image_environment("a/x:2")
     assert image_environment(None) is None
+
+
+def test_modules_a_bundle_provides_are_not_taken_from_a_preloaded_namesake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local worker forks from a process that imported the server's own ``helpers``: the
+    bundle's ``helpers`` must be the one the step imports."""
+    import sys
+    import types
+
+    project = tmp_path / "proj"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "helpers.py").write_text("VALUE = 'bundle'\n")
+    (project / "src" / "flow.py").write_text("import helpers\n")
+    store = FsspecArtifactStore(str(tmp_path / "store"))
+    ref = put_bundle(store, project)
+    stale = types.ModuleType("helpers")
+    stale.__file__ = str(tmp_path / "server" / "helpers.py")
+    unrelated = types.ModuleType("elsewhere_mod")
+    monkeypatch.setitem(sys.modules, "helpers", stale)
+    monkeypatch.setitem(sys.modules, "elsewhere_mod", unrelated)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    pinned = task(f"bundle:{ref.digest}:src/flow.py", (f"bundle:{ref.digest}:src",))
+    local = bootstrap_task({"USINA_WORKDIR": str(tmp_path / "work")}, store, pinned)
+    assert "helpers" not in sys.modules  # the preloaded namesake is gone
+    assert sys.modules["elsewhere_mod"] is unrelated
+    sys.path.insert(0, local.sys_path[0])
+    import helpers  # type: ignore[import-not-found]
+
+    assert helpers.VALUE == "bundle"
+    del sys.modules["helpers"]

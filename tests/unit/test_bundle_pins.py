@@ -161,3 +161,34 @@ def test_modules_a_bundle_provides_are_not_taken_from_a_preloaded_namesake(
 
     assert helpers.VALUE == "bundle"
     del sys.modules["helpers"]
+
+
+def test_a_bundle_plan_may_not_point_outside_its_bundle(tmp_path: Path) -> None:
+    from usina.compose.bundle_compile import check_inside, check_target, pin_plan
+    from usina.errors import DefinitionError
+    from usina.sdk.pipeline import Plan, PlanNode
+
+    def node(file: str | None) -> PlanNode:
+        return PlanNode(
+            id="a", step="a", module="m", qualname="a", file=file, inputs={}, upstream=(),
+            outputs=1, resources={}, retry={}, timeout=None, cache=True, cache_version=None,
+            pickle=False, env=(), code_hash="0",
+        )  # fmt: skip
+
+    root = tmp_path / "bundle"
+    inside = str(root / "src" / "flow.py")
+    plan = Plan("p", {}, (node(inside),), inside, (str(root / "src"),))
+    check_inside(pin_plan(plan, root, DIGEST), DIGEST)
+    library = "/usr/lib/python3/site-packages/steps/lib.py"
+    check_inside(pin_plan(Plan("p", {}, (node(library),), inside, ()), root, DIGEST), DIGEST)
+    for bad in (
+        Plan("p", {}, (node("/srv/usina/pipelines.py"),), inside, ()),
+        Plan("p", {}, (node(inside),), inside, ("/srv/usina",)),
+        Plan("p", {}, (node(inside),), None, ()),
+    ):
+        with pytest.raises(DefinitionError, match="outside the bundle"):
+            check_inside(pin_plan(bad, root, DIGEST), DIGEST)
+    assert check_target("src/flow.py:flow") == "src/flow.py:flow"
+    for target in ("../flow.py", "/abs/flow.py", "flow.txt", "a\\b.py"):
+        with pytest.raises(DefinitionError, match="relative path"):
+            check_target(target)

@@ -6,7 +6,12 @@ pipeline in a child process (``python -m usina.compose.bundle_compile``): import
 file executes the user's module-level code, which must not run with the server's memory,
 credentials or database connections. The child gets a minimal environment (no credentials),
 the bundle's folder as its working directory, a time limit, and answers with the plan's JSON in
-a file (the user's code may print anything on stdout).
+a file (the user's code may print anything on stdout). Every path of the plan must lie inside
+the bundle.
+
+Known limit: the child runs the user's code with the server's view of the file system (on a
+cluster, the server pod's), and the plan it answers, code hashes included, is as trustworthy as
+the editor who submitted it: the cache keys of a run of a bundle are the user's word.
 
 The plan comes back with its paths *pinned* to the bundle (``bundle:sha256:<hex>:<path>``, see
 ``usina.bundles.to_bundle_path``): any worker of any backend fetches that bundle at its start.
@@ -26,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usina.bundles import fetch_bundle, to_bundle_path
+from usina.bundles import fetch_bundle, pinned_bundle, to_bundle_path
 from usina.errors import DefinitionError, UsinaError
 
 if TYPE_CHECKING:
@@ -123,8 +128,28 @@ def compile_bundle(
             ) from None
         if "error" in result:
             raise DefinitionError(str(result["error"]))
-        plan = Plan.from_json(result["plan"])
-        return pin_plan(plan, root, digest)
+        plan = pin_plan(Plan.from_json(result["plan"]), root, digest)
+        check_inside(plan, digest)
+        return plan
+
+
+def check_inside(plan: Plan, digest: str) -> None:
+    """``DefinitionError`` unless every path of ``plan`` (steps' files, source, import path)
+    lies inside bundle ``digest``, or, for a step's file, in an installed distribution (a
+    library of steps in the image): a run of a bundle runs no other file of the server's."""
+
+    def installed(path: str) -> bool:
+        parts = Path(path).parts
+        return "site-packages" in parts or "dist-packages" in parts
+
+    files = [n.file for n in plan.nodes if n.file and not installed(n.file)]
+    paths = [plan.source, *plan.sys_path, *files]
+    outside = sorted({p or "" for p in paths if pinned_bundle(p or "") != digest})
+    if outside:
+        raise DefinitionError(
+            f"the pipeline of bundle {digest} uses code outside the bundle: "
+            f"{', '.join(outside[:3])}; keep the steps' modules inside the project"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

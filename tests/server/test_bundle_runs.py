@@ -251,3 +251,31 @@ def test_usina_run_server_ships_the_project(http_server, tmp_path_factory) -> No
     refused = usina("run", str(flow), "--image", "x:1", code=2)
     assert "--image" in refused.stderr
     assert find_root(flow) == laptop / "proj"
+
+
+def test_the_servers_image_enters_its_cache_keys_by_digest(tmp_path: Path) -> None:
+    """The default backend's ``image`` is the steps' environment: another image, other keys;
+    the same digest under another name or tag, the same keys."""
+    from usina.server.context import ServerContext
+    from usina.server.settings import ReconcilerSettings, ServerSettings
+
+    def environment(image: str | None) -> str:
+        home = Path(tempfile.mkdtemp(dir=tmp_path))
+        settings = ServerSettings(
+            database_url=f"sqlite:///{home}/usina.db",
+            artifacts_url=str(home / "artifacts"),
+            attempts_dir=str(home / "attempts"),
+            backend_options={"image": image} if image else {},
+            reconciler=ReconcilerSettings(enabled=False),
+        )
+        ctx = ServerContext.open(settings)
+        try:
+            return ctx.engine.environment
+        finally:
+            ctx.close()
+
+    pinned = "@sha256:" + "1" * 64
+    assert environment(f"ghcr.io/acme/train:1{pinned}") == environment(f"acme/train{pinned}")
+    assert environment(f"acme/train{pinned}") != environment("acme/train@sha256:" + "2" * 64)
+    assert environment("acme/train:1") != environment("acme/train:2")
+    assert environment("acme/train:1") != environment(None)

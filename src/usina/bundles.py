@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from usina.errors import ArtifactCorruptError, ArtifactMissingError, DefinitionError, UsinaError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from usina.engine.ports import ArtifactStore, Task
 
@@ -462,18 +463,45 @@ def put_bundle(
 # ---- paths inside a bundle -------------------------------------------------------------------
 
 BUNDLE_PATH_PREFIX = "bundle:"
+_DIGEST_LEN = len("sha256:") + 64
 
 
-def to_bundle_path(path: str, root: str | os.PathLike[str]) -> str:
+def is_bundle_id(text: str) -> bool:
+    """``sha256:`` and 64 lowercase hex digits: the form of every bundle id."""
+    hexpart = text[7:]
+    return (
+        len(text) == _DIGEST_LEN
+        and text.startswith("sha256:")
+        and all(c in "0123456789abcdef" for c in hexpart)
+    )
+
+
+def to_bundle_path(path: str, root: str | os.PathLike[str], digest: str | None = None) -> str:
     """``path`` as the pod will find it: ``bundle:<relative path>`` when it lies under the
-    project ``root`` (a pipeline file, a ``sys.path`` entry), else unchanged."""
+    project ``root`` (a pipeline file, a ``sys.path`` entry), else unchanged.
+
+    With ``digest`` the path is *pinned*: ``bundle:sha256:<hex>:<relative path>`` names its
+    bundle itself, so a worker needs no ``USINA_BUNDLE`` (runs a server compiled from an
+    uploaded bundle: one backend serves runs of many bundles)."""
     top = Path(root).resolve()
     real = Path(path).resolve()
+    head = BUNDLE_PATH_PREFIX + (f"{digest}:" if digest else "")
     if real == top:
-        return BUNDLE_PATH_PREFIX + "."
+        return head + "."
     if top in real.parents:
-        return BUNDLE_PATH_PREFIX + real.relative_to(top).as_posix()
+        return head + real.relative_to(top).as_posix()
     return path
+
+
+def pinned_bundle(path: str) -> str | None:
+    """The bundle id a pinned bundle path names (``to_bundle_path(..., digest=...)``)."""
+    if not path.startswith(BUNDLE_PATH_PREFIX):
+        return None
+    rest = path[len(BUNDLE_PATH_PREFIX) :]
+    head = rest[:_DIGEST_LEN]
+    if rest[_DIGEST_LEN : _DIGEST_LEN + 1] == ":" and is_bundle_id(head):
+        return head
+    return None
 
 
 def from_bundle_path(path: str, folder: str | os.PathLike[str] | None) -> str:
@@ -487,9 +515,57 @@ def from_bundle_path(path: str, folder: str | os.PathLike[str] | None) -> str:
             f"{ENV_BUNDLE} is not set"
         )
     rel = path[len(BUNDLE_PATH_PREFIX) :]
+    if pinned_bundle(path) is not None:
+        rel = rel[_DIGEST_LEN + 1 :]
     if rel.startswith("/") or ".." in rel.split("/"):
         raise UnsafeBundleError(f"{path!r} points outside the bundle")
     return str(Path(folder) / rel) if rel != "." else str(Path(folder))
+
+
+def task_bundle(task: Task) -> str | None:
+    """The bundle a task's pinned paths name (its step's file, ``sys_path``, source); None
+    when they name none. Raises ``BundleError`` when they name two."""
+    paths = [task.node.get("file"), task.source, *task.sys_path]
+    found = {d for p in paths if isinstance(p, str) and (d := pinned_bundle(p)) is not None}
+    if len(found) > 1:
+        raise BundleError(f"attempt {task.attempt_id} names two code bundles: {sorted(found)}")
+    return found.pop() if found else None
+
+
+# ---- checking an uploaded bundle (the server) ------------------------------------------------
+
+
+def check_archive(data: bytes, digest: str, limits: BundleLimits = BundleLimits()) -> int:
+    """Check bytes uploaded as bundle ``digest`` before storing them: they hash to ``digest``,
+    are a tar.gz of regular files at safe relative paths with a usina manifest, and unpack to
+    at most ``limits.max_bytes`` (a small archive that inflates to gigabytes is refused
+    without inflating it all). Returns the unpacked size."""
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise BundleIntegrityError(
+            f"the uploaded bytes hash to {actual}, not {digest}; the upload was cut or changed "
+            "on the way: upload again"
+        )
+    total = 0
+    manifest = False
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                list(_members_of([member], digest))
+                total += member.size
+                manifest = manifest or member.name == MANIFEST_PATH
+                if total > limits.max_bytes:
+                    raise BundleTooLargeError(
+                        f"bundle {digest} unpacks to over {human_size(limits.max_bytes)}, the "
+                        "server's limit; keep data out of the project (.usinaignore)"
+                    )
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BundleError(f"bundle {digest} is not a readable tar.gz: {exc}") from exc
+    if not manifest:
+        raise BundleError(
+            f"bundle {digest} has no {MANIFEST_PATH}; make bundles with usina (usina run)"
+        )
+    return total
 
 
 # ---- fetching (in the pod) -------------------------------------------------------------------
@@ -498,7 +574,11 @@ _MARKER = ".usina-bundle/digest"
 
 
 def _members(tar: tarfile.TarFile, digest: str) -> Iterator[tarfile.TarInfo]:
-    for member in tar.getmembers():
+    return _members_of(tar.getmembers(), digest)
+
+
+def _members_of(members: Iterable[tarfile.TarInfo], digest: str) -> Iterator[tarfile.TarInfo]:
+    for member in members:
         name = member.name
         parts = name.split("/")
         if name.startswith("/") or os.path.isabs(name) or ".." in parts:
@@ -556,27 +636,38 @@ def fetch_bundle(store: ArtifactStore, digest: str, dest: str | os.PathLike[str]
             raise BundleError(f"cannot extract bundle {digest}: {exc}") from exc
         (tmp / _MARKER).parent.mkdir(exist_ok=True)
         (tmp / _MARKER).write_text(digest + "\n")
-        if target.exists():
-            target.rmdir()
-        os.replace(tmp, target)
+        try:
+            if target.exists():
+                target.rmdir()
+            os.replace(tmp, target)
+        except OSError:
+            # Another process extracted the same bundle here first: use theirs.
+            with contextlib.suppress(OSError):
+                if marker.read_text().strip() == digest:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return target
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
 
 
-def bootstrap(env: Mapping[str, str], store: ArtifactStore) -> Path | None:
+def bootstrap(
+    env: Mapping[str, str], store: ArtifactStore, digest: str | None = None
+) -> Path | None:
     """Make the bundle named by ``USINA_BUNDLE`` importable in this process (a pod's start).
 
-    Without ``USINA_BUNDLE`` it does nothing and returns None. Otherwise it fetches, verifies
-    and extracts the bundle from ``store`` (the run's artifact store) into
-    ``$USINA_WORKDIR/bundle-<hex12>`` (a new temporary folder without ``USINA_WORKDIR``), puts
-    that folder first on ``sys.path`` and returns it.
+    ``digest`` (a task's pinned bundle) comes first, else ``USINA_BUNDLE``; without either it
+    does nothing and returns None. Otherwise it fetches, verifies and extracts the bundle from
+    ``store`` (the run's artifact store) into ``$USINA_WORKDIR/bundle-<hex12>`` (a new
+    temporary folder without ``USINA_WORKDIR``), puts that folder first on ``sys.path`` and
+    returns it.
     """
-    digest = env.get(ENV_BUNDLE, "").strip()
+    digest = digest or env.get(ENV_BUNDLE, "").strip()
     if not digest:
         return None
-    if not digest.startswith("sha256:") or len(digest) != len("sha256:") + 64:
+    if not is_bundle_id(digest):
         raise BundleError(f"{ENV_BUNDLE}={digest!r} is not a bundle id ('sha256:' + 64 hex)")
     workdir = env.get(ENV_WORKDIR) or tempfile.mkdtemp(prefix="usina-")
     folder = fetch_bundle(store, digest, Path(workdir) / f"bundle-{digest[7:19]}")
@@ -598,8 +689,39 @@ def localize_task(task: Task, folder: Path | None) -> Task:
     return dataclasses.replace(task, node=node, sys_path=sys_path)
 
 
+def forget_shadowed(folders: Sequence[str], keep: str | os.PathLike[str]) -> list[str]:
+    """Drop from ``sys.modules`` the modules a bundle's import folders (``folders``) provide
+    that were imported from elsewhere (a local worker forks from a process that preloaded the
+    server's own pipelines: their ``helpers`` must not stand in for the bundle's). Modules
+    loaded from inside ``keep`` (the bundle) stay. Returns the names dropped."""
+    inside = str(Path(keep).resolve()) + os.sep
+    provided: set[str] = set()
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name.endswith(".py") and entry.is_file():
+                    provided.add(entry.name[:-3])
+                elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                    provided.add(entry.name)
+    dropped: list[str] = []
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] not in provided:
+            continue
+        origin = getattr(module, "__file__", None)
+        if origin and str(Path(origin).resolve()).startswith(inside):
+            continue
+        del sys.modules[name]
+        dropped.append(name)
+    return dropped
+
+
 def bootstrap_task(env: Mapping[str, str], store: ArtifactStore, task: Task) -> Task:
-    """A pod's start: fetch and verify the run's bundle (``USINA_BUNDLE``), then point the
-    task's paths into it. Without a bundle the task is returned as it is."""
-    folder = bootstrap(env, store)
-    return localize_task(task, folder) if folder is not None else task
+    """A pod's (or a local worker's) start: fetch and verify the run's bundle (the one the
+    task's pinned paths name, else ``USINA_BUNDLE``), then point the task's paths into it.
+    Without a bundle the task is returned as it is."""
+    folder = bootstrap(env, store, task_bundle(task))
+    if folder is None:
+        return task
+    local = localize_task(task, folder)
+    forget_shadowed([str(folder), *local.sys_path], folder)
+    return local

@@ -98,6 +98,9 @@ def test_every_command_of_the_platform_section_runs(http_server, tmp_path: Path)
                     run = json.loads(done.stdout)
                     assert run["state"] == "succeeded", run
                     assert run["project"] == "risk"
+                    # A file travels as a code bundle; a name runs the server's pipeline.
+                    shipped = "code bundle sha256:" in done.stderr
+                    assert shipped == words[2].partition(":")[0].endswith(".py"), done.stderr
                 else:
                     docs = list(yaml.safe_load_all(done.stdout))
                     assert docs
@@ -109,5 +112,5 @@ def test_every_command_of_the_platform_section_runs(http_server, tmp_path: Path)
         values["database"]["existingSecret"]: {"database-url"},
         values["objectStore"]["existingSecret"]: {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
     }
-    assert ran.count("usina") == 3
+    assert ran.count("usina") == 4
     assert token

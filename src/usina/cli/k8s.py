@@ -94,7 +94,8 @@ BundleOpt = Annotated[
     bool,
     typer.Option(
         "--bundle/--no-bundle",
-        help="kubernetes: ship the project's code as a bundle (--no-bundle: the image has it)",
+        help="kubernetes and --server: ship the project's code as a bundle (--no-bundle: the "
+        "image has it, or the server was started with the pipeline)",
     ),
 ]
 

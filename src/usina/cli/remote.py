@@ -149,3 +149,54 @@ def logs(remote: Remote, run_id: str, step: str, attempt: int | None) -> str:
         raw=True,
     )
     return text
+
+
+# -- code bundles (``usina run --server URL FILE.py``) ---------------------------------------
+
+
+def upload_bundle(remote: Remote, digest: str, data: bytes, project: str) -> bool:
+    """Store the code bundle ``digest`` (its bytes ``data``) on the server unless it has it;
+    True when this call uploaded it."""
+    path = f"/api/v1/bundles/{quote(digest)}"
+    try:
+        remote.call("GET", path, params={"project": project})
+        return False
+    except NotFoundError:
+        pass
+    target = remote.url.rstrip("/") + path + "?" + urlencode({"project": project})
+    headers = {"Accept": "application/json", "Content-Type": "application/octet-stream"}
+    if remote.token:
+        headers["Authorization"] = f"Bearer {remote.token}"
+    request = Request(target, data=data, method="PUT", headers=headers)
+    try:
+        with urlopen(request, timeout=300) as reply:
+            answer = json.loads(reply.read() or b"{}")
+    except HTTPError as exc:
+        raise _error(exc, remote.url) from exc
+    except URLError as exc:
+        raise UsinaError(f"cannot reach the usina server at {remote.url}: {exc.reason}") from exc
+    return bool(answer.get("uploaded"))
+
+
+def submit_bundle(
+    remote: Remote,
+    pipeline: str,
+    *,
+    bundle: str,
+    file: str,
+    params: dict[str, str],
+    project: str,
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """Submit a run of ``pipeline``, defined in ``file`` (relative to the bundle's root) of the
+    uploaded code bundle ``bundle``."""
+    body = {
+        "pipeline": pipeline,
+        "params": params,
+        "project": project,
+        "labels": labels,
+        "bundle": bundle,
+        "file": file,
+    }
+    result: dict[str, Any] = remote.call("POST", "/api/v1/runs", body=body)
+    return result

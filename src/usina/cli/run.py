@@ -90,14 +90,27 @@ def run(
 
     remote_server = server()
     if remote_server is not None:
-        # The server runs the pipelines it was started with; a local file names one (and its
-        # parameters are checked here first).
-        name = target
-        if target.partition(":")[0].endswith(".py"):
-            local = load_pipeline(target)
-            local.resolve(parse_params(param))
-            name = local.name
-        submitted = remote.submit(remote_server, name, parse_params(param), project)
+        given = [flag for flag, value in _cluster_flags(locals()).items() if value]
+        if given:
+            err.print(
+                f"[red]{', '.join(given)}: with --server the server's project settings say "
+                "where and how steps run (ask its operator); drop the flag[/]"
+            )
+            raise typer.Exit(2)
+        labels = parse_params(label, "--label")
+        if target.partition(":")[0].endswith(".py") and bundle:
+            # The project's code travels with the run: packed, uploaded once per content,
+            # and planned by the server from the bundle (in a child process).
+            submitted = _submit_bundle(remote_server, target, param, project, labels)
+        else:
+            # A pipeline the server was started with; a local file names one (and its
+            # parameters are checked here first).
+            name = target
+            if target.partition(":")[0].endswith(".py"):
+                local = load_pipeline(target)
+                local.resolve(parse_params(param))
+                name = local.name
+            submitted = remote.submit(remote_server, name, parse_params(param), project)
         as_json = output is Output.json
         raise typer.Exit(remote.follow(remote_server, submitted, out, as_json=as_json))
     backend_factory(backend)  # an unknown name fails before anything is loaded
@@ -144,6 +157,66 @@ def run(
             stop_metrics()
     finally:
         comps.close()
+
+
+def _cluster_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """The ``--backend kubernetes`` flags among ``usina run``'s arguments (by flag)."""
+    names = [
+        "namespace",
+        "queue",
+        "image",
+        "context",
+        "service_account",
+        "priority_class",
+        "image_pull_secret",
+        "env",
+        "secret_env",
+        "env_from_secret",
+        "env_from_configmap",
+        "node_selector",
+        "toleration",
+    ]
+    found = {"--" + n.replace("_", "-"): given.get(n) for n in names}
+    found["--backend"] = given.get("backend") != "local"
+    found["--allow-local-artifacts"] = given.get("allow_local_artifacts")
+    return found
+
+
+def _submit_bundle(
+    remote_server: remote.Remote,
+    target: str,
+    param: list[str],
+    project: str,
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """Pack ``target``'s project, upload it unless the server has it, submit a run of it."""
+    from pathlib import Path
+
+    from usina.bundles import find_root, human_size, pack
+    from usina.errors import DefinitionError
+
+    pipe, plan = compile_target(target, param)  # the file loads and the parameters fit
+    if plan.source is None:
+        raise DefinitionError(f"{target}: the pipeline has no source file to bundle")
+    top = find_root(plan.source)
+    made = pack(top)
+    uploaded = remote.upload_bundle(remote_server, made.digest, made.data, project)
+    what = "uploaded" if uploaded else "already on the server"
+    err.print(
+        f"code bundle {made.digest[:19]} ({len(made.manifest.files)} files, "
+        f"{human_size(len(made.data))}) {what}"
+    )
+    file = Path(plan.source).resolve().relative_to(top).as_posix()
+    attr = target.partition(":")[2]
+    return remote.submit_bundle(
+        remote_server,
+        pipe.name,
+        bundle=made.digest,
+        file=file + (f":{attr}" if attr else ""),
+        params=parse_params(param),
+        project=project,
+        labels=labels,
+    )
 
 
 def _metrics_server(metadata: Any, port: int | None, addr: str) -> Any:

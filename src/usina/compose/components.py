@@ -122,13 +122,14 @@ def make_engine(
 
 def image_environment(image: str | None) -> str | None:
     """The cache keys' environment when steps run in ``image`` (a backend's ``image``
-    option): the image reference (a ``@sha256:`` digest pins it) enters the fingerprint, so
-    another image re-runs the steps. None: this process's environment (``engine.cache``)."""
+    option): the image's digest when the reference pins one, else the reference
+    (``usina.engine.cache.image_identity`` says why) enters the fingerprint, so another image
+    re-runs the steps. None: this process's environment (``engine.cache``)."""
     if not image:
         return None
-    from usina.engine.cache import environment_fingerprint
+    from usina.engine.cache import environment_fingerprint, image_identity
 
-    return environment_fingerprint(extra=f"image:{image}")
+    return environment_fingerprint(extra=f"image:{image_identity(image)}")
 
 
 def plan_tasks(

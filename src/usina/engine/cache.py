@@ -100,6 +100,21 @@ def miss_reason(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
     return " and ".join(reasons) + " changed"
 
 
+def image_identity(image: str) -> str:
+    """What of a container image reference enters the cache keys of the steps run in it.
+
+    A reference pinned by digest (``repo[:tag]@sha256:<hex>``) is keyed by the digest alone:
+    the same bytes under another name or tag give the same key. A reference without a digest
+    (``repo:tag``) is keyed by its text: its digest is only known to the registry, which
+    planning does not call (it runs offline, and private registries need the pods'
+    credentials), so pushing new contents under the same tag does not change the key; pin
+    images by digest (``--image repo@sha256:...``), or change the tag, to re-run the steps."""
+    name, at, digest = image.rpartition("@")
+    if at and name and digest.startswith("sha256:") and len(digest) == len("sha256:") + 64:
+        return digest
+    return image
+
+
 def environment_fingerprint(extra: str = "") -> str:
     """A hash of the Python version and the installed distributions (a locked environment).
 

@@ -30,6 +30,7 @@ LOCK_BUSY_EXIT = 75  # another process already holds this attempt's lock
 
 
 def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
+    from usina.bundles import ENV_WORKDIR, bootstrap_task
     from usina.runtime.execute import execute, load_task
 
     os.setsid()
@@ -55,7 +56,10 @@ def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
     os.replace(os.path.join(folder, "pid.tmp"), os.path.join(folder, "pid"))
     os.environ.update(env)
     try:
-        return execute(store, load_task(store, attempt))
+        # A run compiled from an uploaded bundle names it in its paths: fetch, verify and
+        # extract it into the attempt's folder (as a pod does, usina.bundles.bootstrap_task).
+        task = bootstrap_task({**os.environ, ENV_WORKDIR: folder}, store, load_task(store, attempt))
+        return execute(store, task)
     except Exception:
         traceback.print_exc()
         return 44

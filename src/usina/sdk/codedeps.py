@@ -320,13 +320,15 @@ class Resolver:
 
 def project_root(start: str) -> str:
     """The project a pipeline file belongs to: the nearest folder above it with a
-    ``pyproject.toml``, ``setup.py``, ``setup.cfg`` or ``.git``; else the file's folder."""
+    ``pyproject.toml``, ``setup.py``, ``setup.cfg``, ``.git`` or ``.usina-bundle`` (an
+    extracted code bundle: the project's root, whose ``.git`` stayed out); else the file's
+    folder."""
     folder = os.path.dirname(os.path.realpath(start))
     here = folder
     while True:
         if any(
             os.path.exists(os.path.join(here, marker))
-            for marker in ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+            for marker in ("pyproject.toml", "setup.py", "setup.cfg", ".git", ".usina-bundle")
         ):
             return here
         parent = os.path.dirname(here)

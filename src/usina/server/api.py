@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from usina.server.routes import (
     artifacts,
     auth,
+    bundles,
     endpoints,
     logs,
     models,
@@ -28,5 +29,5 @@ from usina.server.routes.logs import attempt_log
 __all__ = ["attempt_log", "list_endpoints", "router", "visible_run"]
 
 router = APIRouter(prefix="/api/v1")
-for _routes in (auth, pipelines, runs, logs, artifacts, models, endpoints, schedules):
+for _routes in (auth, pipelines, bundles, runs, logs, artifacts, models, endpoints, schedules):
     router.include_router(_routes.router)

@@ -28,6 +28,7 @@ from usina.server.denials import DenialLog, HiddenRunError, client_of
 from usina.server.follow import FollowSlots
 from usina.server.guards import GuardSettings
 from usina.server.metrics_access import metrics_endpoint, metrics_registry
+from usina.server.routes.bundles import BUNDLES_PATH, MAX_UPLOAD_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -72,7 +73,11 @@ def create_app(
     app.state.guards = guards
     app.state.denials = DenialLog(guards.audit_denials_per_minute)
     app.state.follow_slots = FollowSlots(guards.follow_per_token, guards.follow_total)
-    app.add_middleware(BodyLimit, max_bytes=guards.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=guards.max_body_bytes,
+        larger={BUNDLES_PATH: max(MAX_UPLOAD_BYTES, guards.max_body_bytes)},
+    )
 
     def problem(status: int, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from usina.compose.backends import BackendRequest, make_backend
-from usina.compose.components import build_engine, tracked_env
+from usina.compose.components import build_engine, image_environment, tracked_env
 from usina.compose.projects import ProjectBackend, ProjectBackends
 from usina.engine.engine import Engine, EngineSettings
 from usina.server.auth import TokenCache
@@ -117,7 +117,12 @@ class ServerContext:
         backend = open_backends(settings, artifacts, metadata, tuple(pipelines.files))
         rs = settings.reconciler
         engine_settings = EngineSettings(
-            max_parallel=rs.max_parallel, lease_ttl=rs.lease_ttl, poll_interval=rs.poll_interval
+            max_parallel=rs.max_parallel,
+            lease_ttl=rs.lease_ttl,
+            poll_interval=rs.poll_interval,
+            # Steps in the default backend's image key on it (its digest when pinned). One
+            # engine serves every project: a project's own image does not enter its keys.
+            environment=image_environment(settings.backend_options.get("image")),
         )
         trackers = PipelineTrackers(pipelines, settings.mlflow_tracking_uri())
         tracker = trackers if trackers.tracking() else None

@@ -109,10 +109,25 @@ class EventOut(BaseModel):
 class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pipeline: str = Field(min_length=1, max_length=200, description="a pipeline this server has")
+    pipeline: str = Field(
+        min_length=1,
+        max_length=200,
+        description="a pipeline this server has, or the name of the bundle's pipeline",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     project: str = Field(default="default", min_length=1, max_length=200, pattern=r"^[^*]+$")
     labels: dict[str, str] = Field(default_factory=dict)
+    bundle: str | None = Field(
+        default=None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="a code bundle uploaded to PUT /bundles/{digest}: run its pipeline",
+    )
+    file: str | None = Field(
+        default=None,
+        min_length=4,
+        max_length=1000,
+        description="with bundle: FILE.py[:ATTR], the pipeline's file relative to the bundle",
+    )
 
 
 class ResumeRequest(BaseModel):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from usina.bundles import pinned_bundle
 from usina.engine.records import RunState, step_reasons
 from usina.errors import DefinitionError, StateError
 from usina.server.auth import CurrentPrincipal, require
@@ -38,6 +39,8 @@ from usina.server.schemas import (
 from usina.stores.platform import Role, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
+    from usina.sdk.pipeline import Plan
+    from usina.server.context import ServerContext
     from usina.server.guards import GuardSettings
 
 router = APIRouter()
@@ -120,11 +123,17 @@ def list_runs(
     tags=["runs"],
 )
 def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitRequest) -> RunDetail:
-    """Submit a run of a pipeline this server has; the reconciler picks it up at once."""
+    """Submit a run of a pipeline this server has, or of the pipeline in a code bundle
+    uploaded before (``bundle`` and ``file``); the reconciler picks it up at once."""
     ctx = context_of(request)
     check_submit_sizes(body, request.app.state.guards)
     require(ctx, principal, body.project, Role.EDITOR, action="run.submit", target=body.pipeline)
-    plan = ctx.pipelines.get(body.pipeline).compile(body.params)
+    if body.bundle is not None:
+        plan = bundle_plan(ctx, body, body.bundle)
+    else:
+        if body.file is not None:
+            raise HTTPException(422, "file names a pipeline file inside a bundle: give bundle too")
+        plan = ctx.pipelines.get(body.pipeline).compile(body.params)
     for tries_left in (2, 1, 0):
         try:
             run = ctx.engine.submit(plan, labels=body.labels, project=body.project)
@@ -133,8 +142,36 @@ def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitReques
             # Run ids carry 16 random bits per second: busy servers do collide. Draw again.
             if not tries_left:
                 raise
-    audit(ctx, principal, "run.submit", body.project, run.id, pipeline=run.pipeline)
+    audit(
+        ctx,
+        principal,
+        "run.submit",
+        body.project,
+        run.id,
+        pipeline=run.pipeline,
+        bundle=body.bundle,
+    )
     return run_detail(run, ctx.metadata.get_steps(run.id))
+
+
+def bundle_plan(ctx: ServerContext, body: SubmitRequest, digest: str) -> Plan:
+    """The plan of ``body``'s bundle, loaded and compiled in a child process (the user's code
+    never runs in the server: ``usina.compose.bundle_compile``)."""
+    from usina.compose.bundle_compile import compile_bundle
+
+    if body.file is None:
+        raise HTTPException(422, "a run of a bundle needs file: the pipeline's FILE.py[:ATTR]")
+    if not ctx.artifacts.exists(digest):
+        raise HTTPException(
+            404, f"bundle {digest} is not stored; upload it first (PUT /bundles/{{digest}})"
+        )
+    plan = compile_bundle(ctx.artifacts, digest, body.file, body.params)
+    if plan.pipeline != body.pipeline:
+        raise DefinitionError(
+            f"{body.file} in bundle {digest} defines pipeline {plan.pipeline!r}, not "
+            f"{body.pipeline!r}; name its file as FILE.py:ATTR"
+        )
+    return plan
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses=problems(404), tags=["runs"])
@@ -195,7 +232,10 @@ def resume_run(
             f"run {run_id} has no step {', '.join(map(repr, unknown))}; "
             f"its steps are: {', '.join(sorted(names))}"
         )
-    reg = ctx.pipelines.find(run.pipeline)
+    # A run of an uploaded bundle resumes with its own code, never a registered namesake's.
+    source = run.plan.get("source")
+    from_bundle = isinstance(source, str) and pinned_bundle(source) is not None
+    reg = None if from_bundle else ctx.pipelines.find(run.pipeline)
     plan = reg.compile(run.params) if reg is not None else None
     run = ctx.engine.resume(run_id, plan, rerun=rerun)
     code = plan is not None

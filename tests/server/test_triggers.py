@@ -93,9 +93,7 @@ def make(url: str, folder: Path, registry: str | None = None) -> Replica:
     )  # fmt: skip
     store = TriggerStore(url)
     aliases = registry_aliases(MlflowModels(registry)) if registry else None
-    watcher = TriggerWatcher(
-        store, PipelineRegistry([str(pipe)]), engine, aliases, clock=clock.now
-    )
+    watcher = TriggerWatcher(store, PipelineRegistry([str(pipe)]), engine, aliases, clock=clock.now)
     _OPEN.extend([store, engine.metadata])
     return Replica(watcher, store, engine, clock)
 
@@ -307,9 +305,7 @@ def test_two_watchers_racing_on_postgres_fire_each_cause_once(
         mlflow.set_registered_model_alias("fraud", "champion", str(2 + i % 2))
         (landing / f"part-{i}.csv").write_text(str(i))
         run = one.engine.submit(plan, project="fraud")
-        one.engine.metadata.save_run(
-            replace(run, state=RunState.SUCCEEDED, finished_at=T0 + 1 + i)
-        )
+        one.engine.metadata.save_run(replace(run, state=RunState.SUCCEEDED, finished_at=T0 + 1 + i))
 
     errors: list[BaseException] = []
 

@@ -153,9 +153,7 @@ def triggered_run_id(trigger: Trigger, cause_key: str) -> str:
     return f"{stem or 'run'}-t{hashlib.sha256(key).hexdigest()[:16]}"
 
 
-def run_params(
-    trigger: Trigger, cause: Cause, accepted: Collection[str] = ()
-) -> dict[str, Any]:
+def run_params(trigger: Trigger, cause: Cause, accepted: Collection[str] = ()) -> dict[str, Any]:
     """The run's parameters: the trigger's, plus the cause's that the pipeline declares."""
     out = dict(trigger.params)
     out.update({k: v for k, v in cause.values.items() if k in accepted})
@@ -215,9 +213,7 @@ def succeeded_causes(
     return [Cause(r.id, r.id, {"upstream_run": r.id}) for r in fresh]
 
 
-def object_causes(
-    listing: Sequence[ObjectVersion], seen: Collection[str] = ()
-) -> list[Cause]:
+def object_causes(listing: Sequence[ObjectVersion], seen: Collection[str] = ()) -> list[Cause]:
     """The object versions listed that were not handled (nor present at creation), by path."""
     fresh = sorted((o for o in listing if o.key not in seen), key=lambda o: (o.path, o.version))
     return [

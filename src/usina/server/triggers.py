@@ -137,7 +137,7 @@ class TriggerWatcher:
 
     def _alias(self, trigger: Trigger) -> str | None:
         if self.aliases is None:
-            raise StateError(
+            raise UsinaError(
                 "alias triggers need the server's model registry: start `usina server` with "
                 "--registry-uri (or MLFLOW_TRACKING_URI)"
             )

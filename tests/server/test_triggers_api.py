@@ -104,6 +104,8 @@ def test_objects_and_run_succeeded_triggers_through_the_cli(http_server, tmp_pat
     assert by["landed"]["labels"]["trigger-cause"].startswith(str(landing / "new.csv") + "@")
     assert by["after-demo"]["labels"]["trigger-cause"] == by["landed"]["id"]
     assert all(r["state"] == "succeeded" for r in runs), runs
+    detail = usina("runs", "show", by["after-demo"]["id"]).stdout
+    assert f"triggered by after-demo: {by['landed']['id']}" in detail
     shown = usina("triggers", "show", "landed").stdout
     assert by["landed"]["id"] in shown
     assert "started" in shown

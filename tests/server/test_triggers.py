@@ -25,7 +25,7 @@ from usina.server.models import MlflowModels
 from usina.server.registry import PipelineRegistry
 from usina.server.triggers import TriggerWatcher, registry_aliases
 from usina.stores.sql import SqlMetadataStore
-from usina.stores.triggers import TriggerStore
+from usina.stores.triggers import Firing, TriggerStore
 from usina.testing import InMemoryArtifactStore
 from usina.testing.backend import FakeBackend
 from usina.testing.clock import FakeClock
@@ -182,14 +182,6 @@ def test_an_upstream_success_fires_once_with_its_run_id(sqlite_url: str, tmp_pat
     assert len([r for r in one.runs() if r.pipeline == "score"]) == 2
 
 
-def test_a_trigger_on_its_own_pipeline_is_refused(sqlite_url: str, tmp_path: Path) -> None:
-    from usina.errors import DefinitionError
-    from usina.scheduling.triggers import validate
-
-    with pytest.raises(DefinitionError, match="would loop"):
-        validate(TriggerKind.RUN_SUCCEEDED, {"pipeline": "train"}, "train")
-
-
 def test_new_objects_fire_once_per_version(sqlite_url: str, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     (landing / "day=1").mkdir(parents=True)
@@ -212,6 +204,42 @@ def test_new_objects_fire_once_per_version(sqlite_url: str, tmp_path: Path) -> N
     assert second != first
     assert one.watcher.run_once() == []
     assert len(one.runs()) == 2
+
+
+def test_a_paused_trigger_fires_what_changed_once_it_resumes(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    one = make(sqlite_url, tmp_path / "a")
+    one.watcher.create(trigger(TriggerKind.OBJECTS, "ingest", prefix=str(landing)))
+    one.store.set_paused("fraud", "on-objects", True)
+    (landing / "a.csv").write_text("1")
+    assert one.watcher.run_once() == []
+    one.store.set_paused("fraud", "on-objects", False)
+    assert len(one.watcher.run_once()) == 1
+    assert one.watcher.run_once() == []
+
+
+def test_a_deleted_trigger_made_again_starts_afresh(sqlite_url: str, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text("1")
+    one = make(sqlite_url, tmp_path / "a")
+    made = one.watcher.create(trigger(TriggerKind.OBJECTS, "ingest", prefix=str(landing)))
+    (landing / "b.csv").write_text("2")
+    (first,) = one.watcher.run_once()
+    one.store.delete("fraud", "on-objects")
+    # a pass that was under way records a cause of the deleted trigger
+    (key,) = [o.key for o in one.watcher.objects(str(landing)) if o.path.endswith("b.csv")]
+    one.store.record(Firing("fraud", "on-objects", key, key, "exists", first, T0))
+    one.clock.advance(60)
+    again = one.watcher.create(trigger(TriggerKind.OBJECTS, "ingest", prefix=str(landing)))
+    assert again.created_at > made.created_at
+    assert one.watcher.run_once() == []  # a.csv and b.csv are its baseline
+    (landing / "c.csv").write_text("3")
+    (second,) = one.watcher.run_once()
+    assert second != first
 
 
 CRASHING_REPLICA = """

@@ -100,6 +100,19 @@ class TriggerStore:
         made = replace(trigger, created_at=now, revision=1)
         try:
             with self._conn(f"creating trigger {trigger.name!r}") as conn:
+                # what a watcher recorded for a deleted trigger of this name, mid-pass
+                conn.execute(
+                    sa.delete(trigger_firings).where(
+                        (trigger_firings.c.project == made.project)
+                        & (trigger_firings.c.name == made.name)
+                        & sa.not_(
+                            sa.exists().where(
+                                (triggers.c.project == made.project)
+                                & (triggers.c.name == made.name)
+                            )
+                        )
+                    )
+                )
                 conn.execute(
                     sa.insert(triggers).values(
                         project=made.project, name=made.name, pipeline=made.pipeline,

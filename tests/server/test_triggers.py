@@ -108,6 +108,15 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/usina.db"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database the replicas may share: SQLite (one file) and PostgreSQL (a database of
+    this test's own: the session's is shared, and these tests count runs)."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_server").create_database())
+    return f"sqlite:///{tmp_path}/usina.db"
+
+
 @pytest.fixture
 def registry(tmp_path: Path) -> tuple[str, Any]:
     """A real MLflow registry (SQLite) with model ``fraud``, versions 1-3, champion -> 1."""
@@ -267,13 +276,13 @@ def crash(url: str, folder: Path, registry: str | None, at: str) -> None:
 
 @pytest.mark.parametrize("at", ["trigger-after-claim", "trigger-after-run"])
 def test_an_alias_watcher_killed_mid_move_loses_and_doubles_nothing(
-    sqlite_url: str, tmp_path: Path, registry: tuple[str, Any], at: str
+    db_url: str, tmp_path: Path, registry: tuple[str, Any], at: str
 ) -> None:
     uri, mlflow = registry
-    survivor = make(sqlite_url, tmp_path / "a", uri)
+    survivor = make(db_url, tmp_path / "a", uri)
     survivor.watcher.create(trigger(TriggerKind.ALIAS, "deploy", model="fraud", alias="champion"))
     mlflow.set_registered_model_alias("fraud", "champion", "3")
-    crash(sqlite_url, tmp_path / "b", uri, at)
+    crash(db_url, tmp_path / "b", uri, at)
     assert len(survivor.runs()) == (1 if at == "trigger-after-run" else 0)
     created = survivor.watcher.run_once()  # runs the claimed move, or finds its run
     assert len(created) == (0 if at == "trigger-after-run" else 1)
@@ -286,11 +295,11 @@ def test_an_alias_watcher_killed_mid_move_loses_and_doubles_nothing(
 
 @pytest.mark.parametrize("kind", [TriggerKind.OBJECTS, TriggerKind.RUN_SUCCEEDED])
 def test_a_watcher_killed_after_creating_a_run_loses_and_doubles_nothing(
-    sqlite_url: str, tmp_path: Path, kind: TriggerKind
+    db_url: str, tmp_path: Path, kind: TriggerKind
 ) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()
-    survivor = make(sqlite_url, tmp_path / "a")
+    survivor = make(db_url, tmp_path / "a")
     if kind is TriggerKind.OBJECTS:
         survivor.watcher.create(trigger(kind, "ingest", prefix=str(landing)))
         (landing / "new.csv").write_text("x")
@@ -302,7 +311,7 @@ def test_a_watcher_killed_after_creating_a_run_loses_and_doubles_nothing(
             replace(run, state=RunState.SUCCEEDED, finished_at=T0 + 1)
         )
     before = len(survivor.runs())
-    crash(sqlite_url, tmp_path / "b", None, "trigger-after-run")
+    crash(db_url, tmp_path / "b", None, "trigger-after-run")
     assert len(survivor.runs()) == before + 1  # the run exists, its cause is unrecorded
     (name,) = [t.name for t in survivor.store.list_triggers()]
     assert survivor.store.firings("fraud", name) == []
@@ -315,9 +324,10 @@ def test_a_watcher_killed_after_creating_a_run_loses_and_doubles_nothing(
 
 @pytest.mark.postgres
 def test_two_watchers_racing_on_postgres_fire_each_cause_once(
-    postgres_url: str, tmp_path: Path, registry: tuple[str, Any]
+    postgres_server: Any, tmp_path: Path, registry: tuple[str, Any]
 ) -> None:
     uri, mlflow = registry
+    postgres_url = postgres_server.create_database()
     landing = tmp_path / "landing"
     landing.mkdir()
     one = make(postgres_url, tmp_path / "a", uri)

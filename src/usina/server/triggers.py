@@ -43,6 +43,7 @@ from usina.scheduling.triggers import (
     run_params,
     succeeded_causes,
     triggered_run_id,
+    validate,
 )
 from usina.server.periodic import Periodic
 from usina.server.scheduler import _crash_point
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
     from usina.engine.engine import Engine
     from usina.scheduling.triggers import ObjectVersion
+    from usina.server.models import ModelRegistry
     from usina.server.registry import PipelineRegistry
     from usina.stores.triggers import TriggerStore
 
@@ -71,12 +73,12 @@ class Aliases(Protocol):
     def __call__(self, model: str, alias: str) -> str | None: ...
 
 
-def registry_aliases(models: Any) -> Aliases:
+def registry_aliases(models: ModelRegistry) -> Aliases:
     """The aliases of the server's model registry (``usina.server.models.ModelRegistry``)."""
 
     def version(model: str, alias: str) -> str | None:
         try:
-            return models.get_model(model).aliases.get(alias)  # type: ignore[no-any-return]
+            return models.get_model(model).aliases.get(alias)
         except NotFoundError:
             return None
 
@@ -121,6 +123,7 @@ class TriggerWatcher:
     def create(self, trigger: Trigger) -> Trigger:
         """Store ``trigger`` with its baseline: the alias's version and the objects under the
         prefix now are handled already; runs that finished before now never count."""
+        validate(trigger.kind, trigger.spec, trigger.pipeline)
         baseline: list[str] = []
         state: dict[str, Any] = {}
         if trigger.kind is TriggerKind.ALIAS:

@@ -32,6 +32,8 @@ TABLES = {
     "endpoints",
     "schedules",
     "schedule_ticks",
+    "triggers",
+    "trigger_firings",
     "alembic_version",
 }
 

@@ -27,6 +27,7 @@ from usina.cli.run import run
 from usina.cli.runs import runs_app
 from usina.cli.schedules import schedules_app
 from usina.cli.tokens import tokens_app
+from usina.cli.triggers import triggers_app
 from usina.deploy.llm_cli import deploy_llm
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 from usina.llm.cli import app as llm_app
@@ -47,6 +48,7 @@ app.add_typer(k8s_app, name="k8s")
 app.add_typer(tokens_app, name="token")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(triggers_app, name="triggers")
 app.command("advise")(profile_cmds.advise)
 runs_app.command("top")(profile_cmds.runs_top)
 app.add_typer(llm_app, name="llm")

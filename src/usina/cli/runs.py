@@ -72,6 +72,10 @@ def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
         print_json(out, shown)
         return
     out.print(run_table(shown))
+    labels = shown.get("labels") or {}
+    if labels.get("trigger"):  # why it ran (the run's run_triggered event says the same)
+        out.print(f"triggered by {labels['trigger']}: {labels.get('trigger-cause', '')}",
+                  markup=False)  # fmt: skip
     if server() is None:  # what each attempt used: peak / p95 / requested (local state only)
         _print_usage(run_id)
     finished = RunState(shown["state"]).finished

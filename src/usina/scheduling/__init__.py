@@ -1,7 +1,8 @@
-"""Schedules: when a pipeline runs on its own (cron in a time zone, catch-up, concurrency,
-backfill). ``cron`` turns an expression into nominal times; ``planner`` decides, from a
-schedule, the clock and the runs in flight, which runs to create, skip or cancel. Both are pure:
-the server's scheduler loop stores schedules and creates the runs (see ``usina.server``).
+"""Schedules and triggers: when a pipeline runs on its own. ``cron`` turns an expression into
+nominal times; ``planner`` decides, from a schedule, the clock and the runs in flight, which runs
+to create, skip or cancel; ``triggers`` decides which causes (an alias moved, an upstream run
+succeeded, new objects) fire. All are pure: the server's scheduler and trigger watcher store
+them and create the runs (see ``usina.server``).
 """
 
 from usina.scheduling.cron import CronSchedule, validate_cron

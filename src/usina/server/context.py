@@ -22,10 +22,12 @@ from usina.server.reconciler import Reconciler
 from usina.server.registry import PipelineRegistry
 from usina.server.scheduler import Scheduler, SchedulerSettings
 from usina.server.tracking import PipelineTrackers
+from usina.server.triggers import TriggerWatcher, WatcherSettings, registry_aliases
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.stores.platform import PlatformStore
 from usina.stores.schedules import ScheduleStore
 from usina.stores.sql import SqlMetadataStore
+from usina.stores.triggers import TriggerStore
 
 if TYPE_CHECKING:
     from usina.engine.ports import Backend
@@ -94,6 +96,8 @@ class ServerContext:
     schedules: ScheduleStore = field(init=False)  # set by __post_init__ from the settings
     scheduler: Scheduler = field(init=False)
     notifier: Notifier = field(init=False)
+    triggers: TriggerStore = field(init=False)
+    watcher: TriggerWatcher = field(init=False)
 
     def __post_init__(self) -> None:
         # Schedules live in the platform database; every replica runs the scheduler, and the
@@ -104,6 +108,13 @@ class ServerContext:
         self.scheduler = Scheduler(
             self.schedules, self.pipelines, self.engine, SchedulerSettings(enabled=enabled)
         )
+        # Triggers likewise: every replica watches; a run's id derives from its cause.
+        self.triggers = TriggerStore(self.settings.database_url)
+        self.watcher = TriggerWatcher(
+            self.triggers, self.pipelines, self.engine,
+            registry_aliases(self.models) if self.models is not None else None,
+            WatcherSettings(enabled=enabled),
+        )  # fmt: skip
         hooks = self.settings.webhooks if enabled else ()
         self.notifier = Notifier(self.metadata, hooks, base_url=self.settings.external_url)
 
@@ -163,12 +174,15 @@ class ServerContext:
         if self.reconciler is not None:
             self.reconciler.start()
         self.scheduler.start()
+        self.watcher.start()
         self.notifier.start()
 
     def close(self) -> None:
         self.scheduler.stop()
         self.notifier.stop()
         self.schedules.close()
+        self.watcher.stop()
+        self.triggers.close()
         if self.reconciler is not None:
             self.reconciler.stop()
         self.engine.backend.close()

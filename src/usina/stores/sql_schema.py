@@ -211,3 +211,38 @@ schedule_ticks = sa.Table(
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("at", sa.Double(), nullable=False),
 )
+
+# Triggers of the platform server (``usina.scheduling.triggers`` decides; ``usina.server.triggers``
+# watches and acts). ``state`` is the watcher's memory (an alias's last version), moved by a
+# compare-and-set on ``revision``; a run's id derives from its cause, so the store only spares work.
+triggers = sa.Table(
+    "triggers",
+    metadata,
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("pipeline", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("spec", Json, nullable=False),  # what to watch (see scheduling.triggers)
+    sa.Column("params", Json, nullable=False),
+    sa.Column("paused", sa.Boolean(), nullable=False),
+    sa.Column("state", Json, nullable=False),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
+
+# Each cause a trigger handled: the run it became, or ``baseline`` (present at creation).
+# ``cause_hash`` is the sha256 of ``cause`` (an object path can be long).
+trigger_firings = sa.Table(
+    "trigger_firings",
+    metadata,
+    sa.Column("project", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("cause_hash", sa.String(64), primary_key=True),
+    sa.Column("cause", sa.Text(), nullable=False),
+    sa.Column("shown", sa.Text(), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),  # started, exists, baseline
+    sa.Column("run_id", sa.String(200), nullable=True),
+    sa.Column("at", sa.Double(), nullable=False),
+    sa.Index("ix_trigger_firings_at", "project", "name", "at"),
+)

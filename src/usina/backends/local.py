@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from usina.backends import local_procs
 from usina.engine.failures import ErrorRecord, exit_code_for, exit_failure
 from usina.engine.ports import (
     EXIT_OK,
@@ -124,28 +125,11 @@ def _lock_held(path: str) -> bool:
 
 def _tree_memory(pid: int) -> int:
     """Private memory (USS) of a process and its children; shared zygote pages not counted."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
     total = 0
-    for p in procs:
+    for member in [pid, *local_procs.descendants(pid)]:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_full_info().uss
+            total += psutil.Process(member).memory_full_info().uss
     return total
-
-
-def _rss(pid: int) -> int:
-    try:
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return int(total)
-    except psutil.Error:
-        return 0
 
 
 class LocalBackend:
@@ -183,6 +167,9 @@ class LocalBackend:
         self._version = 0
         self._seen_version = 0
         self._zygote: subprocess.Popen[bytes] | None = None
+        # The zygote's pid when it is the subreaper of the attempts' orphans: their leftovers
+        # are then all in its process tree (``local_procs``); None: search every process.
+        self._reaper: int | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
         self._warned_gpu: set[str] = set()
@@ -405,6 +392,11 @@ class LocalBackend:
             raise BackendError(
                 f"the local worker process (zygote) failed to start: {' '.join(cmd)}"
             )
+        try:
+            ready = json.loads(first)
+        except ValueError:
+            ready = {}
+        self._reaper = zygote.pid if ready.get("subreaper") else None
         reader = threading.Thread(
             target=self._read, args=(zygote,), name="usina-zygote", daemon=True
         )
@@ -472,7 +464,9 @@ class LocalBackend:
             # An adopted attempt's pid comes from its pid file, maybe from before a reboot:
             # then it may name anyone's process group now, so only the environment mark counts.
             before_boot = attempt.adopted and attempt.started_at < psutil.boot_time()
-            end_process_tree(attempt.pid, attempt.id, by_session=not before_boot)
+            # One this zygote started: what it left is in the zygote's tree (we reap for it).
+            within = None if attempt.adopted else self._reaper
+            end_process_tree(attempt.pid, attempt.id, by_session=not before_boot, within=within)
 
     def _copy_log(self, attempt: _Attempt) -> None:
         path = os.path.join(attempt.folder, "output.log")
@@ -529,7 +523,7 @@ class LocalBackend:
                         _signal_group(pid, signal.SIGKILL)
                     continue
                 if attempt.memory_limit:
-                    rss = _rss(pid)
+                    rss = local_procs.tree_rss(pid)
                     if rss > attempt.memory_limit:  # RSS >= private memory: cheap first check
                         used = _tree_memory(pid)
                         attempt.peak_memory = max(attempt.peak_memory, used)
@@ -590,20 +584,27 @@ def _leftovers(session: int | None, attempt_id: str) -> list[psutil.Process]:
     return found
 
 
-def end_process_tree(pid: int, attempt_id: str, *, by_session: bool = True, rounds: int = 5) -> int:
+def end_process_tree(
+    pid: int,
+    attempt_id: str,
+    *,
+    by_session: bool = True,
+    rounds: int = 5,
+    within: int | None = None,
+) -> int:
     """SIGKILL every process left of the attempt whose main process was ``pid`` (its group
     and session when ``by_session``, and its environment mark); repeated while a round still
-    finds some (a process may fork while it is swept). Returns how many were killed."""
+    finds some (a process may fork while it is swept). Returns how many were killed.
+
+    within: the pid of a subreaper every process of the attempt descends from (the zygote that
+    forked it): only its tree is searched, a few reads instead of every process's environment
+    (``usina.backends.local_procs``). None, or no ``/proc`` to walk: the whole process table."""
     if by_session:
         _signal_group(pid, signal.SIGKILL)
     killed = 0
     session = pid if by_session else None
     for _ in range(rounds):
-        found = []
-        for proc in _leftovers(session, attempt_id):
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+        found = _live_leftovers(session, attempt_id, within)
         if not found:
             break
         for proc in found:
@@ -614,6 +615,24 @@ def end_process_tree(pid: int, attempt_id: str, *, by_session: bool = True, roun
     if killed:
         log.info("attempt %s: killed %d process(es) it left running", attempt_id, killed)
     return killed
+
+
+def _live_leftovers(
+    session: int | None, attempt_id: str, within: int | None
+) -> list[psutil.Process]:
+    pids = None if within is None else local_procs.leftovers_under(within, session, attempt_id)
+    if pids is not None:
+        found = []
+        for leftover in pids:
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(leftover))
+        return found
+    found = []
+    for proc in _leftovers(session, attempt_id):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
 
 
 def _read_pid(folder: str) -> int | None:

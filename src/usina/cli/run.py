@@ -119,6 +119,15 @@ def run(
     )
     pipe, plan = compile_target(target, param)
     current = settings()
+    if backend == "local":
+        # The local backend's worker (zygote) starts its interpreter and imports while the
+        # stores open, rather than after: a second core's worth off a short run's wall time.
+        from usina.backends.local import prestart_zygote
+        from usina.stores.artifacts import FsspecArtifactStore
+
+        prestart_zygote(
+            FsspecArtifactStore(current.artifacts_url).url, [plan.source] if plan.source else []
+        )
     comps = open_stores(current)
     try:
         preload = [plan.source] if plan.source else []

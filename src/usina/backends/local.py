@@ -462,7 +462,12 @@ class LocalBackend:
                     attempt.pid = int(message["pid"])
                     if attempt.state is TaskState.PENDING:
                         attempt.state = TaskState.RUNNING
-                elif message["op"] == "exit":
+                    if attempt.kill_reason is not None:  # cancelled before it had a pid
+                        self._kill(attempt, attempt.kill_reason, attempt.kill_message)
+                    # No wake-up: the engine counts an attempt as running from its launch, so
+                    # it would make a pass with nothing to do (one of every two in a chain).
+                    continue
+                if message["op"] == "exit":
                     if message.get("code") == LOCK_BUSY_EXIT:
                         # A process from before a crash still runs it: watch that one instead.
                         attempt.adopted = True

@@ -9,13 +9,15 @@ result or error record) without trusting process ids.
 
 No process outlives its attempt. Each attempt runs in a session (and process group) of its own,
 and when its main process ends — normally, cancelled or timed out — ``_end_tree`` kills what is
-left of it: the process group, then a sweep of every process of this user that is in the
-attempt's session or carries its ``USINA_ATTEMPT_ID`` in its environment (a child that made a
-session of its own, or double-forked away, still inherits that variable when it executes a
-program). The zygote is a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so orphans of an
-attempt re-parent to it rather than to PID 1 and are reaped there, never left as zombies in a
-container whose PID 1 does not reap. Why not a cgroup per attempt: it needs a delegated cgroup
-tree (systemd or root), which a developer laptop or an unprivileged container does not give;
+left of it: the process group, then a sweep of every process that is in the attempt's session
+or carries its ``USINA_ATTEMPT_ID`` in its environment (a child that made a session of its own,
+or double-forked away, still inherits that variable when it executes a program). The zygote is
+a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so orphans of an attempt re-parent to it
+rather than to PID 1 and are reaped there, never left as zombies in a container whose PID 1
+does not reap; and so the sweep searches the zygote's process tree alone
+(``usina.backends.local_procs``), not every process of the user, except for an attempt adopted
+after a crash, whose orphans went elsewhere. Why not a cgroup per attempt: it needs a delegated
+cgroup tree (systemd or root), which a developer laptop or an unprivileged container does not give;
 groups, sessions and the environment mark need nothing. A process that both clears its
 environment and leaves the session escapes the sweep; only a cgroup would catch it.
 """

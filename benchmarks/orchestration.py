@@ -1,4 +1,4 @@
-"""Orchestration overhead: usina against Prefect 3 and Metaflow on the same workloads.
+"""Orchestration overhead: usina against Prefect 3, Metaflow and Kedro on the same workloads.
 
 Run from the repository root, with the project's virtual environment (``make install``)::
 
@@ -11,8 +11,14 @@ Workloads (files under ``benchmarks/workloads/``, one per tool and workload):
 - W1: a 50-step linear chain of no-op steps, each taking the previous step's output.
 - W2: a 20-way fan-out/fan-in: a source step makes an 8 MB numpy array, 20 parallel steps each
   return a new 8 MB array, a join step takes all 20 and checks their sum.
-- one: the smallest run (one step; Metaflow needs ``start`` and ``end``, so two), to compute the
-  marginal per-step overhead = (W1 - one) / (50 - steps in one).
+- one (W0): the smallest run (one step; Metaflow needs ``start`` and ``end``, so two), to compute
+  the marginal per-step overhead = (W1 - one) / (50 - steps in one).
+- W3: W1 again in a state folder where W1 has just run (untimed): usina with its cache on (50
+  cached steps), Metaflow's ``resume end`` (49 steps cloned, ``end`` run). Prefect and Kedro
+  keep no results between runs by default: n/a.
+
+Kedro is the in-process peer (issue 22): its runner calls the nodes in one process, with no
+process per step and nothing persisted, so it is the floor usina's isolated steps aim at.
 
 Every run is a fresh process tree started by this script, with its own temporary state folder
 (``USINA_HOME``, ``PREFECT_HOME``, ``METAFLOW_HOME`` and Metaflow's local datastore), so nothing
@@ -21,7 +27,7 @@ Wall time is measured here, from process start to exit. Peak RSS is the largest 
 the run's whole process tree, sampled every 10 ms (see benchmarks/README.md for what that does and
 does not count).
 
-Prefect and Metaflow are installed by this script on first use, each into its own virtual
+Prefect, Metaflow and Kedro are installed by this script on first use, each into its own virtual
 environment under ``benchmarks/.venvs/<peer>`` (git-ignored), at the versions pinned below. None
 of the results are hard-coded: they are what this machine measured.
 """
@@ -62,18 +68,23 @@ VENVS = HERE / ".venvs"
 PINS: dict[str, tuple[str, ...]] = {
     "prefect": ("prefect==3.9.1", "numpy==2.4.6"),
     "metaflow": ("metaflow==2.19.39", "numpy==2.4.6"),
+    "kedro": ("kedro==1.7.0", "numpy==2.4.6"),
 }
-TOOLS = ("usina", "prefect", "metaflow")
-WORKLOADS = ("w1", "w2", "one")
+TOOLS = ("usina", "prefect", "metaflow", "kedro")
+WORKLOADS = ("w1", "w2", "one", "w3")
+# W3 re-runs W1 (its file) after an untimed W1 in the same state folder, for these tools.
+CACHED_RERUN = ("usina", "metaflow")
 CHAIN_STEPS = 50
 # Steps in each tool's smallest run: Metaflow cannot run a flow without both start and end.
-ONE_STEPS = {"usina": 1, "prefect": 1, "metaflow": 2}
+ONE_STEPS = {"usina": 1, "prefect": 1, "metaflow": 2, "kedro": 1}
 SAMPLE_INTERVAL_S = 0.010
 MIB = 1024 * 1024
 
 # Targets for usina (issue 2's benchmark acceptance): usina / peer wall time at most this.
 WALL_TARGETS = {"prefect": 0.25, "metaflow": 0.5}
 PER_STEP_TARGET_MS = 15.0
+# Issue 22's: W0 at most this many seconds and this fraction of Metaflow's; W3 at most this.
+W0_TARGET_S, W0_METAFLOW_RATIO, W3_TARGET_S = 0.5, 0.6, 0.3
 
 
 def log(message: str) -> None:
@@ -111,7 +122,7 @@ def ensure_peer_venv(peer: str, python: str) -> Path:
 
 
 def tool_version(tool: str, python: Path) -> str:
-    module = {"usina": "usina", "prefect": "prefect", "metaflow": "metaflow"}[tool]
+    module = tool
     code = (
         "import importlib.metadata as m, numpy, sys;"
         f"print(m.version({module!r}), numpy.__version__, sys.version.split()[0])"
@@ -132,6 +143,7 @@ class Invocation:
     argv: list[str]
     env: dict[str, str]
     cwd: Path
+    prime: list[str] | None = None  # run first, untimed, in the same folders (W3)
 
 
 def _clean_env() -> dict[str, str]:
@@ -142,16 +154,25 @@ def _clean_env() -> dict[str, str]:
 
 def invocation(
     tool: str, workload: str, scratch: Path, state: Path, concurrency: int
-) -> Invocation:
-    """How to run one workload: ``scratch`` is the run's own folder, ``state`` holds the homes."""
-    script = WORKLOADS_DIR / f"{tool}_{workload}.py"
+) -> Invocation | None:
+    """How to run one workload: ``scratch`` is the run's own folder, ``state`` holds the homes.
+    None: the tool has no such workload (W3 without a cache)."""
+    cached = workload == "w3"
+    if cached and tool not in CACHED_RERUN:
+        return None
+    script = WORKLOADS_DIR / f"{tool}_{'w1' if cached else workload}.py"
     env = _clean_env()
     env["BENCH_CONCURRENCY"] = str(concurrency)
     if tool == "usina":
         env["USINA_HOME"] = str(state / "usina-home")
         usina = REPO / ".venv" / "bin" / "usina"
-        argv = [str(usina), "run", str(script), "--no-cache", "--max-parallel", str(concurrency)]
-        return Invocation(argv, env, scratch)
+        argv = [str(usina), "run", str(script), "--max-parallel", str(concurrency)]
+        if cached:
+            return Invocation(argv, env, scratch, prime=argv)
+        return Invocation([*argv, "--no-cache"], env, scratch)
+    if tool == "kedro":
+        python = VENVS / "kedro" / "bin" / "python"
+        return Invocation([str(python), str(script)], env, scratch)
     if tool == "prefect":
         # Prefect's defaults: no PREFECT_API_URL, so each run starts a temporary API server.
         # Only its home moves, so runs do not pile state up in one database.
@@ -169,6 +190,9 @@ def invocation(
         env["USERNAME"] = "bench"
         python = VENVS / "metaflow" / "bin" / "python"
         argv = [str(python), str(script), "run", "--max-workers", str(concurrency)]
+        if cached:
+            resume = [str(python), str(script), "resume", "end", "--max-workers", str(concurrency)]
+            return Invocation(resume, env, scratch, prime=argv)
         return Invocation(argv, env, scratch)
     raise ValueError(tool)
 
@@ -274,6 +298,15 @@ def _reap_group(pgid: int) -> bool:
 
 
 def measure(inv: Invocation, timeout: float, log_path: Path) -> Sample:
+    if inv.prime is not None:
+        with open(log_path.with_suffix(".prime.log"), "wb") as out:
+            primed = subprocess.run(
+                inv.prime, cwd=inv.cwd, env=inv.env, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, timeout=timeout, check=False,
+            )  # fmt: skip
+        if primed.returncode != 0:
+            tail = log_path.with_suffix(".prime.log").read_text(errors="replace")
+            return Sample(0.0, 0, False, "the untimed first run failed:\n" + tail[-2000:])
     with open(log_path, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -307,6 +340,9 @@ def measure(inv: Invocation, timeout: float, log_path: Path) -> Sample:
 # The benchmark
 
 
+NOT_SUPPORTED = "no such workload for this tool"
+
+
 @dataclass
 class Cell:
     """One tool on one workload: the timed runs (warm-up excluded)."""
@@ -336,11 +372,14 @@ def run_once(
     timeout: float,
     keep: bool,
     state: Path | None,
-) -> Sample:
-    """One run in a new scratch folder; ``state`` is a shared state folder, or None for fresh."""
+) -> Sample | None:
+    """One run in a new scratch folder; ``state`` is a shared state folder, or None for fresh.
+    None: the tool has no such workload."""
     scratch = Path(tempfile.mkdtemp(prefix=f"usina-bench-{tool}-{workload}-"))
     try:
         inv = invocation(tool, workload, scratch, state or scratch, concurrency)
+        if inv is None:
+            return None
         sample = measure(inv, timeout, scratch / "output.log")
     finally:
         if not keep:
@@ -394,7 +433,9 @@ def run_all(
                         keep=keep,
                         state=states[tool],
                     )
-                    if not sample.ok:
+                    if sample is None:
+                        cell.error = NOT_SUPPORTED
+                    elif not sample.ok:
                         cell.error = sample.detail
                     elif i >= warmup:
                         cell.runs.append(sample)
@@ -433,7 +474,7 @@ def summarize(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
     targets: list[dict[str, Any]] = []
     if "usina" in tools:
         u = tools["usina"]
-        for peer in ("prefect", "metaflow"):
+        for peer in ("prefect", "metaflow", "kedro"):
             if peer not in tools:
                 continue
             p = tools[peer]
@@ -446,8 +487,8 @@ def summarize(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
                     u["workloads"][w]["peak_rss_mib"], p["workloads"][w]["peak_rss_mib"]
                 )
             ratios[peer]["per_step"] = _ratio(u["per_step_ms"], p["per_step_ms"])
-            limit = WALL_TARGETS[peer]
-            for w in ("w1", "w2"):
+            limit = WALL_TARGETS.get(peer)
+            for w in ("w1", "w2") if limit is not None else ():
                 r = ratios[peer][f"{w}_wall"]
                 targets.append(
                     {
@@ -464,6 +505,7 @@ def summarize(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
                 "holds": None if ms is None else ms <= PER_STEP_TARGET_MS,
             }
         )
+        targets += _issue22_targets(u, ratios)
         if "prefect" in tools:
             for w in ("w1", "w2"):
                 r = ratios["prefect"][f"{w}_peak_rss"]
@@ -475,6 +517,34 @@ def summarize(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
                     }
                 )
     return {"tools": tools, "ratios": ratios, "targets": targets}
+
+
+def _issue22_targets(u: dict[str, Any], ratios: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 22's: process isolation at in-process speed."""
+    w = u["workloads"]
+    found: list[dict[str, Any]] = []
+
+    def target(text: str, value: float | None, limit: float) -> None:
+        found.append(
+            {"target": text, "value": value, "holds": None if value is None else value <= limit}
+        )
+
+    target(f"usina W0 wall <= {W0_TARGET_S:g} s", w["one"]["wall_s"], W0_TARGET_S)
+    if "metaflow" in ratios:
+        target(
+            f"usina W0 wall <= {W0_METAFLOW_RATIO:g} of metaflow's",
+            ratios["metaflow"]["one_wall"],
+            W0_METAFLOW_RATIO,
+        )
+    if "kedro" in ratios:
+        for name in ("w1", "w2"):
+            target(
+                f"usina {name.upper()} wall <= kedro's (in-process)",
+                ratios["kedro"][f"{name}_wall"],
+                1.0,
+            )
+    target(f"usina W3 (50 cached steps) wall <= {W3_TARGET_S:g} s", w["w3"]["wall_s"], W3_TARGET_S)
+    return found
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -501,7 +571,8 @@ def render(report: dict[str, Any]) -> str:
         "tools taking turns; "
         f"every run a fresh process tree; concurrency {meta['concurrency']} "
         "(usina --max-parallel, Prefect ThreadPoolTaskRunner max_workers, "
-        "Metaflow --max-workers)",
+        "Metaflow --max-workers, Kedro ThreadRunner max_workers in W2; Kedro's W0/W1 are "
+        "sequential)",
         f"state folders: {meta['state']} ("
         + (
             "one per tool, reused by every run"
@@ -513,22 +584,25 @@ def render(report: dict[str, Any]) -> str:
         "",
     ]
     head = (
-        f"{'tool':9} {'W1 s':>7} {'W2 s':>7} {'one s':>7} {'ms/step':>8} "
-        f"{'RSS W1':>8} {'RSS W2':>8} {'RSS one':>8}  version"
+        f"{'tool':9} {'W0 s':>7} {'W1 s':>7} {'W2 s':>7} {'W3 s':>7} {'ms/step':>8} "
+        f"{'RSS W0':>8} {'RSS W1':>8} {'RSS W2':>8}  version"
     )
     lines += [head, "-" * len(head)]
     for tool, data in report["tools"].items():
         w = data["workloads"]
         lines.append(
-            f"{tool:9} {_fmt(w['w1']['wall_s'], '7.2f')} {_fmt(w['w2']['wall_s'], '7.2f')} "
-            f"{_fmt(w['one']['wall_s'], '7.2f')} {_fmt(data['per_step_ms'], '8.1f')} "
-            f"{_fmt(w['w1']['peak_rss_mib'], '8.0f')} {_fmt(w['w2']['peak_rss_mib'], '8.0f')} "
-            f"{_fmt(w['one']['peak_rss_mib'], '8.0f')}  {meta['versions'].get(tool, '')}"
+            f"{tool:9} {_fmt(w['one']['wall_s'], '7.2f')} {_fmt(w['w1']['wall_s'], '7.2f')} "
+            f"{_fmt(w['w2']['wall_s'], '7.2f')} {_fmt(w['w3']['wall_s'], '7.2f')} "
+            f"{_fmt(data['per_step_ms'], '8.1f')} {_fmt(w['one']['peak_rss_mib'], '8.0f')} "
+            f"{_fmt(w['w1']['peak_rss_mib'], '8.0f')} {_fmt(w['w2']['peak_rss_mib'], '8.0f')}  "
+            f"{meta['versions'].get(tool, '')}"
         )
     lines.append("")
     lines.append(
-        "s: wall seconds; ms/step: (W1 - one) / (50 - steps in one) (Metaflow's smallest run has "
-        "2 steps, so /48); RSS: peak MiB, summed over the run's process tree, sampled every 10 ms"
+        "s: wall seconds; W0: the smallest run ('one'); W3: W1 again with its results kept "
+        "(usina's cache, Metaflow's resume; n/a: the tool keeps none); ms/step: (W1 - W0) / "
+        "(50 - steps in W0) (Metaflow's smallest run has 2 steps, so /48); RSS: peak MiB, summed "
+        "over the run's process tree, sampled every 10 ms"
     )
     lines.append("timed runs, s (the spread shows how steady the machine was):")
     for tool, data in report["tools"].items():
@@ -539,15 +613,16 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  {tool:9} " + ("; ".join(parts) or "none"))
     for tool, data in report["tools"].items():
         for wname, cell in data["workloads"].items():
-            if cell["error"]:
+            if cell["error"] and cell["error"] != NOT_SUPPORTED:
                 first = cell["error"].splitlines()[0] if cell["error"] else ""
                 lines.append(f"{tool} {wname} failed: {first}")
     if report["ratios"]:
         lines += ["", "usina / peer (below 1 means usina is faster or smaller):"]
         for peer, r in report["ratios"].items():
             lines.append(
-                f"  vs {peer:9} W1 {_fmt(r['w1_wall'], '.3f')}  W2 {_fmt(r['w2_wall'], '.3f')}  "
-                f"one {_fmt(r['one_wall'], '.3f')}  ms/step {_fmt(r['per_step'], '.3f')}  "
+                f"  vs {peer:9} W0 {_fmt(r['one_wall'], '.3f')}  W1 {_fmt(r['w1_wall'], '.3f')}  "
+                f"W2 {_fmt(r['w2_wall'], '.3f')}  W3 {_fmt(r['w3_wall'], '.3f')}  "
+                f"ms/step {_fmt(r['per_step'], '.3f')}  "
                 f"RSS W1 {_fmt(r['w1_peak_rss'], '.2f')}  RSS W2 {_fmt(r['w2_peak_rss'], '.2f')}"
             )
     if report["targets"]:
@@ -569,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}"
     )
     parser.add_argument(
-        "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of w1,w2,one"
+        "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of w1,w2,one,w3"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     parser.add_argument("--python", help="interpreter for the peers' venvs (default python3)")
@@ -642,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
         if "code_hashing" in report:
             print("\ncache keys, project code hashing (benchmarks/code_hashing.py):")
             print(json.dumps(report["code_hashing"], indent=2))
-    failed = any(c.error for cells in results.values() for c in cells.values())
+    failed = any(
+        c.error and c.error != NOT_SUPPORTED for cells in results.values() for c in cells.values()
+    )
     return 1 if failed else 0
 
 

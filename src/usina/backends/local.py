@@ -9,13 +9,15 @@ result or error record) without trusting process ids.
 
 No process outlives its attempt. Each attempt runs in a session (and process group) of its own,
 and when its main process ends — normally, cancelled or timed out — ``_end_tree`` kills what is
-left of it: the process group, then a sweep of every process of this user that is in the
-attempt's session or carries its ``USINA_ATTEMPT_ID`` in its environment (a child that made a
-session of its own, or double-forked away, still inherits that variable when it executes a
-program). The zygote is a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so orphans of an
-attempt re-parent to it rather than to PID 1 and are reaped there, never left as zombies in a
-container whose PID 1 does not reap. Why not a cgroup per attempt: it needs a delegated cgroup
-tree (systemd or root), which a developer laptop or an unprivileged container does not give;
+left of it: the process group, then a sweep of every process that is in the attempt's session
+or carries its ``USINA_ATTEMPT_ID`` in its environment (a child that made a session of its own,
+or double-forked away, still inherits that variable when it executes a program). The zygote is
+a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so orphans of an attempt re-parent to it
+rather than to PID 1 and are reaped there, never left as zombies in a container whose PID 1
+does not reap; and so the sweep searches the zygote's process tree alone
+(``usina.backends.local_procs``), not every process of the user, except for an attempt adopted
+after a crash, whose orphans went elsewhere. Why not a cgroup per attempt: it needs a delegated
+cgroup tree (systemd or root), which a developer laptop or an unprivileged container does not give;
 groups, sessions and the environment mark need nothing. A process that both clears its
 environment and leaves the session escapes the sweep; only a cgroup would catch it.
 """
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from usina.backends import local_procs
 from usina.engine.failures import ErrorRecord, exit_code_for, exit_failure
 from usina.engine.ports import (
     EXIT_OK,
@@ -124,28 +127,48 @@ def _lock_held(path: str) -> bool:
 
 def _tree_memory(pid: int) -> int:
     """Private memory (USS) of a process and its children; shared zygote pages not counted."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
     total = 0
-    for p in procs:
+    for member in [pid, *local_procs.descendants(pid)]:
         with contextlib.suppress(psutil.Error):
-            total += p.memory_full_info().uss
+            total += psutil.Process(member).memory_full_info().uss
     return total
 
 
-def _rss(pid: int) -> int:
-    try:
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return int(total)
-    except psutil.Error:
-        return 0
+def zygote_command(
+    python: str, artifacts_url: str, preload: Sequence[str], modules: Sequence[str] = ()
+) -> list[str]:
+    """The command line of the zygote of a backend on these arguments."""
+    cmd = [python, "-m", "usina.runtime.zygote", "--artifacts", artifacts_url]
+    for path in preload:
+        cmd += ["--preload", path]
+    for module in modules:
+        cmd += ["--module", module]
+    return cmd
+
+
+def _start_zygote(cmd: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+
+
+# Zygotes started ahead of their backend (``prestart_zygote``), by command line.
+_PRESTARTED: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
+
+
+def prestart_zygote(
+    artifacts_url: str, preload: Sequence[str] = (), *, python: str = sys.executable
+) -> None:
+    """Start, now, the zygote that a ``LocalBackend`` on these arguments would start at its
+    first attempt; the first such backend in this process takes it over.
+
+    Its interpreter start and imports (~0.3 s of CPU) then run while the caller does other
+    work (``usina run`` opens the stores meanwhile, another ~0.3 s on a new store) instead of
+    after it, on a machine with a second core. One that no backend takes exits when this
+    process does: its stdin closes."""
+    cmd = zygote_command(python, artifacts_url, preload)
+    if tuple(cmd) not in _PRESTARTED:
+        _PRESTARTED[tuple(cmd)] = _start_zygote(cmd)
 
 
 class LocalBackend:
@@ -183,6 +206,9 @@ class LocalBackend:
         self._version = 0
         self._seen_version = 0
         self._zygote: subprocess.Popen[bytes] | None = None
+        # The zygote's pid when it is the subreaper of the attempts' orphans: their leftovers
+        # are then all in its process tree (``local_procs``); None: search every process.
+        self._reaper: int | None = None
         self._reader: threading.Thread | None = None
         self._closed = False
         self._warned_gpu: set[str] = set()
@@ -291,13 +317,15 @@ class LocalBackend:
         if zygote is not None and zygote.stdin is not None:
             with contextlib.suppress(OSError):
                 zygote.stdin.close()
+            if self._reader is not None:
+                # It ends when the zygote's stdout closes, i.e. when the zygote exits: woken
+                # by that, not by the polling sleeps of ``Popen.wait(timeout)``.
+                self._reader.join(timeout=5)
             try:
                 zygote.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 zygote.kill()
                 zygote.wait(timeout=5)
-            if self._reader is not None:
-                self._reader.join(timeout=5)
             if zygote.stdout is not None:
                 zygote.stdout.close()
         self._zygote = None
@@ -387,17 +415,12 @@ class LocalBackend:
     def _ensure_zygote(self) -> subprocess.Popen[bytes]:
         if self._zygote is not None and self._zygote.poll() is None:
             return self._zygote
-        cmd = [self.python, "-m", "usina.runtime.zygote", "--artifacts", self.artifacts.url]
-        for path in self.preload:
-            cmd += ["--preload", path]
-        for module in self.modules:
-            cmd += ["--module", module]
-        self._zygote = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
+        cmd = zygote_command(self.python, self.artifacts.url, self.preload, self.modules)
+        started = _PRESTARTED.pop(tuple(cmd), None)
+        if started is not None and started.poll() is None:
+            self._zygote = started
+        else:
+            self._zygote = _start_zygote(cmd)
         zygote = self._zygote
         assert zygote.stdout is not None
         first = zygote.stdout.readline()
@@ -405,6 +428,11 @@ class LocalBackend:
             raise BackendError(
                 f"the local worker process (zygote) failed to start: {' '.join(cmd)}"
             )
+        try:
+            ready = json.loads(first)
+        except ValueError:
+            ready = {}
+        self._reaper = zygote.pid if ready.get("subreaper") else None
         reader = threading.Thread(
             target=self._read, args=(zygote,), name="usina-zygote", daemon=True
         )
@@ -436,7 +464,12 @@ class LocalBackend:
                     attempt.pid = int(message["pid"])
                     if attempt.state is TaskState.PENDING:
                         attempt.state = TaskState.RUNNING
-                elif message["op"] == "exit":
+                    if attempt.kill_reason is not None:  # cancelled before it had a pid
+                        self._kill(attempt, attempt.kill_reason, attempt.kill_message)
+                    # No wake-up: the engine counts an attempt as running from its launch, so
+                    # it would make a pass with nothing to do (one of every two in a chain).
+                    continue
+                if message["op"] == "exit":
                     if message.get("code") == LOCK_BUSY_EXIT:
                         # A process from before a crash still runs it: watch that one instead.
                         attempt.adopted = True
@@ -472,7 +505,9 @@ class LocalBackend:
             # An adopted attempt's pid comes from its pid file, maybe from before a reboot:
             # then it may name anyone's process group now, so only the environment mark counts.
             before_boot = attempt.adopted and attempt.started_at < psutil.boot_time()
-            end_process_tree(attempt.pid, attempt.id, by_session=not before_boot)
+            # One this zygote started: what it left is in the zygote's tree (we reap for it).
+            within = None if attempt.adopted else self._reaper
+            end_process_tree(attempt.pid, attempt.id, by_session=not before_boot, within=within)
 
     def _copy_log(self, attempt: _Attempt) -> None:
         path = os.path.join(attempt.folder, "output.log")
@@ -529,7 +564,7 @@ class LocalBackend:
                         _signal_group(pid, signal.SIGKILL)
                     continue
                 if attempt.memory_limit:
-                    rss = _rss(pid)
+                    rss = local_procs.tree_rss(pid)
                     if rss > attempt.memory_limit:  # RSS >= private memory: cheap first check
                         used = _tree_memory(pid)
                         attempt.peak_memory = max(attempt.peak_memory, used)
@@ -590,20 +625,27 @@ def _leftovers(session: int | None, attempt_id: str) -> list[psutil.Process]:
     return found
 
 
-def end_process_tree(pid: int, attempt_id: str, *, by_session: bool = True, rounds: int = 5) -> int:
+def end_process_tree(
+    pid: int,
+    attempt_id: str,
+    *,
+    by_session: bool = True,
+    rounds: int = 5,
+    within: int | None = None,
+) -> int:
     """SIGKILL every process left of the attempt whose main process was ``pid`` (its group
     and session when ``by_session``, and its environment mark); repeated while a round still
-    finds some (a process may fork while it is swept). Returns how many were killed."""
+    finds some (a process may fork while it is swept). Returns how many were killed.
+
+    within: the pid of a subreaper every process of the attempt descends from (the zygote that
+    forked it): only its tree is searched, a few reads instead of every process's environment
+    (``usina.backends.local_procs``). None, or no ``/proc`` to walk: the whole process table."""
     if by_session:
         _signal_group(pid, signal.SIGKILL)
     killed = 0
     session = pid if by_session else None
     for _ in range(rounds):
-        found = []
-        for proc in _leftovers(session, attempt_id):
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+        found = _live_leftovers(session, attempt_id, within)
         if not found:
             break
         for proc in found:
@@ -614,6 +656,24 @@ def end_process_tree(pid: int, attempt_id: str, *, by_session: bool = True, roun
     if killed:
         log.info("attempt %s: killed %d process(es) it left running", attempt_id, killed)
     return killed
+
+
+def _live_leftovers(
+    session: int | None, attempt_id: str, within: int | None
+) -> list[psutil.Process]:
+    pids = None if within is None else local_procs.leftovers_under(within, session, attempt_id)
+    if pids is not None:
+        found = []
+        for leftover in pids:
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(leftover))
+        return found
+    found = []
+    for proc in _leftovers(session, attempt_id):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
 
 
 def _read_pid(folder: str) -> int | None:

@@ -115,6 +115,36 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``usina`` program; ``argv``: arguments to run in this process (tests), instead of
+    ``sys.argv`` in a process of its own, which then ends at once (``_leave``)."""
+    code = _main(argv)
+    if argv is None:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    """End the process now: the atexit handlers run and the output is flushed, but the
+    interpreter's teardown of every module (~0.1 s of CPU with SQLAlchemy loaded, a fifth of a
+    one-step run) is skipped. Only when no non-daemon thread is left, whose end the normal exit
+    would wait for."""
+    import atexit
+    import threading
+
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or EXIT_FAILED
+    os._exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     # Logging is the CLI's to configure: MLflow would otherwise install its own INFO handler.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     _configure_logging(os.environ.get("USINA_LOG_FORMAT"))

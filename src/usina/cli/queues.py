@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
-from usina.backends.kubernetes.queues import config_from_values, render_queues
 from usina.errors import DefinitionError
 
 queues_app = typer.Typer(
@@ -68,6 +66,10 @@ def render(
     output: Annotated[str, typer.Option("--output", "-o", help="yaml or json")] = "yaml",
 ) -> None:
     """Print the Kueue objects of a queue file (no cluster needed)."""
+    import yaml  # here, not at the top: every CLI start would pay for it
+
+    from usina.backends.kubernetes.queues import config_from_values, render_queues
+
     try:
         text = config.read_text()
     except OSError as exc:

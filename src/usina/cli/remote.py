@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
-from urllib.error import HTTPError, URLError
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
-from urllib.request import Request, urlopen
-
-from rich.console import Console
 
 from usina.cli.display import run_summary, step_line
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
+
+if TYPE_CHECKING:
+    from urllib.error import HTTPError
+
+    from rich.console import Console
 
 _FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -46,6 +47,11 @@ class Remote:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        # urllib.request pulls in http.client, ssl and email: a seventh of every CLI start,
+        # for the --server commands alone.
+        from urllib.error import HTTPError, URLError
+        from urllib.request import Request, urlopen
+
         request = Request(target, data=data, method=method, headers=headers)
         try:
             with urlopen(request, timeout=60) as reply:

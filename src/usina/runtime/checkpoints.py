@@ -31,9 +31,6 @@ import time
 import uuid
 from typing import Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
 from usina.errors import StoreError
 
 MANIFEST = "manifest.json"
@@ -65,12 +62,37 @@ class StoreCheckpointer:
         self.url = url.rstrip("/")
         self.rank = rank
         self.attempt = attempt
-        self._fs, root = fsspec.core.url_to_fs(self.url)
-        self._root: str = root.rstrip("/")
-        self._local = isinstance(self._fs, LocalFileSystem)
-        protocols = self._fs.protocol
-        protocols = protocols if isinstance(protocols, tuple) else (protocols,)
-        self._direct = bool(_OBJECT_STORES.intersection(protocols))
+        self._opened: tuple[Any, str, bool, bool] | None = None
+
+    def _open(self) -> tuple[Any, str, bool, bool]:
+        """(file system, root path, local?, object store?), resolved on first use: every
+        attempt gets a checkpointer, few save one, and importing fsspec costs a step ~0.1 s."""
+        if self._opened is None:
+            import fsspec
+            from fsspec.implementations.local import LocalFileSystem
+
+            fs, root = fsspec.core.url_to_fs(self.url)
+            protocols = fs.protocol
+            protocols = protocols if isinstance(protocols, tuple) else (protocols,)
+            direct = bool(_OBJECT_STORES.intersection(protocols))
+            self._opened = (fs, root.rstrip("/"), isinstance(fs, LocalFileSystem), direct)
+        return self._opened
+
+    @property
+    def _fs(self) -> Any:
+        return self._open()[0]
+
+    @property
+    def _root(self) -> str:
+        return self._open()[1]
+
+    @property
+    def _local(self) -> bool:
+        return self._open()[2]
+
+    @property
+    def _direct(self) -> bool:
+        return self._open()[3]
 
     # -- Checkpointer protocol -------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Started once per local backend with the heavy imports and the user's pipeline mo
 loaded, it forks one child per attempt, so each step still runs in its own process (a crash or
 an out-of-memory kill never reaches the engine) at the cost of a fork, not an interpreter start.
 
-Protocol, JSON lines: the backend writes ``{"op": "spawn", "attempt": ID, "dir": DIR,
+Protocol, JSON lines: the zygote first says ``{"op": "ready", "pid": N, "subreaper": B}``;
+the backend writes ``{"op": "spawn", "attempt": ID, "dir": DIR,
 "env": {...}}`` to stdin; the zygote answers ``{"op": "spawned", "attempt": ID, "pid": N}`` and,
 when the child ends, ``{"op": "exit", "attempt": ID, "pid": N, "code": C, "signal": S}``. When
 stdin closes (the engine exited or was killed) the zygote exits; running children carry on, and
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from usina.stores.artifacts import FsspecArtifactStore
 
     store = FsspecArtifactStore(args.artifacts)
-    become_subreaper()
+    reaper = become_subreaper()
     for name in ["numpy", *args.module]:
         try:
             importlib.import_module(name)
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     sel.register(rfd, selectors.EVENT_READ, "sig")
     children: dict[int, str] = {}
     pending = b""
-    send({"op": "ready", "pid": os.getpid()})
+    # "subreaper": every process an attempt leaves stays in this tree, so the backend can look
+    # for leftovers here alone (``usina.backends.local_procs``).
+    send({"op": "ready", "pid": os.getpid(), "subreaper": reaper})
 
     def reap() -> None:
         # Every child, orphans of attempts included (we are their subreaper).

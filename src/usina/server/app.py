@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 import usina
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from usina.server.context import ServerContext
 
 STATIC = Path(__file__).with_name("static")
+DOCS_ASSETS = "/docs/assets"
 
 
 def guards_of(ctx: ServerContext) -> GuardSettings:
@@ -67,6 +69,8 @@ def create_app(
         version=usina.__version__,
         summary="ML pipelines as a service: runs, steps, attempts, artifacts, models.",
         lifespan=lifespan,
+        docs_url=None,  # served by _api_docs from the package's assets, never from a CDN
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.guards = guards
@@ -128,6 +132,8 @@ def create_app(
     def root() -> RedirectResponse:
         return RedirectResponse("/ui/runs", status_code=303)
 
+    _api_docs(app)
+
     app.include_router(api.router)
     app.include_router(profiles.router)
     app.include_router(ui.router)
@@ -145,3 +151,29 @@ def create_app(
     if guards.metrics_port is None:
         app.mount("/metrics", metrics_endpoint(app.state.metrics_registry, guards))
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI over ``/openapi.json``, its script and style served from the
+    ``swagger-ui-bundle`` package (the server extra), so the page works offline."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        assets = None
+    else:
+        assets = Path(str(swagger_ui_path))
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if assets is None:
+            raise MissingExtraError("swagger_ui_bundle", "server")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            # Swagger UI would otherwise ask validator.swagger.io about the schema.
+            swagger_ui_parameters={"validatorUrl": None},
+        )

@@ -44,3 +44,17 @@ def test_api_docs_without_their_assets_name_the_install_line(
     page = server.client.get("/docs")
     assert page.status_code == 503
     assert "pip install 'usina[server]'" in page.json()["detail"]
+
+
+def test_ui_root_leads_to_the_runs(make_server: Callable[..., Server]) -> None:
+    server = make_server(reconcile=False)
+    c = server.client
+    for path in ("/ui", "/ui/"):
+        reply = c.get(path, follow_redirects=False)
+        assert reply.status_code == 303, path
+        assert reply.headers["location"] == "/ui/runs"
+        assert c.get(path).status_code == 200  # the sign-in page, then
+    c.post("/ui/login", data={"token": server.token("default", "viewer"), "next": "/ui/runs"})
+    page = c.get("/ui")
+    assert page.status_code == 200
+    assert str(page.url).endswith("/ui/runs")

@@ -129,6 +129,8 @@ def create_app(
         return PlainTextResponse("ready")
 
     @app.get("/", include_in_schema=False)
+    @app.get("/ui", include_in_schema=False)  # the address `usina server` prints
+    @app.get("/ui/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/ui/runs", status_code=303)
 

@@ -58,3 +58,76 @@ def test_ui_root_leads_to_the_runs(make_server: Callable[..., Server]) -> None:
     page = c.get("/ui")
     assert page.status_code == 200
     assert str(page.url).endswith("/ui/runs")
+
+
+def _signed_in(server: Server, role: str = "viewer") -> str:
+    token = server.token("default", role)
+    reply = server.client.post("/ui/login", data={"token": token, "next": "/ui/runs"})
+    assert reply.status_code == 200
+    return token
+
+
+def _section(page: str, marker: str) -> str:
+    found = re.search(rf"<section[^>]*{marker}[^>]*>(.*?)</section>", page, re.DOTALL)
+    assert found, f"no section {marker}"
+    return found.group(1)
+
+
+def test_a_failed_runs_page_opens_with_the_failure(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    editor = server.token("default", "editor")
+    run_id = server.client.post(
+        "/api/v1/runs", json={"pipeline": "failing"}, headers=server.as_(editor)
+    ).json()["id"]
+    assert server.wait_finished(editor, run_id)["state"] == "failed"
+    _signed_in(server)
+    page = server.client.get(f"/ui/runs/{run_id}").text
+    headline = _section(page, 'id="headline"')
+    assert "broken" in headline
+    assert "user_error" in headline
+    assert "ValueError: negative amount in row 2" in headline
+    assert f"usina runs resume {run_id}" in headline  # the advice
+    # Only the first lines of the evidence, not the whole traceback.
+    assert headline.count("File &#34;") + headline.count('File "') <= 1
+    links = re.findall(r'href="([^"]+)"', headline)
+    assert f"#attempt-{run_id}-broken-1" in links
+    assert f"/api/v1/runs/{run_id}/steps/broken/logs?attempt=1" in [
+        link.replace("&amp;", "&") for link in links
+    ]
+    assert f'id="attempt-{run_id}-broken-1"' in page
+    assert (
+        server.client.get(f"/api/v1/runs/{run_id}/steps/broken/logs?attempt=1").status_code == 200
+    )
+    pt = server.client.get(f"/ui/runs/{run_id}?lang=pt-BR").text
+    assert "A etapa <b>broken</b> falhou" in _section(pt, 'id="headline"')
+
+
+def test_a_succeeded_run_has_no_failure_headline(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    editor = server.token("default", "editor")
+    run_id = server.client.post(
+        "/api/v1/runs", json={"pipeline": "demo", "params": {"n": 3}}, headers=server.as_(editor)
+    ).json()["id"]
+    assert server.wait_finished(editor, run_id)["state"] == "succeeded"
+    _signed_in(server)
+    page = server.client.get(f"/ui/runs/{run_id}").text
+    assert 'id="headline"' not in page
+
+
+def test_every_ui_word_has_both_languages() -> None:
+    from pathlib import Path
+
+    from usina.server import i18n
+
+    assert set(i18n.MESSAGES) == set(i18n.LANGS)
+    en, pt = i18n.MESSAGES["en"], i18n.MESSAGES["pt-BR"]
+    assert set(en) == set(pt), set(en) ^ set(pt)
+    assert all(v.strip() for v in (*en.values(), *pt.values()))
+    templates = Path(i18n.__file__).with_name("templates")
+    used: set[str] = set()
+    for page in templates.glob("*.html"):
+        text = page.read_text()
+        used |= set(re.findall(r"\bt\.([a-z_]+)", text))
+        used |= set(re.findall(r"""\bt\[['"]([a-z_.]+)['"]\]""", text))
+    assert used, "no words found in the templates"
+    assert used <= set(en), used - set(en)

@@ -68,6 +68,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.skipped": "skipped",
         "state.cancelled": "cancelled",
         "state.cached": "cached",
+        "step_failed": "Step {step} failed",
+        "attempt_details": "Attempt details",
+        "full_log": "Full log",
     },
     "pt-BR": {
         "runs": "Execuções",
@@ -130,6 +133,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.skipped": "pulada",
         "state.cancelled": "cancelada",
         "state.cached": "em cache",
+        "step_failed": "A etapa {step} falhou",
+        "attempt_details": "Detalhes da tentativa",
+        "full_log": "Log completo",
     },
 }
 

@@ -19,6 +19,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
 from usina.engine.records import AttemptState, RunState
 from usina.errors import NotFoundError, UsinaError
@@ -27,7 +28,7 @@ from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
 from usina.server.denials import HiddenRunError, client_of
 from usina.server.profiles import attempt_charts
-from usina.server.schemas import attempt_out, run_detail, summary_from_row
+from usina.server.schemas import RunDetail, attempt_out, run_detail, summary_from_row
 from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 LOG_LINES = 60
+HEADLINE_LINES = 5
 PAGE = 50
 
 
@@ -240,6 +242,8 @@ def run_page(request: Request, run_id: str) -> Response:
                     "running": a.state is AttemptState.RUNNING,
                     "follow": f"/api/v1/runs/{quote(run_id)}/steps/{quote(a.node)}/logs"
                     f"?attempt={a.number}&follow=true",
+                    "log": f"/api/v1/runs/{quote(run_id)}/steps/{quote(a.node)}/logs"
+                    f"?attempt={a.number}",
                 }
             )
         graph = layout(
@@ -250,6 +254,7 @@ def run_page(request: Request, run_id: str) -> Response:
             "run.html",
             principal,
             run=detail,
+            headline=_headline(detail, by_step, i18n.translator(_lang(request))),
             attempts=by_step,
             graph=graph,
             node_w=NODE_W,
@@ -260,6 +265,35 @@ def run_page(request: Request, run_id: str) -> Response:
         )
 
     return _page(request, build)
+
+
+def _headline(
+    run: RunDetail, by_step: dict[str, list[dict[str, Any]]], t: dict[str, str]
+) -> dict[str, Any] | None:
+    """What a failed run's page opens with: the step that failed first, its failure class, the
+    first lines of its error (the exception before the traceback), the advice and where its
+    log is."""
+    if run.state != RunState.FAILED.value:
+        return None
+    failed = [s for s in run.steps if s.state == AttemptState.FAILED.value]
+    if not failed:
+        return {"title": None, "lines": (run.error or "").splitlines()[:HEADLINE_LINES]}
+    step = min(failed, key=lambda s: s.finished_at or float("inf"))
+    items = by_step.get(step.node, [])
+    attempt = items[-1]["a"] if items else None
+    text = (attempt.message if attempt is not None else None) or step.error or ""
+    lines = text.splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.startswith("Traceback")), len(lines))
+    title = Markup(escape(t["step_failed"])).format(step=Markup("<b>{}</b>").format(step.node))
+    return {
+        "title": title,
+        "step": step.node,
+        "failure_class": attempt.failure_class if attempt is not None else None,
+        "lines": (lines[:cut] or lines)[:HEADLINE_LINES],
+        "advice": attempt.advice if attempt is not None else None,
+        "anchor": f"#attempt-{attempt.id}" if attempt is not None else None,
+        "log": items[-1]["log"] if items else None,
+    }
 
 
 @router.get("/pipelines/{name}", response_class=HTMLResponse)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -131,3 +132,34 @@ def test_every_ui_word_has_both_languages() -> None:
         used |= set(re.findall(r"""\bt\[['"]([a-z_.]+)['"]\]""", text))
     assert used, "no words found in the templates"
     assert used <= set(en), used - set(en)
+
+
+TIME = re.compile(r'<time datetime="([^"]+)" title="([^"]+)">([^<]+)</time>')
+STAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
+
+
+def test_times_carry_utc_for_the_browser_to_show_in_its_zone(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    editor = server.token("default", "editor")
+    run_id = server.client.post(
+        "/api/v1/runs", json={"pipeline": "failing"}, headers=server.as_(editor)
+    ).json()["id"]
+    run = server.wait_finished(editor, run_id)
+    _signed_in(server)
+    expected = datetime.fromtimestamp(run["created_at"], tz=UTC)
+    for path in ("/ui/runs", f"/ui/runs/{run_id}"):
+        page = server.client.get(path).text
+        times = TIME.findall(page)
+        assert times, path
+        for iso, title, shown in times:
+            at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+            assert at.utcoffset() == timedelta(0)
+            assert title == at.strftime("%Y-%m-%d %H:%M:%S UTC")
+            assert shown == title  # until the script puts it in the viewer's zone
+        assert expected.strftime("%Y-%m-%dT%H:%M:%SZ") in [iso for iso, _, _ in times]
+        # No time outside a <time> element (the script converts them all).
+        assert not STAMP.search(TIME.sub("", page)), STAMP.search(TIME.sub("", page))
+    script = server.client.get("/static/app.js").text
+    assert "time[datetime]" in script

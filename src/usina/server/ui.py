@@ -41,8 +41,16 @@ HEADLINE_LINES = 5
 PAGE = 50
 
 
-def _fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+def _fmt_time(ts: float | None) -> Markup:
+    """A ``<time>`` in UTC; app.js shows it in the viewer's zone and keeps UTC in the title."""
+    if not ts:
+        return Markup("")
+    utc = time.gmtime(ts)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", utc),
+        shown := time.strftime("%Y-%m-%d %H:%M:%S UTC", utc),
+        shown,
+    )
 
 
 def _fmt_duration(seconds: float | None) -> str:

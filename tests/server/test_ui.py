@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,31 @@ def test_times_carry_utc_for_the_browser_to_show_in_its_zone(
         assert not STAMP.search(TIME.sub("", page)), STAMP.search(TIME.sub("", page))
     script = server.client.get("/static/app.js").text
     assert "time[datetime]" in script
+
+
+# MLflow's own SQL store uses SQLAlchemy APIs that SQLAlchemy 2.1 deprecates.
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
+def test_a_model_version_links_to_the_run_and_step_that_made_it(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.create_registered_model("fraud", tags={"usina.project": "default"})
+    mlflow.create_model_version(
+        "fraud", source=str(tmp_path), tags={"usina.run_id": "demo-1", "usina.step": "train"}
+    )
+    mlflow.create_model_version("fraud", source=str(tmp_path))  # registered by hand
+    server = make_server(reconcile=False, registry_uri=uri)
+    token = _signed_in(server)
+    versions = server.client.get("/api/v1/models/fraud", headers=server.as_(token)).json()
+    by_version = {v["version"]: v for v in versions["versions"]}
+    assert by_version["1"]["usina_run_id"] == "demo-1"
+    assert by_version["1"]["usina_step"] == "train"
+    assert by_version["2"]["usina_run_id"] is None
+    page = server.client.get("/ui/models").text
+    rows = re.findall(r"<tr data-version=\"(\d+)\">(.*?)</tr>", page, re.DOTALL)
+    assert dict(rows).keys() == {"1", "2"}
+    assert 'href="/ui/runs/demo-1#step-train"' in dict(rows)["1"]
+    assert "/ui/runs/" not in dict(rows)["2"]

@@ -71,6 +71,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "step_failed": "Step {step} failed",
         "attempt_details": "Attempt details",
         "full_log": "Full log",
+        "made_by": "Made by (run · step)",
     },
     "pt-BR": {
         "runs": "Execuções",
@@ -136,6 +137,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "step_failed": "A etapa {step} falhou",
         "attempt_details": "Detalhes da tentativa",
         "full_log": "Log completo",
+        "made_by": "Gerado por (execução · etapa)",
     },
 }
 

@@ -192,3 +192,60 @@ def test_a_model_version_links_to_the_run_and_step_that_made_it(
     assert dict(rows).keys() == {"1", "2"}
     assert 'href="/ui/runs/demo-1#step-train"' in dict(rows)["1"]
     assert "/ui/runs/" not in dict(rows)["2"]
+
+
+def _rows(page: str, table: str) -> dict[str, list[str]]:
+    found = re.search(rf'<table[^>]*id="{table}"[^>]*>(.*?)</table>', page, re.DOTALL)
+    assert found, f"no table {table}"
+    rows = {}
+    for key, cells in re.findall(r'<tr data-key="([^"]+)"[^>]*>(.*?)</tr>', found.group(1), re.S):
+        rows[key] = [
+            re.sub(r"<[^>]+>", "", c).strip()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", cells, re.S)
+        ]
+    return rows
+
+
+def test_two_runs_of_a_pipeline_side_by_side(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    editor = server.token("default", "editor")
+    ids = []
+    for n in (3, 5):
+        ids.append(
+            server.client.post(
+                "/api/v1/runs",
+                json={"pipeline": "demo", "params": {"n": n}},
+                headers=server.as_(editor),
+            ).json()["id"]
+        )
+    runs = [server.wait_finished(editor, i) for i in ids]
+    assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
+    _signed_in(server)
+    chooser = server.client.get("/ui/pipelines/demo").text
+    form = re.search(r'<form[^>]*action="/ui/compare"[^>]*>(.*?)</form>', chooser, re.S)
+    assert form, "the pipeline page has no comparison form"
+    for name in ("a", "b"):
+        select = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', form.group(1), re.S)
+        assert select, name
+        assert set(re.findall(r'<option value="([^"]+)"', select.group(1))) == set(ids)
+
+    page = server.client.get(f"/ui/compare?a={ids[0]}&b={ids[1]}")
+    assert page.status_code == 200
+    params = _rows(page.text, "compare-params")
+    assert params["n"] == ["n", "3", "5"]
+    assert 'data-key="n" class="differs"' in page.text
+    metrics = _rows(page.text, "compare-metrics")
+    steps_of = {r: {s["node"]: s for s in run["steps"]} for r, run in zip(ids, runs, strict=True)}
+    auc = [steps_of[r]["train"]["metrics"]["auc"] for r in ids]
+    assert metrics["train.auc"][1:] == [str(v) for v in auc]
+    steps = _rows(page.text, "compare-steps")
+    assert set(steps) == {"load", "train", "report"}
+    assert steps["train"][0] == "train"
+    assert "succeeded" in steps["train"][1]
+    assert "succeeded" in steps["train"][3]
+    assert len(steps["train"]) == 5  # step, then (state, duration) per run
+    assert all(
+        re.fullmatch(r"[\d.]+s|\d+m\d\ds", c) for c in (steps["train"][2], steps["train"][4])
+    )
+    # A run the viewer cannot see is answered as missing.
+    assert server.client.get(f"/ui/compare?a={ids[0]}&b=nope-1").status_code == 404

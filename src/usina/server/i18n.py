@@ -72,6 +72,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "attempt_details": "Attempt details",
         "full_log": "Full log",
         "made_by": "Made by (run · step)",
+        "compare": "Compare runs",
     },
     "pt-BR": {
         "runs": "Execuções",
@@ -138,6 +139,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "attempt_details": "Detalhes da tentativa",
         "full_log": "Log completo",
         "made_by": "Gerado por (execução · etapa)",
+        "compare": "Comparar execuções",
     },
 }
 

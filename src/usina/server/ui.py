@@ -28,7 +28,13 @@ from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
 from usina.server.denials import HiddenRunError, client_of
 from usina.server.profiles import attempt_charts
-from usina.server.schemas import RunDetail, attempt_out, run_detail, summary_from_row
+from usina.server.schemas import (
+    RunDetail,
+    StepOut,
+    attempt_out,
+    run_detail,
+    summary_from_row,
+)
 from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
@@ -318,7 +324,54 @@ def pipeline_page(request: Request, name: str) -> Response:
                 if value == value and abs(value) != float("inf"):
                     series.setdefault(f"{step}.{metric_name}", []).append((at, value, run_id))
         charts = [_chart(key, points) for key, points in sorted(series.items())]
-        return _render(request, "pipeline.html", principal, name=name, charts=charts)
+        recent = ctx.platform.runs_page(
+            projects_=principal.visible_projects(), limit=PAGE, pipeline=name
+        )
+        return _render(
+            request,
+            "pipeline.html",
+            principal,
+            name=name,
+            charts=charts,
+            recent=[summary_from_row(r) for r in recent],
+        )
+
+    return _page(request, build)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, a: str, b: str) -> Response:
+    """Two runs side by side: parameters, step metrics, and each step's state (cached or
+    not) and duration."""
+
+    def build() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        runs = [
+            run_detail(visible_run(ctx, principal, run_id), ctx.metadata.get_steps(run_id))
+            for run_id in (a, b)
+        ]
+        steps = [{s.node: s for s in run.steps} for run in runs]
+        nodes = list(dict.fromkeys(n for by_node in steps for n in by_node))
+        params = sorted({k for run in runs for k in run.params})
+        metrics = sorted(
+            {f"{s.node}.{m}" for run in runs for s in run.steps for m in s.metrics},
+        )
+
+        def metric(by_node: dict[str, StepOut], key: str) -> Any:
+            node, _, name = key.rpartition(".")
+            step = by_node.get(node)
+            return step.metrics.get(name) if step is not None else None
+
+        return _render(
+            request,
+            "compare.html",
+            principal,
+            runs=runs,
+            params=[(k, [run.params.get(k) for run in runs]) for k in params],
+            metrics=[(k, [metric(by_node, k) for by_node in steps]) for k in metrics],
+            steps=[(n, [by_node.get(n) for by_node in steps]) for n in nodes],
+        )
 
     return _page(request, build)
 

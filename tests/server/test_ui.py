@@ -10,10 +10,12 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.server.conftest import Server
+from usina.server.denials import ACTION
 
 EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.IGNORECASE)
 
@@ -249,3 +251,80 @@ def test_two_runs_of_a_pipeline_side_by_side(make_server: Callable[..., Server])
     )
     # A run the viewer cannot see is answered as missing.
     assert server.client.get(f"/ui/compare?a={ids[0]}&b=nope-1").status_code == 404
+
+
+CSRF = re.compile(r'<input type="hidden" name="csrf" value="([^"]+)">')
+
+
+def _denials(server: Server, kind: str) -> list[dict[str, Any]]:
+    return [
+        {**e.detail, "target": e.target}
+        for e in server.ctx.platform.list_audit(limit=1000)
+        if e.action == ACTION and e.outcome == "denied" and e.detail.get("kind") == kind
+    ]
+
+
+def test_ui_actions_need_the_pages_csrf_token(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    c = server.client
+    api = server.token("default", "editor", name="api")
+    failed = c.post("/api/v1/runs", json={"pipeline": "failing"}, headers=server.as_(api))
+    failed_id = failed.json()["id"]
+    assert server.wait_finished(api, failed_id)["state"] == "failed"
+    slow_id = c.post(
+        "/api/v1/runs",
+        json={"pipeline": "slow", "params": {"seconds": 60}},
+        headers=server.as_(api),
+    ).json()["id"]
+
+    editor = _signed_in(server, "editor")
+    page = c.get(f"/ui/runs/{slow_id}").text
+    forms = dict(re.findall(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>', page, re.S))
+    assert f"/ui/runs/{slow_id}/cancel" in forms
+    assert f"/ui/runs/{slow_id}/resume" not in forms  # not finished
+    token = CSRF.search(forms[f"/ui/runs/{slow_id}/cancel"]).group(1)
+
+    # Without the token, or with another one: refused, recorded, nothing done.
+    for form in ({}, {"csrf": "0" * 64}):
+        refused = c.post(f"/ui/runs/{slow_id}/cancel", data=form, follow_redirects=False)
+        assert refused.status_code == 403
+    assert (
+        c.get(f"/api/v1/runs/{slow_id}", headers=server.as_(api)).json()["cancel_requested"]
+        is False
+    )
+    denied = _denials(server, "csrf")
+    assert len(denied) == 2
+    assert denied[0]["target"] == f"/ui/runs/{slow_id}/cancel"
+    assert denied[0]["token_id"] == editor.split("_")[1]
+    # With it: done, and back to the run's page.
+    done = c.post(f"/ui/runs/{slow_id}/cancel", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/ui/runs/{slow_id}"
+    assert server.wait_finished(api, slow_id)["state"] == "cancelled"
+
+    page = c.get(f"/ui/runs/{failed_id}").text
+    assert f'action="/ui/runs/{failed_id}/resume"' in page
+    assert f'action="/ui/runs/{failed_id}/cancel"' not in page  # finished
+    resumed = c.post(f"/ui/runs/{failed_id}/resume", data={"csrf": token}, follow_redirects=False)
+    assert resumed.status_code == 303
+    assert server.wait_finished(api, failed_id)["state"] == "failed"
+    rerun = c.post(f"/ui/runs/{failed_id}/rerun", data={"csrf": token}, follow_redirects=False)
+    assert rerun.status_code == 303
+    new_id = rerun.headers["location"].rsplit("/", 1)[1]
+    assert new_id != failed_id
+    assert c.get(f"/api/v1/runs/{new_id}", headers=server.as_(api)).json()["pipeline"] == "failing"
+    actions = {(e.action, e.target) for e in server.ctx.platform.list_audit(limit=1000)}
+    assert {("run.cancel", slow_id), ("run.resume", failed_id), ("run.submit", new_id)} <= actions
+
+    # A viewer sees no buttons, and a post with the viewer's own token is refused.
+    _signed_in(server, "viewer")
+    page = c.get(f"/ui/runs/{failed_id}").text
+    assert "/resume" not in page
+    assert "/rerun" not in page
+    own = CSRF.search(page)
+    assert own is not None  # the token is on every signed-in page (the sign-out form)
+    assert own.group(1) != token
+    refused = c.post(f"/ui/runs/{failed_id}/rerun", data={"csrf": own.group(1)})
+    assert refused.status_code == 403
+    assert "editor" in refused.text
+    assert len(_denials(server, "csrf")) == 2  # a role refusal, not a CSRF one

@@ -73,6 +73,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "full_log": "Full log",
         "made_by": "Made by (run · step)",
         "compare": "Compare runs",
+        "cancel": "Cancel",
+        "resume": "Resume",
+        "rerun": "Run again",
+        "csrf_refused": "This form has expired or did not come from this site; reload the "
+        "page and try again.",
     },
     "pt-BR": {
         "runs": "Execuções",
@@ -140,6 +145,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "full_log": "Log completo",
         "made_by": "Gerado por (execução · etapa)",
         "compare": "Comparar execuções",
+        "cancel": "Cancelar",
+        "resume": "Retomar",
+        "rerun": "Executar de novo",
+        "csrf_refused": "Este formulário expirou ou não veio deste site; recarregue a página "
+        "e tente de novo.",
     },
 }
 

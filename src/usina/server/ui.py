@@ -1,13 +1,18 @@
 """The web UI: server-rendered pages (Jinja2) with a little JavaScript for live status.
 
 Pages read through the same stores and permission checks as the API. The token is kept in an
-HttpOnly, SameSite=Strict cookie set by the sign-in form; the UI only reads, so a cookie never
-authorises a change (see ``usina.server.auth``).
+HttpOnly, SameSite=Strict cookie set by the sign-in form. The API never takes the cookie for a
+change (see ``usina.server.auth``); the UI's own actions (cancel, resume, rerun, sign out) are
+forms that carry a CSRF token besides the cookie: an HMAC of the session's token, so a page on
+another site cannot forge it and every replica can check it without shared state. A post
+without a valid one is refused (403) and recorded like other denials.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import time
 from functools import partial
@@ -16,21 +21,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from usina.engine.records import AttemptState, RunState
-from usina.errors import NotFoundError, UsinaError
+from usina.errors import NotFoundError, StateError, UsinaError
 from usina.server import auth, i18n
 from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
-from usina.server.denials import HiddenRunError, client_of
+from usina.server.denials import HiddenRunError, client_of, token_id_of
 from usina.server.profiles import attempt_charts
 from usina.server.schemas import (
     RunDetail,
     StepOut,
+    SubmitRequest,
     attempt_out,
     run_detail,
     summary_from_row,
@@ -94,10 +100,16 @@ def _principal(request: Request) -> Principal:
     return principal
 
 
+def csrf_token(session: str) -> str:
+    """The CSRF token of a signed-in browser: an HMAC keyed by its session's API token."""
+    return hmac.new(session.encode(), b"usina-ui-csrf", hashlib.sha256).hexdigest()
+
+
 def _render(
     request: Request, template: str, principal: Principal | None, **context: Any
 ) -> Response:
     lang = _lang(request)
+    session = request.cookies.get(auth.COOKIE)
     other = "en" if lang == "pt-BR" else "pt-BR"
     response = templates.TemplateResponse(
         request,
@@ -107,6 +119,7 @@ def _render(
             "lang": lang,
             "toggle": f"{request.url.path}?lang={other}",
             "principal": principal,
+            "csrf": csrf_token(session) if session and principal is not None else None,
             "state_words": json.dumps(
                 {k[6:]: v for k, v in i18n.translator(lang).items() if k.startswith("state.")}
             ),
@@ -180,11 +193,47 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.get("/logout")
-def logout() -> Response:
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(auth.COOKIE)
     return response
+
+
+async def _refused(request: Request) -> Response | None:
+    """403 (and a denial in the audit log) unless the form's CSRF token matches the session;
+    None when it does. Reads the form."""
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    session = request.cookies.get(auth.COOKIE) or ""
+    sent = (form.get("csrf") or [""])[0]
+    if session and hmac.compare_digest(sent.encode(), csrf_token(session).encode()):
+        return None
+    ctx: ServerContext = request.app.state.ctx
+    await anyio.to_thread.run_sync(
+        partial(
+            request.app.state.denials.record,
+            ctx,
+            "csrf",
+            client=client_of(request),
+            token_id=token_id_of(session) if session else None,
+            target=request.url.path,
+            method=request.method,
+            sent=bool(sent),
+        )
+    )
+    principal = None
+    with contextlib.suppress(_Redirect):
+        principal = _principal(request)
+    response = _render(request, "error.html", principal, message=_words(request)["csrf_refused"])
+    response.status_code = 403
+    return response
+
+
+def _words(request: Request) -> dict[str, str]:
+    return i18n.translator(_lang(request))
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -275,6 +324,9 @@ def run_page(request: Request, run_id: str) -> Response:
             node_h=NODE_H,
             events=ctx.metadata.list_events(run_id)[-50:],
             finished=run.state.finished,
+            can_edit=principal.can(run.project, Role.EDITOR),
+            can_rerun=ctx.pipelines.find(run.pipeline) is not None,
+            resumable=run.state.finished and run.state is not RunState.SUCCEEDED,
             profiles=attempt_charts(ctx.artifacts, attempts),
         )
 
@@ -308,6 +360,53 @@ def _headline(
         "anchor": f"#attempt-{attempt.id}" if attempt is not None else None,
         "log": items[-1]["log"] if items else None,
     }
+
+
+# -- actions -------------------------------------------------------------------------------
+# Each calls the API's route function, so permissions, state checks and the audit entry are
+# the API's own.
+
+
+@router.post("/runs/{run_id}/{action}", response_class=HTMLResponse)
+async def run_action(request: Request, run_id: str, action: str) -> Response:
+    from usina.server.routes import runs
+
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+
+    def act() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        try:
+            if action == "cancel":
+                runs.cancel_run(request, principal, run_id)
+                target = run_id
+            elif action == "resume":
+                runs.resume_run(request, principal, run_id)
+                target = run_id
+            elif action == "rerun":
+                run = visible_run(ctx, principal, run_id)
+                body = SubmitRequest(
+                    pipeline=run.pipeline,
+                    params=run.params,
+                    project=run.project,
+                    labels=dict(run.labels),
+                )
+                target = runs.submit_run(request, principal, body).id
+            else:
+                raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
+        except (HTTPException, StateError, UsinaError) as exc:
+            if isinstance(exc, NotFoundError):
+                raise
+            status = exc.status_code if isinstance(exc, HTTPException) else 409
+            message = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
+            response = _render(request, "error.html", principal, message=message)
+            response.status_code = status
+            return response
+        return RedirectResponse(f"/ui/runs/{quote(target)}", status_code=303)
+
+    return await anyio.to_thread.run_sync(partial(_page, request, act))
 
 
 @router.get("/pipelines/{name}", response_class=HTMLResponse)

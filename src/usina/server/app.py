@@ -3,6 +3,7 @@ by the application's lifespan."""
 
 from __future__ import annotations
 
+import importlib.util
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -157,19 +158,18 @@ def create_app(
 
 def _api_docs(app: FastAPI) -> None:
     """``/docs``: Swagger UI over ``/openapi.json``, its script and style served from the
-    ``swagger-ui-bundle`` package (the server extra), so the page works offline."""
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-        assets = None
-    else:
-        assets = Path(str(swagger_ui_path))
+    ``swagger-ui-py`` package (the server extra; Swagger UI 5, which reads OpenAPI 3.1), so
+    the page works offline. The package is only located, never imported."""
+    spec = importlib.util.find_spec("swagger_ui")
+    found = [Path(p) / "static" for p in (spec.submodule_search_locations or [])] if spec else []
+    assets = next((p for p in found if (p / "swagger-ui-bundle.js").is_file()), None)
+    if assets is not None:
         app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         if assets is None:
-            raise MissingExtraError("swagger_ui_bundle", "server")
+            raise MissingExtraError("swagger-ui-py", "server")
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} API",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
+
+from tests.server.conftest import CLI, cli_env
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -108,7 +111,16 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
     CSRF token), a forged post refused, and the API docs with every request kept local."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing; `make browser` installs it", pytrace=False)
-    url, token, client, _home = http_server
+    url, token, client, home = http_server
+    viewer = subprocess.run(
+        [*CLI, "token", "create", "--project", "default", "--role", "viewer", "--name", "vera"],
+        env=cli_env(home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     done = [
         client.post("/api/v1/runs", json={"pipeline": "demo", "params": {"n": n}}).json()["id"]
         for n in (4, 8)
@@ -212,6 +224,18 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
             page.goto(f"{url}/ui/compare?a={done[0]}&b={done[1]}")
             expect(page.locator("h1")).to_have_text("Comparar execuções")
             page.screenshot(path=str(OUTPUT / "ui-compare-pt.png"), full_page=True)
+
+            # A viewer sees the headline but no buttons.
+            as_viewer = browser.new_context(locale="en-US")
+            as_viewer.route("**/*", local_only)
+            seen = as_viewer.new_page()
+            seen.goto(f"{url}/ui/login?next=/ui/runs/{failed}")
+            seen.fill("input[name=token]", viewer)
+            seen.click("button[type=submit]")
+            expect(seen.locator("#headline")).to_contain_text("Step broken failed")
+            expect(seen.locator(".actions")).to_have_count(0)
+            expect(seen.locator("form[action$='/rerun']")).to_have_count(0)
+            seen.screenshot(path=str(OUTPUT / "ui-headline-viewer.png"), full_page=True)
 
             # The API docs render with nothing fetched from outside.
             page.goto(f"{url}/docs")

@@ -33,6 +33,7 @@ from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
 from usina.server.denials import HiddenRunError, client_of, token_id_of
 from usina.server.profiles import attempt_charts
+from usina.server.routes import runs as run_routes
 from usina.server.schemas import (
     RunDetail,
     StepOut,
@@ -369,8 +370,6 @@ def _headline(
 
 @router.post("/runs/{run_id}/{action}", response_class=HTMLResponse)
 async def run_action(request: Request, run_id: str, action: str) -> Response:
-    from usina.server.routes import runs
-
     refused = await _refused(request)
     if refused is not None:
         return refused
@@ -380,10 +379,10 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
         ctx: ServerContext = request.app.state.ctx
         try:
             if action == "cancel":
-                runs.cancel_run(request, principal, run_id)
+                run_routes.cancel_run(request, principal, run_id)
                 target = run_id
             elif action == "resume":
-                runs.resume_run(request, principal, run_id)
+                run_routes.resume_run(request, principal, run_id)
                 target = run_id
             elif action == "rerun":
                 run = visible_run(ctx, principal, run_id)
@@ -393,14 +392,16 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
                     project=run.project,
                     labels=dict(run.labels),
                 )
-                target = runs.submit_run(request, principal, body).id
+                target = run_routes.submit_run(request, principal, body).id
             else:
                 raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
         except (HTTPException, StateError, UsinaError) as exc:
             if isinstance(exc, NotFoundError):
                 raise
-            status = exc.status_code if isinstance(exc, HTTPException) else 409
-            message = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
+            if isinstance(exc, HTTPException):
+                status, message = exc.status_code, str(exc.detail)
+            else:
+                status, message = (409 if isinstance(exc, StateError) else 400), str(exc)
             response = _render(request, "error.html", principal, message=message)
             response.status_code = status
             return response

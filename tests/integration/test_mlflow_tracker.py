@@ -168,6 +168,9 @@ def test_registry_gate_moves_champion_only_for_a_better_model(
     assert champion.version == better["version"] == challenger.version
     assert [int(v.version) for v in client.search_model_versions("name = 'fraud'")] == [3, 2, 1]
     assert champion.tags["gate.decision"] == "promoted"
+    # The version names the usina run and step that registered it (the UI links them).
+    assert champion.tags["usina.run_id"] == runs["better"][0].id  # type: ignore[index]
+    assert champion.tags["usina.step"] == "register"
     assert client.get_model_version("fraud", worse["version"]).tags["gate.decision"] == (
         "kept champion"
     )

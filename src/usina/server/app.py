@@ -3,6 +3,7 @@ by the application's lifespan."""
 
 from __future__ import annotations
 
+import importlib.util
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 import usina
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from usina.server.context import ServerContext
 
 STATIC = Path(__file__).with_name("static")
+DOCS_ASSETS = "/docs/assets"
 
 
 def guards_of(ctx: ServerContext) -> GuardSettings:
@@ -68,6 +71,8 @@ def create_app(
         version=usina.__version__,
         summary="ML pipelines as a service: runs, steps, attempts, artifacts, models.",
         lifespan=lifespan,
+        docs_url=None,  # served by _api_docs from the package's assets, never from a CDN
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.guards = guards
@@ -130,8 +135,12 @@ def create_app(
         return PlainTextResponse("ready")
 
     @app.get("/", include_in_schema=False)
+    @app.get("/ui", include_in_schema=False)  # the address `usina server` prints
+    @app.get("/ui/", include_in_schema=False)
     def root() -> RedirectResponse:
         return RedirectResponse("/ui/runs", status_code=303)
+
+    _api_docs(app)
 
     app.include_router(api.router)
     app.include_router(profiles.router)
@@ -150,3 +159,28 @@ def create_app(
     if guards.metrics_port is None:
         app.mount("/metrics", metrics_endpoint(app.state.metrics_registry, guards))
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI over ``/openapi.json``, its script and style served from the
+    ``swagger-ui-py`` package (the server extra; Swagger UI 5, which reads OpenAPI 3.1), so
+    the page works offline. The package is only located, never imported."""
+    spec = importlib.util.find_spec("swagger_ui")
+    found = [Path(p) / "static" for p in (spec.submodule_search_locations or [])] if spec else []
+    assets = next((p for p in found if (p / "swagger-ui-bundle.js").is_file()), None)
+    if assets is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        if assets is None:
+            raise MissingExtraError("swagger-ui-py", "server")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            # Swagger UI would otherwise ask validator.swagger.io about the schema.
+            swagger_ui_parameters={"validatorUrl": None},
+        )

@@ -68,6 +68,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.skipped": "skipped",
         "state.cancelled": "cancelled",
         "state.cached": "cached",
+        "step_failed": "Step {step} failed",
+        "attempt_details": "Attempt details",
+        "full_log": "Full log",
+        "made_by": "Made by (run · step)",
+        "compare": "Compare runs",
+        "cancel": "Cancel",
+        "resume": "Resume",
+        "rerun": "Run again",
+        "csrf_refused": "This form has expired or did not come from this site; reload the "
+        "page and try again.",
     },
     "pt-BR": {
         "runs": "Execuções",
@@ -130,6 +140,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "state.skipped": "pulada",
         "state.cancelled": "cancelada",
         "state.cached": "em cache",
+        "step_failed": "A etapa {step} falhou",
+        "attempt_details": "Detalhes da tentativa",
+        "full_log": "Log completo",
+        "made_by": "Gerado por (execução · etapa)",
+        "compare": "Comparar execuções",
+        "cancel": "Cancelar",
+        "resume": "Retomar",
+        "rerun": "Executar de novo",
+        "csrf_refused": "Este formulário expirou ou não veio deste site; recarregue a página "
+        "e tente de novo.",
     },
 }
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
 PROJECT_TAG = "usina.project"
+RUN_TAG = "usina.run_id"  # set by usina.tracking.registry.register_model
+STEP_TAG = "usina.step"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,200}$")
 
 
@@ -77,6 +79,8 @@ class MlflowModels:
                 status=str(v.status) if v.status else None,
                 created_at=(v.creation_timestamp / 1000.0) if v.creation_timestamp else None,
                 aliases=sorted(by_version.get(str(v.version), [])),
+                usina_run_id=(getattr(v, "tags", None) or {}).get(RUN_TAG) or None,
+                usina_step=(getattr(v, "tags", None) or {}).get(STEP_TAG) or None,
             )
             for v in versions
         ]

@@ -255,6 +255,12 @@ class ModelVersionOut(BaseModel):
     status: str | None
     created_at: float | None
     aliases: list[str]
+    usina_run_id: str | None = Field(
+        default=None, description="the usina run that registered it (tag usina.run_id)"
+    )
+    usina_step: str | None = Field(
+        default=None, description="the step of that run (tag usina.step)"
+    )
 
 
 class ModelOut(BaseModel):

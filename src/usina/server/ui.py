@@ -1,13 +1,18 @@
 """The web UI: server-rendered pages (Jinja2) with a little JavaScript for live status.
 
 Pages read through the same stores and permission checks as the API. The token is kept in an
-HttpOnly, SameSite=Strict cookie set by the sign-in form; the UI only reads, so a cookie never
-authorises a change (see ``usina.server.auth``).
+HttpOnly, SameSite=Strict cookie set by the sign-in form. The API never takes the cookie for a
+change (see ``usina.server.auth``); the UI's own actions (cancel, resume, rerun, sign out) are
+forms that carry a CSRF token besides the cookie: an HMAC of the session's token, so a page on
+another site cannot forge it and every replica can check it without shared state. A post
+without a valid one is refused (403) and recorded like other denials.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import time
 from functools import partial
@@ -16,18 +21,27 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
 from usina.engine.records import AttemptState, RunState
-from usina.errors import NotFoundError, UsinaError
+from usina.errors import NotFoundError, StateError, UsinaError
 from usina.server import auth, i18n
 from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
-from usina.server.denials import HiddenRunError, client_of
+from usina.server.denials import HiddenRunError, client_of, token_id_of
 from usina.server.profiles import attempt_charts
-from usina.server.schemas import attempt_out, run_detail, summary_from_row
+from usina.server.routes import runs as run_routes
+from usina.server.schemas import (
+    RunDetail,
+    StepOut,
+    SubmitRequest,
+    attempt_out,
+    run_detail,
+    summary_from_row,
+)
 from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
@@ -36,11 +50,20 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 LOG_LINES = 60
+HEADLINE_LINES = 5
 PAGE = 50
 
 
-def _fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+def _fmt_time(ts: float | None) -> Markup:
+    """A ``<time>`` in UTC; app.js shows it in the viewer's zone and keeps UTC in the title."""
+    if not ts:
+        return Markup("")
+    utc = time.gmtime(ts)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", utc),
+        shown := time.strftime("%Y-%m-%d %H:%M:%S UTC", utc),
+        shown,
+    )
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -78,10 +101,16 @@ def _principal(request: Request) -> Principal:
     return principal
 
 
+def csrf_token(session: str) -> str:
+    """The CSRF token of a signed-in browser: an HMAC keyed by its session's API token."""
+    return hmac.new(session.encode(), b"usina-ui-csrf", hashlib.sha256).hexdigest()
+
+
 def _render(
     request: Request, template: str, principal: Principal | None, **context: Any
 ) -> Response:
     lang = _lang(request)
+    session = request.cookies.get(auth.COOKIE)
     other = "en" if lang == "pt-BR" else "pt-BR"
     response = templates.TemplateResponse(
         request,
@@ -91,6 +120,7 @@ def _render(
             "lang": lang,
             "toggle": f"{request.url.path}?lang={other}",
             "principal": principal,
+            "csrf": csrf_token(session) if session and principal is not None else None,
             "state_words": json.dumps(
                 {k[6:]: v for k, v in i18n.translator(lang).items() if k.startswith("state.")}
             ),
@@ -164,11 +194,47 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.get("/logout")
-def logout() -> Response:
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(auth.COOKIE)
     return response
+
+
+async def _refused(request: Request) -> Response | None:
+    """403 (and a denial in the audit log) unless the form's CSRF token matches the session;
+    None when it does. Reads the form."""
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    session = request.cookies.get(auth.COOKIE) or ""
+    sent = (form.get("csrf") or [""])[0]
+    if session and hmac.compare_digest(sent.encode(), csrf_token(session).encode()):
+        return None
+    ctx: ServerContext = request.app.state.ctx
+    await anyio.to_thread.run_sync(
+        partial(
+            request.app.state.denials.record,
+            ctx,
+            "csrf",
+            client=client_of(request),
+            token_id=token_id_of(session) if session else None,
+            target=request.url.path,
+            method=request.method,
+            sent=bool(sent),
+        )
+    )
+    principal = None
+    with contextlib.suppress(_Redirect):
+        principal = _principal(request)
+    response = _render(request, "error.html", principal, message=_words(request)["csrf_refused"])
+    response.status_code = 403
+    return response
+
+
+def _words(request: Request) -> dict[str, str]:
+    return i18n.translator(_lang(request))
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -240,6 +306,8 @@ def run_page(request: Request, run_id: str) -> Response:
                     "running": a.state is AttemptState.RUNNING,
                     "follow": f"/api/v1/runs/{quote(run_id)}/steps/{quote(a.node)}/logs"
                     f"?attempt={a.number}&follow=true",
+                    "log": f"/api/v1/runs/{quote(run_id)}/steps/{quote(a.node)}/logs"
+                    f"?attempt={a.number}",
                 }
             )
         graph = layout(
@@ -250,16 +318,96 @@ def run_page(request: Request, run_id: str) -> Response:
             "run.html",
             principal,
             run=detail,
+            headline=_headline(detail, by_step, i18n.translator(_lang(request))),
             attempts=by_step,
             graph=graph,
             node_w=NODE_W,
             node_h=NODE_H,
             events=ctx.metadata.list_events(run_id)[-50:],
             finished=run.state.finished,
+            can_edit=principal.can(run.project, Role.EDITOR),
+            can_rerun=ctx.pipelines.find(run.pipeline) is not None,
+            resumable=run.state.finished and run.state is not RunState.SUCCEEDED,
             profiles=attempt_charts(ctx.artifacts, attempts),
         )
 
     return _page(request, build)
+
+
+def _headline(
+    run: RunDetail, by_step: dict[str, list[dict[str, Any]]], t: dict[str, str]
+) -> dict[str, Any] | None:
+    """What a failed run's page opens with: the step that failed first, its failure class, the
+    first lines of its error (the exception before the traceback), the advice and where its
+    log is."""
+    if run.state != RunState.FAILED.value:
+        return None
+    failed = [s for s in run.steps if s.state == AttemptState.FAILED.value]
+    if not failed:
+        return {"title": None, "lines": (run.error or "").splitlines()[:HEADLINE_LINES]}
+    step = min(failed, key=lambda s: s.finished_at or float("inf"))
+    items = by_step.get(step.node, [])
+    attempt = items[-1]["a"] if items else None
+    text = (attempt.message if attempt is not None else None) or step.error or ""
+    lines = text.splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.startswith("Traceback")), len(lines))
+    title = Markup(escape(t["step_failed"])).format(step=Markup("<b>{}</b>").format(step.node))
+    return {
+        "title": title,
+        "step": step.node,
+        "failure_class": attempt.failure_class if attempt is not None else None,
+        "lines": (lines[:cut] or lines)[:HEADLINE_LINES],
+        "advice": attempt.advice if attempt is not None else None,
+        "anchor": f"#attempt-{attempt.id}" if attempt is not None else None,
+        "log": items[-1]["log"] if items else None,
+    }
+
+
+# -- actions -------------------------------------------------------------------------------
+# Each calls the API's route function, so permissions, state checks and the audit entry are
+# the API's own.
+
+
+@router.post("/runs/{run_id}/{action}", response_class=HTMLResponse)
+async def run_action(request: Request, run_id: str, action: str) -> Response:
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+
+    def act() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        try:
+            if action == "cancel":
+                run_routes.cancel_run(request, principal, run_id)
+                target = run_id
+            elif action == "resume":
+                run_routes.resume_run(request, principal, run_id)
+                target = run_id
+            elif action == "rerun":
+                run = visible_run(ctx, principal, run_id)
+                body = SubmitRequest(
+                    pipeline=run.pipeline,
+                    params=run.params,
+                    project=run.project,
+                    labels=dict(run.labels),
+                )
+                target = run_routes.submit_run(request, principal, body).id
+            else:
+                raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
+        except (HTTPException, StateError, UsinaError) as exc:
+            if isinstance(exc, NotFoundError):
+                raise
+            if isinstance(exc, HTTPException):
+                status, message = exc.status_code, str(exc.detail)
+            else:
+                status, message = (409 if isinstance(exc, StateError) else 400), str(exc)
+            response = _render(request, "error.html", principal, message=message)
+            response.status_code = status
+            return response
+        return RedirectResponse(f"/ui/runs/{quote(target)}", status_code=303)
+
+    return await anyio.to_thread.run_sync(partial(_page, request, act))
 
 
 @router.get("/pipelines/{name}", response_class=HTMLResponse)
@@ -276,7 +424,54 @@ def pipeline_page(request: Request, name: str) -> Response:
                 if value == value and abs(value) != float("inf"):
                     series.setdefault(f"{step}.{metric_name}", []).append((at, value, run_id))
         charts = [_chart(key, points) for key, points in sorted(series.items())]
-        return _render(request, "pipeline.html", principal, name=name, charts=charts)
+        recent = ctx.platform.runs_page(
+            projects_=principal.visible_projects(), limit=PAGE, pipeline=name
+        )
+        return _render(
+            request,
+            "pipeline.html",
+            principal,
+            name=name,
+            charts=charts,
+            recent=[summary_from_row(r) for r in recent],
+        )
+
+    return _page(request, build)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, a: str, b: str) -> Response:
+    """Two runs side by side: parameters, step metrics, and each step's state (cached or
+    not) and duration."""
+
+    def build() -> Response:
+        principal = _principal(request)
+        ctx: ServerContext = request.app.state.ctx
+        runs = [
+            run_detail(visible_run(ctx, principal, run_id), ctx.metadata.get_steps(run_id))
+            for run_id in (a, b)
+        ]
+        steps = [{s.node: s for s in run.steps} for run in runs]
+        nodes = list(dict.fromkeys(n for by_node in steps for n in by_node))
+        params = sorted({k for run in runs for k in run.params})
+        metrics = sorted(
+            {f"{s.node}.{m}" for run in runs for s in run.steps for m in s.metrics},
+        )
+
+        def metric(by_node: dict[str, StepOut], key: str) -> Any:
+            node, _, name = key.rpartition(".")
+            step = by_node.get(node)
+            return step.metrics.get(name) if step is not None else None
+
+        return _render(
+            request,
+            "compare.html",
+            principal,
+            runs=runs,
+            params=[(k, [run.params.get(k) for run in runs]) for k in params],
+            metrics=[(k, [metric(by_node, k) for by_node in steps]) for k in metrics],
+            steps=[(n, [by_node.get(n) for by_node in steps]) for n in nodes],
+        )
 
     return _page(request, build)
 

@@ -41,6 +41,13 @@ def _usina_run_id() -> str | None:
         return os.environ.get("USINA_RUN_ID") or None
 
 
+def _usina_step() -> str | None:
+    try:
+        return current().step
+    except StateError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class PromotionDecision:
     """What ``register_model`` did, and why."""
@@ -113,9 +120,11 @@ def register_model(
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as active:
         info = kind.log(model, signature=signature, example=features.head(example_rows))
         usina_run = _usina_run_id()
-        version = mlflow.register_model(
-            info.model_uri, name, tags={"usina.run_id": usina_run} if usina_run else None
-        )
+        made_by = {"usina.run_id": usina_run} if usina_run else {}
+        step = _usina_step()
+        if step:
+            made_by["usina.step"] = step
+        version = mlflow.register_model(info.model_uri, name, tags=made_by or None)
         client.set_registered_model_alias(name, CHALLENGER, version.version)
 
         champion_version: str | None = None

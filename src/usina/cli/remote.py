@@ -163,6 +163,9 @@ def logs(remote: Remote, run_id: str, step: str, attempt: int | None) -> str:
 def upload_bundle(remote: Remote, digest: str, data: bytes, project: str) -> bool:
     """Store the code bundle ``digest`` (its bytes ``data``) on the server unless it has it;
     True when this call uploaded it."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
     path = f"/api/v1/bundles/{quote(digest)}"
     try:
         remote.call("GET", path, params={"project": project})

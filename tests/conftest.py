@@ -15,6 +15,7 @@ profile and multiplies the example count that a test sets for itself by ``DEEP_F
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,9 @@ from tests.fuzz import DEEP_FACTOR, PROFILES
 from tests.fuzz import PROFILE as FUZZ_PROFILE
 
 TESTS = Path(__file__).resolve().parent
+# The CLI speaks the locale's language (usina.i18n): tests see English unless they ask for
+# another (tests/integration/test_cli_i18n.py), whatever the machine's LANG.
+os.environ["USINA_LANG"] = "en"
 
 # Folder under tests/ -> tier marker.
 TIERS = {

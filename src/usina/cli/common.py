@@ -12,6 +12,7 @@ from rich.console import Console
 
 from usina.compose.settings import Settings
 from usina.errors import DefinitionError, NotFoundError
+from usina.i18n import N_, error
 
 if TYPE_CHECKING:
     from usina.cli.remote import Remote
@@ -54,10 +55,23 @@ def existing_settings(run_id: str | None = None) -> Settings:
     an empty one); raises NotFoundError naming where it looked."""
     current = settings()
     if not current.store_exists():
-        missing = f"run {run_id!r} does not exist: " if run_id else ""
-        raise NotFoundError(
-            f"{missing}no usina store at {current.where()}; run a pipeline first "
-            "(usina run FILE.py), cd into its project, or set USINA_HOME"
+        if run_id:
+            raise error(
+                NotFoundError,
+                N_(
+                    "run {run!r} does not exist: no usina store at {where}; run a pipeline "
+                    "first (usina run FILE.py), cd into its project, or set USINA_HOME"
+                ),
+                run=run_id,
+                where=current.where(),
+            )
+        raise error(
+            NotFoundError,
+            N_(
+                "no usina store at {where}; run a pipeline first (usina run FILE.py), cd into "
+                "its project, or set USINA_HOME"
+            ),
+            where=current.where(),
         )
     return current
 
@@ -67,7 +81,12 @@ def parse_params(values: list[str], option: str = "--param") -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise DefinitionError(f"{option} {item!r} must look like NAME=VALUE")
+            raise error(
+                DefinitionError,
+                N_("{option} {item!r} must look like NAME=VALUE"),
+                option=option,
+                item=item,
+            )
         params[key.strip()] = value
     return params
 

@@ -18,6 +18,7 @@ from usina.engine.records import (  # noqa: F401 - also used by callers
     StepState,
     step_reasons,
 )
+from usina.i18n import N_, _, translate
 
 _STYLE = {
     StepState.PENDING: "dim",
@@ -28,6 +29,25 @@ _STYLE = {
     StepState.SKIPPED: "dim",
     StepState.CANCELLED: "magenta",
 }
+
+
+#: The states a run or step shows (``StepState``, ``RunState`` and "cached"), marked for the
+#: catalogue: records keep the English value, the terminal shows ``state_name``.
+STATE_NAMES = (
+    N_("pending"),
+    N_("backoff"),
+    N_("running"),
+    N_("succeeded"),
+    N_("failed"),
+    N_("skipped"),
+    N_("cancelled"),
+    N_("cached"),
+)
+
+
+def state_name(state: str) -> str:
+    """A run's or step's state in the reader's language (as is in English)."""
+    return translate(state)
 
 
 def _duration(start: float | None, end: float | None) -> float | None:
@@ -67,15 +87,16 @@ def _step_style(state: str) -> str:
 def run_table(run: dict[str, Any]) -> Table:
     """A run's steps from its JSON (``run_json`` or the server's): the same table whether the
     run was read locally or from a server."""
-    table = Table(title=f"{run['pipeline']} · {run['id']} · {run['state']}", title_justify="left")
-    table.add_column("step")
-    table.add_column("state")
-    table.add_column("attempt", justify="right")
-    table.add_column("duration", justify="right")
-    table.add_column("note", overflow="fold")
+    title = f"{run['pipeline']} · {run['id']} · {state_name(run['state'])}"
+    table = Table(title=title, title_justify="left")
+    table.add_column(_("step"))
+    table.add_column(_("state"))
+    table.add_column(_("attempt"), justify="right")
+    table.add_column(_("duration"), justify="right")
+    table.add_column(_("note"), overflow="fold")
     for s in run["steps"]:
         cached = bool(s.get("cached"))
-        label = "cached" if cached else s["state"]
+        label = state_name("cached" if cached else s["state"])
         took = s["duration"]
         if took is None and s["state"] == "running" and s.get("started_at"):
             took = _duration(s["started_at"], None)  # so far
@@ -93,14 +114,14 @@ def _why_note(s: dict[str, Any]) -> str:
     why = s.get("why")
     if not why or s.get("cached"):
         return ""
-    return why if why.startswith("not run") else f"ran: {why}"
+    return why if why.startswith("not run") else _("ran: {why}").format(why=why)
 
 
 def step_line(s: dict[str, Any]) -> str:
     """A step's progress line from its JSON: ``  train: failed attempt 2 12.3s (reason)``."""
     cached = bool(s.get("cached"))
-    label = "cached" if cached else s["state"]
-    extra = f" attempt {s['attempts']}" if s["attempts"] > 1 else ""
+    label = state_name("cached" if cached else s["state"])
+    extra = " " + _("attempt {n}").format(n=s["attempts"]) if s["attempts"] > 1 else ""
     took = "" if cached or s["duration"] is None else format_duration(s["duration"])
     when = f" {took}" if took else ""
     note = f" ({s['error']})" if s["error"] else ""
@@ -116,25 +137,33 @@ def run_summary(run: dict[str, Any]) -> str:
         if s["state"] in ("succeeded", "failed") and not s.get("cached") and s["attempts"]
     ]
     took = format_duration(run["duration"])
-    parts = [f"run {run['id']} {run['state']} in {took}: {len(ran)} ran, {len(cached)} from cache"]
+    parts = [
+        _("run {run} {state} in {took}: {ran} ran, {cached} from cache").format(
+            run=run["id"],
+            state=state_name(run["state"]),
+            took=took,
+            ran=len(ran),
+            cached=len(cached),
+        )
+    ]
     if cached:
-        parts.append(f"cached: {', '.join(cached)}")
+        parts.append(_("cached: {steps}").format(steps=", ".join(cached)))
     failed = [s["node"] for s in run["steps"] if s["state"] == "failed"]
     if failed:
-        parts.append(f"failed: {', '.join(failed)}")
+        parts.append(_("failed: {steps}").format(steps=", ".join(failed)))
     return "; ".join(parts)
 
 
 def runs_table(items: Sequence[dict[str, Any]]) -> Table:
     """``usina runs ls``: one row per run, from run JSON (local or the server's)."""
     table = Table()
-    for col in ("run", "pipeline", "state", "created", "duration"):
-        table.add_column(col)
+    for col in (N_("run"), N_("pipeline"), N_("state"), N_("created"), N_("duration")):
+        table.add_column(translate(col))
     for r in items:
         table.add_row(
             r["id"],
             r["pipeline"],
-            r["state"],
+            state_name(r["state"]),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
             format_duration(r["duration"]) if r["finished_at"] else "",
         )

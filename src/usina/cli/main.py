@@ -30,6 +30,7 @@ from usina.cli.tokens import tokens_app
 from usina.cli.triggers import triggers_app
 from usina.deploy.llm_cli import deploy_llm
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
+from usina.i18n import _, error_text, language, language_from_env, set_language
 from usina.llm.cli import app as llm_app
 from usina.mcp.cli import app as mcp_app
 
@@ -55,6 +56,11 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(mcp_app, name="mcp")
 app.command("deploy-llm")(deploy_llm)
 app.command()(kpi)
+
+
+class Lang(enum.StrEnum):
+    en = "en"
+    pt_BR = "pt-BR"
 
 
 class LogFormat(enum.StrEnum):
@@ -99,8 +105,18 @@ def _root(
             help="log lines on stderr: plain, or json (with run, step and attempt ids)",
         ),
     ] = None,
+    lang: Annotated[
+        Lang | None,
+        typer.Option(
+            "--lang",
+            help="language of messages: en or pt-BR (default: USINA_LANG, then LC_ALL, "
+            "LC_MESSAGES, LANG)",
+        ),
+    ] = None,
 ) -> None:
     """Run ML pipelines locally or on Kubernetes, and inspect their runs."""
+    if lang is not None:
+        set_language(lang.value)
     set_server(Remote(server, token) if server else None)
     if log_format is not None:
         _configure_logging(log_format.value)
@@ -117,7 +133,13 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> int:
     """The ``usina`` program; ``argv``: arguments to run in this process (tests), instead of
     ``sys.argv`` in a process of its own, which then ends at once (``_leave``)."""
-    code = _main(argv)
+    before = language()
+    set_language(language_from_env(os.environ))
+    try:
+        code = _main(argv)
+    finally:
+        if argv is not None:  # in-process (tests): the next command starts from the env again
+            set_language(before)
     if argv is None:
         _leave(code)
     return code
@@ -156,10 +178,10 @@ def _main(argv: list[str] | None) -> int:
     except SystemExit as exc:  # click usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     except (DefinitionError, NotFoundError, StateError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(_error_line(exc))
         return EXIT_USAGE
     except UsinaError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")  # "usina[extra]" is not markup
+        err.print(_error_line(exc))
         return EXIT_FAILED
     except Exception as exc:
         # Click's usage errors (typer may vendor its own copy of click): they know how to show
@@ -171,6 +193,13 @@ def _main(argv: list[str] | None) -> int:
             return 130
         raise
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _error_line(exc: Exception) -> str:
+    # "usina[extra]" in a message is not markup
+    return "[red]{label}[/] {message}".format(
+        label=escape(_("error:")), message=escape(error_text(exc))
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from usina.engine.policy import advice
 from usina.engine.ports import log_key
 from usina.engine.records import AttemptState, RunState, step_reasons
 from usina.errors import NotFoundError
+from usina.i18n import N_, error
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -80,7 +81,12 @@ class LocalRuns:
         try:
             return self.comps.metadata.get_run(run_id)
         except NotFoundError as exc:
-            raise NotFoundError(f"{exc} (store: {self.settings.where()})") from exc
+            raise error(
+                NotFoundError,
+                N_("{error} (store: {where})"),
+                error=exc,
+                where=self.settings.where(),
+            ) from exc
 
     def list_runs(self, *, limit: int, state: str | None, pipeline: str | None) -> list[Json]:
         if not self.settings.store_exists():

@@ -9,36 +9,44 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never
 
+from usina.i18n import N_
 from usina.sdk.resources import Resources, memory_bytes
 from usina.sdk.retry import FailureClass, Retry
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 
-def advice(failure: FailureClass, run_id: str) -> str:
+def _as_is(text: str) -> str:
+    return text
+
+
+def advice(failure: FailureClass, run_id: str, translate: Callable[[str], str] = _as_is) -> str:
     """What a user should do next about a failure of this class (every class has one: the
-    ``match`` is exhaustive, so mypy rejects a new class that is missing here)."""
+    ``match`` is exhaustive, so mypy rejects a new class that is missing here). In English
+    unless ``translate`` (``usina.i18n.translate``) puts it in the reader's language."""
     match failure:
         case FailureClass.USER_ERROR:
-            text = "fix the step's code or data (see the traceback), then 'usina runs resume {run}'"
+            text = N_(
+                "fix the step's code or data (see the traceback), then 'usina runs resume {run}'"
+            )
         case FailureClass.OOM:
-            text = "raise the step's memory (Resources(memory=...)) or Retry(max_memory=...)"
+            text = N_("raise the step's memory (Resources(memory=...)) or Retry(max_memory=...)")
         case FailureClass.TIMEOUT:
-            text = "raise the step's timeout, or make it faster"
+            text = N_("raise the step's timeout, or make it faster")
         case FailureClass.INFRA:
-            text = "check the image, secrets and config the step needs, then resume"
+            text = N_("check the image, secrets and config the step needs, then resume")
         case FailureClass.UNSCHEDULABLE:
-            text = "ask for resources some node has, or add capacity to the queue"
+            text = N_("ask for resources some node has, or add capacity to the queue")
         case FailureClass.PREEMPTED:
-            text = "resume the run; preemptions do not use the retry budget"
+            text = N_("resume the run; preemptions do not use the retry budget")
         case FailureClass.NODE_LOST:
-            text = "resume the run; lost nodes do not use the retry budget"
+            text = N_("resume the run; lost nodes do not use the retry budget")
         case FailureClass.CANCELLED:
-            text = "resume the run to continue it"
+            text = N_("resume the run to continue it")
         case _:
             assert_never(failure)
-    return text.format(run=run_id)
+    return translate(text).format(run=run_id)
 
 
 @dataclass(frozen=True, slots=True)

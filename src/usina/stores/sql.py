@@ -37,6 +37,7 @@ from usina.engine.records import (
     StepRecord,
 )
 from usina.errors import NotFoundError, StateError, StoreError
+from usina.i18n import N_, error
 from usina.stores.database import for_writing, normalize_url, open_database, shown_url
 from usina.stores.sql_rows import (
     attempt_from_row,
@@ -196,7 +197,11 @@ class SqlMetadataStore:
         with self._read(f"reading run {run_id!r}") as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         if row is None:
-            raise NotFoundError(f"run {run_id!r} does not exist; `usina runs ls` lists the runs")
+            raise error(
+                NotFoundError,
+                N_("run {run!r} does not exist; `usina runs ls` lists the runs"),
+                run=run_id,
+            )
         return run_from_row(row)
 
     def list_runs(

@@ -1,0 +1,174 @@
+"""usina's words in English and Brazilian Portuguese, from one gettext catalogue.
+
+The English text is the message id (gettext's convention) and the fallback; the Portuguese
+lives in ``locale/pt_BR/LC_MESSAGES/usina.po``, compiled beside it to ``usina.mo`` (committed,
+so an install needs no compiler; ``scripts/i18n.py`` extracts, updates and compiles). Only the
+standard library's ``gettext`` runs here.
+
+Code marks a message with ``_("run {run} not found").format(run=...)`` (named placeholders,
+never an f-string inside ``_()``), or with ``N_()`` where the text is defined and translated
+later, at display time (advice, event names); stored records stay in English.
+
+The CLI's language: ``--lang``, else ``USINA_LANG``, else ``LC_ALL``/``LC_MESSAGES``/``LANG``
+(``pt_BR.UTF-8`` -> pt-BR), else English (``language_from_env``). The web UI asks for a language
+per request (``translate``).
+"""
+
+from __future__ import annotations
+
+import functools
+import gettext as _gettext
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "DEFAULT",
+    "EVENT_KINDS",
+    "LANGS",
+    "LOCALE_DIR",
+    "N_",
+    "_",
+    "error",
+    "error_text",
+    "event_name",
+    "language",
+    "language_from_env",
+    "normalize",
+    "set_language",
+    "translate",
+]
+
+LANGS = ("en", "pt-BR")
+DEFAULT = "en"
+DOMAIN = "usina"
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+#: Environment variables that choose the language, first match wins (POSIX order after ours).
+ENV_VARS = ("USINA_LANG", "LC_ALL", "LC_MESSAGES", "LANG")
+
+_state = {"lang": DEFAULT}
+
+
+def N_(text: str) -> str:
+    """Marks ``text`` for the catalogue without translating it (translated where shown)."""
+    return text
+
+
+def normalize(tag: str | None) -> str | None:
+    """``pt-BR``, ``pt_BR.UTF-8``, ``pt`` -> ``"pt-BR"``; ``en_US``, ``C``, ``POSIX`` -> ``"en"``;
+    None for an empty or unknown tag (the next source of a language is asked)."""
+    if not tag:
+        return None
+    base = tag.split(".", 1)[0].split("@", 1)[0].replace("_", "-").lower()
+    if base in ("c", "posix") or base == "en" or base.startswith("en-"):
+        return "en"
+    if base == "pt" or base.startswith("pt-"):
+        return "pt-BR"
+    return None
+
+
+def language_from_env(environ: Mapping[str, str]) -> str:
+    """The language the environment asks for (``ENV_VARS`` in order), else English. An unknown
+    language in ``LANG`` (``fr_FR.UTF-8``) gives English, as ``gettext`` itself would."""
+    for name in ENV_VARS:
+        value = environ.get(name)
+        if value:
+            return normalize(value) or DEFAULT
+    return DEFAULT
+
+
+def set_language(lang: str) -> None:
+    """The language of ``_()`` from now on in this process (the CLI sets it once per command)."""
+    _state["lang"] = normalize(lang) or DEFAULT
+
+
+def language() -> str:
+    return _state["lang"]
+
+
+@functools.cache
+def _translations(lang: str) -> _gettext.NullTranslations:
+    if lang == DEFAULT:
+        return _gettext.NullTranslations()
+    code = lang.replace("-", "_")  # gettext's folder name: pt_BR
+    return _gettext.translation(DOMAIN, LOCALE_DIR, languages=[code], fallback=True)
+
+
+def translate(message: str, lang: str | None = None) -> str:
+    """``message`` (its English text) in ``lang`` (default: the current language); the English
+    itself when the catalogue has no translation."""
+    chosen = language() if lang is None else (normalize(lang) or DEFAULT)
+    return _translations(chosen).gettext(message)
+
+
+def _(message: str) -> str:
+    """``message`` in the current language."""
+    return _translations(language()).gettext(message)
+
+
+#: Every event kind usina records (engine, server), marked so the catalogue names them; the
+#: records keep the kind itself, English output shows it as is.
+EVENT_KINDS = (
+    N_("run_submitted"),
+    N_("run_started"),
+    N_("run_resumed"),
+    N_("run_succeeded"),
+    N_("run_failed"),
+    N_("run_cancelled"),
+    N_("run_triggered"),
+    N_("cancel_requested"),
+    N_("step_cached"),
+    N_("step_cache_miss"),
+    N_("step_rerun"),
+    N_("step_retry"),
+    N_("step_unused"),
+    N_("step_skipped"),
+    N_("step_succeeded"),
+    N_("step_failed"),
+    N_("attempt_started"),
+    N_("attempt_running"),
+    N_("attempt_succeeded"),
+    N_("attempt_failed"),
+    N_("tracker_error"),
+    N_("notification_sent"),
+    N_("notification_retry"),
+    N_("notification_failed"),
+)
+
+
+def event_name(kind: str, lang: str | None = None) -> str:
+    """An event's kind as shown to people: the kind itself in English (what tools and the docs
+    name), a name in the language otherwise; an unknown kind stays as it is."""
+    return translate(kind, lang)
+
+
+E = TypeVar("E", bound=BaseException)
+_MARK = "_usina_message"
+
+
+def error(kind: type[E], message: str, /, **params: object) -> E:
+    """An exception of ``kind`` whose text is ``message`` (marked ``N_``) with ``params``: in
+    English as ``str()`` (logs, the API, stored records), in the reader's language through
+    ``error_text``. A param may itself be such an exception (a message that wraps another)."""
+    exc = kind(message.format(**{k: _english(v) for k, v in params.items()}))
+    setattr(exc, _MARK, (message, params))
+    return exc
+
+
+def _english(value: object) -> object:
+    return str(value) if isinstance(value, BaseException) else value
+
+
+def error_text(exc: BaseException, lang: str | None = None) -> str:
+    """What ``exc`` says, in ``lang`` (default: the current language) when it was made with
+    ``error``; other exceptions say ``str(exc)``."""
+    marked = getattr(exc, _MARK, None)
+    if marked is None:
+        return str(exc)
+    message, params = marked
+    values = {
+        k: error_text(v, lang) if isinstance(v, BaseException) else v for k, v in params.items()
+    }
+    return translate(message, lang).format(**values)

@@ -1,0 +1,129 @@
+"""usina's one message catalogue: every marked message has its pt-BR translation (with the same
+placeholders, compiled into the committed .mo), how a language is chosen, and the translated
+advice, events and errors."""
+
+from __future__ import annotations
+
+import pytest
+from babel.messages.catalog import Catalog
+from scripts.i18n import LOCALES, check, compiled, extract, mo_path, problems, read
+
+from usina import i18n
+from usina.engine.policy import advice
+from usina.errors import NotFoundError
+from usina.sdk.retry import FailureClass
+
+
+@pytest.fixture(autouse=True)
+def _english_after() -> object:
+    yield
+    i18n.set_language("en")
+
+
+def test_every_marked_message_has_its_translation_and_the_mo_is_compiled() -> None:
+    assert problems() == []
+
+
+def test_the_catalogue_holds_the_cli_advice_event_and_error_messages() -> None:
+    ids = {m.id for m in extract()}
+    assert "resume the run to continue it" in ids  # engine/policy.py
+    assert "run_started" in ids  # usina.i18n.EVENT_KINDS
+    assert "error:" in ids  # cli/main.py
+    assert len(ids) > 50
+
+
+def _template(*ids: str) -> Catalog:
+    template = Catalog(locale="en")
+    for msgid in ids:
+        template.add(msgid)
+    return template
+
+
+def test_the_check_names_a_missing_an_empty_a_fuzzy_and_a_wrong_translation() -> None:
+    catalog = Catalog(locale="pt_BR")
+    catalog.add("run {run} failed", "execução {run} falhou")
+    catalog.add("empty", "")
+    catalog.add("fuzzy", "confuso", flags=["fuzzy"])
+    catalog.add("step {step}", "etapa {etapa}")
+    template = _template("run {run} failed", "absent", "empty", "fuzzy", "step {step}")
+    found = check(template, catalog, compiled(catalog), "x.po")
+    assert found == [
+        "x.po: 'absent' is not in the catalogue (run scripts/i18n.py)",
+        "x.po: 'empty' has no translation",
+        "x.po: 'fuzzy' is marked fuzzy (check it, remove the flag)",
+        "x.po: 'step {step}': the translation's placeholders differ",
+    ]
+    ok = _template("run {run} failed")
+    assert check(ok, catalog, compiled(catalog), "x.po") == []
+    assert check(ok, catalog, b"old", "x.po") == [
+        "x.po: the .mo beside it is stale (scripts/i18n.py compile)"
+    ]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_the_committed_mo_is_what_gettext_reads(locale: str) -> None:
+    assert mo_path(locale).read_bytes() == compiled(read(locale))
+    assert i18n.translate("error:", "pt-BR") == "erro:"
+
+
+@pytest.mark.parametrize(
+    ("env", "lang"),
+    [
+        ({}, "en"),
+        ({"LANG": "pt_BR.UTF-8"}, "pt-BR"),
+        ({"LANG": "pt_BR.UTF-8", "LC_MESSAGES": "en_US.UTF-8"}, "en"),
+        ({"LANG": "en_US.UTF-8", "LC_ALL": "pt_BR.UTF-8"}, "pt-BR"),
+        ({"LC_ALL": "pt_BR.UTF-8", "USINA_LANG": "en"}, "en"),
+        ({"USINA_LANG": "pt-BR"}, "pt-BR"),
+        ({"LANG": "C.UTF-8"}, "en"),
+        ({"LANG": "fr_FR.UTF-8"}, "en"),
+        ({"LC_ALL": "", "LANG": "pt_PT"}, "pt-BR"),  # the only Portuguese there is
+    ],
+)
+def test_the_language_comes_from_usina_lang_then_the_locale(env: dict[str, str], lang: str) -> None:
+    assert i18n.language_from_env(env) == lang
+
+
+def test_every_failure_class_has_advice_in_both_languages() -> None:
+    for klass in FailureClass:
+        english = advice(klass, "r1")
+        portuguese = advice(klass, "r1", lambda text: i18n.translate(text, "pt-BR"))
+        assert english
+        assert portuguese
+        assert english != portuguese
+    text = advice(FailureClass.USER_ERROR, "r1", lambda text: i18n.translate(text, "pt-BR"))
+    assert text == "corrija o código ou os dados da etapa (veja o traceback) e depois " + (
+        "'usina runs resume r1'"
+    )
+
+
+def test_event_names_stay_the_kind_in_english_and_are_words_in_portuguese() -> None:
+    for kind in i18n.EVENT_KINDS:
+        assert i18n.event_name(kind, "en") == kind
+        assert "_" not in i18n.event_name(kind, "pt-BR")
+    assert i18n.event_name("step_cached", "pt-BR") == "etapa do cache"
+    assert i18n.event_name("some_plugin_event", "pt-BR") == "some_plugin_event"
+
+
+def test_an_error_is_english_as_text_and_translated_where_shown() -> None:
+    inner = i18n.error(
+        NotFoundError,
+        i18n.N_("run {run!r} does not exist; `usina runs ls` lists the runs"),
+        run="r9",
+    )
+    outer = i18n.error(NotFoundError, i18n.N_("{error} (store: {where})"), error=inner, where="db")
+    assert str(outer) == "run 'r9' does not exist; `usina runs ls` lists the runs (store: db)"
+    assert i18n.error_text(outer, "en") == str(outer)
+    assert i18n.error_text(outer, "pt-BR") == (
+        "a execução 'r9' não existe; `usina runs ls` lista as execuções (armazenamento: db)"
+    )
+    assert i18n.error_text(ValueError("plain"), "pt-BR") == "plain"
+
+
+def test_the_current_language_is_what_underscore_uses() -> None:
+    assert i18n._("failed") == "failed"
+    i18n.set_language("pt_BR.UTF-8")
+    assert i18n.language() == "pt-BR"
+    assert i18n._("failed") == "falhou"
+    i18n.set_language("de")
+    assert i18n._("failed") == "failed"

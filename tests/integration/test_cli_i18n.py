@@ -52,8 +52,11 @@ def test_a_missing_run_is_reported_in_the_language_asked_for(usina):
 
 def test_a_failed_run_shows_in_portuguese_and_its_json_stays_the_same(usina):
     usina.write("p.py", FAILING)
-    assert usina("run", "p.py").code == 1
+    ran = usina("--lang", "pt-BR", "run", "p.py")
+    assert ran.code == 1
     run_id = usina.last_run()["id"]
+    assert f"execução {run_id} do pipeline p" in ran.out
+    assert f"veja o motivo: usina runs why {run_id}   depois: usina runs resume {run_id}" in ran.out
 
     shown = usina("--lang", "pt-BR", "runs", "show", run_id)
     assert shown.code == 0, shown.err

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from usina.engine.policy import advice
 from usina.engine.records import (  # noqa: F401 - also used by callers
     WHY_EVENTS,
     AttemptRecord,
@@ -19,6 +20,7 @@ from usina.engine.records import (  # noqa: F401 - also used by callers
     step_reasons,
 )
 from usina.i18n import N_, _, translate
+from usina.sdk.retry import FailureClass
 
 _STYLE = {
     StepState.PENDING: "dim",
@@ -228,6 +230,43 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
         "resources": a.resources,
         "gpu_seconds": a.gpu_seconds,
     }
+
+
+def print_why(console: Console, report: dict[str, Any]) -> None:
+    """``usina runs why`` for people, in the reader's language: each failed attempt's class,
+    evidence and what to do (the report itself, ``--output json``, stays in English)."""
+    error = report["error"]
+    head = _("run {run}: {state}").format(run=report["run"], state=state_name(report["state"]))
+    console.print(head + (f" — {error}" if error else ""))
+    if not report["failed_attempts"]:
+        console.print(_("no attempt failed"))
+        return
+    for item in report["failed_attempts"]:
+        attempt = _("attempt {n}").format(n=item["number"])
+        code = _("exit {code}").format(code=item["exit_code"])
+        console.print(
+            f"\n[bold]{item['node']}[/] {attempt}: "
+            f"[red]{item['failure_class']}[/] ({code}, {item['reason']})"
+        )
+        if item["message"]:
+            console.print(item["message"].rstrip()[-3000:], markup=False)
+        if item["log_tail"]:
+            console.print(_("last log lines:"), style="dim")
+            for line in item["log_tail"]:
+                console.print(f"  {line}", markup=False)
+        for line in item.get("memory_curve") or []:
+            console.print(f"  {line}", markup=False)
+        console.print(_("what to do: {advice}").format(advice=why_advice(item, report["run"])))
+
+
+def why_advice(item: dict[str, Any], run_id: str) -> str:
+    """What to do about a failed attempt (its JSON), in the reader's language: from its
+    failure class (a local report and a server's say the same), else the report's own text."""
+    try:
+        klass = FailureClass(item["failure_class"] or FailureClass.USER_ERROR.value)
+    except ValueError:
+        return str(item.get("advice") or "")
+    return advice(klass, run_id, translate)
 
 
 def print_json(console: Console, data: object) -> None:

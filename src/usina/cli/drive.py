@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from usina.cli.common import EXIT_FAILED, EXIT_OK, Output, err, out
 from usina.cli.display import Progress, print_json, run_json, steps_table, summary_line
 from usina.engine.records import RunState
+from usina.i18n import _
 
 if TYPE_CHECKING:
     from usina.compose.settings import Settings
@@ -42,21 +43,25 @@ def _drive_run(engine: Any, run: RunRecord, output: Output) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         interrupted["count"] += 1
         if interrupted["count"] > 1:
-            err.print(
-                "[red]interrupted again: leaving now; 'usina runs resume' adopts "
-                "the steps still running[/]"
+            said = _(
+                "interrupted again: leaving now; 'usina runs resume' adopts the steps still running"
             )
+            err.print(f"[red]{said}[/]")
             os._exit(130)
-        err.print(
-            f"[yellow]stopping run {run.id}: cancelling its running steps "
-            "(Ctrl-C again to leave now)[/]"
-        )
+        said = _(
+            "stopping run {run}: cancelling its running steps (Ctrl-C again to leave now)"
+        ).format(run=run.id)
+        err.print(f"[yellow]{said}[/]")
         engine.cancel(run.id)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     live = console.is_terminal and output is Output.text
     if output is Output.text:
-        console.print(f"run [bold]{run.id}[/] of pipeline [bold]{run.pipeline}[/]")
+        console.print(
+            _("run {run} of pipeline {pipeline}").format(
+                run=f"[bold]{run.id}[/]", pipeline=f"[bold]{run.pipeline}[/]"
+            )
+        )
     try:
         with Progress(console, live=live) as progress:
             final = engine.drive(
@@ -75,5 +80,9 @@ def _drive_run(engine: Any, run: RunRecord, output: Output) -> int:
         colour = "green" if final.state is RunState.SUCCEEDED else "red"
         out.print(f"[{colour}]{summary_line(final, steps)}[/]")
         if final.state is RunState.FAILED:
-            out.print(f"see why: usina runs why {final.id}   then: usina runs resume {final.id}")
+            out.print(
+                _("see why: usina runs why {run}   then: usina runs resume {run}").format(
+                    run=final.id
+                )
+            )
     return EXIT_OK if final.state is RunState.SUCCEEDED else EXIT_FAILED

@@ -81,8 +81,10 @@ class MissingExtraError(UsinaError):
     """An optional dependency is missing; the message names the install line."""
 
     def __init__(self, module: str, extra: str) -> None:
-        super().__init__(
-            f"{module!r} is not installed; install it with: pip install 'usina[{extra}]'"
-        )
+        from usina.i18n import N_, mark
+
+        said = N_("{module!r} is not installed; install it with: pip install 'usina[{extra}]'")
+        super().__init__(said.format(module=module, extra=extra))
+        mark(self, said, {"module": module, "extra": extra})
         self.module = module
         self.extra = extra

@@ -50,6 +50,15 @@ def test_a_missing_run_is_reported_in_the_language_asked_for(usina):
     assert usina("--lang", "en", "runs", "show", "nope").err == english.err
 
 
+def test_a_missing_pipeline_file_is_a_usage_error_in_either_language(usina):
+    english = usina("run", "absent.py")
+    assert english.code == 2
+    assert "error: no such pipeline file: absent.py" in english.err
+    portuguese = usina("--lang", "pt-BR", "run", "absent.py")
+    assert portuguese.code == 2
+    assert "erro: arquivo de pipeline não encontrado: absent.py" in portuguese.err
+
+
 def test_a_failed_run_shows_in_portuguese_and_its_json_stays_the_same(usina):
     usina.write("p.py", FAILING)
     ran = usina("--lang", "pt-BR", "run", "p.py")

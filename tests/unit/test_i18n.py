@@ -127,3 +127,22 @@ def test_the_current_language_is_what_underscore_uses() -> None:
     assert i18n._("failed") == "falhou"
     i18n.set_language("de")
     assert i18n._("failed") == "failed"
+
+
+def test_the_first_errors_a_newcomer_meets_are_in_the_catalogue(tmp_path) -> None:
+    from usina.errors import DefinitionError, MissingExtraError
+    from usina.runtime.loader import load_pipeline
+
+    missing = MissingExtraError("fastapi", "server")
+    assert (
+        str(missing) == "'fastapi' is not installed; install it with: pip install 'usina[server]'"
+    )
+    assert i18n.error_text(missing, "pt-BR") == (
+        "'fastapi' não está instalado; instale com: pip install 'usina[server]'"
+    )
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(DefinitionError) as info:
+        load_pipeline(str(empty))
+    assert str(info.value) == f"{empty} defines no @pipeline"
+    assert i18n.error_text(info.value, "pt-BR") == f"{empty} não define nenhum @pipeline"

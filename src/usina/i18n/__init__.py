@@ -36,6 +36,7 @@ __all__ = [
     "event_name",
     "language",
     "language_from_env",
+    "mark",
     "normalize",
     "set_language",
     "translate",
@@ -152,8 +153,14 @@ def error(kind: type[E], message: str, /, **params: object) -> E:
     """An exception of ``kind`` whose text is ``message`` (marked ``N_``) with ``params``: in
     English as ``str()`` (logs, the API, stored records), in the reader's language through
     ``error_text``. A param may itself be such an exception (a message that wraps another)."""
-    exc = kind(message.format(**{k: _english(v) for k, v in params.items()}))
-    setattr(exc, _MARK, (message, params))
+    english = message.format(**{k: _english(v) for k, v in params.items()})
+    return mark(kind(english), message, params)
+
+
+def mark(exc: E, message: str, params: Mapping[str, object]) -> E:
+    """Say that ``exc`` was made from ``message`` and ``params`` (for an exception class that
+    builds its own English text), so ``error_text`` can translate it."""
+    setattr(exc, _MARK, (message, dict(params)))
     return exc
 
 

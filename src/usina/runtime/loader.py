@@ -11,6 +11,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from usina.errors import DefinitionError
+from usina.i18n import N_, error
 from usina.sdk.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def load_file(path: str) -> ModuleType:
     """Import ``path`` as a module (once per process), with its folder on ``sys.path``."""
     real = os.path.realpath(path)
     if not os.path.isfile(real):
-        raise DefinitionError(f"no such pipeline file: {path}")
+        raise error(DefinitionError, N_("no such pipeline file: {path}"), path=path)
     name = module_name_for(real)
     if name in sys.modules:
         return sys.modules[name]
@@ -77,22 +78,34 @@ def load_pipeline(target: str) -> Pipeline:
     """``FILE[:PIPELINE]`` -> the Pipeline object; the only one in the file when not named."""
     path, _, attr = target.partition(":")
     if not path.endswith(".py") and ":" not in target and not os.path.exists(path):
-        raise DefinitionError(f"{target!r} is not a pipeline file (FILE.py[:PIPELINE])")
+        raise error(
+            DefinitionError,
+            N_("{target!r} is not a pipeline file (FILE.py[:PIPELINE])"),
+            target=target,
+        )
     module = load_file(path)
     found = {k: v for k, v in vars(module).items() if isinstance(v, Pipeline)}
     if attr:
         candidate = getattr(module, attr, None)
         if not isinstance(candidate, Pipeline):
             names = ", ".join(sorted(found)) or "none"
-            raise DefinitionError(f"{path} has no pipeline named {attr!r}; pipelines: {names}")
+            raise error(
+                DefinitionError,
+                N_("{path} has no pipeline named {name!r}; pipelines: {names}"),
+                path=path,
+                name=attr,
+                names=names,
+            )
         return candidate
     if len(found) == 1:
         return next(iter(found.values()))
     if not found:
-        raise DefinitionError(f"{path} defines no @pipeline")
-    raise DefinitionError(
-        f"{path} defines several pipelines ({', '.join(sorted(found))}); "
-        f"choose one with {path}:NAME"
+        raise error(DefinitionError, N_("{path} defines no @pipeline"), path=path)
+    raise error(
+        DefinitionError,
+        N_("{path} defines several pipelines ({names}); choose one with {path}:NAME"),
+        path=path,
+        names=", ".join(sorted(found)),
     )
 
 

@@ -28,6 +28,10 @@ LOCALE_DIR = SOURCES / "i18n" / "locale"
 DOMAIN = "usina"
 LOCALES = ("pt_BR",)
 KEYWORDS: dict[str, None] = {"_": None, "N_": None}
+HEADER = """\
+# usina's messages in Brazilian Portuguese. The English text is the message id; edit the
+# translations here, then run `python scripts/i18n.py` (updates this file from the code and
+# compiles usina.mo beside it; commit both)."""
 
 
 def po_path(locale: str) -> Path:
@@ -74,9 +78,17 @@ def update() -> None:
             catalog = read(locale)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            catalog = Catalog(locale=locale, domain=DOMAIN, project="usina")
+            catalog = Catalog(locale=locale, domain=DOMAIN)
+        created = catalog.creation_date
         catalog.update(template, no_fuzzy_matching=True)
         catalog.obsolete.clear()  # a message gone from the code leaves the catalogue
+        catalog.creation_date = created  # no diff when only line numbers moved
+        catalog.fuzzy = False
+        catalog.project, catalog.version = "usina", "1"
+        catalog.copyright_holder = "the usina authors"
+        catalog.msgid_bugs_address = "the usina issue tracker"
+        catalog.last_translator = catalog.language_team = "the usina authors"
+        catalog.header_comment = HEADER
         with path.open("wb") as fh:
             write_po(fh, catalog, width=100, sort_output=False, omit_header=False)
 

@@ -146,3 +146,15 @@ def test_the_first_errors_a_newcomer_meets_are_in_the_catalogue(tmp_path) -> Non
         load_pipeline(str(empty))
     assert str(info.value) == f"{empty} defines no @pipeline"
     assert i18n.error_text(info.value, "pt-BR") == f"{empty} não define nenhum @pipeline"
+
+
+def test_every_run_and_step_state_has_a_name_in_the_catalogue() -> None:
+    from usina.cli.display import STATE_NAMES, state_name
+    from usina.engine.records import RunState, StepState
+
+    states = {s.value for s in (*RunState, *StepState)} | {"cached"}
+    assert states <= set(STATE_NAMES), states - set(STATE_NAMES)
+    i18n.set_language("pt-BR")
+    assert {state_name(s) for s in states}.isdisjoint(states)
+    i18n.set_language("en")
+    assert all(state_name(s) == s for s in states)

@@ -328,3 +328,76 @@ def test_ui_actions_need_the_pages_csrf_token(make_server: Callable[..., Server]
     assert refused.status_code == 403
     assert "editor" in refused.text
     assert len(_denials(server, "csrf")) == 2  # a role refusal, not a CSRF one
+
+
+def test_an_editor_submits_a_run_with_parameters_from_the_pipeline_page(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    c = server.client
+    api = server.token("default", "editor", name="api")
+    _signed_in(server, "editor")
+    page = c.get("/ui/pipelines/demo").text
+    form = re.search(
+        r'<form method="post" action="/ui/pipelines/demo/submit"[^>]*>(.*?)</form>', page, re.S
+    )
+    assert form, "no submit form for an editor"
+    fields = dict(re.findall(r'<input[^>]*name="(p\.[a-z_]+)"[^>]*value="([^"]*)"', form.group(1)))
+    assert fields == {"p.n": "10", "p.marker": ""}  # the defaults
+    token = CSRF.search(form.group(1)).group(1)
+    assert c.post("/ui/pipelines/demo/submit", data={"p.n": "7"}).status_code == 403
+    made = c.post(
+        "/ui/pipelines/demo/submit",
+        data={"csrf": token, "project": "default", "p.n": "7", "p.marker": ""},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303
+    run_id = made.headers["location"].rsplit("/", 1)[1]
+    run = server.wait_finished(api, run_id)
+    assert run["params"]["n"] == 7
+    assert run["state"] == "succeeded"
+    bad = c.post("/ui/pipelines/demo/submit", data={"csrf": token, "p.n": "many"})
+    assert bad.status_code == 400
+    assert "expects int" in bad.text
+
+    _signed_in(server, "viewer")
+    assert "/ui/pipelines/demo/submit" not in c.get("/ui/pipelines/demo").text
+
+
+# MLflow's own SQL store uses SQLAlchemy APIs that SQLAlchemy 2.1 deprecates.
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
+def test_an_editor_promotes_a_version_from_the_models_page(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.create_registered_model("fraud", tags={"usina.project": "default"})
+    for _ in range(2):
+        mlflow.create_model_version("fraud", source=str(tmp_path))
+    mlflow.set_registered_model_alias("fraud", "champion", "1")
+    server = make_server(reconcile=False, registry_uri=uri)
+    c = server.client
+    _signed_in(server, "editor")
+    page = c.get("/ui/models").text
+    rows = dict(re.findall(r"<tr data-version=\"(\d+)\">(.*?)</tr>", page, re.DOTALL))
+    assert 'action="/ui/models/fraud/aliases/champion"' in rows["2"]
+    assert "/aliases/champion" not in rows["1"]  # already the champion
+    token = CSRF.search(rows["2"]).group(1)
+    refused = c.post("/ui/models/fraud/aliases/champion", data={"version": "2"})
+    assert refused.status_code == 403
+    assert str(mlflow.get_model_version_by_alias("fraud", "champion").version) == "1"
+    moved = c.post(
+        "/ui/models/fraud/aliases/champion",
+        data={"version": "2", "csrf": token},
+        follow_redirects=False,
+    )
+    assert moved.status_code == 303
+    assert moved.headers["location"] == "/ui/models"
+    assert str(mlflow.get_model_version_by_alias("fraud", "champion").version) == "2"
+    audit = [e for e in server.ctx.platform.list_audit(limit=100) if e.action == "model.promote"]
+    assert [e.outcome for e in audit] == ["ok"]
+
+    _signed_in(server, "viewer")
+    assert "/aliases/champion" not in c.get("/ui/models").text

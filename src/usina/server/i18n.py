@@ -76,6 +76,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cancel": "Cancel",
         "resume": "Resume",
         "rerun": "Run again",
+        "new_run": "New run",
+        "submit": "Submit",
+        "required": "required",
+        "promote": "Make champion",
         "csrf_refused": "This form has expired or did not come from this site; reload the "
         "page and try again.",
     },
@@ -148,6 +152,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cancel": "Cancelar",
         "resume": "Retomar",
         "rerun": "Executar de novo",
+        "new_run": "Nova execução",
+        "submit": "Enviar",
+        "required": "obrigatório",
+        "promote": "Tornar campeão",
         "csrf_refused": "Este formulário expirou ou não veio deste site; recarregue a página "
         "e tente de novo.",
     },

@@ -25,6 +25,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from pydantic import ValidationError
 
 from usina.engine.records import AttemptState, RunState
 from usina.errors import NotFoundError, StateError, UsinaError
@@ -33,8 +34,10 @@ from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
 from usina.server.denials import HiddenRunError, client_of, token_id_of
 from usina.server.profiles import attempt_charts
+from usina.server.routes import models as model_routes
 from usina.server.routes import runs as run_routes
 from usina.server.schemas import (
+    AliasRequest,
     RunDetail,
     StepOut,
     SubmitRequest,
@@ -42,9 +45,17 @@ from usina.server.schemas import (
     run_detail,
     summary_from_row,
 )
-from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
+from usina.stores.platform import (
+    ALL_PROJECTS,
+    Principal,
+    Role,
+    decode_cursor,
+    encode_cursor,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from usina.server.context import ServerContext
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -374,40 +385,91 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
     if refused is not None:
         return refused
 
-    def act() -> Response:
+    def act() -> str:
         principal = _principal(request)
         ctx: ServerContext = request.app.state.ctx
+        if action == "cancel":
+            run_routes.cancel_run(request, principal, run_id)
+            return run_id
+        if action == "resume":
+            run_routes.resume_run(request, principal, run_id)
+            return run_id
+        if action == "rerun":
+            run = visible_run(ctx, principal, run_id)
+            body = SubmitRequest(
+                pipeline=run.pipeline,
+                params=run.params,
+                project=run.project,
+                labels=dict(run.labels),
+            )
+            return run_routes.submit_run(request, principal, body).id
+        raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
+
+    return await _act(request, act)
+
+
+@router.post("/pipelines/{name}/submit", response_class=HTMLResponse)
+async def submit_action(request: Request, name: str) -> Response:
+    """A run of ``name`` with the form's parameters (``p.<param>``; empty means the default)."""
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+    form = parse_qs((await request.body()).decode(errors="replace"), keep_blank_values=True)
+
+    def act() -> str:
+        body = SubmitRequest(
+            pipeline=name,
+            params={k[2:]: v[0] for k, v in form.items() if k.startswith("p.") and v[0] != ""},
+            project=(form.get("project") or ["default"])[0] or "default",
+        )
+        principal = _principal(request)
+        return run_routes.submit_run(request, principal, body).id
+
+    return await _act(request, act)
+
+
+@router.post("/models/{name}/aliases/{alias}", response_class=HTMLResponse)
+async def promote_action(request: Request, name: str, alias: str) -> Response:
+    """Point ``alias`` at the form's ``version`` (the API's promote, with its checks)."""
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+    form = parse_qs((await request.body()).decode(errors="replace"))
+
+    def act() -> str:
+        body = AliasRequest(version=(form.get("version") or [""])[0])
+        model_routes.set_model_alias(request, _principal(request), name, alias, body)
+        return "/ui/models"
+
+    return await _act(request, act)
+
+
+async def _act(request: Request, act: Callable[[], str]) -> Response:
+    """Runs ``act`` (it returns a run id or a /ui/ path to go to next); refusals and errors as
+    the error page with the API's status."""
+
+    def build() -> Response:
         try:
-            if action == "cancel":
-                run_routes.cancel_run(request, principal, run_id)
-                target = run_id
-            elif action == "resume":
-                run_routes.resume_run(request, principal, run_id)
-                target = run_id
-            elif action == "rerun":
-                run = visible_run(ctx, principal, run_id)
-                body = SubmitRequest(
-                    pipeline=run.pipeline,
-                    params=run.params,
-                    project=run.project,
-                    labels=dict(run.labels),
-                )
-                target = run_routes.submit_run(request, principal, body).id
-            else:
-                raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
-        except (HTTPException, StateError, UsinaError) as exc:
+            target = act()
+        except (HTTPException, ValidationError, UsinaError) as exc:
             if isinstance(exc, NotFoundError):
                 raise
             if isinstance(exc, HTTPException):
                 status, message = exc.status_code, str(exc.detail)
+            elif isinstance(exc, ValidationError):
+                status, message = 400, "; ".join(e["msg"] for e in exc.errors())
             else:
                 status, message = (409 if isinstance(exc, StateError) else 400), str(exc)
+            principal = None
+            with contextlib.suppress(_Redirect):
+                principal = _principal(request)
             response = _render(request, "error.html", principal, message=message)
             response.status_code = status
             return response
-        return RedirectResponse(f"/ui/runs/{quote(target)}", status_code=303)
+        url = target if target.startswith("/ui/") else f"/ui/runs/{quote(target)}"
+        return RedirectResponse(url, status_code=303)
 
-    return await anyio.to_thread.run_sync(partial(_page, request, act))
+    return await anyio.to_thread.run_sync(partial(_page, request, build))
 
 
 @router.get("/pipelines/{name}", response_class=HTMLResponse)
@@ -427,6 +489,8 @@ def pipeline_page(request: Request, name: str) -> Response:
         recent = ctx.platform.runs_page(
             projects_=principal.visible_projects(), limit=PAGE, pipeline=name
         )
+        reg = ctx.pipelines.find(name)
+        editable = sorted(p for p, r in principal.roles.items() if r >= Role.EDITOR)
         return _render(
             request,
             "pipeline.html",
@@ -434,6 +498,10 @@ def pipeline_page(request: Request, name: str) -> Response:
             name=name,
             charts=charts,
             recent=[summary_from_row(r) for r in recent],
+            params=list(reg.pipeline.params.values()) if reg is not None else [],
+            submit_projects=(
+                [p if p != ALL_PROJECTS else "default" for p in editable] if reg is not None else []
+            ),
         )
 
     return _page(request, build)
@@ -506,10 +574,16 @@ def models_page(request: Request) -> Response:
     def build() -> Response:
         principal = _principal(request)
         ctx: ServerContext = request.app.state.ctx
-        models, problem = [], None
+        models, problem, promotable = [], None, set()
         if ctx.models is not None:
             try:
                 models = ctx.models.list_models(principal.visible_projects())
+                if any(r >= Role.EDITOR for r in principal.roles.values()):
+                    promotable = {
+                        m.name
+                        for m in models
+                        if principal.can(ctx.models.project_of(m.name), Role.EDITOR)
+                    }
             except UsinaError as exc:
                 problem = str(exc)
         return _render(
@@ -517,6 +591,7 @@ def models_page(request: Request) -> Response:
             "models.html",
             principal,
             models=models,
+            promotable=promotable,
             has_registry=ctx.models is not None,
             problem=problem,
         )

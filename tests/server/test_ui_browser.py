@@ -194,6 +194,15 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
             expect(page.locator("#compare-steps tr[data-key]")).to_have_count(3)
             page.screenshot(path=str(OUTPUT / "ui-compare-en.png"), full_page=True)
 
+            # Submit a run with a parameter from the pipeline's page.
+            page.goto(f"{url}/ui/pipelines/demo")
+            page.fill("form.submit-form input[name='p.n']", "6")
+            page.click("form.submit-form button[type=submit]")
+            expect(page).to_have_url(re.compile(rf"{url}/ui/runs/demo-"))
+            expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=60_000)
+            submitted = page.url.rsplit("/", 1)[1]
+            assert client.get(f"/api/v1/runs/{submitted}").json()["params"]["n"] == 6
+
             # Cancel from the run's page: the form carries the CSRF token.
             page.goto(f"{url}/ui/runs/{slow_id}")
             page.click(f"form[action='/ui/runs/{slow_id}/cancel'] button")

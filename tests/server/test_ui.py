@@ -43,7 +43,7 @@ def test_api_docs_are_served_from_the_package(make_server: Callable[..., Server]
 def test_api_docs_without_their_assets_name_the_install_line(
     make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "swagger_ui", None)
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)
     server = make_server(reconcile=False)
     page = server.client.get("/docs")
     assert page.status_code == 503

@@ -401,3 +401,16 @@ def test_an_editor_promotes_a_version_from_the_models_page(
 
     _signed_in(server, "viewer")
     assert "/aliases/champion" not in c.get("/ui/models").text
+
+
+def test_the_endpoints_page_says_how_to_register_one(make_server: Callable[..., Server]) -> None:
+    server = make_server(reconcile=False)
+    _signed_in(server)
+    for lang, words in (("en", "Register an endpoint"), ("pt-BR", "Registre um endpoint")):
+        page = server.client.get(f"/ui/endpoints?lang={lang}").text
+        hint = _section(page, 'id="how-to-register"')
+        assert words in hint
+        assert "curl -X PUT" in hint
+        assert "/api/v1/endpoints/NAME" in hint
+        assert "Content-Type: application/json" in hint
+        assert "&#34;url&#34;" in hint or '"url"' in hint

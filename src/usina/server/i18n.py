@@ -80,6 +80,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "submit": "Submit",
         "required": "required",
         "promote": "Make champion",
+        "register_endpoint": "Register an endpoint",
+        "register_endpoint_help": "An admin token registers a serving endpoint (usina serve, or "
+        "any server answering GET /v2/health/ready) under a name; this page then checks it:",
         "csrf_refused": "This form has expired or did not come from this site; reload the "
         "page and try again.",
     },
@@ -156,6 +159,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "submit": "Enviar",
         "required": "obrigatório",
         "promote": "Tornar campeão",
+        "register_endpoint": "Registre um endpoint",
+        "register_endpoint_help": "Um token de admin registra um endpoint de serviço (usina "
+        "serve, ou qualquer servidor que responda GET /v2/health/ready) com um nome; esta "
+        "página passa a verificá-lo:",
         "csrf_refused": "Este formulário expirou ou não veio deste site; recarregue a página "
         "e tente de novo.",
     },

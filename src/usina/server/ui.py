@@ -606,6 +606,12 @@ def endpoints_page(request: Request) -> Response:
 
         principal = _principal(request)
         found = list_endpoints(request, principal, check=True)
-        return _render(request, "endpoints.html", principal, endpoints=found)
+        return _render(
+            request,
+            "endpoints.html",
+            principal,
+            endpoints=found,
+            server_url=str(request.base_url).rstrip("/"),
+        )
 
     return _page(request, build)

@@ -414,3 +414,30 @@ def test_the_endpoints_page_says_how_to_register_one(make_server: Callable[..., 
         assert "/api/v1/endpoints/NAME" in hint
         assert "Content-Type: application/json" in hint
         assert "&#34;url&#34;" in hint or '"url"' in hint
+
+
+def test_metric_charts_have_axes_and_run_ids(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    editor = server.token("default", "editor")
+    ids = []
+    for n in (100, 300):
+        run_id = server.client.post(
+            "/api/v1/runs",
+            json={"pipeline": "demo", "params": {"n": n}},
+            headers=server.as_(editor),
+        ).json()["id"]
+        assert server.wait_finished(editor, run_id)["state"] == "succeeded"
+        ids.append(run_id)
+    _signed_in(server)
+    page = server.client.get("/ui/pipelines/demo").text
+    figure = re.search(r'<figure class="chart" data-key="train.auc">(.*?)</figure>', page, re.S)
+    assert figure, "no chart of train.auc"
+    svg = figure.group(1)
+    assert re.search(r'<line class="axis x"', svg)
+    assert re.search(r'<line class="axis y"', svg)
+    y_ticks = re.findall(r'<text class="tick y"[^>]*>([^<]+)</text>', svg)
+    assert y_ticks == ["0.6", "0.8"]  # auc = 0.5 + n / 1000: the range's ends
+    x_ticks = re.findall(r'<text class="tick x"[^>]*>([^<]+)</text>', svg)
+    assert x_ticks == ids  # oldest first
+    titles = re.findall(r"<title>([^<]+)</title>", svg)
+    assert any(t.startswith(f"{ids[1]}: 0.8") for t in titles)

@@ -182,6 +182,9 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
 
             # Two runs of a pipeline side by side.
             page.goto(f"{url}/ui/pipelines/demo")
+            chart = page.locator("figure.chart[data-key='train.auc']")
+            expect(chart.locator("text.tick.x")).to_have_text([done[0], done[1]])
+            page.screenshot(path=str(OUTPUT / "ui-pipeline-en.png"), full_page=True)
             page.select_option("form.compare-form select[name=a]", done[0])
             page.select_option("form.compare-form select[name=b]", done[1])
             page.click("form.compare-form button[type=submit]")

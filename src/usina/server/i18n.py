@@ -80,6 +80,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "submit": "Submit",
         "required": "required",
         "promote": "Make champion",
+        "runs_oldest_first": "runs, oldest → newest",
         "register_endpoint": "Register an endpoint",
         "register_endpoint_help": "An admin token registers a serving endpoint (usina serve, or "
         "any server answering GET /v2/health/ready) under a name; this page then checks it:",
@@ -159,6 +160,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "submit": "Enviar",
         "required": "obrigatório",
         "promote": "Tornar campeão",
+        "runs_oldest_first": "execuções, da mais antiga à mais recente",
         "register_endpoint": "Registre um endpoint",
         "register_endpoint_help": "Um token de admin registra um endpoint de serviço (usina "
         "serve, ou qualquer servidor que responda GET /v2/health/ready) com um nome; esta "

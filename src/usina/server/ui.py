@@ -88,6 +88,7 @@ def _fmt_duration(seconds: float | None) -> str:
 
 templates.env.filters["when"] = _fmt_time
 templates.env.filters["took"] = _fmt_duration
+templates.env.filters["utc"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 class _Redirect(Exception):
@@ -545,21 +546,42 @@ def compare_page(request: Request, a: str, b: str) -> Response:
 
 
 def _chart(key: str, points: list[tuple[float, float, str]]) -> dict[str, Any]:
-    w, h, pad = 420, 120, 8
+    """An SVG line chart of one metric over runs (oldest first): a y axis with the range's
+    ends, an x axis with the first and last run ids, each point titled with its run."""
+    w, h = 460, 170
+    left, right, top, bottom = 56, 12, 10, 38
     values = [v for _, v, _ in points]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     n = max(1, len(points) - 1)
+    plot_w, plot_h = w - left - right, h - top - bottom
     coords = [
-        (pad + i * (w - 2 * pad) / n, h - pad - (v - lo) * (h - 2 * pad) / span)
+        (
+            left + (i * plot_w / n if len(points) > 1 else plot_w / 2),
+            top + plot_h - (v - lo) * plot_h / span,
+        )
         for i, (_, v, _) in enumerate(points)
     ]
+    y_ticks = [
+        (top + plot_h - (v - lo) * plot_h / span, f"{v:.4g}") for v in dict.fromkeys((lo, hi))
+    ]
+    firsts = [(coords[0][0], points[0][2], "start")]
+    if len(points) > 1:
+        firsts.append((coords[-1][0], points[-1][2], "end"))
     return {
         "key": key,
         "w": w,
         "h": h,
+        "x0": left,
+        "x1": w - right,
+        "y0": top,
+        "y1": top + plot_h,
+        "y_ticks": y_ticks,
+        "x_ticks": firsts,
         "line": " ".join(f"{x:.1f},{y:.1f}" for x, y in coords),
-        "dots": [(x, y, run_id, v) for (x, y), (_, v, run_id) in zip(coords, points, strict=True)],
+        "dots": [
+            (x, y, run_id, v, at) for (x, y), (at, v, run_id) in zip(coords, points, strict=True)
+        ],
         "last": values[-1],
         "lo": lo,
         "hi": hi,

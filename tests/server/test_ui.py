@@ -441,3 +441,38 @@ def test_metric_charts_have_axes_and_run_ids(make_server: Callable[..., Server])
     assert x_ticks == ids  # oldest first
     titles = re.findall(r"<title>([^<]+)</title>", svg)
     assert any(t.startswith(f"{ids[1]}: 0.8") for t in titles)
+
+
+def test_an_editor_pauses_and_resumes_a_schedule_from_the_ui(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(reconcile=False)
+    c = server.client
+    api = server.as_(server.token("default", "editor", name="api"))
+    body = {"name": "nightly", "pipeline": "demo", "cron": "0 3 * * *", "timezone": "UTC"}
+    assert c.put("/api/v1/schedules", json=body, headers=api).status_code == 200
+    _signed_in(server, "editor")
+    page = c.get("/ui/schedules").text
+    row = re.search(r'<tr data-schedule="default/nightly">(.*?)</tr>', page, re.S)
+    assert row, "the schedule is not listed"
+    assert "0 3 * * *" in row.group(1)
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT03:00:00Z"', row.group(1))  # next tick
+    pause = "/ui/schedules/default/nightly/pause"
+    assert f'action="{pause}"' in row.group(1)
+    token = CSRF.search(row.group(1)).group(1)
+    assert c.post(pause, data={}).status_code == 403
+    assert c.get("/api/v1/schedules/default/nightly", headers=api).json()["paused"] is False
+    done = c.post(pause, data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == "/ui/schedules"
+    assert c.get("/api/v1/schedules/default/nightly", headers=api).json()["paused"] is True
+    page = c.get("/ui/schedules").text
+    assert 'action="/ui/schedules/default/nightly/resume"' in page
+    resumed = c.post("/ui/schedules/default/nightly/resume", data={"csrf": token})
+    assert resumed.status_code == 200
+    assert c.get("/api/v1/schedules/default/nightly", headers=api).json()["paused"] is False
+
+    _signed_in(server, "viewer")
+    page = c.get("/ui/schedules").text
+    assert 'data-schedule="default/nightly"' in page
+    assert "/nightly/pause" not in page

@@ -10,6 +10,7 @@ without a valid one is refused (403) and recorded like other denials.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import hmac
@@ -36,6 +37,7 @@ from usina.server.denials import HiddenRunError, client_of, token_id_of
 from usina.server.profiles import attempt_charts
 from usina.server.routes import models as model_routes
 from usina.server.routes import runs as run_routes
+from usina.server.routes import schedules as schedule_routes
 from usina.server.schemas import (
     AliasRequest,
     RunDetail,
@@ -88,6 +90,9 @@ def _fmt_duration(seconds: float | None) -> str:
 
 templates.env.filters["when"] = _fmt_time
 templates.env.filters["took"] = _fmt_duration
+templates.env.filters["iso_when"] = lambda iso: _fmt_time(
+    calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) if iso else None
+)
 templates.env.filters["utc"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
@@ -471,6 +476,42 @@ async def _act(request: Request, act: Callable[[], str]) -> Response:
         return RedirectResponse(url, status_code=303)
 
     return await anyio.to_thread.run_sync(partial(_page, request, build))
+
+
+@router.post("/schedules/{project}/{name}/{action}", response_class=HTMLResponse)
+async def schedule_action(request: Request, project: str, name: str, action: str) -> Response:
+    """Pause or resume a schedule (the API's routes, with their checks and audit)."""
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+
+    def act() -> str:
+        principal = _principal(request)
+        if action == "pause":
+            schedule_routes.pause_schedule(request, principal, project, name)
+        elif action == "resume":
+            schedule_routes.resume_schedule(request, principal, project, name)
+        else:
+            raise NotFoundError(f"no action {action!r}: pause or resume")
+        return "/ui/schedules"
+
+    return await _act(request, act)
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+def schedules_page(request: Request) -> Response:
+    def build() -> Response:
+        principal = _principal(request)
+        found = schedule_routes.list_schedules(request, principal)
+        return _render(
+            request,
+            "schedules.html",
+            principal,
+            schedules=found,
+            editable={s.project for s in found if principal.can(s.project, Role.EDITOR)},
+        )
+
+    return _page(request, build)
 
 
 @router.get("/pipelines/{name}", response_class=HTMLResponse)

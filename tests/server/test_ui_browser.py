@@ -206,6 +206,16 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
             submitted = page.url.rsplit("/", 1)[1]
             assert client.get(f"/api/v1/runs/{submitted}").json()["params"]["n"] == 6
 
+            # Pause a schedule.
+            schedule = {"name": "nightly", "pipeline": "demo", "cron": "0 3 * * *"}
+            assert client.put("/api/v1/schedules", json=schedule).status_code == 200
+            page.goto(f"{url}/ui/schedules")
+            row = page.locator("tr[data-schedule='default/nightly']")
+            row.get_by_role("button", name="Pause").click()
+            expect(page).to_have_url(f"{url}/ui/schedules")
+            expect(row.locator(".state")).to_have_text("paused")
+            assert client.get("/api/v1/schedules/default/nightly").json()["paused"] is True
+
             # Cancel from the run's page: the form carries the CSRF token.
             page.goto(f"{url}/ui/runs/{slow_id}")
             page.click(f"form[action='/ui/runs/{slow_id}/cancel'] button")

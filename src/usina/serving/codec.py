@@ -13,6 +13,7 @@ refused everywhere: they are not missing values, and most models answer them wit
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -39,6 +40,7 @@ _ACCEPTS = {
     "bytes": frozenset({"BYTES"}),
 }
 MAX_DIMS = 8
+_LITTLE = {name: dtype.newbyteorder("<") for name, dtype in V2_TO_NUMPY.items()}
 
 
 def _kind(datatype: str) -> str:
@@ -231,7 +233,7 @@ def raw_array(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> n
     """Binary tensor data (little-endian, row-major) as a flat array."""
     if datatype == "BYTES":
         return _raw_bytes(name, shape, raw)
-    dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
+    dtype = _LITTLE[datatype]
     count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
         raise InvalidInputError(
@@ -255,8 +257,8 @@ def _batch_rows(name: str, shape: tuple[int, ...]) -> int:
 
 def _check_finite(name: str, values: np.ndarray, missing_ok: bool) -> None:
     """Refuse infinities, and NaN (a missing value) unless the input accepts missing values."""
-    if values.dtype.kind != "f":
-        return
+    if values.dtype.kind != "f" or math.isfinite(values.sum()):
+        return  # (a sum of finite values can overflow: then the exact check below runs)
     finite = np.isfinite(values)
     if finite.all():
         return
@@ -602,7 +604,7 @@ def _bytes_tensor(values: np.ndarray) -> bytes:
 def tensor_bytes(meta: TensorMeta, values: np.ndarray) -> bytes:
     if meta.datatype == "BYTES":
         return _bytes_tensor(values)
-    return np.ascontiguousarray(values, dtype=meta.dtype.newbyteorder("<")).tobytes()
+    return np.ascontiguousarray(values, dtype=_LITTLE.get(meta.datatype, meta.dtype)).tobytes()
 
 
 def encode_rest(
@@ -639,6 +641,66 @@ def encode_rest(
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+# --------------------------------------------------------------------------- gRPC
+# ModelInferResponse: model_name = 1, model_version = 2, id = 3, outputs = 5 (InferOutputTensor:
+# name = 1, datatype = 2, shape = 3, packed), raw_output_contents = 6. Every field written here
+# is length-delimited (wire type 2) with a field number below 16: its tag is one byte.
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    size = len(payload)
+    if size < 0x80:  # the usual case: a one-byte length
+        return bytes(((number << 3) | 2, size)) + payload
+    return bytes(((number << 3) | 2,)) + _varint(size) + payload
+
+
+def _packed(dims: tuple[int, ...]) -> bytes:
+    if max(dims) < 0x80:  # every dimension a one-byte varint
+        return bytes(dims)
+    return b"".join(_varint(d) for d in dims)
+
+
+@functools.lru_cache(maxsize=256)
+def _response_head(model_name: str, model_version: str) -> bytes:
+    return _field(1, model_name.encode()) + _field(2, model_version.encode())
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_head(name: str, datatype: str) -> bytes:
+    return _field(1, name.encode()) + _field(2, datatype.encode())
+
+
+def encode_grpc_response(
+    model: LoadedModel,
+    request_id: str,
+    chosen: Sequence[tuple[TensorMeta, bool]],
+    outputs: Mapping[str, np.ndarray],
+) -> bytes:
+    """The serialized ``ModelInferResponse`` (byte for byte what protobuf would write), every
+    output in ``raw_output_contents``."""
+    parts = [_response_head(model.name, model.version)]
+    if request_id:
+        parts.append(_field(3, request_id.encode()))
+    raws = []
+    for meta, _ in chosen:
+        values = outputs[meta.name]
+        tensor = _output_head(meta.name, meta.datatype)
+        if values.shape:
+            tensor += _field(3, _packed(values.shape))
+        parts.append(_field(5, tensor))
+        raws.append(_field(6, tensor_bytes(meta, values)))
+    return b"".join(parts) + b"".join(raws)
 
 
 def error_body(message: str) -> bytes:

@@ -43,6 +43,15 @@ MAX_DIMS = 8
 _LITTLE = {name: dtype.newbyteorder("<") for name, dtype in V2_TO_NUMPY.items()}
 
 
+def cast(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``values`` as ``dtype``; a value beyond a floating-point dtype's range becomes Inf
+    quietly (the finiteness check refuses it by name; numpy would warn on every request)."""
+    if dtype.kind == "f" and values.dtype != dtype:
+        with np.errstate(over="ignore"):
+            return values.astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
 def _kind(datatype: str) -> str:
     if datatype in _FLOATS:
         return "float"
@@ -221,7 +230,7 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         info = np.iinfo(dtype.type)  # type: ignore[type-var]
         if int(arr.min()) < info.min or int(arr.max()) > info.max:
             raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
-    flat = arr.astype(dtype, copy=False).reshape(-1)
+    flat = cast(arr, dtype).reshape(-1)
     if flat.size != count:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has {flat.size}"
@@ -324,7 +333,7 @@ def _assemble_matrix(model: LoadedModel, tensor: InputTensor) -> np.ndarray:
             f"input {tensor.name!r}: datatype {tensor.datatype} does not fit the model's "
             f"features ({', '.join(sorted({m.datatype for m in features}))})"
         )
-    matrix = tensor.data.reshape(rows, width).astype(model.batch_dtype, copy=False)
+    matrix = cast(tensor.data.reshape(rows, width), model.batch_dtype)
     if tensor.datatype not in _FLOATS:
         return matrix
     finite = np.isfinite(matrix)
@@ -431,7 +440,7 @@ def _assemble_named(model: LoadedModel, inputs: Sequence[InputTensor]) -> dict[s
         elif n != rows:
             raise InvalidInputError(f"input {tensor.name!r} has {n} rows, other inputs have {rows}")
         _check_accepts(meta, tensor)
-        data = tensor.data.reshape(shape).astype(meta.dtype, copy=False)
+        data = cast(tensor.data.reshape(shape), meta.dtype)
         _check_finite(tensor.name, data, meta.allows_nan)
         out[meta.name] = data
     assert rows is not None  # inputs is not empty
@@ -466,7 +475,7 @@ def _assemble_tensor(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.nd
         )
     _batch_rows(tensor.name, tensor.shape)
     _check_accepts(meta, tensor)
-    data = tensor.data.reshape(tensor.shape).astype(model.batch_dtype, copy=False)
+    data = cast(tensor.data.reshape(tensor.shape), model.batch_dtype)
     _check_finite(tensor.name, data, meta.allows_nan)
     return data
 

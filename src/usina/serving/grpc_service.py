@@ -25,6 +25,7 @@ from usina.serving.codec import (
     RequestedOutput,
     assemble,
     bytes_values,
+    cast,
     check_datatype,
     encode_grpc_response,
     raw_array,
@@ -120,7 +121,7 @@ def decode_tensors(request: Any) -> tuple[InputTensor, ...]:
                     raise InvalidInputError(
                         f"input {name!r}: a value is out of range for {datatype}"
                     )
-            data = wide.astype(dtype)
+            data = cast(wide, dtype)
             count = math.prod(shape)
             if data.size != count:
                 raise InvalidInputError(

@@ -33,7 +33,9 @@ from tests.k8s.emulator import Emulator, PodScript
 from tests.k8s.process_kubelet import ProcessKubelet
 from tests.seaweedfs import SeaweedS3
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+# A cold `mlflow server` alone can take minutes on a loaded 2-core machine (about 2 minutes in all
+# when it is not); the pytest default of 300 s would cut a slow but healthy run.
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CLI = [sys.executable, "-m", "usina.cli.main"]
 LEASE_TTL = 3.0

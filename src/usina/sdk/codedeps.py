@@ -33,8 +33,8 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlparse
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -71,12 +71,15 @@ PINS: dict[str, tuple[str, ...]] = {
     "kedro": ("kedro==1.7.0", "numpy==2.4.6"),
 }
 TOOLS = ("usina", "prefect", "metaflow", "kedro")
+# Opt-in (``--tools usina,usina-noprof``): usina with per-attempt profiling off
+# (``USINA_PROFILE_INTERVAL=0``), to print what profiling costs; "usina" runs with it on.
+VARIANTS = ("usina-noprof",)
 WORKLOADS = ("w1", "w2", "one", "w3")
 # W3 re-runs W1 (its file) after an untimed W1 in the same state folder, for these tools.
-CACHED_RERUN = ("usina", "metaflow")
+CACHED_RERUN = ("usina", "usina-noprof", "metaflow")
 CHAIN_STEPS = 50
 # Steps in each tool's smallest run: Metaflow cannot run a flow without both start and end.
-ONE_STEPS = {"usina": 1, "prefect": 1, "metaflow": 2, "kedro": 1}
+ONE_STEPS = {"usina": 1, "usina-noprof": 1, "prefect": 1, "metaflow": 2, "kedro": 1}
 SAMPLE_INTERVAL_S = 0.010
 MIB = 1024 * 1024
 
@@ -160,10 +163,13 @@ def invocation(
     cached = workload == "w3"
     if cached and tool not in CACHED_RERUN:
         return None
-    script = WORKLOADS_DIR / f"{tool}_{'w1' if cached else workload}.py"
+    files = "usina" if tool in VARIANTS else tool
+    script = WORKLOADS_DIR / f"{files}_{'w1' if cached else workload}.py"
     env = _clean_env()
     env["BENCH_CONCURRENCY"] = str(concurrency)
-    if tool == "usina":
+    if tool == "usina-noprof":
+        env["USINA_PROFILE_INTERVAL"] = "0"
+    if tool in ("usina", *VARIANTS):
         env["USINA_HOME"] = str(state / "usina-home")
         usina = REPO / ".venv" / "bin" / "usina"
         argv = [str(usina), "run", str(script), "--max-parallel", str(concurrency)]
@@ -516,7 +522,19 @@ def summarize(results: dict[str, dict[str, Cell]]) -> dict[str, Any]:
                         "holds": None if r is None else r <= 1.0,
                     }
                 )
-    return {"tools": tools, "ratios": ratios, "targets": targets}
+    report: dict[str, Any] = {"tools": tools, "ratios": ratios, "targets": targets}
+    if "usina" in tools and "usina-noprof" in tools:
+        on, off = tools["usina"], tools["usina-noprof"]
+        report["profiling"] = {
+            **{
+                f"{w}_wall": _ratio(on["workloads"][w]["wall_s"], off["workloads"][w]["wall_s"])
+                for w in WORKLOADS
+            },
+            "per_step_ms_added": None
+            if on["per_step_ms"] is None or off["per_step_ms"] is None
+            else on["per_step_ms"] - off["per_step_ms"],
+        }
+    return report
 
 
 def _issue22_targets(u: dict[str, Any], ratios: dict[str, Any]) -> list[dict[str, Any]]:
@@ -625,6 +643,15 @@ def render(report: dict[str, Any]) -> str:
                 f"ms/step {_fmt(r['per_step'], '.3f')}  "
                 f"RSS W1 {_fmt(r['w1_peak_rss'], '.2f')}  RSS W2 {_fmt(r['w2_peak_rss'], '.2f')}"
             )
+    if "profiling" in report:
+        p = report["profiling"]
+        lines += [
+            "",
+            "per-attempt profiling (usina, sampling on) / usina-noprof (USINA_PROFILE_INTERVAL=0):",
+            f"  W0 {_fmt(p['one_wall'], '.3f')}  W1 {_fmt(p['w1_wall'], '.3f')}  "
+            f"W2 {_fmt(p['w2_wall'], '.3f')}  W3 {_fmt(p['w3_wall'], '.3f')}  "
+            f"ms/step added {_fmt(p['per_step_ms_added'], '.1f')}",
+        ]
     if report["targets"]:
         lines += ["", "targets:"]
         for t in report["targets"]:
@@ -661,15 +688,15 @@ def main(argv: list[str] | None = None) -> int:
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for t in tools:
-        if t not in TOOLS:
-            parser.error(f"unknown tool {t!r}; choose from {', '.join(TOOLS)}")
+        if t not in TOOLS + VARIANTS:
+            parser.error(f"unknown tool {t!r}; choose from {', '.join(TOOLS + VARIANTS)}")
     for w in workloads:
         if w not in WORKLOADS:
             parser.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
 
     versions: dict[str, str] = {}
     for tool in tools:
-        if tool == "usina":
+        if tool in ("usina", *VARIANTS):
             usina = REPO / ".venv" / "bin" / "usina"
             if not usina.exists():
                 log(f"[setup] {usina} is missing: run 'make install' first")

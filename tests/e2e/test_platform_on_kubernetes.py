@@ -5,7 +5,10 @@ Secret), a working folder of their own, and their memory limit enforced. The CLI
 submits a fraud pipeline; the first ``train`` attempt really exceeds its memory limit, is
 OOMKilled and retried with more memory; the first ``score`` pod is evicted
 (``DisruptionTarget``) and retried as ``preempted``; the replica driving the run is SIGKILLed
-mid-run and the other one finishes it; the logs are readable after the Jobs' TTL deleted them.
+mid-run and the other one finishes it; the last step registers a model in a real ``mlflow
+server`` (the replicas' tracking URI, artifacts proxied into the same SeaweedFS bucket): the
+version carries the usina run's id, its files are objects in the bucket, and it loads back from
+the registry; the logs are readable after the Jobs' TTL deleted them.
 """
 
 from __future__ import annotations
@@ -25,19 +28,25 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e.mlflow_server import MlflowServer
 from tests.k8s.emulator import Emulator, PodScript
 from tests.k8s.process_kubelet import ProcessKubelet
 from tests.seaweedfs import SeaweedS3
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+# A cold `mlflow server` alone can take minutes on a loaded 2-core machine (about 2 minutes in all
+# when it is not); the pytest default of 300 s would cut a slow but healthy run.
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CLI = [sys.executable, "-m", "usina.cli.main"]
 LEASE_TTL = 3.0
+MODEL_NAME = "fraud-platform"  # as the pipeline below names it
 
 PIPELINE = """
 from usina import Resources, Retry, pipeline, step
 
 from features import ROWS, featurize
+
+MODEL_NAME = "fraud-platform"
 
 
 @step
@@ -64,9 +73,31 @@ def score(model: int) -> float:
     return model / 100
 
 
-@pipeline
+@step(cache=False, resources=Resources(cpu=1, memory="1Gi"))
+def register(model: int, scored: float) -> dict:
+    # The fraud example's registration path (register_model), with a tiny scikit-learn model.
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from usina.tracking.mlflow import register_model
+
+    features = pd.DataFrame({"amount": [float(i) for i in range(8)], "scored": [scored] * 8})
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    clf = LogisticRegression().fit(features, labels)
+    decision = register_model(
+        clf, name=MODEL_NAME, features=features, labels=labels, metric=roc_auc_score,
+        metric_name="auc", flavor="sklearn",
+    )
+    print(f"registered {MODEL_NAME} v{decision.version}: {decision.reason}")
+    return decision.to_json()
+
+
+@pipeline(tracking="mlflow")
 def fraud_platform():
-    score(train(extract()))
+    model = train(extract())
+    register(model, score(model))
 """
 
 FEATURES = """
@@ -96,6 +127,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def check_registered_model(
+    mlflow_server: MlflowServer, s3: SeaweedS3, rid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One version of the pipeline's model, champion, made by usina run ``rid`` (tags on the
+    version and on its MLflow run); its files are objects under the bucket's MLflow prefix; the
+    model loads back from the registry and predicts."""
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+    (version,) = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    assert version.tags.get("usina.run_id") == rid, version.tags
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == version.version
+    made_by = client.get_run(version.run_id)
+    assert made_by.data.tags["usina.run_id"] == rid, made_by.data.tags
+    assert made_by.data.tags.get("usina.node") == "register", made_by.data.tags
+
+    # The server proxies MLflow's artifacts: mlflow-artifacts:/PATH is s3://BUCKET/mlflow/PATH.
+    location = client.get_model_version_download_uri(MODEL_NAME, version.version)
+    assert location.startswith("mlflow-artifacts:/"), location
+    prefix = f"mlflow/{location.removeprefix('mlflow-artifacts:/').strip('/')}/"
+    bucket = s3.client()
+    pages = bucket.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
+    keys = {o["Key"].removeprefix(prefix) for page in pages for o in page.get("Contents", [])}
+    assert "MLmodel" in keys, sorted(keys)
+    mlmodel = bucket.get_object(Bucket=s3.bucket, Key=f"{prefix}MLmodel")["Body"].read()
+    spec = yaml.safe_load(mlmodel)
+    assert spec["flavors"]["sklearn"]["pickled_model"] in keys, (spec, sorted(keys))
+
+    # Loaded back through the registry (the test holds no S3 credentials for MLflow).
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    rows = pd.DataFrame({"amount": [0.0, 7.0], "scored": [40.32, 40.32]})
+    assert list(model.predict(rows)) == [0, 1]
+
+
 @pytest.fixture
 def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
     server = SeaweedS3.start(tmp_path / "seaweedfs")
@@ -103,8 +173,19 @@ def s3(tmp_path: Path) -> Iterator[SeaweedS3]:
     server.stop()
 
 
+@pytest.fixture
+def mlflow_server(tmp_path: Path, s3: SeaweedS3) -> Iterator[MlflowServer]:
+    server = MlflowServer.start(tmp_path / "mlflow", s3)
+    yield server
+    server.stop()
+
+
 def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
-    tmp_path: Path, postgres_server, s3: SeaweedS3
+    tmp_path: Path,
+    postgres_server,
+    s3: SeaweedS3,
+    mlflow_server: MlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     db = postgres_server.create_database()
     project = tmp_path / "project"
@@ -162,6 +243,10 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
         }
         for name in ("USINA_SERVER", "USINA_TOKEN", "MLFLOW_TRACKING_URI"):
             env.pop(name, None)
+        # The replicas' MLflow, as the chart gives it (mlflow.trackingUri): the tracking server
+        # and registry; the steps get the URI from the server, and MLflow's artifacts go through
+        # it to the bucket (the pods hold no MLflow credentials of their own).
+        server_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server.url}
         token = subprocess.run(
             [*CLI, "token", "create", "--project", "*", "--role", "admin", "--name", "e2e"],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
@@ -192,7 +277,7 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
                                 "--poll-interval",
                                 poll,
                             ],
-                            env=env,
+                            env=server_env,
                             cwd=tmp_path,
                             stdout=log,
                             stderr=log,
@@ -269,8 +354,12 @@ def test_two_replicas_run_a_pipeline_as_jobs(  # type: ignore[no-untyped-def]
             assert by_step["train"][1]["resources"]["memory"] == "600Mi"
             assert [a["failure_class"] for a in by_step["score"]] == ["preempted", None]
             assert [a["failure_class"] for a in by_step["extract"]] == [None]
+            assert [a["failure_class"] for a in by_step["register"]] == [None]
             # Every attempt was one Job: nothing ran twice across the takeover.
-            assert emulator.count("create jobs") == 5
+            assert emulator.count("create jobs") == 6
+
+            # The model is registered in MLflow by this run, and its files live in the bucket.
+            check_registered_model(mlflow_server, s3, rid, monkeypatch)
 
             # The Jobs' TTL deletes them and their pods; the logs stay readable.
             wait_until(lambda: not emulator.list("jobs"), 60, "the Jobs' TTL")

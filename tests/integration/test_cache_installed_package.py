@@ -6,6 +6,7 @@ re-runs every step and says why."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import sysconfig
@@ -121,3 +122,68 @@ def test_installed_packages_count_by_name_and_version(tmp_path):
     assert done == {"uses", "plain", "total"}
     assert why["uses"] == "the Python environment (installed packages) changed"
     assert why["plain"] == "the Python environment (installed packages) changed"
+
+
+EDITABLE_PIPE = """
+from usina import pipeline, step
+
+import tinyedit.core
+
+@step
+def uses(x: int) -> int:
+    return tinyedit.core.value(x)
+
+@step
+def plain(x: int) -> int:
+    return x + 1
+
+@step
+def total(a: int, b: int) -> int:
+    return a + b
+
+@pipeline
+def p(x: int = 2):
+    total(uses(x), plain(x))
+"""
+
+
+def install_editable(site: Path, source: Path) -> None:
+    """What ``pip install -e`` leaves for a path-based editable install: a ``.pth`` naming the
+    source folder and a ``.dist-info`` whose ``direct_url.json`` says editable (PEP 610)."""
+    pkg = source / "tinyedit"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core.py").write_text("def value(x):\n    return x * 10\n")
+    (pkg / "unrelated.py").write_text("LIMIT = 1\n")
+    (site / "__editable__.tinyedit-1.0.pth").write_text(f"{source}\n")
+    info = site / "tinyedit-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyedit\nVersion: 1.0\n")
+    (info / "RECORD").write_text("")
+    (info / "direct_url.json").write_text(
+        json.dumps({"url": source.as_uri(), "dir_info": {"editable": True}})
+    )
+
+
+def test_an_editable_install_outside_the_project_counts_by_its_code(tmp_path):
+    """A library installed with ``pip install -e`` from outside the project is followed like
+    the project's own code: its version never moves while someone edits it."""
+    python, site = make_venv(tmp_path / "venv")
+    source = tmp_path / "libs" / "tinyedit-src"
+    install_editable(site, source)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    usina = VenvUsina(project, python)
+    usina.write("p.py", EDITABLE_PIPE)
+
+    done, _ = ran(usina)
+    assert done == {"uses", "plain", "total"}
+    (source / "tinyedit" / "unrelated.py").write_text("LIMIT = 2\n")
+    done, _ = ran(usina)
+    assert done == set()
+    # The function the step calls, edited in place: that step and what depends on it re-run.
+    (source / "tinyedit" / "core.py").write_text("def value(x):\n    return x * 11\n")
+    done, why = ran(usina)
+    assert done == {"uses", "total"}
+    assert "tinyedit/core.py:value" in why["uses"], why

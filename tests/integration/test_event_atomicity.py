@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.event_kill_driver import START, engine, pair
+from usina.engine.engine import Engine
 from usina.engine.records import AttemptState, RunState, StepState
 from usina.stores.sql import SqlMetadataStore
 from usina.testing.clock import FakeClock
@@ -120,3 +121,46 @@ def test_a_kill_between_a_change_and_its_event_loses_neither(
             assert len(good) == 1, (step.node, attempts)
     finally:
         store.close()
+
+
+def test_two_engines_that_both_saw_an_attempt_running_conclude_it_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Engine b holds the run's lease and trusts what it read; engine a (whose lease lapsed
+    under a slow pass, say) concludes an attempt b also saw running. b's conclusion loses:
+    its pass stops, writes nothing, and its next pass rereads, so every event is written once."""
+    clock = FakeClock(START)
+    a, backend = engine(db_url, str(tmp_path / "artifacts"), clock)
+    b = Engine(  # the same cluster (backend) and artifacts, its own store connection
+        backend=backend,
+        metadata=SqlMetadataStore(db_url),
+        artifacts=a.artifacts,
+        clock=clock,
+        settings=a.settings,
+        owner="engine-b",
+    )
+    store = SqlMetadataStore(db_url)
+    try:
+        run = a.submit(pair.compile())
+        backend.hold.add("first")
+        assert b.metadata.acquire_lease(run.id, b.owner, 600.0, clock.now())
+        b.reconcile(run.id)  # claims first-1 and launches it
+        b.reconcile(run.id)  # sees it running
+        a.reconcile(run.id)  # sees it running too
+        backend.hold.clear()
+        a.reconcile(run.id)  # concludes first-1, settles first, claims second-1
+        assert [s.state for s in store.get_steps(run.id)] == [
+            StepState.SUCCEEDED,
+            StepState.RUNNING,
+        ]
+        b.reconcile(run.id)  # concludes first-1 from what it read: refused, nothing written
+        _check_events(store, run.id)
+        final = b.drive(run.id)
+        assert final.state is RunState.SUCCEEDED, final.error
+        _check_events(store, run.id)
+        ids = [a.id for a in store.get_attempts(run.id)]
+        assert len(ids) == 2, ids
+    finally:
+        store.close()
+        a.metadata.close()  # type: ignore[attr-defined]
+        b.metadata.close()  # type: ignore[attr-defined]

@@ -43,7 +43,7 @@ def test_api_docs_are_served_from_the_package(make_server: Callable[..., Server]
 def test_api_docs_without_their_assets_name_the_install_line(
     make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "swagger_ui", None)
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)
     server = make_server(reconcile=False)
     page = server.client.get("/docs")
     assert page.status_code == 503
@@ -328,3 +328,151 @@ def test_ui_actions_need_the_pages_csrf_token(make_server: Callable[..., Server]
     assert refused.status_code == 403
     assert "editor" in refused.text
     assert len(_denials(server, "csrf")) == 2  # a role refusal, not a CSRF one
+
+
+def test_an_editor_submits_a_run_with_parameters_from_the_pipeline_page(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server()
+    c = server.client
+    api = server.token("default", "editor", name="api")
+    _signed_in(server, "editor")
+    page = c.get("/ui/pipelines/demo").text
+    form = re.search(
+        r'<form method="post" action="/ui/pipelines/demo/submit"[^>]*>(.*?)</form>', page, re.S
+    )
+    assert form, "no submit form for an editor"
+    fields = dict(re.findall(r'<input[^>]*name="(p\.[a-z_]+)"[^>]*value="([^"]*)"', form.group(1)))
+    assert fields == {"p.n": "10", "p.marker": ""}  # the defaults
+    token = CSRF.search(form.group(1)).group(1)
+    assert c.post("/ui/pipelines/demo/submit", data={"p.n": "7"}).status_code == 403
+    made = c.post(
+        "/ui/pipelines/demo/submit",
+        data={"csrf": token, "project": "default", "p.n": "7", "p.marker": ""},
+        follow_redirects=False,
+    )
+    assert made.status_code == 303
+    run_id = made.headers["location"].rsplit("/", 1)[1]
+    run = server.wait_finished(api, run_id)
+    assert run["params"]["n"] == 7
+    assert run["state"] == "succeeded"
+    bad = c.post("/ui/pipelines/demo/submit", data={"csrf": token, "p.n": "many"})
+    assert bad.status_code == 400
+    assert "expects int" in bad.text
+
+    _signed_in(server, "viewer")
+    assert "/ui/pipelines/demo/submit" not in c.get("/ui/pipelines/demo").text
+
+
+# MLflow's own SQL store uses SQLAlchemy APIs that SQLAlchemy 2.1 deprecates.
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
+def test_an_editor_promotes_a_version_from_the_models_page(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.create_registered_model("fraud", tags={"usina.project": "default"})
+    for _ in range(2):
+        mlflow.create_model_version("fraud", source=str(tmp_path))
+    mlflow.set_registered_model_alias("fraud", "champion", "1")
+    server = make_server(reconcile=False, registry_uri=uri)
+    c = server.client
+    _signed_in(server, "editor")
+    page = c.get("/ui/models").text
+    rows = dict(re.findall(r"<tr data-version=\"(\d+)\">(.*?)</tr>", page, re.DOTALL))
+    assert 'action="/ui/models/fraud/aliases/champion"' in rows["2"]
+    assert "/aliases/champion" not in rows["1"]  # already the champion
+    token = CSRF.search(rows["2"]).group(1)
+    refused = c.post("/ui/models/fraud/aliases/champion", data={"version": "2"})
+    assert refused.status_code == 403
+    assert str(mlflow.get_model_version_by_alias("fraud", "champion").version) == "1"
+    moved = c.post(
+        "/ui/models/fraud/aliases/champion",
+        data={"version": "2", "csrf": token},
+        follow_redirects=False,
+    )
+    assert moved.status_code == 303
+    assert moved.headers["location"] == "/ui/models"
+    assert str(mlflow.get_model_version_by_alias("fraud", "champion").version) == "2"
+    audit = [e for e in server.ctx.platform.list_audit(limit=100) if e.action == "model.promote"]
+    assert [e.outcome for e in audit] == ["ok"]
+
+    _signed_in(server, "viewer")
+    assert "/aliases/champion" not in c.get("/ui/models").text
+
+
+def test_the_endpoints_page_says_how_to_register_one(make_server: Callable[..., Server]) -> None:
+    server = make_server(reconcile=False)
+    _signed_in(server)
+    for lang, words in (("en", "Register an endpoint"), ("pt-BR", "Registre um endpoint")):
+        page = server.client.get(f"/ui/endpoints?lang={lang}").text
+        hint = _section(page, 'id="how-to-register"')
+        assert words in hint
+        assert "curl -X PUT" in hint
+        assert "/api/v1/endpoints/NAME" in hint
+        assert "Content-Type: application/json" in hint
+        assert "&#34;url&#34;" in hint or '"url"' in hint
+
+
+def test_metric_charts_have_axes_and_run_ids(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    editor = server.token("default", "editor")
+    ids = []
+    for n in (100, 300):
+        run_id = server.client.post(
+            "/api/v1/runs",
+            json={"pipeline": "demo", "params": {"n": n}},
+            headers=server.as_(editor),
+        ).json()["id"]
+        assert server.wait_finished(editor, run_id)["state"] == "succeeded"
+        ids.append(run_id)
+    _signed_in(server)
+    page = server.client.get("/ui/pipelines/demo").text
+    figure = re.search(r'<figure class="chart" data-key="train.auc">(.*?)</figure>', page, re.S)
+    assert figure, "no chart of train.auc"
+    svg = figure.group(1)
+    assert re.search(r'<line class="axis x"', svg)
+    assert re.search(r'<line class="axis y"', svg)
+    y_ticks = re.findall(r'<text class="tick y"[^>]*>([^<]+)</text>', svg)
+    assert y_ticks == ["0.6", "0.8"]  # auc = 0.5 + n / 1000: the range's ends
+    x_ticks = re.findall(r'<text class="tick x"[^>]*>([^<]+)</text>', svg)
+    assert x_ticks == ids  # oldest first
+    titles = re.findall(r"<title>([^<]+)</title>", svg)
+    assert any(t.startswith(f"{ids[1]}: 0.8") for t in titles)
+
+
+def test_an_editor_pauses_and_resumes_a_schedule_from_the_ui(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(reconcile=False)
+    c = server.client
+    api = server.as_(server.token("default", "editor", name="api"))
+    body = {"name": "nightly", "pipeline": "demo", "cron": "0 3 * * *", "timezone": "UTC"}
+    assert c.put("/api/v1/schedules", json=body, headers=api).status_code == 200
+    _signed_in(server, "editor")
+    page = c.get("/ui/schedules").text
+    row = re.search(r'<tr data-schedule="default/nightly">(.*?)</tr>', page, re.S)
+    assert row, "the schedule is not listed"
+    assert "0 3 * * *" in row.group(1)
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT03:00:00Z"', row.group(1))  # next tick
+    pause = "/ui/schedules/default/nightly/pause"
+    assert f'action="{pause}"' in row.group(1)
+    token = CSRF.search(row.group(1)).group(1)
+    assert c.post(pause, data={}).status_code == 403
+    assert c.get("/api/v1/schedules/default/nightly", headers=api).json()["paused"] is False
+    done = c.post(pause, data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == "/ui/schedules"
+    assert c.get("/api/v1/schedules/default/nightly", headers=api).json()["paused"] is True
+    page = c.get("/ui/schedules").text
+    assert 'action="/ui/schedules/default/nightly/resume"' in page
+    resumed = c.post("/ui/schedules/default/nightly/resume", data={"csrf": token})
+    assert resumed.status_code == 200
+    assert c.get("/api/v1/schedules/default/nightly", headers=api).json()["paused"] is False
+
+    _signed_in(server, "viewer")
+    page = c.get("/ui/schedules").text
+    assert 'data-schedule="default/nightly"' in page
+    assert "/nightly/pause" not in page

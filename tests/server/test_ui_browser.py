@@ -182,6 +182,9 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
 
             # Two runs of a pipeline side by side.
             page.goto(f"{url}/ui/pipelines/demo")
+            chart = page.locator("figure.chart[data-key='train.auc']")
+            expect(chart.locator("text.tick.x")).to_have_text([done[0], done[1]])
+            page.screenshot(path=str(OUTPUT / "ui-pipeline-en.png"), full_page=True)
             page.select_option("form.compare-form select[name=a]", done[0])
             page.select_option("form.compare-form select[name=b]", done[1])
             page.click("form.compare-form button[type=submit]")
@@ -193,6 +196,25 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
             expect(page.locator("#compare-metrics tr[data-key='train.auc']")).to_be_visible()
             expect(page.locator("#compare-steps tr[data-key]")).to_have_count(3)
             page.screenshot(path=str(OUTPUT / "ui-compare-en.png"), full_page=True)
+
+            # Submit a run with a parameter from the pipeline's page.
+            page.goto(f"{url}/ui/pipelines/demo")
+            page.fill("form.submit-form input[name='p.n']", "6")
+            page.click("form.submit-form button[type=submit]")
+            expect(page).to_have_url(re.compile(rf"{url}/ui/runs/demo-"))
+            expect(page.locator("h1 .state")).to_have_text("succeeded", timeout=60_000)
+            submitted = page.url.rsplit("/", 1)[1]
+            assert client.get(f"/api/v1/runs/{submitted}").json()["params"]["n"] == 6
+
+            # Pause a schedule.
+            schedule = {"name": "nightly", "pipeline": "demo", "cron": "0 3 * * *"}
+            assert client.put("/api/v1/schedules", json=schedule).status_code == 200
+            page.goto(f"{url}/ui/schedules")
+            row = page.locator("tr[data-schedule='default/nightly']")
+            row.get_by_role("button", name="Pause").click()
+            expect(page).to_have_url(f"{url}/ui/schedules")
+            expect(row.locator(".state")).to_have_text("paused")
+            assert client.get("/api/v1/schedules/default/nightly").json()["paused"] is True
 
             # Cancel from the run's page: the form carries the CSRF token.
             page.goto(f"{url}/ui/runs/{slow_id}")

@@ -334,3 +334,24 @@ def _fitted_input(native, batch, metas):
     if len(metas) == 1:  # a tensor: its columns are the fitted features, in order
         return pd.DataFrame(batch, columns=list(names))
     return pd.DataFrame(batch, columns=[m.name for m in metas])[list(names)]
+
+
+def test_values_beyond_a_float_datatype_are_refused_without_a_warning():
+    """70000 does not fit FP16, 1e300 not FP32: the cast gives Inf (no RuntimeWarning, which
+    the server would print per request, or raise as a 500 under -W error), refused by name."""
+    fp16 = LoadedModel(
+        name="m",
+        version="1",
+        platform="test",
+        flavour="test",
+        layout=Layout.TENSOR,
+        inputs=(TensorMeta("t", "FP16", (-1, 2)),),
+        outputs=(TensorMeta("predict", "FP64", (-1,)),),
+        predict=_predict,
+        batch_dtype=np.dtype(np.float16),
+    )
+    for datatype, value in (("FP16", 70000.0), ("FP32", 1e300), ("FP64", 1e300)):
+        with pytest.raises(InvalidInputError, match=r"input 't'.*Inf"):
+            assemble(fp16, [tensor("t", datatype, [1, 2], [value, 1.0])])
+    with pytest.raises(InvalidInputError, match=r"input 't'.*Inf"):
+        assemble(fp16, [tensor("t", "INT64", [1, 2], [2**40, 1])])

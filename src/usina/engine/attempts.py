@@ -15,7 +15,9 @@ claim committed, the launch lost) is the same attempt under the same id: it alre
 ``attempt_started`` and writes no other. Each write is also guarded by the state it expects to
 find (absent for a claim, running for a conclusion): if two engines both saw an attempt
 running (a lease that expired under a slow pass) only the first conclusion is written, so an
-attempt never has two outcome events, and only the engine that wrote a claim launches it.
+attempt never has two outcome events, and only the engine that wrote a claim launches it. The
+loser's pass stops there (``StaleView``) and its next pass rereads the run, so it settles no
+step from what it read before.
 """
 
 from __future__ import annotations
@@ -129,8 +131,8 @@ class Attempts(EngineBase):
         self, attempt: AttemptRecord, done: AttemptRecord, obs: Observation, outcome: Event
     ) -> AttemptRecord:
         """Write the conclusion ``done`` of a running ``attempt`` with its events, atomically
-        (see the module docstring). Returns ``done``, or the attempt as another engine concluded
-        it first.
+        (see the module docstring). Returns ``done``; raises ``StaleView`` when another engine
+        concluded it first.
 
         The events: when the backend says when it started the attempt, an ``attempt_running``
         event at that time (launched -> running is the attempt's queue wait, a Kubernetes pod
@@ -149,11 +151,8 @@ class Attempts(EngineBase):
                 )
             )
         events.append(outcome)
-        if self._record_attempt(done, expected=AttemptState.RUNNING, events=events):
-            return done
-        log.warning("attempt %s was concluded by another engine; using its record", attempt.id)
-        found = self.metadata.get_attempts(attempt.run_id, attempt.node)
-        return next((a for a in found if a.id == attempt.id), attempt)
+        self._record_attempt(done, expected=AttemptState.RUNNING, events=events)
+        return done
 
     def _task(
         self,
@@ -213,11 +212,8 @@ class Attempts(EngineBase):
             next_attempt_at=None,
         )
         started = Event(run.id, now, "attempt_started", node=node.id, attempt=attempt.id)
-        if not self._record_attempt(attempt, expected=None, events=[started], step=claimed):
-            # Another engine claimed this attempt first: it launches it, not this one.
-            log.warning("attempt %s was claimed by another engine; not launching it", attempt.id)
-            found = {s.node: s for s in self.metadata.get_steps(run.id)}
-            return found.get(node.id, step)
+        # Raises StaleView when another engine claimed this attempt first: it launches it.
+        self._record_attempt(attempt, expected=None, events=[started], step=claimed)
         self.backend.launch(task)
         return claimed
 

@@ -53,6 +53,12 @@ class EngineSettings:
     refresh_interval: float = 10.0
 
 
+class StaleView(Exception):
+    """A pass found that another engine changed an attempt it was about to change: what the
+    pass read is out of date. ``Engine.reconcile`` stops the pass (on SQL that can batch, its
+    writes roll back) and the next pass rereads the run. Never leaves the engine."""
+
+
 class EngineBase:
     """The engine's components and the shared writes of its parts."""
 
@@ -112,11 +118,16 @@ class EngineBase:
         expected: AttemptState | None,
         events: Sequence[Event],
         step: StepRecord | None = None,
-    ) -> bool:
+    ) -> None:
         """Change an attempt's state together with its events (and its step), atomically and
-        only from ``expected``; see ``MetadataStore.record_attempt``. False: another engine
-        changed the attempt first; the caller rereads it."""
-        return self._mirrors.record_attempt(attempt, expected=expected, events=events, step=step)
+        only from ``expected``; see ``MetadataStore.record_attempt``. Raises ``StaleView`` when
+        another engine changed the attempt first: nothing else of this pass may act on what it
+        read (a step settled twice would report its success twice)."""
+        if not self._mirrors.record_attempt(attempt, expected=expected, events=events, step=step):
+            raise StaleView(
+                f"attempt {attempt.id} was changed by another engine; rereading run "
+                f"{attempt.run_id}"
+            )
 
     def _event(
         self,
@@ -167,4 +178,4 @@ class EngineBase:
             return {}
 
 
-__all__ = ["EngineBase", "EngineSettings"]
+__all__ = ["EngineBase", "EngineSettings", "StaleView"]

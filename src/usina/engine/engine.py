@@ -14,11 +14,12 @@ the existing attempt instead of starting a second one.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from usina.engine.attempts import Attempts
-from usina.engine.base import EngineSettings
+from usina.engine.base import EngineSettings, StaleView
 from usina.engine.cache import key_of, miss_reason
 from usina.engine.leases import default_owner
 from usina.engine.mirror import attempts_by_node
@@ -39,6 +40,8 @@ from usina.sdk.pipeline import Plan
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+
+log = logging.getLogger("usina.engine.engine")
 
 
 class Engine(Attempts, Steps):
@@ -238,11 +241,19 @@ class Engine(Attempts, Steps):
         the commit loses the pass's records, not its effects: an attempt launched in the pass
         has a deterministic id, so the next pass finds it (adopts it) instead of starting
         another one.
+
+        A pass that finds another engine changed an attempt before it could (``StaleView``: two
+        engines drove the run at once, a lease that lapsed under a slow pass) stops and returns
+        the run as stored; the next pass rereads everything.
         """
         batch = getattr(self.metadata, "batch", None)
         try:
             with batch() if batch is not None else contextlib.nullcontext():
                 return self._reconcile(run_id)
+        except StaleView as exc:
+            self.forget(run_id)
+            log.warning("run %s: %s", run_id, exc)
+            return self.metadata.get_run(run_id)
         except BaseException:
             self.forget(run_id)  # the mirror may hold writes that were rolled back
             raise

@@ -99,7 +99,7 @@ class Mirrors:
     ) -> bool:
         """``MetadataStore.record_attempt``, then the mirror. When the store refuses (the
         stored attempt was not in state ``expected``: another engine changed it), the mirror
-        was stale and is dropped, so the next pass rereads the run."""
+        was stale and is dropped, so the next pass rereads the run; returns False."""
         if not self.metadata.record_attempt(attempt, expected=expected, events=events, step=step):
             self.forget(attempt.run_id)
             return False

@@ -8,7 +8,10 @@ another project module (``from helpers import scale``), an attribute of an impor
 module (``helpers.scale``, ``pkg.sub.f``), transitively. A project module used as a value (not
 through an attribute, e.g. ``getattr(helpers, name)``) counts whole. Modules outside the project
 root, and anything under ``site-packages``, are left to the environment hash; so are usina
-itself and the options of ``@step(...)`` (the plan carries them).
+itself and the options of ``@step(...)`` (the plan carries them). The exception is a library
+installed in editable mode (``pip install -e``, found by its ``direct_url.json``): its files are
+the code someone is editing, and its version does not move when they change, so its modules
+are followed like the project's.
 
 Hashes are of the AST (``ast.dump``), so comments and formatting do not count; docstrings do.
 Each module file is parsed once per process, cached by (path, mtime, size), and only the
@@ -23,12 +26,15 @@ from __future__ import annotations
 
 import ast
 import copy as copy_module
+import functools
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -212,7 +218,9 @@ class Resolver:
                 os.path.realpath(prefix) + os.sep
             ):
                 return False
-        return real == self.root or real.startswith(self.root + os.sep)
+        if real == self.root or real.startswith(self.root + os.sep):
+            return True
+        return any(real.startswith(root + os.sep) for root in editable_roots())
 
     def path_of(self, module: str) -> str | None:
         """The source file of ``module`` when it belongs to the project, else None."""
@@ -316,6 +324,29 @@ class Resolver:
         if self.path_of(module) is None:
             return []
         return [(module, rest[0] if rest else WHOLE)]
+
+
+@functools.cache
+def editable_roots() -> tuple[str, ...]:
+    """The source folders of the distributions installed in editable mode (PEP 610's
+    ``direct_url.json`` with ``dir_info.editable``), usina's own excepted. Read once per process,
+    and only when a step reaches a module outside the project and outside site-packages."""
+    import importlib.metadata  # only now: it costs the CLI's start otherwise
+
+    roots: list[str] = []
+    for dist in importlib.metadata.distributions():
+        try:
+            raw = dist.read_text("direct_url.json")
+            info = json.loads(raw) if raw else None
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or not (info.get("dir_info") or {}).get("editable"):
+            continue
+        url = urlparse(str(info.get("url", "")))
+        if url.scheme != "file" or (dist.metadata["Name"] or "").lower() == "usina":
+            continue
+        roots.append(os.path.realpath(unquote(url.path)))
+    return tuple(roots)
 
 
 def project_root(start: str) -> str:

@@ -163,9 +163,9 @@ def create_app(
 
 def _api_docs(app: FastAPI) -> None:
     """``/docs``: Swagger UI over ``/openapi.json``, its script and style served from the
-    ``swagger-ui-py`` package (the server extra; Swagger UI 5, which reads OpenAPI 3.1), so
+    ``fastapi-offline`` package (the server extra; Swagger UI 5, which reads OpenAPI 3.1), so
     the page works offline. The package is only located, never imported."""
-    spec = importlib.util.find_spec("swagger_ui")
+    spec = importlib.util.find_spec("fastapi_offline")
     found = [Path(p) / "static" for p in (spec.submodule_search_locations or [])] if spec else []
     assets = next((p for p in found if (p / "swagger-ui-bundle.js").is_file()), None)
     if assets is not None:
@@ -174,13 +174,13 @@ def _api_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         if assets is None:
-            raise MissingExtraError("swagger-ui-py", "server")
+            raise MissingExtraError("fastapi-offline", "server")
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
             # Swagger UI would otherwise ask validator.swagger.io about the schema.
             swagger_ui_parameters={"validatorUrl": None},
         )

@@ -10,6 +10,7 @@ without a valid one is refused (403) and recorded like other denials.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import hmac
@@ -25,6 +26,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from pydantic import ValidationError
 
 from usina.engine.records import AttemptState, RunState
 from usina.errors import NotFoundError, StateError, UsinaError
@@ -33,8 +35,11 @@ from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
 from usina.server.denials import HiddenRunError, client_of, token_id_of
 from usina.server.profiles import attempt_charts
+from usina.server.routes import models as model_routes
 from usina.server.routes import runs as run_routes
+from usina.server.routes import schedules as schedule_routes
 from usina.server.schemas import (
+    AliasRequest,
     RunDetail,
     StepOut,
     SubmitRequest,
@@ -42,9 +47,17 @@ from usina.server.schemas import (
     run_detail,
     summary_from_row,
 )
-from usina.stores.platform import Principal, Role, decode_cursor, encode_cursor
+from usina.stores.platform import (
+    ALL_PROJECTS,
+    Principal,
+    Role,
+    decode_cursor,
+    encode_cursor,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from usina.server.context import ServerContext
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -77,6 +90,10 @@ def _fmt_duration(seconds: float | None) -> str:
 
 templates.env.filters["when"] = _fmt_time
 templates.env.filters["took"] = _fmt_duration
+templates.env.filters["iso_when"] = lambda iso: _fmt_time(
+    calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) if iso else None
+)
+templates.env.filters["utc"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 class _Redirect(Exception):
@@ -374,40 +391,127 @@ async def run_action(request: Request, run_id: str, action: str) -> Response:
     if refused is not None:
         return refused
 
-    def act() -> Response:
+    def act() -> str:
         principal = _principal(request)
         ctx: ServerContext = request.app.state.ctx
+        if action == "cancel":
+            run_routes.cancel_run(request, principal, run_id)
+            return run_id
+        if action == "resume":
+            run_routes.resume_run(request, principal, run_id)
+            return run_id
+        if action == "rerun":
+            run = visible_run(ctx, principal, run_id)
+            body = SubmitRequest(
+                pipeline=run.pipeline,
+                params=run.params,
+                project=run.project,
+                labels=dict(run.labels),
+            )
+            return run_routes.submit_run(request, principal, body).id
+        raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
+
+    return await _act(request, act)
+
+
+@router.post("/pipelines/{name}/submit", response_class=HTMLResponse)
+async def submit_action(request: Request, name: str) -> Response:
+    """A run of ``name`` with the form's parameters (``p.<param>``; empty means the default)."""
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+    form = parse_qs((await request.body()).decode(errors="replace"), keep_blank_values=True)
+
+    def act() -> str:
+        body = SubmitRequest(
+            pipeline=name,
+            params={k[2:]: v[0] for k, v in form.items() if k.startswith("p.") and v[0] != ""},
+            project=(form.get("project") or ["default"])[0] or "default",
+        )
+        principal = _principal(request)
+        return run_routes.submit_run(request, principal, body).id
+
+    return await _act(request, act)
+
+
+@router.post("/models/{name}/aliases/{alias}", response_class=HTMLResponse)
+async def promote_action(request: Request, name: str, alias: str) -> Response:
+    """Point ``alias`` at the form's ``version`` (the API's promote, with its checks)."""
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+    form = parse_qs((await request.body()).decode(errors="replace"))
+
+    def act() -> str:
+        body = AliasRequest(version=(form.get("version") or [""])[0])
+        model_routes.set_model_alias(request, _principal(request), name, alias, body)
+        return "/ui/models"
+
+    return await _act(request, act)
+
+
+async def _act(request: Request, act: Callable[[], str]) -> Response:
+    """Runs ``act`` (it returns a run id or a /ui/ path to go to next); refusals and errors as
+    the error page with the API's status."""
+
+    def build() -> Response:
         try:
-            if action == "cancel":
-                run_routes.cancel_run(request, principal, run_id)
-                target = run_id
-            elif action == "resume":
-                run_routes.resume_run(request, principal, run_id)
-                target = run_id
-            elif action == "rerun":
-                run = visible_run(ctx, principal, run_id)
-                body = SubmitRequest(
-                    pipeline=run.pipeline,
-                    params=run.params,
-                    project=run.project,
-                    labels=dict(run.labels),
-                )
-                target = run_routes.submit_run(request, principal, body).id
-            else:
-                raise NotFoundError(f"no action {action!r}: cancel, resume or rerun")
-        except (HTTPException, StateError, UsinaError) as exc:
+            target = act()
+        except (HTTPException, ValidationError, UsinaError) as exc:
             if isinstance(exc, NotFoundError):
                 raise
             if isinstance(exc, HTTPException):
                 status, message = exc.status_code, str(exc.detail)
+            elif isinstance(exc, ValidationError):
+                status, message = 400, "; ".join(e["msg"] for e in exc.errors())
             else:
                 status, message = (409 if isinstance(exc, StateError) else 400), str(exc)
+            principal = None
+            with contextlib.suppress(_Redirect):
+                principal = _principal(request)
             response = _render(request, "error.html", principal, message=message)
             response.status_code = status
             return response
-        return RedirectResponse(f"/ui/runs/{quote(target)}", status_code=303)
+        url = target if target.startswith("/ui/") else f"/ui/runs/{quote(target)}"
+        return RedirectResponse(url, status_code=303)
 
-    return await anyio.to_thread.run_sync(partial(_page, request, act))
+    return await anyio.to_thread.run_sync(partial(_page, request, build))
+
+
+@router.post("/schedules/{project}/{name}/{action}", response_class=HTMLResponse)
+async def schedule_action(request: Request, project: str, name: str, action: str) -> Response:
+    """Pause or resume a schedule (the API's routes, with their checks and audit)."""
+    refused = await _refused(request)
+    if refused is not None:
+        return refused
+
+    def act() -> str:
+        principal = _principal(request)
+        if action == "pause":
+            schedule_routes.pause_schedule(request, principal, project, name)
+        elif action == "resume":
+            schedule_routes.resume_schedule(request, principal, project, name)
+        else:
+            raise NotFoundError(f"no action {action!r}: pause or resume")
+        return "/ui/schedules"
+
+    return await _act(request, act)
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+def schedules_page(request: Request) -> Response:
+    def build() -> Response:
+        principal = _principal(request)
+        found = schedule_routes.list_schedules(request, principal)
+        return _render(
+            request,
+            "schedules.html",
+            principal,
+            schedules=found,
+            editable={s.project for s in found if principal.can(s.project, Role.EDITOR)},
+        )
+
+    return _page(request, build)
 
 
 @router.get("/pipelines/{name}", response_class=HTMLResponse)
@@ -427,6 +531,8 @@ def pipeline_page(request: Request, name: str) -> Response:
         recent = ctx.platform.runs_page(
             projects_=principal.visible_projects(), limit=PAGE, pipeline=name
         )
+        reg = ctx.pipelines.find(name)
+        editable = sorted(p for p, r in principal.roles.items() if r >= Role.EDITOR)
         return _render(
             request,
             "pipeline.html",
@@ -434,6 +540,10 @@ def pipeline_page(request: Request, name: str) -> Response:
             name=name,
             charts=charts,
             recent=[summary_from_row(r) for r in recent],
+            params=list(reg.pipeline.params.values()) if reg is not None else [],
+            submit_projects=(
+                [p if p != ALL_PROJECTS else "default" for p in editable] if reg is not None else []
+            ),
         )
 
     return _page(request, build)
@@ -477,21 +587,42 @@ def compare_page(request: Request, a: str, b: str) -> Response:
 
 
 def _chart(key: str, points: list[tuple[float, float, str]]) -> dict[str, Any]:
-    w, h, pad = 420, 120, 8
+    """An SVG line chart of one metric over runs (oldest first): a y axis with the range's
+    ends, an x axis with the first and last run ids, each point titled with its run."""
+    w, h = 460, 170
+    left, right, top, bottom = 56, 12, 10, 38
     values = [v for _, v, _ in points]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     n = max(1, len(points) - 1)
+    plot_w, plot_h = w - left - right, h - top - bottom
     coords = [
-        (pad + i * (w - 2 * pad) / n, h - pad - (v - lo) * (h - 2 * pad) / span)
+        (
+            left + (i * plot_w / n if len(points) > 1 else plot_w / 2),
+            top + plot_h - (v - lo) * plot_h / span,
+        )
         for i, (_, v, _) in enumerate(points)
     ]
+    y_ticks = [
+        (top + plot_h - (v - lo) * plot_h / span, f"{v:.4g}") for v in dict.fromkeys((lo, hi))
+    ]
+    firsts = [(coords[0][0], points[0][2], "start")]
+    if len(points) > 1:
+        firsts.append((coords[-1][0], points[-1][2], "end"))
     return {
         "key": key,
         "w": w,
         "h": h,
+        "x0": left,
+        "x1": w - right,
+        "y0": top,
+        "y1": top + plot_h,
+        "y_ticks": y_ticks,
+        "x_ticks": firsts,
         "line": " ".join(f"{x:.1f},{y:.1f}" for x, y in coords),
-        "dots": [(x, y, run_id, v) for (x, y), (_, v, run_id) in zip(coords, points, strict=True)],
+        "dots": [
+            (x, y, run_id, v, at) for (x, y), (at, v, run_id) in zip(coords, points, strict=True)
+        ],
         "last": values[-1],
         "lo": lo,
         "hi": hi,
@@ -506,10 +637,16 @@ def models_page(request: Request) -> Response:
     def build() -> Response:
         principal = _principal(request)
         ctx: ServerContext = request.app.state.ctx
-        models, problem = [], None
+        models, problem, promotable = [], None, set()
         if ctx.models is not None:
             try:
                 models = ctx.models.list_models(principal.visible_projects())
+                if any(r >= Role.EDITOR for r in principal.roles.values()):
+                    promotable = {
+                        m.name
+                        for m in models
+                        if principal.can(ctx.models.project_of(m.name), Role.EDITOR)
+                    }
             except UsinaError as exc:
                 problem = str(exc)
         return _render(
@@ -517,6 +654,7 @@ def models_page(request: Request) -> Response:
             "models.html",
             principal,
             models=models,
+            promotable=promotable,
             has_registry=ctx.models is not None,
             problem=problem,
         )
@@ -531,6 +669,12 @@ def endpoints_page(request: Request) -> Response:
 
         principal = _principal(request)
         found = list_endpoints(request, principal, check=True)
-        return _render(request, "endpoints.html", principal, endpoints=found)
+        return _render(
+            request,
+            "endpoints.html",
+            principal,
+            endpoints=found,
+            server_url=str(request.base_url).rstrip("/"),
+        )
 
     return _page(request, build)

@@ -13,6 +13,7 @@ refused everywhere: they are not missing values, and most models answer them wit
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -39,6 +40,16 @@ _ACCEPTS = {
     "bytes": frozenset({"BYTES"}),
 }
 MAX_DIMS = 8
+_LITTLE = {name: dtype.newbyteorder("<") for name, dtype in V2_TO_NUMPY.items()}
+
+
+def cast(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """``values`` as ``dtype``; a value beyond a floating-point dtype's range becomes Inf
+    quietly (the finiteness check refuses it by name; numpy would warn on every request)."""
+    if dtype.kind == "f" and values.dtype != dtype:
+        with np.errstate(over="ignore"):
+            return values.astype(dtype)
+    return values.astype(dtype, copy=False)
 
 
 def _kind(datatype: str) -> str:
@@ -219,7 +230,7 @@ def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> n
         info = np.iinfo(dtype.type)  # type: ignore[type-var]
         if int(arr.min()) < info.min or int(arr.max()) > info.max:
             raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}")
-    flat = arr.astype(dtype, copy=False).reshape(-1)
+    flat = cast(arr, dtype).reshape(-1)
     if flat.size != count:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has {flat.size}"
@@ -231,7 +242,7 @@ def raw_array(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> n
     """Binary tensor data (little-endian, row-major) as a flat array."""
     if datatype == "BYTES":
         return _raw_bytes(name, shape, raw)
-    dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
+    dtype = _LITTLE[datatype]
     count = math.prod(shape)
     if len(raw) != count * dtype.itemsize:
         raise InvalidInputError(
@@ -255,8 +266,8 @@ def _batch_rows(name: str, shape: tuple[int, ...]) -> int:
 
 def _check_finite(name: str, values: np.ndarray, missing_ok: bool) -> None:
     """Refuse infinities, and NaN (a missing value) unless the input accepts missing values."""
-    if values.dtype.kind != "f":
-        return
+    if values.dtype.kind != "f" or math.isfinite(values.sum()):
+        return  # (a sum of finite values can overflow: then the exact check below runs)
     finite = np.isfinite(values)
     if finite.all():
         return
@@ -322,7 +333,7 @@ def _assemble_matrix(model: LoadedModel, tensor: InputTensor) -> np.ndarray:
             f"input {tensor.name!r}: datatype {tensor.datatype} does not fit the model's "
             f"features ({', '.join(sorted({m.datatype for m in features}))})"
         )
-    matrix = tensor.data.reshape(rows, width).astype(model.batch_dtype, copy=False)
+    matrix = cast(tensor.data.reshape(rows, width), model.batch_dtype)
     if tensor.datatype not in _FLOATS:
         return matrix
     finite = np.isfinite(matrix)
@@ -429,7 +440,7 @@ def _assemble_named(model: LoadedModel, inputs: Sequence[InputTensor]) -> dict[s
         elif n != rows:
             raise InvalidInputError(f"input {tensor.name!r} has {n} rows, other inputs have {rows}")
         _check_accepts(meta, tensor)
-        data = tensor.data.reshape(shape).astype(meta.dtype, copy=False)
+        data = cast(tensor.data.reshape(shape), meta.dtype)
         _check_finite(tensor.name, data, meta.allows_nan)
         out[meta.name] = data
     assert rows is not None  # inputs is not empty
@@ -464,7 +475,7 @@ def _assemble_tensor(model: LoadedModel, inputs: Sequence[InputTensor]) -> np.nd
         )
     _batch_rows(tensor.name, tensor.shape)
     _check_accepts(meta, tensor)
-    data = tensor.data.reshape(tensor.shape).astype(model.batch_dtype, copy=False)
+    data = cast(tensor.data.reshape(tensor.shape), model.batch_dtype)
     _check_finite(tensor.name, data, meta.allows_nan)
     return data
 
@@ -602,7 +613,7 @@ def _bytes_tensor(values: np.ndarray) -> bytes:
 def tensor_bytes(meta: TensorMeta, values: np.ndarray) -> bytes:
     if meta.datatype == "BYTES":
         return _bytes_tensor(values)
-    return np.ascontiguousarray(values, dtype=meta.dtype.newbyteorder("<")).tobytes()
+    return np.ascontiguousarray(values, dtype=_LITTLE.get(meta.datatype, meta.dtype)).tobytes()
 
 
 def encode_rest(
@@ -639,6 +650,66 @@ def encode_rest(
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+# --------------------------------------------------------------------------- gRPC
+# ModelInferResponse: model_name = 1, model_version = 2, id = 3, outputs = 5 (InferOutputTensor:
+# name = 1, datatype = 2, shape = 3, packed), raw_output_contents = 6. Every field written here
+# is length-delimited (wire type 2) with a field number below 16: its tag is one byte.
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    size = len(payload)
+    if size < 0x80:  # the usual case: a one-byte length
+        return bytes(((number << 3) | 2, size)) + payload
+    return bytes(((number << 3) | 2,)) + _varint(size) + payload
+
+
+def _packed(dims: tuple[int, ...]) -> bytes:
+    if max(dims) < 0x80:  # every dimension a one-byte varint
+        return bytes(dims)
+    return b"".join(_varint(d) for d in dims)
+
+
+@functools.lru_cache(maxsize=256)
+def _response_head(model_name: str, model_version: str) -> bytes:
+    return _field(1, model_name.encode()) + _field(2, model_version.encode())
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_head(name: str, datatype: str) -> bytes:
+    return _field(1, name.encode()) + _field(2, datatype.encode())
+
+
+def encode_grpc_response(
+    model: LoadedModel,
+    request_id: str,
+    chosen: Sequence[tuple[TensorMeta, bool]],
+    outputs: Mapping[str, np.ndarray],
+) -> bytes:
+    """The serialized ``ModelInferResponse`` (byte for byte what protobuf would write), every
+    output in ``raw_output_contents``."""
+    parts = [_response_head(model.name, model.version)]
+    if request_id:
+        parts.append(_field(3, request_id.encode()))
+    raws = []
+    for meta, _ in chosen:
+        values = outputs[meta.name]
+        tensor = _output_head(meta.name, meta.datatype)
+        if values.shape:
+            tensor += _field(3, _packed(values.shape))
+        parts.append(_field(5, tensor))
+        raws.append(_field(6, tensor_bytes(meta, values)))
+    return b"".join(parts) + b"".join(raws)
 
 
 def error_body(message: str) -> bytes:

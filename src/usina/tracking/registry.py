@@ -88,7 +88,8 @@ def register_model(
     ``lightgbm.Booster``, an xgboost or scikit-learn model (a classifier is scored by its
     probability of class 1), a ``torch.nn.Module`` returning one logit per row (scored by its
     sigmoid), an ONNX ``ModelProto`` or an ``mlflow.pyfunc.PythonModel``. features/labels: the
-    test set both models are scored on (float columns: the signature then accepts missing values);
+    test set both models are scored on (a column with a missing value anywhere in it is
+    optional in the signature, so the served model accepts missing values there);
     ``metric(labels, scores)`` is the gate, higher is better. The new version gets alias
     ``challenger``; it takes ``champion`` if there is none, or if it beats the current one by
     more than ``min_improvement``. A champion that cannot score these features (another
@@ -116,7 +117,9 @@ def register_model(
     features = features.set_axis(pandas.Index(list(features.columns), dtype=object), axis=1)
     scores = kind.score(model, features)
     challenger = float(metric(labels, scores))
-    signature = adapter.infer_signature(features.head(100), scores[:100])
+    # From every row: MLflow marks a column optional (``required: false``, which serving
+    # follows) only where the frame it sees has a gap, so a sample would miss later ones.
+    signature = adapter.infer_signature(features, scores)
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id) as active:
         info = kind.log(model, signature=signature, example=features.head(example_rows))
         usina_run = _usina_run_id()

@@ -142,15 +142,8 @@ def submit_run(request: Request, principal: CurrentPrincipal, body: SubmitReques
             # Run ids carry 16 random bits per second: busy servers do collide. Draw again.
             if not tries_left:
                 raise
-    audit(
-        ctx,
-        principal,
-        "run.submit",
-        body.project,
-        run.id,
-        pipeline=run.pipeline,
-        bundle=body.bundle,
-    )
+    where = {"bundle": body.bundle} if body.bundle else {}  # the code it ran, when uploaded
+    audit(ctx, principal, "run.submit", body.project, run.id, pipeline=run.pipeline, **where)
     return run_detail(run, ctx.metadata.get_steps(run.id))
 
 

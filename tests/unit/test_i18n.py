@@ -4,6 +4,10 @@ advice, events and errors."""
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import pytest
 from babel.messages.catalog import Catalog
 from scripts.i18n import LOCALES, check, compiled, extract, mo_path, problems, read
@@ -12,6 +16,8 @@ from usina import i18n
 from usina.engine.policy import advice
 from usina.errors import NotFoundError
 from usina.sdk.retry import FailureClass
+
+EVENT_KIND = re.compile(r"^(run|step|attempt|notification|cancel)_[a-z]+(_[a-z]+)*$")
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +164,35 @@ def test_every_run_and_step_state_has_a_name_in_the_catalogue() -> None:
     assert {state_name(s) for s in states}.isdisjoint(states)
     i18n.set_language("en")
     assert all(state_name(s) == s for s in states)
+
+
+def _event_kinds_in(path: Path) -> set[str]:
+    """String kinds passed to ``Event(...)``/``_new_event(...)``/``_event(...)`` and module
+    constants that name an event kind (``SENT = "notification_sent"``)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in ("Event", "_new_event", "_event"):
+                found |= {
+                    a.value
+                    for a in node.args
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                }
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant):
+            found.add(str(stmt.value.value))
+    return {k for k in found if EVENT_KIND.match(k)}
+
+
+def test_every_event_kind_recorded_in_the_code_has_a_name() -> None:
+    import usina
+    from usina.engine.records import RunState
+
+    kinds: set[str] = set()
+    for path in Path(usina.__file__).parent.rglob("*.py"):
+        kinds |= _event_kinds_in(path)
+    kinds |= {f"run_{s.value}" for s in RunState if s.finished}  # f"run_{state.value}"
+    assert {"run_started", "attempt_failed", "notification_sent", "run_triggered"} <= kinds
+    assert kinds <= set(i18n.EVENT_KINDS), kinds - set(i18n.EVENT_KINDS)

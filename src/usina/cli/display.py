@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from usina.engine.policy import advice
+from usina.engine.policy import advice_for
 from usina.engine.records import (  # noqa: F401 - also used by callers
     WHY_EVENTS,
     AttemptRecord,
@@ -20,7 +20,6 @@ from usina.engine.records import (  # noqa: F401 - also used by callers
     step_reasons,
 )
 from usina.i18n import N_, _, translate
-from usina.sdk.retry import FailureClass
 
 _STYLE = {
     StepState.PENDING: "dim",
@@ -262,11 +261,8 @@ def print_why(console: Console, report: dict[str, Any]) -> None:
 def why_advice(item: dict[str, Any], run_id: str) -> str:
     """What to do about a failed attempt (its JSON), in the reader's language: from its
     failure class (a local report and a server's say the same), else the report's own text."""
-    try:
-        klass = FailureClass(item["failure_class"] or FailureClass.USER_ERROR.value)
-    except ValueError:
-        return str(item.get("advice") or "")
-    return advice(klass, run_id, translate)
+    said = advice_for(item["failure_class"], run_id, translate)
+    return said if said is not None else str(item.get("advice") or "")
 
 
 def print_json(console: Console, data: object) -> None:

@@ -49,6 +49,18 @@ def advice(failure: FailureClass, run_id: str, translate: Callable[[str], str] =
     return translate(text).format(run=run_id)
 
 
+def advice_for(
+    failure_class: str | None, run_id: str, translate: Callable[[str], str] = _as_is
+) -> str | None:
+    """``advice`` for a failure class given by its value (an attempt's JSON, where a failed
+    attempt without one is a ``user_error``); None for a value usina does not know."""
+    try:
+        failure = FailureClass(failure_class or FailureClass.USER_ERROR.value)
+    except ValueError:
+        return None
+    return advice(failure, run_id, translate)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     retry: bool

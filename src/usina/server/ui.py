@@ -28,8 +28,10 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from pydantic import ValidationError
 
+from usina.engine.policy import advice_for
 from usina.engine.records import AttemptState, RunState
 from usina.errors import NotFoundError, StateError, UsinaError
+from usina.i18n import translate
 from usina.server import auth, i18n
 from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
@@ -40,6 +42,7 @@ from usina.server.routes import runs as run_routes
 from usina.server.routes import schedules as schedule_routes
 from usina.server.schemas import (
     AliasRequest,
+    AttemptOut,
     RunDetail,
     StepOut,
     SubmitRequest,
@@ -318,7 +321,7 @@ def run_page(request: Request, run_id: str) -> Response:
             lines = text.splitlines()[-LOG_LINES:]
             by_step.setdefault(a.node, []).append(
                 {
-                    "a": attempt_out(a),
+                    "a": _advice_in_language(attempt_out(a), run_id, _lang(request)),
                     "lines": lines,
                     "running": a.state is AttemptState.RUNNING,
                     "follow": f"/api/v1/runs/{quote(run_id)}/steps/{quote(a.node)}/logs"
@@ -349,6 +352,14 @@ def run_page(request: Request, run_id: str) -> Response:
         )
 
     return _page(request, build)
+
+
+def _advice_in_language(attempt: AttemptOut, run_id: str, lang: str) -> AttemptOut:
+    """The attempt with its advice in the page's language (the API's JSON keeps the English)."""
+    if attempt.advice is None:
+        return attempt
+    said = advice_for(attempt.failure_class, run_id, partial(translate, lang=lang))
+    return attempt.model_copy(update={"advice": said})
 
 
 def _headline(

@@ -88,6 +88,23 @@ def test_a_failed_run_shows_in_portuguese_and_its_json_stays_the_same(usina):
     assert "erro: a execução 'nope' não existe; `usina runs ls` lista as execuções" in said
     assert "(armazenamento: " in said
 
+    why = usina("--lang", "pt-BR", "runs", "why", run_id)
+    assert why.code == 1
+    assert f"execução {run_id}: falhou" in why.out
+    assert "broken tentativa 1: user_error (saída " in why.out
+    assert "últimas linhas do log:" in why.out
+    said = " ".join(why.out.split())
+    assert (
+        "o que fazer: corrija o código ou os dados da etapa (veja o traceback) e depois "
+        + (f"'usina runs resume {run_id}'")
+        in said
+    )
+    english = usina("runs", "why", run_id)
+    assert "what to do: fix the step's code or data" in english.out
+    assert "broken attempt 1: user_error (exit " in english.out
+    why_json = usina("--lang", "pt-BR", "runs", "why", run_id, "--output", "json").json()
+    assert why_json["failed_attempts"][0]["advice"].startswith("fix the step's code")
+
     listed = usina("--lang", "pt-BR", "runs", "ls")
     assert "execução" in listed.out
     assert "falhou" in listed.out

@@ -22,16 +22,19 @@ from usina.cli.common import (
 )
 from usina.cli.display import (
     print_json,
+    print_why,
     run_json,
     run_summary,
     run_table,
     runs_table,
+    state_name,
     terminal_log,
 )
 from usina.cli.drive import drive, tracker
 from usina.cli.source import runs_source
 from usina.engine.records import RunState, StepState
 from usina.errors import NotFoundError, StateError
+from usina.i18n import N_, _, error
 from usina.sdk.pipeline import Pipeline, Plan
 
 runs_app = typer.Typer(
@@ -74,12 +77,25 @@ def runs_show(run_id: str, output: OutputOpt = Output.text) -> None:
     out.print(run_table(shown))
     labels = shown.get("labels") or {}
     if labels.get("trigger"):  # why it ran (the run's run_triggered event says the same)
-        out.print(f"triggered by {labels['trigger']}: {labels.get('trigger-cause', '')}",
+        said = _("triggered by {trigger}: {cause}")
+        out.print(said.format(trigger=labels["trigger"], cause=labels.get("trigger-cause", "")),
                   markup=False)  # fmt: skip
     if server() is None:  # what each attempt used: peak / p95 / requested (local state only)
         _print_usage(run_id)
     finished = RunState(shown["state"]).finished
-    out.print(run_summary(shown) if finished else f"run {shown['id']} {shown['state']}")
+    out.print(run_summary(shown) if finished else _run_state(shown["id"], shown["state"]))
+
+
+def _run_state(run_id: str, state: str) -> str:
+    return _("run {run} {state}").format(run=run_id, state=state_name(state))
+
+
+def _nothing_to_run(run_id: str) -> str:
+    return _("run {run} succeeded and nothing changed: nothing to run").format(run=run_id)
+
+
+def _runs_again(step: str, reason: str) -> str:
+    return "  " + _("{step}: runs again ({reason})").format(step=step, reason=reason)
 
 
 def _usage_json(run_id: str) -> list[Any]:
@@ -137,25 +153,7 @@ def _print_why(report: dict[str, Any], output: Output) -> None:
     if output is Output.json:
         print_json(out, report)
         return
-    error = report["error"]
-    out.print(f"run {report['run']}: {report['state']}" + (f" — {error}" if error else ""))
-    if not report["failed_attempts"]:
-        out.print("no attempt failed")
-        return
-    for item in report["failed_attempts"]:
-        out.print(
-            f"\n[bold]{item['node']}[/] attempt {item['number']}: "
-            f"[red]{item['failure_class']}[/] (exit {item['exit_code']}, {item['reason']})"
-        )
-        if item["message"]:
-            out.print(item["message"].rstrip()[-3000:], markup=False)
-        if item["log_tail"]:
-            out.print("last log lines:", style="dim")
-            for line in item["log_tail"]:
-                out.print(f"  {line}", markup=False)
-        for line in item.get("memory_curve") or []:
-            out.print(f"  {line}", markup=False)
-        out.print(f"what to do: {item['advice']}")
+    print_why(out, report)
     if report["state"] == RunState.FAILED.value:
         raise typer.Exit(EXIT_FAILED)
 
@@ -185,7 +183,9 @@ def runs_resume(
         try:
             record = comps.metadata.get_run(run_id)
         except NotFoundError as exc:
-            raise NotFoundError(f"{exc} (store: {current.where()})") from exc
+            raise error(
+                NotFoundError, N_("{error} (store: {where})"), error=exc, where=current.where()
+            ) from exc
         old = Plan.from_json(record.plan)
         pipe: Pipeline | None = None
         plan: Plan | None = None
@@ -220,11 +220,11 @@ def runs_resume(
                 if output is Output.json:
                     print_json(out, {**source_show(comps, run_id), "reran": {}})
                 else:
-                    out.print(f"run {run_id} succeeded and nothing changed: nothing to run")
+                    out.print(_nothing_to_run(run_id))
                 raise typer.Exit(0)
             if output is Output.text:
                 for node, reason in why.items():
-                    out.print(f"  {node}: runs again ({reason})")
+                    out.print(_runs_again(node, reason))
             record = engine.resume(run_id, plan, rerun=rerun or ())
         raise typer.Exit(drive(engine, record, output))
     finally:
@@ -241,13 +241,13 @@ def _resume_remote(
         if output is Output.json:
             print_json(out, {**remote.show(remote_server, run_id), "reran": {}})
         else:
-            out.print(f"run {run_id} succeeded and nothing changed: nothing to run")
+            out.print(_nothing_to_run(run_id))
         return 0
     if output is Output.text:
         for step in resumed["steps"]:
             if step["state"] in (StepState.PENDING.value, StepState.BACKOFF.value):
                 reason = (step.get("why") or "").removeprefix("resume: ")
-                out.print(f"  {step['node']}: runs again ({reason})")
+                out.print(_runs_again(step["node"], reason))
     return remote.follow(remote_server, resumed, out, as_json=output is Output.json)
 
 
@@ -264,7 +264,8 @@ def runs_cancel(run_id: str, output: OutputOpt = Output.text) -> None:
         print_json(out, {k: done[k] for k in ("id", "state", "cancel_requested")})
         return
     finished = RunState(done["state"]).finished
-    out.print(f"run {done['id']}: {done['state']}" + ("" if finished else " (cancel requested)"))
+    said = _("run {run}: {state}").format(run=done["id"], state=state_name(done["state"]))
+    out.print(said + ("" if finished else " " + _("(cancel requested)")))
 
 
 def source_show(comps: Any, run_id: str) -> dict[str, Any]:
@@ -281,7 +282,9 @@ def _cancel_here(run_id: str) -> dict[str, Any]:
         try:
             comps.metadata.get_run(run_id)
         except NotFoundError as exc:
-            raise NotFoundError(f"{exc} (store: {current.where()})") from exc
+            raise error(
+                NotFoundError, N_("{error} (store: {where})"), error=exc, where=current.where()
+            ) from exc
         engine = make_engine(comps)
         record = engine.cancel(run_id)
         if not record.state.finished:

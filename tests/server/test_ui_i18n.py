@@ -60,3 +60,27 @@ def test_the_ui_words_are_the_catalogues() -> None:
     for kind in catalogue.EVENT_KINDS:
         assert i18n.MESSAGES["en"][f"event.{kind}"] == kind
         assert i18n.MESSAGES["pt-BR"][f"event.{kind}"] == catalogue.event_name(kind, "pt-BR")
+
+
+def test_a_run_of_another_project_reads_like_a_missing_run_in_either_language(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(reconcile=False)
+    c = server.client
+    editor = server.token("alpha", "editor")
+    run_id = c.post(
+        "/api/v1/runs", json={"pipeline": "demo", "project": "alpha"}, headers=server.as_(editor)
+    ).json()["id"]
+    outsider = server.token("beta", "admin")
+    missing = c.get("/api/v1/runs/no-such-run", headers=server.as_(outsider))
+    hidden = c.get(f"/api/v1/runs/{run_id}", headers=server.as_(outsider))
+    assert missing.status_code == hidden.status_code == 404
+    assert missing.json()["detail"].replace("no-such-run", run_id) == hidden.json()["detail"]
+
+    assert c.post("/ui/login", data={"token": outsider, "next": "/ui/runs"}).status_code == 200
+    for lang, words in (("en", "does not exist"), ("pt-BR", "não existe")):
+        gone = c.get(f"/ui/runs/no-such-run?lang={lang}")
+        secret = c.get(f"/ui/runs/{run_id}?lang={lang}")
+        assert gone.status_code == secret.status_code == 404
+        assert words in gone.text
+        assert gone.text.replace("no-such-run", run_id) == secret.text

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from usina.engine.policy import advice_for
 from usina.engine.records import AttemptState, RunState
 from usina.errors import NotFoundError, StateError, UsinaError
-from usina.i18n import translate
+from usina.i18n import error_text, translate
 from usina.server import auth, i18n
 from usina.server.api import attempt_log, visible_run
 from usina.server.dag import NODE_H, NODE_W, layout
@@ -171,7 +171,8 @@ def _page(request: Request, build: Any) -> Response:
         principal = None
         with contextlib.suppress(_Redirect):
             principal = _principal(request)
-        response = _render(request, "error.html", principal, message=str(exc))
+        said = error_text(exc, _lang(request))
+        response = _render(request, "error.html", principal, message=said)
         response.status_code = 404
         return response
 
@@ -476,7 +477,8 @@ async def _act(request: Request, act: Callable[[], str]) -> Response:
             elif isinstance(exc, ValidationError):
                 status, message = 400, "; ".join(e["msg"] for e in exc.errors())
             else:
-                status, message = (409 if isinstance(exc, StateError) else 400), str(exc)
+                status = 409 if isinstance(exc, StateError) else 400
+                message = error_text(exc, _lang(request))
             principal = None
             with contextlib.suppress(_Redirect):
                 principal = _principal(request)

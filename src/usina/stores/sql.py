@@ -54,6 +54,9 @@ from usina.stores.sql_schema import attempts, cache, events, runs, steps
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+#: What reading a run that does not exist says (a run the caller may not see says the same).
+RUN_NOT_FOUND = N_("run {run!r} does not exist; `usina runs ls` lists the runs")
+
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +200,7 @@ class SqlMetadataStore:
         with self._read(f"reading run {run_id!r}") as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         if row is None:
-            raise error(
-                NotFoundError,
-                N_("run {run!r} does not exist; `usina runs ls` lists the runs"),
-                run=run_id,
-            )
+            raise error(NotFoundError, RUN_NOT_FOUND, run=run_id)
         return run_from_row(row)
 
     def list_runs(

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Path, Request
 
+from usina.i18n import mark
 from usina.server.denials import HiddenRunError
 from usina.server.schemas import (
     Problem,
 )
 from usina.stores.platform import Principal, Role
+from usina.stores.sql import RUN_NOT_FOUND
 
 if TYPE_CHECKING:
     from usina.engine.records import RunRecord
@@ -36,12 +38,14 @@ def visible_run(ctx: ServerContext, principal: Principal, run_id: str) -> RunRec
     run = ctx.metadata.get_run(run_id)
     if not principal.can(run.project, Role.VIEWER):
         # Answered like a missing run; the server's handler records it as a denial.
-        raise HiddenRunError(
-            f"run {run_id!r} does not exist",
+        said = {"run": run_id}  # word for word what a missing run says, in every language
+        hidden = HiddenRunError(
+            RUN_NOT_FOUND.format(**said),
             token_id=principal.token_id,
             project=run.project,
             run_id=run_id,
         )
+        raise mark(hidden, RUN_NOT_FOUND, said)
     return run
 
 

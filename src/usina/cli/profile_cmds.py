@@ -26,6 +26,7 @@ from usina.cli.display import format_duration, print_json
 from usina.cli.settings import Settings
 from usina.engine.profiles import AttemptProfile, Profile, Stat, load_profile
 from usina.engine.records import AttemptState
+from usina.i18n import N_, translate
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -134,9 +135,11 @@ def profiles_json(artifacts: ArtifactStore, attempts: Sequence[AttemptRecord]) -
 
 def profile_table(artifacts: ArtifactStore, attempts: Sequence[AttemptRecord]) -> Table | None:
     """``runs show``: what each attempt used against what it asked for (None: no profiles)."""
-    table = Table(title="resources used (peak / p95 / requested)", title_justify="left")
-    for name in ("step", "attempt", "cpu cores", "memory", "gpu util", "gpu memory"):
-        table.add_column(name, justify="left" if name == "step" else "right")
+    title = translate(N_("resources used (peak / p95 / requested)"))
+    table = Table(title=title, title_justify="left")
+    columns = (N_("step"), N_("attempt"), N_("cpu cores"), N_("memory"), N_("gpu util"))
+    for name in (*columns, N_("gpu memory")):
+        table.add_column(translate(name), justify="left" if name == "step" else "right")
     shown = False
     for a in attempts:
         for label, p in _rows(load_profile(artifacts, a.id)):

@@ -196,3 +196,27 @@ def test_every_event_kind_recorded_in_the_code_has_a_name() -> None:
     kinds |= {f"run_{s.value}" for s in RunState if s.finished}  # f"run_{state.value}"
     assert {"run_started", "attempt_failed", "notification_sent", "run_triggered"} <= kinds
     assert kinds <= set(i18n.EVENT_KINDS), kinds - set(i18n.EVENT_KINDS)
+
+
+def test_an_errors_message_id_travels_in_json_and_reads_in_the_clients_language() -> None:
+    inner = i18n.error(
+        NotFoundError,
+        i18n.N_("run {run!r} does not exist; `usina runs ls` lists the runs"),
+        run="r9",
+    )
+    outer = i18n.error(NotFoundError, i18n.N_("{error} (store: {where})"), error=inner, where="db")
+    body = {"detail": str(outer), **i18n.message_json(outer)}
+    assert body["params"]["error"]["params"] == {"run": "r9"}
+    received = i18n.from_message_json(NotFoundError(body["detail"]), body)
+    assert str(received) == str(outer)
+    assert i18n.error_text(received, "pt-BR") == i18n.error_text(outer, "pt-BR")
+    assert i18n.message_json(ValueError("plain")) == {}
+
+    for unusable in (
+        {"message_id": "a message this client does not know {x}", "params": {"x": 1}},
+        {"message_id": "{error} (store: {where})", "params": {"where": "db"}},  # a param missing
+        {"message_id": "{error} (store: {where})"},
+        {},
+    ):
+        kept = i18n.from_message_json(NotFoundError("as the server said"), unusable)
+        assert i18n.error_text(kept, "pt-BR") == "as the server said"

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from usina.cli.display import run_summary, step_line
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
+from usina.i18n import from_message_json
 
 if TYPE_CHECKING:
     from urllib.error import HTTPError
@@ -70,9 +71,10 @@ class Remote:
 
 def _error(exc: HTTPError, url: str) -> UsinaError:
     try:
-        detail = json.loads(exc.read()).get("detail", "")
+        body = json.loads(exc.read())
+        detail = body.get("detail", "")
     except (ValueError, AttributeError):
-        detail = ""
+        body, detail = {}, ""
     if not isinstance(detail, str):
         detail = json.dumps(detail)
     if exc.code == 401:
@@ -83,11 +85,11 @@ def _error(exc: HTTPError, url: str) -> UsinaError:
     if exc.code == 403:
         return UsinaError(f"not allowed: {detail}")
     if exc.code == 404:
-        return NotFoundError(detail or "not found")
+        return from_message_json(NotFoundError(detail or "not found"), body)
     if exc.code == 409:
-        return StateError(detail)
+        return from_message_json(StateError(detail), body)
     if exc.code == 400:
-        return DefinitionError(detail)
+        return from_message_json(DefinitionError(detail), body)
     return UsinaError(f"the server answered {exc.code}: {detail}")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import gettext as _gettext
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -34,9 +34,11 @@ __all__ = [
     "error",
     "error_text",
     "event_name",
+    "from_message_json",
     "language",
     "language_from_env",
     "mark",
+    "message_json",
     "normalize",
     "set_language",
     "translate",
@@ -153,8 +155,7 @@ def error(kind: type[E], message: str, /, **params: object) -> E:
     """An exception of ``kind`` whose text is ``message`` (marked ``N_``) with ``params``: in
     English as ``str()`` (logs, the API, stored records), in the reader's language through
     ``error_text``. A param may itself be such an exception (a message that wraps another)."""
-    english = message.format(**{k: _english(v) for k, v in params.items()})
-    return mark(kind(english), message, params)
+    return mark(kind(_format(message, params)), message, params)
 
 
 def mark(exc: E, message: str, params: Mapping[str, object]) -> E:
@@ -179,3 +180,57 @@ def error_text(exc: BaseException, lang: str | None = None) -> str:
         k: error_text(v, lang) if isinstance(v, BaseException) else v for k, v in params.items()
     }
     return translate(message, lang).format(**values)
+
+
+def message_json(exc: BaseException) -> dict[str, Any]:
+    """The message id and params of an exception made with ``error``, for an API's error body
+    (``{"message_id": ..., "params": {...}}``), so a client shows it in its reader's language;
+    ``{}`` for any other exception."""
+    marked = getattr(exc, _MARK, None)
+    if marked is None:
+        return {}
+    message, params = marked
+    return {"message_id": message, "params": {k: _param_json(v) for k, v in params.items()}}
+
+
+def _param_json(value: object) -> object:
+    if isinstance(value, BaseException):
+        return message_json(value) or str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def from_message_json(exc: E, body: Mapping[str, Any]) -> E:
+    """``exc`` (a client's copy of a server's error, with the server's English text) marked with
+    the ``message_id`` and ``params`` of its body, when the id is a message of this catalogue
+    (an unknown one, from a newer server, keeps the English)."""
+    said = _from_json(body)
+    if said is None:
+        return exc
+    message, params = said
+    return mark(exc, message, params)
+
+
+def _from_json(body: Mapping[str, Any]) -> tuple[str, dict[str, object]] | None:
+    message, params = body.get("message_id"), body.get("params")
+    if not isinstance(message, str) or not isinstance(params, dict):
+        return None
+    if all(translate(message, lang) == message for lang in LANGS if lang != DEFAULT):
+        return None  # not one of ours: its text is not formatted here
+    values: dict[str, object] = {}
+    for key, value in params.items():
+        nested = _from_json(value) if isinstance(value, dict) else None
+        if nested is not None:
+            values[key] = mark(Exception(_format(*nested)), *nested)
+        else:
+            values[key] = value
+    try:
+        _format(message, values)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return None
+    return message, values
+
+
+def _format(message: str, params: Mapping[str, object]) -> str:
+    return message.format(**{k: _english(v) for k, v in params.items()})

@@ -24,6 +24,7 @@ from usina.errors import (
     StoreError,
     UsinaError,
 )
+from usina.i18n import message_json
 from usina.server import api, profiles, ui
 from usina.server.body_limit import BodyLimit
 from usina.server.denials import DenialLog, HiddenRunError, client_of
@@ -85,7 +86,8 @@ def create_app(
     )
 
     def problem(status: int, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        # The English text, and its message id for a client to show in its reader's language.
+        return JSONResponse({"detail": str(exc), **message_json(exc)}, status_code=status)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:

@@ -163,3 +163,34 @@ def test_other_pipeline_shapes_keep_calling_the_pipeline():
         np.testing.assert_allclose(
             predictor.predict(_batch(frame))["predict_proba"], native.predict_proba(frame)
         )
+
+
+def test_a_numeric_pipeline_on_a_matrix_uses_the_fast_path():
+    """Numeric columns arrive as one matrix (Layout.COLUMNS): the fast path reads its columns
+    by the signature's names, whatever order the ColumnTransformer lists them in."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    frame = _frame(200)[["amount", "installments"]].astype(np.float64)
+    y = (frame.amount > 160).astype(int)
+    native = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [("scale", StandardScaler(), ["installments"])], remainder="passthrough"
+                ),
+            ),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, y)
+    metas = (TensorMeta("amount", "FP64", (-1,)), TensorMeta("installments", "INT64", (-1,)))
+    matrix = frame.to_numpy()
+    inputs = Inputs(metas, Layout.COLUMNS, True, matrix[:2])
+    fast = sklearn_columns_fast(native, inputs, "predict_proba")
+    assert fast is not None
+    np.testing.assert_allclose(fast(matrix), native.predict_proba(frame), rtol=1e-9, atol=1e-12)
+    predictor = build(native, "sklearn", None, inputs, 1)
+    np.testing.assert_array_equal(predictor.predict(matrix)["predict"], native.predict(frame))

@@ -287,7 +287,7 @@ def _fast_proba(
     """A gradient-boosted classifier's probabilities straight from its booster on the numeric
     matrix (no DataFrame, no per-call validation); None when that is not possible or does not
     match ``predict_proba`` on the input example."""
-    if flavour == "sklearn" and inputs.layout is Layout.NAMED:
+    if flavour == "sklearn":
         return sklearn_columns_fast(native, inputs, "predict_proba")
     if inputs.layout is not Layout.COLUMNS or not isinstance(inputs.example, np.ndarray):
         return None
@@ -336,7 +336,15 @@ def sklearn_columns_fast(
     every known category."""
     from usina.serving import sklearn_fast
 
-    if not isinstance(inputs.example, dict):
+    names = inputs.names
+
+    def columns(batch: Batch) -> dict[str, np.ndarray]:
+        if isinstance(batch, dict):
+            return batch
+        return {n: batch[:, i] for i, n in enumerate(names)}  # COLUMNS: views, no copy
+
+    example = inputs.example
+    if not isinstance(example, dict) and (inputs.layout is not Layout.COLUMNS or example.ndim != 2):
         return None
     strings = frozenset(m.name for m in inputs.metas if m.datatype == "BYTES")
     try:
@@ -357,10 +365,10 @@ def sklearn_columns_fast(
         return np.asarray(out, dtype=np.float64) if proba else np.asarray(out)
 
     def call(batch: Batch) -> np.ndarray:
-        if not isinstance(batch, dict):
+        if not isinstance(batch, dict) and batch.ndim != 2:
             return slow(batch)
         try:
-            x = features(batch)
+            x = features(columns(batch))
         except sklearn_fast.NotCompiled:
             return slow(batch)
         for step in middle:
@@ -369,7 +377,10 @@ def sklearn_columns_fast(
         return np.asarray(out, dtype=np.float64) if proba else np.asarray(out)
 
     try:
-        probe = sklearn_fast.probe_batch(native, inputs.example)
+        probe_columns = sklearn_fast.probe_batch(native, columns(example))
+        probe: Batch = probe_columns
+        if not isinstance(example, dict):  # back to the matrix the batcher hands over
+            probe = np.column_stack([probe_columns[n] for n in names]).astype(example.dtype)
         same = sklearn_fast.agrees(call(probe), slow(probe))
     except Exception as exc:
         log.debug("the Pipeline's fast path failed on its probe: %s", exc)

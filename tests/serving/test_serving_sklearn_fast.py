@@ -157,6 +157,9 @@ def test_other_pipeline_shapes_keep_calling_the_pipeline():
         _pipeline(cat=OneHotEncoder(drop="first"))[0],  # dropped categories
         _pipeline(cat=OneHotEncoder(min_frequency=50, handle_unknown="infrequent_if_exist"))[0],
     ]
+    weighted, y = _pipeline()
+    weighted.steps[0][1].set_params(transformer_weights={"cat": 2.0})
+    unsupported.append(weighted.fit(_frame(400), y))  # weights scale a transformer's output
     for native in unsupported:
         assert sklearn_columns_fast(native, _inputs(frame), "predict_proba") is None
         predictor = build(native, "sklearn", None, _inputs(frame), 1)

@@ -143,7 +143,7 @@ def compile_column_pipeline(
     if type(first) is not ColumnTransformer:
         return None
     config = getattr(first, "_sklearn_output_config", None) or {}
-    if config.get("transform") not in (None, "default"):
+    if config.get("transform") not in (None, "default") or first.transformer_weights:
         return None
     fitted = [str(n) for n in getattr(first, "feature_names_in_", [])]
     indices = getattr(first, "_transformer_to_input_indices", None)

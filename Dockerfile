@@ -53,16 +53,19 @@ RUN if [ -n "${BUILD_PACKAGES}" ]; then \
 WORKDIR /src
 # The dependencies' wheels first, from pyproject.toml alone (with a stub usina): this layer is
 # reused until pyproject.toml changes. One wheelhouse per image: each final stage installs from
-# its own with --no-index.
+# its own with --no-index. The s3 extra (s3fs) comes with aiobotocore, which needs
+# python-dateutil<3 while the newest kubernetes client needs >=3: saying so up front spares
+# pip a long backtrack (into sdists) to the kubernetes release that fits.
 COPY pyproject.toml ./
 # hadolint ignore=SC2086
 RUN mkdir -p src/usina deploy/helm/usina && touch README.md src/usina/__init__.py \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/server \
-      '.[server,postgres,mlflow,k8s,monitoring]' \
+      '.[server,postgres,mlflow,k8s,monitoring,s3]' 'python-dateutil<3' \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/serving '.[serving,grpc,mlflow]' \
  && /opt/build/bin/pip wheel --prefer-binary --wheel-dir /wheels/runtime \
       ${TORCH_INDEX_URL:+--extra-index-url "${TORCH_INDEX_URL}"} \
-      '.[tables,mlflow,torch,fraud,gpu]' ${TORCH_VERSION:+"torch==${TORCH_VERSION}"} \
+      '.[tables,mlflow,torch,fraud,gpu,s3]' 'python-dateutil<3' \
+      ${TORCH_VERSION:+"torch==${TORCH_VERSION}"} \
  && rm -rf src deploy README.md /wheels/*/usina-*.whl
 # Then usina's own wheel, from its sources (and the Helm chart it ships).
 COPY pyproject.toml README.md ./
@@ -97,7 +100,7 @@ ARG VERSION
 # follow a bind mount's source re-install when the sources change.
 ARG SOURCE_DIGEST=
 RUN --mount=type=bind,from=builder,source=/wheels/server,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s,monitoring]==${VERSION}" \
+    pip install --no-index --find-links=/wheels "usina[server,postgres,mlflow,k8s,monitoring,s3]==${VERSION}" \
  && python -c 'import usina' \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
@@ -172,7 +175,7 @@ RUN missing=""; \
           --shell /usr/sbin/nologin usina) \
  && python3 -m venv --clear /opt/venv
 RUN --mount=type=bind,from=builder,source=/wheels/runtime,target=/wheels \
-    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,fraud,gpu]==${VERSION}" \
+    pip install --no-index --find-links=/wheels "usina[tables,mlflow,torch,fraud,gpu,s3]==${VERSION}" \
  && python -c 'import usina' \
  && pip uninstall -y pip \
  && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +

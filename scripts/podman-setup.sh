@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE_IMAGE=${USINA_BASE_IMAGE:-localhost/usina-base:bookworm}
+# Where the production base is already here (pulled: a machine that reaches a registry), the
+# local one is not needed, nor is mmdebstrap (scripts/build-images.sh builds on it).
+PRODUCTION_BASE=docker.io/library/python:${PYTHON_VERSION:-3.12.11}-slim-bookworm
 SUITE=${USINA_BASE_SUITE:-bookworm}
 CACHE=${USINA_IMAGE_CACHE:-.cache/images}
 # What the local base holds: Python with venv (pip comes from ensurepip), the user tools the
@@ -18,19 +21,25 @@ BASE_PACKAGES=python3,python3-venv,passwd,ca-certificates,libgomp1
 step() { printf '==> %s\n' "$*" >&2; }
 fail() { printf 'podman-setup: %s\n' "$*" >&2; exit 1; }
 
-# 1. Packages.
+have_base() { podman image exists "$PRODUCTION_BASE" || podman image exists "$BASE_IMAGE"; }
+
+# 1. Packages (only the missing ones; mmdebstrap only when no base image is here).
 missing=()
-for tool in podman buildah runc mmdebstrap; do
+for tool in podman buildah runc; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+if ! command -v mmdebstrap >/dev/null && { ((${#missing[@]})) || ! have_base; }; then
+  missing+=(mmdebstrap)
+fi
 if ((${#missing[@]})); then
   [ "$(id -u)" = 0 ] || fail "installing ${missing[*]} needs root (apt-get); run as root or install them"
   step "installing ${missing[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq || fail "apt-get update failed: is Debian's mirror reachable?"
-  apt-get install -y -qq --no-install-recommends podman buildah runc mmdebstrap \
-    containernetworking-plugins fuse-overlayfs uidmap >/dev/null \
-    || fail "apt-get install podman buildah runc mmdebstrap failed"
+  extra=()
+  [[ " ${missing[*]} " == *" podman "* ]] && extra=(containernetworking-plugins fuse-overlayfs uidmap)
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" "${extra[@]}" >/dev/null \
+    || fail "apt-get install ${missing[*]} failed"
 fi
 
 # 2. containers.conf: runc, and no default ulimits (setting them is refused here).
@@ -53,9 +62,12 @@ runtime=$(podman info --format '{{.Host.OCIRuntime.Name}}' 2>/dev/null) \
   || fail "podman info failed: $(podman info 2>&1 | tail -n 3)"
 [ "$runtime" = runc ] || fail "podman's runtime is $runtime, not runc: $CONF was not read"
 
-# 3. The local base image (a Debian root file system from Debian's mirror).
+# 3. The local base image (a Debian root file system from Debian's mirror), unless the
+# production base is here.
 mkdir -p "$CACHE"
-if ! podman image exists "$BASE_IMAGE"; then
+if podman image exists "$PRODUCTION_BASE"; then
+  BASE_IMAGE=$PRODUCTION_BASE
+elif ! podman image exists "$BASE_IMAGE"; then
   tarball=$CACHE/base-$SUITE.tar
   if [ ! -s "$tarball" ]; then
     step "building the $SUITE root file system with mmdebstrap ($BASE_PACKAGES)"

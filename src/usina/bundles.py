@@ -629,9 +629,13 @@ def fetch_bundle(store: ArtifactStore, digest: str, dest: str | os.PathLike[str]
     try:
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(tmp, members=list(_members(tar, digest)), filter="data")
+                members = list(_members(tar, digest))
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # Python < 3.11.4 (Debian 12's 3.11.2): _members refused what it would
+                    tar.extractall(tmp, members=members)
         except (tarfile.TarError, EOFError, OSError) as exc:
-            if isinstance(exc, tarfile.FilterError):
+            if isinstance(exc, getattr(tarfile, "FilterError", ())):
                 raise UnsafeBundleError(f"bundle {digest}: {exc}; refused") from exc
             raise BundleError(f"cannot extract bundle {digest}: {exc}") from exc
         (tmp / _MARKER).parent.mkdir(exist_ok=True)

@@ -303,3 +303,26 @@ def test_the_backend_config_names_each_projects_jobs() -> None:
     main = server["spec"]["template"]["spec"]["containers"][0]
     assert "--backend-config=/etc/usina/backends.json" in main["args"]
     assert main["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+
+def test_jobs_default_to_the_charts_runtime_image() -> None:
+    """Without ``jobs.image`` the steps' Jobs use ``images.runtime`` at the chart's version (an
+    image ``make images`` builds), a digest when one is given, and a project's own image wins."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    base = {"artifactsUrl": "s3://ml/usina", "jobs": {"backend": "kubernetes"}}
+
+    def options(values: Obj) -> dict[str, Any]:
+        objects = parse_objects(render_chart(values, namespace=NAMESPACE))
+        config = next(o for o in objects if o["metadata"]["name"].endswith("-backends"))
+        return json.loads(config["data"]["backends.json"])
+
+    found = options(base)
+    assert found["options"]["image"] == f"ghcr.io/usina-ml/usina-runtime:{chart['appVersion']}"
+    digest = "sha256:" + "ab" * 32
+    pinned = options({**base, "images": {"runtime": {"digest": digest}}})
+    assert pinned["options"]["image"] == f"ghcr.io/usina-ml/usina-runtime@{digest}"
+    own = options(
+        {**base, "jobs": {"backend": "kubernetes", "projects": {"risk": {"image": "r/img:2"}}}}
+    )
+    assert own["projects"]["risk"]["options"]["image"] == "r/img:2"
+    assert own["options"]["image"].startswith("ghcr.io/usina-ml/usina-runtime:")

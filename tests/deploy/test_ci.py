@@ -32,12 +32,33 @@ def test_workflow_calls_existing_targets() -> None:
     calls = workflow_make_calls()
     assert set(calls) == {"lint", "test", "chart", "images"}
     called = set().union(*calls.values())
-    assert called == {"lint", "test", "docs", "chart", "images"}
+    assert called == {"lint", "test", "docs", "chart", "images", "test-images"}
     assert called <= make_targets()
 
 
-def test_ci_run_and_workflow_agree() -> None:
+def ci_run_targets() -> list[str]:
     ci_run = (REPO / ".ci" / "run").read_text()
-    targets = set(re.findall(r"^\s*make\s+([a-z][a-z0-9_-]*)", ci_run, re.MULTILINE))
+    return re.findall(r"^\s*make\s+([a-z][a-z0-9_-]*)", ci_run, re.MULTILINE)
+
+
+def test_ci_run_and_workflow_agree() -> None:
+    targets = ci_run_targets()
     assert targets
-    assert targets <= workflow_make_calls()["test"]
+    assert set(targets) <= workflow_make_calls()["test"]
+
+
+def test_ci_runs_the_image_tests_after_the_others() -> None:
+    """The images under podman (tests/images, left out of ``make test``) run in CI too, last:
+    a broken image never hides a failing unit test."""
+    targets = ci_run_targets()
+    assert targets[-1] == "test-images", targets
+    assert {"test", "docs"} <= set(targets[:-1])
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["test"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    position = {
+        target: next(
+            i for i, run in enumerate(runs) if re.search(rf"\bmake\s+{target}(?![\w-])", run)
+        )
+        for target in targets
+    }
+    assert position["test-images"] > max(position[t] for t in targets if t != "test-images")

@@ -48,7 +48,7 @@ def test_the_fraud_pipeline_runs_end_to_end_in_containers(images, tmp_path):
             "--backend",
             "kubernetes",
             "--allow-local-artifacts",  # the artifact folder is mounted into each container
-            "--no-bundle",  # the image's own copy of the example is what runs
+            "--no-bundle",  # the repository, mounted read-only at its path, is what runs
             "--image",
             images["runtime"],
             "--param",

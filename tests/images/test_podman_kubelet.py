@@ -23,6 +23,7 @@ from tests.k8s.emulator import Emulator
 from tests.k8s.podman_kubelet import PodmanKubelet
 from usina.backends.kubernetes import KubernetesBackend, KubernetesSettings
 from usina.engine.ports import Task, TaskState, result_key, task_key
+from usina.runtime.loader import load_pipeline
 from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass
 from usina.stores.artifacts import FsspecArtifactStore
@@ -63,32 +64,18 @@ test_cancel_stops_a_running_attempt = contract.test_cancel_stops_a_running_attem
 
 
 def hog_task(harness: contract.Harness) -> Task:
-    node = {
-        "id": "hog",
-        "step": "hog",
-        "module": "tests.images.image_steps",
-        "qualname": "hog",
-        "file": str(HERE / "image_steps.py"),
-        "inputs": {},
-        "upstream": [],
-        "outputs": 1,
-        "resources": {"cpu": 1, "memory": HOG_LIMIT, "gpus": 0},
-        "retry": {},
-        "timeout": None,
-        "cache": True,
-        "cache_version": None,
-        "pickle": False,
-        "env": [],
-        "code_hash": "x",
-        "distributed": None,
-    }
+    """The ``greedy`` pipeline's one step as the engine hands it to the backend."""
+    plan = load_pipeline(f"{HERE / 'image_steps.py'}:greedy").compile({})
+    (step,) = plan.nodes
+    node = step.to_json()
+    assert node["resources"]["memory"] == HOG_LIMIT
     task = Task(
         attempt_id="run-hog-1",
         run_id="run",
         pipeline="contract",
         node=node,
         number=1,
-        resources=Resources.from_json(node["resources"]),
+        resources=Resources.from_json(dict(node["resources"])),
         inputs={},
         artifacts_url=harness.store.url,
         params={},

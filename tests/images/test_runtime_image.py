@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def render(pipeline: str, image: str, home: Path) -> dict[str, Any]:
         [
             *(sys.executable, "-m", "usina.cli.main", "k8s", "render", f"{STEPS}:{pipeline}"),
             *("--image", image, "--namespace", "ml", "--allow-local-artifacts"),
+            "--no-bundle",  # the pipeline's file is mounted into the container at its path
         ],
         capture_output=True,
         text=True,
@@ -75,14 +77,15 @@ def write_task(job: dict[str, Any], pipeline: str, store: FsspecArtifactStore) -
     return task
 
 
-def run_container(job: dict[str, Any], artifacts: Path, name: str) -> tuple[int, str, str]:
-    """Runs the Job's container as its pod spec says; (exit status, reason, log)."""
+def run_container(
+    job: dict[str, Any], name: str, *, mounts: Sequence[str], read_only: Sequence[str]
+) -> tuple[int, str, str]:
+    """Runs the Job's container as its pod spec says, with host folders ``mounts`` (writable)
+    and ``read_only`` at their own paths; (exit status, reason, log)."""
     pod = job["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    argv = run_args(
-        pod, container, env, mounts=[str(artifacts)], read_only=[str(STEPS.parent)], name=name
-    )
+    argv = run_args(pod, container, env, mounts=mounts, read_only=read_only, name=name)
     proc = ContainerProcess(argv, name, "podman")
     assert proc.stdout is not None
     with proc.stdout:
@@ -103,12 +106,18 @@ def attempt(pipeline: str, image: str, home: Path, job_edit: Any = None):
     store = FsspecArtifactStore(str(artifacts))
     container = job["spec"]["template"]["spec"]["containers"][0]
     # The rendered Job is what runs: its artifact store is this folder, its user is not root.
-    assert {"name": "USINA_ARTIFACTS", "value": str(artifacts)} in container["env"]
+    assert {"name": "USINA_ARTIFACTS", "value": artifacts.as_uri()} in container["env"]
+    assert "USINA_BUNDLE" not in {e["name"] for e in container["env"]}
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
     if job_edit is not None:
         job = job_edit(copy.deepcopy(job))
     task = write_task(job, pipeline, store)
-    code, reason, log = run_container(job, artifacts, f"usina-test-{pipeline}-{os.getpid()}")
+    code, reason, log = run_container(
+        job,
+        f"usina-test-{pipeline}-{os.getpid()}",
+        mounts=[str(artifacts)],
+        read_only=[str(STEPS.parent)],
+    )
     return task, store, code, reason, log
 
 

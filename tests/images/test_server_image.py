@@ -87,7 +87,7 @@ def test_the_charts_image_references_are_the_built_images(images):
 
     chart = yaml.safe_load((REPO / "deploy/helm/usina/Chart.yaml").read_text())
     values = yaml.safe_load((REPO / "deploy/helm/usina/values.yaml").read_text())
-    for target in ("server", "serving"):
+    for target in ("server", "serving", "runtime"):
         ref = values["images"][target]
         assert f"{ref['repository']}:{ref['tag'] or chart['appVersion']}" == images[target]
         exists = subprocess.run(["podman", "image", "exists", images[target]], check=False)

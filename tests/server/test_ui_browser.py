@@ -180,6 +180,21 @@ def test_headline_times_comparison_actions_and_docs_offline(http_server):
             expect(page).to_have_url(re.compile(f"#attempt-{failed}-broken-1$"))
             page.screenshot(path=str(OUTPUT / "ui-headline-en.png"), full_page=True)
 
+            # Resume the failed run from its page: its failed step runs again (it fails the
+            # same way, being deterministic), as a second attempt of the same run.
+            def attempts() -> int:
+                run = client.get(f"/api/v1/runs/{failed}").json()
+                return next(s["attempts"] for s in run["steps"] if s["node"] == "broken")
+
+            before = attempts()
+            page.click(f"form[action='/ui/runs/{failed}/resume'] button")
+            expect(page).to_have_url(re.compile(f"/ui/runs/{failed}"))
+            deadline = time.monotonic() + 60
+            while attempts() == before and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert attempts() == before + 1
+            assert _finished(client, failed)["state"] == "failed"
+
             # Two runs of a pipeline side by side.
             page.goto(f"{url}/ui/pipelines/demo")
             chart = page.locator("figure.chart[data-key='train.auc']")

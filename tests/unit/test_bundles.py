@@ -278,6 +278,36 @@ def test_unsafe_members_are_refused(member: tarfile.TarInfo, tmp_path: Path) -> 
     assert not (tmp_path / "dest").exists()
 
 
+def test_pythons_without_tar_filters_extract_and_refuse_the_same(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python before 3.11.4 (Debian 12's 3.11.2, the local image base) has no extraction
+    filters: the bundle still extracts, and unsafe members are still refused."""
+    original = tarfile.TarFile.extractall
+
+    def extractall_of_old_pythons(  # no filter argument; extracts what it is given
+        self: tarfile.TarFile,
+        path: str = ".",
+        members: object = None,
+        *,
+        numeric_owner: bool = False,
+    ) -> None:
+        original(self, path, members, numeric_owner=numeric_owner, filter="fully_trusted")  # type: ignore[arg-type]
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.delattr(tarfile, "FilterError")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_of_old_pythons)
+    store = InMemoryArtifactStore()
+    ref = put_bundle(store, project)
+    dest = fetch_bundle(store, ref.digest, tmp_path / "code")
+    assert (dest / "helpers" / "__init__.py").read_text() == "def f():\n    return 1\n"
+    for n, member in enumerate([_file("../escape.py"), _link("lib", "/etc")]):
+        digest = store.put_bytes(_evil_tar(_file("ok.py"), member))
+        with pytest.raises(UnsafeBundleError, match=f"bundle {digest}"):
+            fetch_bundle(store, digest, tmp_path / f"dest{n}")
+    assert not (tmp_path / "escape.py").exists()
+
+
 def test_bootstrap_puts_the_bundle_first_on_sys_path(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

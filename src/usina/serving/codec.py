@@ -147,6 +147,9 @@ def bytes_values(name: str, values: Sequence[Any], count: int, shape: Sequence[i
             f"input {name!r}: shape {list(shape)} needs {count} values, 'data' has {len(values)}"
         )
     out = np.empty(count, dtype=object)
+    if all(type(v) is str for v in values):  # JSON strings: nothing to decode or check
+        out[:] = values
+        return out
     for i, value in enumerate(values):
         if isinstance(value, bytes):
             try:
@@ -188,6 +191,8 @@ def _raw_bytes(name: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
 def json_array(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
     """JSON tensor data (flat or nested, row-major) as a flat array of ``datatype``."""
     if datatype == "BYTES":
+        if type(data) is list and all(type(v) is str for v in data):
+            return bytes_values(name, data, math.prod(shape), shape)  # flat: the usual case
         values: list[Any] = []
         _flatten(name, data, values, len(shape))
         return bytes_values(name, values, math.prod(shape), shape)

@@ -198,8 +198,11 @@ def estimator_input(native: Any, inputs: Inputs) -> Callable[[Batch], Any]:
 
 def _sklearn(native: Any, out_name: str, inputs: Inputs, threads: int) -> Predictor:
     convert = estimator_input(native, inputs)
+    fast = sklearn_columns_fast(native, inputs, "predict")
 
     def predict(batch: Batch) -> Outputs:
+        if fast is not None:
+            return {out_name: fast(batch)}
         return {out_name: np.asarray(native.predict(convert(batch)))}
 
     return probed(predict, inputs, out_name)
@@ -284,6 +287,8 @@ def _fast_proba(
     """A gradient-boosted classifier's probabilities straight from its booster on the numeric
     matrix (no DataFrame, no per-call validation); None when that is not possible or does not
     match ``predict_proba`` on the input example."""
+    if flavour == "sklearn":
+        return sklearn_columns_fast(native, inputs, "predict_proba")
     if inputs.layout is not Layout.COLUMNS or not isinstance(inputs.example, np.ndarray):
         return None
     raw: Callable[[np.ndarray], np.ndarray] | None = None
@@ -320,6 +325,70 @@ def _fast_proba(
         log.warning("the %s booster disagrees with predict_proba; using predict_proba", flavour)
         return None
     return proba
+
+
+def sklearn_columns_fast(
+    native: Any, inputs: Inputs, method: str
+) -> Callable[[Batch], np.ndarray] | None:
+    """A Pipeline's ``method`` (``predict`` or ``predict_proba``) on typed columns with its
+    ColumnTransformer done in numpy (``usina.serving.sklearn_fast``); None when the Pipeline
+    has another shape or the result differs from the Pipeline's own on a probe batch holding
+    every known category."""
+    from usina.serving import sklearn_fast
+
+    names = inputs.names
+
+    def columns(batch: Batch) -> dict[str, np.ndarray]:
+        if isinstance(batch, dict):
+            return batch
+        return {n: batch[:, i] for i, n in enumerate(names)}  # COLUMNS: views, no copy
+
+    example = inputs.example
+    if not isinstance(example, dict) and (inputs.layout is not Layout.COLUMNS or example.ndim != 2):
+        return None
+    strings = frozenset(m.name for m in inputs.metas if m.datatype == "BYTES")
+    try:
+        compiled = sklearn_fast.compile_column_pipeline(native, inputs.names, strings)
+    except Exception as exc:  # an unexpected Pipeline: keep calling it
+        log.debug("no fast path for this Pipeline: %s", exc)
+        compiled = None
+    if compiled is None:
+        return None
+    features, middle, final = compiled
+    final_call = getattr(final, method)
+    native_call = getattr(native, method)
+    convert = estimator_input(native, inputs)
+    proba = method == "predict_proba"
+
+    def slow(batch: Batch) -> np.ndarray:
+        out = native_call(convert(batch))
+        return np.asarray(out, dtype=np.float64) if proba else np.asarray(out)
+
+    def call(batch: Batch) -> np.ndarray:
+        if not isinstance(batch, dict) and batch.ndim != 2:
+            return slow(batch)
+        try:
+            x = features(columns(batch))
+        except sklearn_fast.NotCompiled:
+            return slow(batch)
+        for step in middle:
+            x = step.transform(x)
+        out = final_call(x)
+        return np.asarray(out, dtype=np.float64) if proba else np.asarray(out)
+
+    try:
+        probe_columns = sklearn_fast.probe_batch(native, columns(example))
+        probe: Batch = probe_columns
+        if not isinstance(example, dict):  # back to the matrix the batcher hands over
+            probe = np.column_stack([probe_columns[n] for n in names]).astype(example.dtype)
+        same = sklearn_fast.agrees(call(probe), slow(probe))
+    except Exception as exc:
+        log.debug("the Pipeline's fast path failed on its probe: %s", exc)
+        same = False
+    if not same:
+        log.warning("the numpy ColumnTransformer disagrees with the Pipeline; calling the Pipeline")
+        return None
+    return call
 
 
 # --------------------------------------------------------------------------- LightGBM's C API

@@ -100,7 +100,7 @@ Arguments: root, v (the values).
 {{- $root := .root -}}
 {{- $o := dict "namespace" (default $root.Release.Namespace $v.namespace) -}}
 {{- with $v.queue }}{{- $_ := set $o "queue" . }}{{- end }}
-{{- with $v.image }}{{- $_ := set $o "image" . }}{{- end }}
+{{- $_ := set $o "image" (default (include "usina.image" (dict "root" $root "image" $root.Values.images.runtime)) $v.image) -}}
 {{- with $v.serviceAccount }}{{- $_ := set $o "service_account" . }}{{- end }}
 {{- with $v.priorityClassName }}{{- $_ := set $o "priority_class" . }}{{- end }}
 {{- with $v.imagePullSecrets }}{{- $_ := set $o "image_pull_secrets" . }}{{- end }}

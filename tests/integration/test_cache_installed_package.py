@@ -124,27 +124,7 @@ def test_installed_packages_count_by_name_and_version(tmp_path):
     assert why["plain"] == "the Python environment (installed packages) changed"
 
 
-EDITABLE_PIPE = """
-from usina import pipeline, step
-
-import tinyedit.core
-
-@step
-def uses(x: int) -> int:
-    return tinyedit.core.value(x)
-
-@step
-def plain(x: int) -> int:
-    return x + 1
-
-@step
-def total(a: int, b: int) -> int:
-    return a + b
-
-@pipeline
-def p(x: int = 2):
-    total(uses(x), plain(x))
-"""
+EDITABLE_PIPE = PIPE.replace("tinypkg", "tinyedit")
 
 
 def install_editable(site: Path, source: Path) -> None:

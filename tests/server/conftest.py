@@ -150,6 +150,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the server behind ``client`` answers ``/healthz``; raises if ``proc`` exits or
+    ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+        time.sleep(0.2)
+
+
 def cli_env(home: Path) -> dict[str, str]:
     env = {**os.environ, "USINA_HOME": str(home / ".usina"), "PYTHONUNBUFFERED": "1"}
     for name in ("USINA_DATABASE_URL", "USINA_ARTIFACTS_URL", "MLFLOW_TRACKING_URI"):
@@ -190,15 +204,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, str, httpx.Client, Path]]
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-            time.sleep(0.2)
+        wait_healthy(client, proc, 60)
         yield url, token, client, tmp_path
     finally:
         client.close()

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.server.conftest import CLI, cli_env, free_port, write_pipelines
+from tests.server.conftest import CLI, cli_env, free_port, wait_healthy, write_pipelines
 from tests.server.test_ui_browser import ARGS, CHROMIUM, OUTPUT
 from usina.stores.platform import PlatformStore
 
@@ -57,15 +56,7 @@ def test_an_editor_promotes_from_the_models_page_and_a_viewer_cannot(tmp_path: P
         )  # fmt: skip
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {editor}"}, timeout=30)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-            time.sleep(0.2)
+        wait_healthy(client, proc, 90)
         OUTPUT.mkdir(exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

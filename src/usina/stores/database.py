@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from usina.errors import StoreError
 from usina.stores import migrate
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -79,6 +82,35 @@ def for_writing(conn: sa.Connection) -> sa.Connection:
     if conn.dialect.name == "sqlite":
         conn.execution_options(**{migrate.SQLITE_BEGIN: "IMMEDIATE"})
     return conn
+
+
+class SqlStore:
+    """A store on a database that ``open_database`` opened: its engine, and transactions whose
+    SQL errors become ``StoreError`` naming the store. An ``IntegrityError`` passes through
+    (callers read it as "exists already"). Subclasses name themselves in ``kind``."""
+
+    kind = "store"
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self._shown_url = shown_url(normalize_url(url))
+        self._engine = open_database(url, what=f"the {self.kind}", busy_timeout=busy_timeout)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _conn(self, what: str, *, write: bool = True) -> Iterator[sa.Connection]:
+        """A transaction; a writing one takes SQLite's write lock up front (``for_writing``)."""
+        try:
+            with self._engine.connect() as conn:
+                if write:
+                    for_writing(conn)
+                with conn.begin():
+                    yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.kind} {self._shown_url}: {what} failed: {exc}") from exc
 
 
 def open_database(url: str, *, what: str, busy_timeout: float = 30.0) -> sa.Engine:

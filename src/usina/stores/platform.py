@@ -17,16 +17,14 @@ import hmac
 import json
 import secrets
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from usina.engine.records import RunState
-from usina.errors import NotFoundError, StateError, StoreError
-from usina.stores.database import for_writing, normalize_url, open_database, shown_url
+from usina.errors import NotFoundError, StateError
+from usina.stores.database import SqlStore
 from usina.stores.sql_schema import (
     api_tokens,
     audit_log,
@@ -38,7 +36,7 @@ from usina.stores.sql_schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator, Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
 ALL_PROJECTS = "*"
 _TOKEN_PREFIX = "usn_"
@@ -202,33 +200,14 @@ _LIST_COLUMNS = [
 ]
 
 
-class PlatformStore:
+class PlatformStore(SqlStore):
     """Tokens, roles, audit log, endpoints and server-side run queries, in SQL."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
-        self._shown_url = shown_url(normalize_url(url))
-        self._engine = open_database(url, what="the platform store", busy_timeout=busy_timeout)
-
-    def close(self) -> None:
-        self._engine.dispose()
+    kind = "platform store"
 
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
-
-    @contextmanager
-    def _conn(self, what: str, *, write: bool = True) -> Iterator[sa.Connection]:
-        """A transaction; a writing one takes SQLite's write lock up front (``for_writing``)."""
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    for_writing(conn)
-                with conn.begin():
-                    yield conn
-        except IntegrityError:
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"platform store {self._shown_url}: {what} failed: {exc}") from exc
 
     # -- tokens and roles ------------------------------------------------------------------
 

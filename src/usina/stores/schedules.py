@@ -9,20 +9,19 @@ outcome of a tick.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from usina.errors import NotFoundError, StateError, StoreError
+from usina.errors import NotFoundError
 from usina.scheduling import CatchUp, Concurrency, Schedule, validate_cron
-from usina.stores.database import for_writing, normalize_url, open_database, shown_url
+from usina.stores.database import SqlStore
 from usina.stores.sql_schema import schedule_ticks, schedules
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Collection
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +68,10 @@ def _from_row(row: Any) -> Schedule:
     )
 
 
-class ScheduleStore:
+class ScheduleStore(SqlStore):
     """Schedules and their ticks, in the platform database."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
-        self._shown_url = shown_url(normalize_url(url))
-        self._engine = open_database(url, what="the schedule store", busy_timeout=busy_timeout)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    @contextmanager
-    def _conn(self, what: str, *, write: bool = True) -> Iterator[sa.Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    for_writing(conn)
-                with conn.begin():
-                    yield conn
-        except (IntegrityError, StateError, NotFoundError):
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"schedule store {self._shown_url}: {what} failed: {exc}") from exc
+    kind = "schedule store"
 
     def put(self, schedule: Schedule, *, now: float | None = None) -> Schedule:
         """Create the schedule, or update it in place (its watermark is kept, so an edit never

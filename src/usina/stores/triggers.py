@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from usina.errors import NotFoundError, StateError, StoreError
+from usina.errors import NotFoundError, StateError
 from usina.scheduling.triggers import Trigger, TriggerKind
-from usina.stores.database import for_writing, normalize_url, open_database, shown_url
+from usina.stores.database import SqlStore
 from usina.stores.sql_schema import trigger_firings, triggers
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Iterator, Mapping
+    from collections.abc import Collection, Iterable, Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,28 +63,10 @@ def _key(project: str, name: str) -> Any:
     return (triggers.c.project == project) & (triggers.c.name == name)
 
 
-class TriggerStore:
+class TriggerStore(SqlStore):
     """Triggers and the causes they handled, in the platform database."""
 
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
-        self._shown_url = shown_url(normalize_url(url))
-        self._engine = open_database(url, what="the trigger store", busy_timeout=busy_timeout)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    @contextmanager
-    def _conn(self, what: str, *, write: bool = True) -> Iterator[sa.Connection]:
-        try:
-            with self._engine.connect() as conn:
-                if write:
-                    for_writing(conn)
-                with conn.begin():
-                    yield conn
-        except (IntegrityError, StateError, NotFoundError):
-            raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"trigger store {self._shown_url}: {what} failed: {exc}") from exc
+    kind = "trigger store"
 
     def create(
         self,

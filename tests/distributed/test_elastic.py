@@ -15,7 +15,8 @@ import signal
 
 import pytest
 
-from tests.distributed.support import kill, read_progress, usina_with_model, wait_for
+from tests.distributed.support import kill, read_progress, wait_for
+from tests.integration.cli_helpers import Usina
 from usina import Client
 
 STEPS = 30
@@ -61,7 +62,7 @@ def elastic(steps: int = 30, progress: str = "progress.jsonl"):
 
 @pytest.fixture
 def usina(tmp_path):
-    return usina_with_model(tmp_path)
+    return Usina(tmp_path)  # the step needs no model file beside it
 
 
 def _kill_rank_3(usina, progress, max_restarts: int):

@@ -63,13 +63,15 @@ def test_a_queued_then_started_step_is_timed_from_its_start(  # type: ignore[no-
 ) -> None:
     backend = make_backend(queue_timeout=30.0)
     attempt = "r1-train-1"
-    # Pending (no node) for 1.5 s, then runs 0.5 s: longer in all than its 1.2 s timeout.
-    emulator.script(attempt, PodScript("succeed", run=0.5, pending=1.5))
-    backend.launch(make_task(attempt, timeout=1.2))
+    # Pending (no node) for 3 s, then runs 0.5 s: longer in all than its 2.5 s timeout. The
+    # container's startedAt has whole seconds, as on a real API server, so the timeout is
+    # measured up to 1 s early: 0.5 s of running plus that second stays under 2.5 s.
+    emulator.script(attempt, PodScript("succeed", run=0.5, pending=3.0))
+    backend.launch(make_task(attempt, timeout=2.5))
     obs = settle(backend, [attempt], timeout=15)[attempt]
     assert obs.state is TaskState.SUCCEEDED, obs  # type: ignore[attr-defined]
     job = emulator.created[0]
-    assert job["metadata"]["annotations"]["usina.dev/timeout"] == "1.2"
+    assert job["metadata"]["annotations"]["usina.dev/timeout"] == "2.5"
     assert job["spec"]["activeDeadlineSeconds"] >= 30  # a backstop, not the step's timeout
     _validate_all(emulator)
 

@@ -23,6 +23,7 @@ from usina.bundles import (
     pack_manifest,
 )
 from usina.errors import DefinitionError
+from usina.i18n import _, error_text
 
 bundle_app = typer.Typer(
     help="Code bundles: what a pipeline's project ships to a cluster.", no_args_is_help=True
@@ -60,7 +61,7 @@ def ls(
         except BundleTooLargeError as exc:
             too_large = exc
     except (DefinitionError, BundleError, OSError) as exc:
-        err.print(f"usina: {exc}", markup=False)
+        err.print(f"usina: {error_text(exc)}", markup=False)
         raise typer.Exit(EXIT_USAGE) from exc
     if output == "json":
         data = {**manifest.to_json(), "digest": digest, "limit": limit}
@@ -73,15 +74,27 @@ def ls(
             out.print(f"{entry.path:<{width}}  {human_size(entry.size):>10}", markup=False)
         if skipped:
             for skip in manifest.skipped:
-                out.print(f"{skip.path:<{width}}  skipped: {skip.reason}", markup=False)
+                out.print(
+                    "{path}  {skipped}".format(
+                        path=f"{skip.path:<{width}}",
+                        skipped=_("skipped: {reason}").format(reason=skip.reason),
+                    ),
+                    markup=False,
+                )
         git = ""
         if manifest.git_commit:
-            git = f", git {manifest.git_commit[:12]}{' (dirty)' if manifest.git_dirty else ''}"
+            dirty = _(" (dirty)") if manifest.git_dirty else ""
+            git = f", git {manifest.git_commit[:12]}{dirty}"
         out.print(
-            f"{len(manifest.files)} files, {human_size(manifest.size)} from {manifest.root}"
-            f"{git}; bundle {digest or '(over the limit)'}",
+            _("{files} files, {size} from {root}{git}; bundle {digest}").format(
+                files=len(manifest.files),
+                size=human_size(manifest.size),
+                root=manifest.root,
+                git=git,
+                digest=digest or _("(over the limit)"),
+            ),
             markup=False,
         )
     if too_large is not None:
-        err.print(f"usina: {too_large}", markup=False)
+        err.print(f"usina: {error_text(too_large)}", markup=False)
         raise typer.Exit(EXIT_USAGE)

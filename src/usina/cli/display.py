@@ -310,50 +310,62 @@ def _num(value: Any, fmt: str = "{:.2f}", none: str = "-") -> str:
 def kpi_table(report: dict[str, Any], period: str) -> Table:
     """``usina kpi`` for people: one row per KPI, then one per registered model."""
     runs, rec, gpu, wait = report["runs"], report["recovery"], report["gpu"], report["queue_wait"]
-    table = Table(title=f"usina KPIs, runs submitted in the last {period}")
-    table.add_column("KPI")
-    table.add_column("value", justify="right")
+    table = Table(title=_("usina KPIs, runs submitted in the last {period}").format(period=period))
+    table.add_column(_("KPI"))
+    table.add_column(_("value"), justify="right")
     table.add_row(
-        "runs finished (ok / failed / cancelled)",
+        _("runs finished (ok / failed / cancelled)"),
         f"{runs['finished']} ({runs['succeeded']} / {runs['failed']} / {runs['cancelled']})",
     )
-    table.add_row("success rate", _num(runs["success_rate"], "{:.1%}"))
+    table.add_row(_("success rate"), _num(runs["success_rate"], "{:.1%}"))
     table.add_row(
-        "mean time to recovery",
-        f"{format_duration(rec['mttr_seconds']) or '-'} "
-        f"({rec['recovered']} recovered, {rec['open']} open)",
+        _("mean time to recovery"),
+        _("{mttr} ({recovered} recovered, {open} open)").format(
+            mttr=format_duration(rec["mttr_seconds"]) or "-",
+            recovered=rec["recovered"],
+            open=rec["open"],
+        ),
     )
-    table.add_row("GPU-hours used", _num(gpu["used_hours"]))
+    table.add_row(_("GPU-hours used"), _num(gpu["used_hours"]))
     table.add_row(
-        "GPU-hours wasted", f"{_num(gpu['wasted_hours'])} ({_num(gpu['wasted_share'], '{:.1%}')})"
+        _("GPU-hours wasted"),
+        f"{_num(gpu['wasted_hours'])} ({_num(gpu['wasted_share'], '{:.1%}')})",
     )
     for klass, hours in gpu["wasted_hours_by_class"].items():
-        table.add_row(f"  wasted by {klass}", _num(hours))
+        table.add_row(
+            "  " + _("wasted by {failure_class}").format(failure_class=klass), _num(hours)
+        )
     idle = report.get("gpu_idle")  # with the artifact store: from the attempts' profiles
     if idle is not None:
         table.add_row(
-            "GPU-hours idle (of profiled)",
-            f"{_num(idle['idle_hours'])} of {_num(idle['profiled_hours'])} "
-            f"({_num(idle['idle_share'], '{:.1%}')})",
+            _("GPU-hours idle (of profiled)"),
+            _("{idle} of {profiled} ({share})").format(
+                idle=_num(idle["idle_hours"]),
+                profiled=_num(idle["profiled_hours"]),
+                share=_num(idle["idle_share"], "{:.1%}"),
+            ),
         )
         for row in idle["by_step"]:
             if row["idle_hours"] > 0:
                 where = f"{row['team']} / {row['pipeline']} / {row['step']}"
-                table.add_row(f"  idle in {where}", _num(row["idle_hours"]))
+                table.add_row(
+                    "  " + _("idle in {where}").format(where=where), _num(row["idle_hours"])
+                )
     table.add_row(
-        "queue wait p50 / p99",
+        _("queue wait p50 / p99"),
         f"{format_duration(wait['p50_seconds']) or '-'} / "
         f"{format_duration(wait['p99_seconds']) or '-'}",
     )
     models = report.get("models")
     if models is not None and not models["available"]:
-        table.add_row("models (MLflow)", f"unavailable: {models['error']}")
+        table.add_row(_("models (MLflow)"), _("unavailable: {error}").format(error=models["error"]))
     for m in (models or {}).get("models", []):
         gate = ", ".join(f"{k}={v}" for k, v in m["champion_gate"].items() if k != "gate.reason")
+        said = _("champion v{champion}, {new} new, {promoted} promoted").format(
+            champion=m["champion"] or "-", new=m["new_versions"], promoted=m["promoted"]
+        )
         table.add_row(
-            f"model {m['name']}",
-            f"champion v{m['champion'] or '-'}, {m['new_versions']} new, "
-            f"{m['promoted']} promoted" + (f" ({gate})" if gate else ""),
+            _("model {model}").format(model=m["name"]), said + (f" ({gate})" if gate else "")
         )
     return table
 

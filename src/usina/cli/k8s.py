@@ -17,6 +17,7 @@ import typer
 from usina.cli.common import ParamOpt, compile_target, err, out, parse_params, settings
 from usina.cli.display import print_json
 from usina.errors import MissingExtraError
+from usina.i18n import N_, _, error
 
 k8s_app = typer.Typer(
     help="Kubernetes: render the Jobs a pipeline would create, and the teams' queues.",
@@ -108,8 +109,12 @@ def with_bundle(
     from usina.compose.bundling import bundle_env, bundle_plan
 
     bundled, ref = bundle_plan(plan, artifacts)
-    what = "uploaded" if ref.uploaded else "already stored"
-    err.print(f"code bundle {ref.digest[:19]} ({ref.files} files, {ref.size} bytes) {what}")
+    said = (
+        _("code bundle {digest} ({files} files, {size} bytes) uploaded")
+        if ref.uploaded
+        else _("code bundle {digest} ({files} files, {size} bytes) already stored")
+    )
+    err.print(said.format(digest=ref.digest[:19], files=ref.files, size=ref.size))
     env = {**dict(options.get("env") or {}), **bundle_env(ref)}
     return bundled, {**options, "env": env}
 
@@ -122,9 +127,14 @@ def toleration(text: str) -> dict[str, Any]:
     key, eq, value = head.partition("=")
     effects = ("NoSchedule", "PreferNoSchedule", "NoExecute")
     if not sep or not key or effect not in effects:
-        raise DefinitionError(
-            f"--toleration {text!r} must look like KEY[=VALUE]:EFFECT with EFFECT one of "
-            f"{', '.join(effects)}"
+        raise error(
+            DefinitionError,
+            N_(
+                "--toleration {text!r} must look like KEY[=VALUE]:EFFECT with EFFECT one of "
+                "{effects}"
+            ),
+            text=text,
+            effects=", ".join(effects),
         )
     if eq:
         return {"key": key, "operator": "Equal", "value": value, "effect": effect}

@@ -10,6 +10,7 @@ import typer
 from usina.cli.common import Output, OutputOpt, out, settings
 from usina.cli.display import kpi_table, print_json
 from usina.errors import DefinitionError
+from usina.i18n import N_, error
 
 if TYPE_CHECKING:
     from usina.compose.settings import Settings
@@ -39,8 +40,12 @@ def kpi(
 
     try:
         period = parse_period(since)
-    except ValueError as exc:
-        raise DefinitionError(f"--since: {exc}") from None
+    except ValueError:
+        raise error(
+            DefinitionError,
+            N_("--since {text!r}: write a positive period such as 30m, 12h, 7d or 2w"),
+            text=since,
+        ) from None
     current = settings()
     comps = open_stores(current)
     try:

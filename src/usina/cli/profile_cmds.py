@@ -26,7 +26,7 @@ from usina.cli.display import format_duration, print_json
 from usina.cli.settings import Settings
 from usina.engine.profiles import AttemptProfile, Profile, Stat, load_profile
 from usina.engine.records import AttemptState
-from usina.i18n import N_, translate
+from usina.i18n import N_, _, translate
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def profiles_json(artifacts: ArtifactStore, attempts: Sequence[AttemptRecord]) -
     items: list[Any] = []
     for a in attempts:
         found = load_profile(artifacts, a.id)
-        for _, p in _rows(found):
+        for _kind, p in _rows(found):
             s = p.summary
             items.append(
                 {
@@ -274,17 +274,20 @@ def advise(
         return
     if not advice:
         out.print(
-            f"no attempts of pipeline {pipeline!r} in its last {runs} runs; "
-            "run it first (usina run FILE), or check the name with usina runs ls"
+            _(
+                "no attempts of pipeline {pipeline!r} in its last {runs} runs; "
+                "run it first (usina run FILE), or check the name with usina runs ls"
+            ).format(pipeline=pipeline, runs=runs)
         )
         return
     out.print(advice_table(advice))
+    warning, oom = _("warning"), _("oom")
     for a in advice:
         out.print(f"\n[bold]{a.step}[/]: {a.explanation}")
         for f in a.findings:
-            out.print(f"  [yellow]warning[/] {f.kind}: {f.message}")
+            out.print(f"  [yellow]{warning}[/] {f.kind}: {f.message}")
         for o in a.ooms:
-            out.print(f"  [red]oom[/] {o.explanation}")
+            out.print(f"  [red]{oom}[/] {o.explanation}")
 
 
 # -- usina runs top ---------------------------------------------------------------------------
@@ -357,7 +360,7 @@ def runs_top(
         if once or finished or not out.is_terminal:
             out.print(top_table(run_id, rows, time.time()))
             if finished:
-                out.print(f"run {run_id} has finished; see usina runs show {run_id}")
+                out.print(_("run {run} has finished; see usina runs show {run}").format(run=run_id))
             return
         with Live(top_table(run_id, rows, time.time()), console=out, auto_refresh=False) as live:
             while not finished:

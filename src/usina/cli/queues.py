@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from usina.errors import DefinitionError
+from usina.i18n import N_, _, error, error_text
 
 queues_app = typer.Typer(
     help="Kueue queues and quotas per team: render them from a queue file.", no_args_is_help=True
@@ -73,22 +74,32 @@ def render(
     try:
         text = config.read_text()
     except OSError as exc:
-        typer.echo(f"cannot read the queue file {config}: {exc.strerror}", err=True)
+        typer.echo(
+            _("cannot read the queue file {path}: {reason}").format(
+                path=config, reason=exc.strerror
+            ),
+            err=True,
+        )
         raise typer.Exit(2) from None
     try:
         values = yaml.safe_load(text) or {}
         if not isinstance(values, dict):
-            raise DefinitionError(f"{config}: expected a mapping at the top, not {type(values)}")
+            raise error(
+                DefinitionError,
+                N_("{path}: expected a mapping at the top, not {type}"),
+                path=config,
+                type=type(values).__name__,
+            )
         objects = render_queues(config_from_values(values))
     except (DefinitionError, yaml.YAMLError) as exc:
-        typer.echo(f"{config}: {exc}", err=True)
+        typer.echo(f"{config}: {error_text(exc)}", err=True)
         raise typer.Exit(2) from None
     if output == "json":
         sys.stdout.write(json.dumps(objects, indent=2) + "\n")
     elif output == "yaml":
         sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     else:
-        typer.echo(f"--output {output!r}: use yaml or json", err=True)
+        typer.echo(_("--output {output!r}: use yaml or json").format(output=output), err=True)
         raise typer.Exit(2)
 
 

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from usina.cli.display import run_summary, step_line
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
-from usina.i18n import from_message_json
+from usina.i18n import N_, _, error, from_message_json
 
 if TYPE_CHECKING:
     from urllib.error import HTTPError
@@ -60,9 +60,14 @@ class Remote:
         except HTTPError as exc:
             raise _error(exc, self.url) from exc
         except URLError as exc:
-            raise UsinaError(
-                f"cannot reach the usina server at {self.url}: {exc.reason}; check --server "
-                "or USINA_SERVER"
+            raise error(
+                UsinaError,
+                N_(
+                    "cannot reach the usina server at {url}: {reason}; check --server or "
+                    "USINA_SERVER"
+                ),
+                url=self.url,
+                reason=str(exc.reason),
             ) from exc
         if raw:
             return payload.decode(errors="replace")
@@ -77,20 +82,26 @@ def _error(exc: HTTPError, url: str) -> UsinaError:
         body, detail = {}, ""
     if not isinstance(detail, str):
         detail = json.dumps(detail)
+    said = from_message_json(UsinaError(detail), body)  # the server's words, translatable
     if exc.code == 401:
-        return UsinaError(
-            f"the server at {url} refused the token ({detail}); set USINA_TOKEN to a token "
-            "from 'usina token create'"
+        return error(
+            UsinaError,
+            N_(
+                "the server at {url} refused the token ({detail}); set USINA_TOKEN to a token "
+                "from 'usina token create'"
+            ),
+            url=url,
+            detail=said,
         )
     if exc.code == 403:
-        return UsinaError(f"not allowed: {detail}")
+        return error(UsinaError, N_("not allowed: {detail}"), detail=said)
     if exc.code == 404:
         return from_message_json(NotFoundError(detail or "not found"), body)
     if exc.code == 409:
         return from_message_json(StateError(detail), body)
     if exc.code == 400:
         return from_message_json(DefinitionError(detail), body)
-    return UsinaError(f"the server answered {exc.code}: {detail}")
+    return error(UsinaError, N_("the server answered {code}: {detail}"), code=exc.code, detail=said)
 
 
 def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) -> int:
@@ -98,7 +109,9 @@ def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) 
     seen: dict[str, tuple[str, int]] = {}
     if not as_json:
         out.print(
-            f"run [bold]{run['id']}[/] of pipeline [bold]{run['pipeline']}[/] on {remote.url}"
+            _("run {run} of pipeline {pipeline} on {url}").format(
+                run=f"[bold]{run['id']}[/]", pipeline=f"[bold]{run['pipeline']}[/]", url=remote.url
+            )
         )
     while True:
         for s in run["steps"]:
@@ -117,7 +130,11 @@ def follow(remote: Remote, run: dict[str, Any], out: Console, *, as_json: bool) 
         colour = "green" if run["state"] == "succeeded" else "red"
         out.print(f"[{colour}]{run_summary(run)}[/]")
         if run["state"] == "failed":
-            out.print(f"see why: usina runs why {run['id']}   then: usina runs resume {run['id']}")
+            out.print(
+                _("see why: usina runs why {run}   then: usina runs resume {run}").format(
+                    run=run["id"]
+                )
+            )
     return 0 if run["state"] == "succeeded" else 1
 
 
@@ -185,7 +202,12 @@ def upload_bundle(remote: Remote, digest: str, data: bytes, project: str) -> boo
     except HTTPError as exc:
         raise _error(exc, remote.url) from exc
     except URLError as exc:
-        raise UsinaError(f"cannot reach the usina server at {remote.url}: {exc.reason}") from exc
+        raise error(
+            UsinaError,
+            N_("cannot reach the usina server at {url}: {reason}; check --server or USINA_SERVER"),
+            url=remote.url,
+            reason=str(exc.reason),
+        ) from exc
     return bool(answer.get("uploaded"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from usina.cli import k8s as k8s_flags
 from usina.cli import remote
@@ -20,6 +21,7 @@ from usina.cli.common import (
     settings,
 )
 from usina.cli.drive import drive, tracker
+from usina.i18n import N_, _, error
 
 
 def kubernetes_options(
@@ -91,10 +93,11 @@ def run(
     if remote_server is not None:
         given = [flag for flag, value in _cluster_flags(locals()).items() if value]
         if given:
-            err.print(
-                f"[red]{', '.join(given)}: with --server the server's project settings say "
-                "where and how steps run (ask its operator); drop the flag[/]"
-            )
+            said = _(
+                "{flags}: with --server the server's project settings say where and how steps "
+                "run (ask its operator); drop the flag"
+            ).format(flags=", ".join(given))
+            err.print(f"[red]{escape(said)}[/]")
             raise typer.Exit(2)
         labels = parse_params(label, "--label")
         if target.partition(":")[0].endswith(".py") and bundle:
@@ -209,14 +212,25 @@ def _submit_bundle(
 
     pipe, plan = compile_target(target, param)  # the file loads and the parameters fit
     if plan.source is None:
-        raise DefinitionError(f"{target}: the pipeline has no source file to bundle")
+        raise error(
+            DefinitionError,
+            N_("{target}: the pipeline has no source file to bundle"),
+            target=target,
+        )
     top = find_root(plan.source)
     made = pack(top)
     uploaded = remote.upload_bundle(remote_server, made.digest, made.data, project)
-    what = "uploaded" if uploaded else "already on the server"
+    said = (
+        _("code bundle {digest} ({files} files, {size}) uploaded")
+        if uploaded
+        else _("code bundle {digest} ({files} files, {size}) already on the server")
+    )
     err.print(
-        f"code bundle {made.digest[:19]} ({len(made.manifest.files)} files, "
-        f"{human_size(len(made.data))}) {what}"
+        said.format(
+            digest=made.digest[:19],
+            files=len(made.manifest.files),
+            size=human_size(len(made.data)),
+        )
     )
     file = Path(plan.source).resolve().relative_to(top).as_posix()
     attr = target.partition(":")[2]
@@ -238,5 +252,5 @@ def _metrics_server(metadata: Any, port: int | None, addr: str) -> Any:
     from usina.monitoring.pipeline_metrics import pipeline_registry, start_metrics_server
 
     metrics = start_metrics_server(pipeline_registry(metadata), port, addr)
-    err.print(f"metrics: http://{addr}:{metrics.port}/metrics")
+    err.print(_("metrics: {url}").format(url=f"http://{addr}:{metrics.port}/metrics"))
     return metrics.stop

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
+from rich.markup import escape
 
 from usina.cli import remote
 from usina.cli.common import (
@@ -205,10 +206,11 @@ def runs_resume(
                 compiled.pipeline, compiled.params, compiled.nodes, compiled.source, old.sys_path
             )
         else:
-            err.print(
-                f"[yellow]cannot load pipeline {record.pipeline!r} from {old.source}; "
-                "resuming with the code recorded at submission[/]"
-            )
+            said = _(
+                "cannot load pipeline {pipeline!r} from {source}; resuming with the code "
+                "recorded at submission"
+            ).format(pipeline=record.pipeline, source=old.source)
+            err.print(f"[yellow]{escape(said)}[/]")
         engine = make_engine(
             comps,
             preload=[old.source] if old.source else [],

@@ -13,6 +13,7 @@ from rich.table import Table
 from usina.cli.common import Output, OutputOpt, out, parse_params, server
 from usina.cli.display import print_json
 from usina.errors import DefinitionError
+from usina.i18n import N_, _, error
 
 schedules_app = typer.Typer(
     help="Schedules on the platform server: cron in a time zone, catch-up, backfill.",
@@ -23,9 +24,12 @@ schedules_app = typer.Typer(
 def _remote() -> Any:
     remote = server()
     if remote is None:
-        raise DefinitionError(
-            "schedules live in the platform server: pass --server URL (or set USINA_SERVER) "
-            "and USINA_TOKEN"
+        raise error(
+            DefinitionError,
+            N_(
+                "schedules live in the platform server: pass --server URL (or set USINA_SERVER) "
+                "and USINA_TOKEN"
+            ),
         )
     return remote
 
@@ -38,11 +42,20 @@ def _show(item: dict[str, Any], output: Output) -> None:
     if output is Output.json:
         print_json(out, item)
         return
-    state = "paused" if item["paused"] else f"next {item['next_tick']}"
+    state = _("paused") if item["paused"] else _("next {tick}").format(tick=item["next_tick"])
     out.print(
-        f"{item['project']}/{item['name']}: {item['pipeline']} at '{item['cron']}' "
-        f"({item['timezone']}), {state}; concurrency {item['concurrency']}, "
-        f"catch-up {item['catchup']}",
+        _(
+            "{schedule}: {pipeline} at '{cron}' ({timezone}), {state}; concurrency "
+            "{concurrency}, catch-up {catchup}"
+        ).format(
+            schedule=f"{item['project']}/{item['name']}",
+            pipeline=item["pipeline"],
+            cron=item["cron"],
+            timezone=item["timezone"],
+            state=state,
+            concurrency=item["concurrency"],
+            catchup=item["catchup"],
+        ),
         markup=False,
     )
     for tick in item.get("ticks") or []:
@@ -83,9 +96,11 @@ def ls(output: OutputOpt = Output.text) -> None:
     if output is Output.json:
         print_json(out, items)
         return
-    table = Table("project", "name", "pipeline", "cron", "zone", "state", "last tick")
+    table = Table(
+        _("project"), _("name"), _("pipeline"), _("cron"), _("zone"), _("state"), _("last tick")
+    )
     for i in items:
-        state = "paused" if i["paused"] else f"next {i['next_tick']}"
+        state = _("paused") if i["paused"] else _("next {tick}").format(tick=i["next_tick"])
         table.add_row(
             i["project"], i["name"], i["pipeline"], i["cron"], i["timezone"], state,
             i["last_tick"] or "-",
@@ -115,7 +130,7 @@ def resume(name: str, project: str = "default", output: OutputOpt = Output.text)
 def delete(name: str, project: str = "default") -> None:
     """Delete a schedule (its runs stay)."""
     _remote().call("DELETE", _path(project, name))
-    out.print(f"deleted {project}/{name}")
+    out.print(_("deleted {name}").format(name=f"{project}/{name}"))
 
 
 @schedules_app.command("backfill")
@@ -133,6 +148,10 @@ def backfill(
     if output is Output.json:
         print_json(out, reply)
         return
-    out.print(f"queued {len(reply['queued'])} ticks of {project}/{name}")
+    out.print(
+        _("queued {count} ticks of {name}").format(
+            count=len(reply["queued"]), name=f"{project}/{name}"
+        )
+    )
     for tick in reply["queued"]:
         out.print(f"  {tick['nominal']}  {tick['run_id']}", markup=False)

@@ -108,15 +108,32 @@ class LocalRuns:
         if not attempts:
             names = [s.node for s in md.get_steps(run_id)]
             if step not in names:
-                raise NotFoundError(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
-            raise NotFoundError(f"step {step!r} of run {run_id} has not run (cached or pending)")
+                raise error(
+                    NotFoundError,
+                    N_("run {run} has no step {step!r}; steps: {steps}"),
+                    run=run_id,
+                    step=step,
+                    steps=", ".join(names),
+                )
+            raise error(
+                NotFoundError,
+                N_("step {step!r} of run {run} has not run (cached or pending)"),
+                step=step,
+                run=run_id,
+            )
         chosen = (
             attempts[-1]
             if number is None
             else next((a for a in attempts if a.number == number), None)
         )
         if chosen is None:
-            raise NotFoundError(f"step {step!r} has no attempt {number}; it has {len(attempts)}")
+            raise error(
+                NotFoundError,
+                N_("step {step!r} has no attempt {number}; it has {count}"),
+                step=step,
+                number=number,
+                count=len(attempts),
+            )
         return chosen
 
     def logs(self, run_id: str, step: str, attempt: int | None) -> str:

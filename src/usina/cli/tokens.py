@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from usina.cli.settings import Settings
+from usina.i18n import N_, _, error
 
 tokens_app = typer.Typer(help="API tokens of the platform server.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -56,7 +57,9 @@ def create(
         parsed = Role.parse(role)
         lifetime = parse_duration(expires)
     except ValueError as exc:
-        raise DefinitionError(f"{exc} (--expires)" if "duration" in str(exc) else str(exc)) from exc
+        if "duration" in str(exc):
+            raise error(DefinitionError, N_("{error} (--expires)"), error=exc) from exc
+        raise DefinitionError(str(exc)) from exc
     expires_at = time.time() + lifetime if lifetime is not None else None
     store = _store(database_url)
     try:
@@ -76,9 +79,11 @@ def create(
     finally:
         store.close()
     typer.echo(token)
-    until = _when(expires_at) if expires_at is not None else "never"
+    until = _when(expires_at) if expires_at is not None else _("never")
     typer.echo(
-        f"token {info.id} ({parsed.label} in {project}, expires {until}); it is not shown again",
+        _("token {token} ({role} in {project}, expires {until}); it is not shown again").format(
+            token=info.id, role=parsed.label, project=project, until=until
+        ),
         err=True,
     )
 
@@ -94,13 +99,13 @@ def ls(database_url: DatabaseOpt = None) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("id", "name", "roles", "created", "expires", "revoked"):
-        table.add_column(col)
+    for col in (N_("id"), N_("name"), N_("roles"), N_("created"), N_("expires"), N_("revoked")):
+        table.add_column(_(col))
     now = time.time()
     for t in found:
-        expires = "never"
+        expires = _("never")
         if t.expires_at is not None:
-            expires = _when(t.expires_at) + (" (expired)" if t.expires_at <= now else "")
+            expires = _when(t.expires_at) + (_(" (expired)") if t.expires_at <= now else "")
         table.add_row(
             t.id,
             t.name,
@@ -121,4 +126,4 @@ def revoke(token_id: str, database_url: DatabaseOpt = None) -> None:
         store.audit("cli", "token.revoke", project=None, target=token_id)
     finally:
         store.close()
-    typer.echo(f"token {token_id} revoked")
+    typer.echo(_("token {token} revoked").format(token=token_id))

@@ -14,6 +14,7 @@ from rich.table import Table
 from usina.cli.common import Output, OutputOpt, out, parse_params, server
 from usina.cli.display import print_json
 from usina.errors import DefinitionError
+from usina.i18n import N_, _, error
 
 triggers_app = typer.Typer(
     help="Triggers on the platform server: run a pipeline when an alias moves, a pipeline "
@@ -25,9 +26,12 @@ triggers_app = typer.Typer(
 def _remote() -> Any:
     remote = server()
     if remote is None:
-        raise DefinitionError(
-            "triggers live in the platform server: pass --server URL (or set USINA_SERVER) "
-            "and USINA_TOKEN"
+        raise error(
+            DefinitionError,
+            N_(
+                "triggers live in the platform server: pass --server URL (or set USINA_SERVER) "
+                "and USINA_TOKEN"
+            ),
         )
     return remote
 
@@ -40,11 +44,19 @@ def _show(item: dict[str, Any], output: Output) -> None:
     if output is Output.json:
         print_json(out, item)
         return
-    state = "paused" if item["paused"] else "watching"
+    state = _("paused") if item["paused"] else _("watching")
     out.print(
-        f"{item['project']}/{item['name']}: runs {item['pipeline']} when {item['watching']} "
-        f"({state}, since {item['created_at']}); the runs get "
-        f"{', '.join(item['cause_params'])} when the pipeline declares them",
+        _(
+            "{trigger}: runs {pipeline} when {watching} ({state}, since {since}); the runs get "
+            "{params} when the pipeline declares them"
+        ).format(
+            trigger=f"{item['project']}/{item['name']}",
+            pipeline=item["pipeline"],
+            watching=item["watching"],
+            state=state,
+            since=item["created_at"],
+            params=", ".join(item["cause_params"]),
+        ),
         markup=False,
     )
     for firing in item.get("firings") or []:
@@ -63,12 +75,14 @@ def _spec(model: str | None, alias: str | None, after: str | None, prefix: str |
     chosen = [(kind, spec) for kind, spec in given.items() if spec is not None]
     if len(chosen) != 1:
         raise typer.BadParameter(
-            "say what the trigger watches, once: --model M --alias A (a model alias moves), "
-            "--after PIPELINE (a run of it succeeds) or --prefix URL (new objects)"
+            _(
+                "say what the trigger watches, once: --model M --alias A (a model alias moves), "
+                "--after PIPELINE (a run of it succeeds) or --prefix URL (new objects)"
+            )
         )
     kind, spec = chosen[0]
     if kind == "alias" and not (model and alias):
-        raise typer.BadParameter("an alias trigger needs both --model and --alias")
+        raise typer.BadParameter(_("an alias trigger needs both --model and --alias"))
     return kind, spec
 
 
@@ -105,9 +119,9 @@ def ls(output: OutputOpt = Output.text) -> None:
     if output is Output.json:
         print_json(out, items)
         return
-    table = Table("project", "name", "pipeline", "when", "state")
+    table = Table(_("project"), _("name"), _("pipeline"), _("when"), _("state"))
     for i in items:
-        state = "paused" if i["paused"] else "watching"
+        state = _("paused") if i["paused"] else _("watching")
         table.add_row(i["project"], i["name"], i["pipeline"], i["watching"], state)
     out.print(table)
 
@@ -134,4 +148,4 @@ def resume(name: str, project: str = "default", output: OutputOpt = Output.text)
 def delete(name: str, project: str = "default") -> None:
     """Delete a trigger (its runs stay)."""
     _remote().call("DELETE", _path(project, name))
-    out.print(f"deleted {project}/{name}")
+    out.print(_("deleted {name}").format(name=f"{project}/{name}"))

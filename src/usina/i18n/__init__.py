@@ -32,6 +32,7 @@ __all__ = [
     "N_",
     "_",
     "error",
+    "error_as",
     "error_text",
     "event_name",
     "from_message_json",
@@ -156,6 +157,14 @@ def error(kind: type[E], message: str, /, **params: object) -> E:
     English as ``str()`` (logs, the API, stored records), in the reader's language through
     ``error_text``. A param may itself be such an exception (a message that wraps another)."""
     return mark(kind(_format(message, params)), message, params)
+
+
+def error_as(kind: type[E], exc: BaseException, /) -> E:
+    """``exc``'s message as an exception of ``kind`` (a library error become a usina one): the
+    same English text, and translated where shown when ``exc`` was made with ``error``."""
+    marked = getattr(exc, _MARK, None)
+    again = kind(str(exc))
+    return again if marked is None else mark(again, *marked)
 
 
 def mark(exc: E, message: str, params: Mapping[str, object]) -> E:

@@ -43,8 +43,11 @@ def _checkpointer() -> Checkpointer:
     found = current().checkpointer
     if found is None:
         from usina.errors import StateError
+        from usina.i18n import N_, error
 
-        raise StateError("this step runs without a checkpoint store (no runtime set one up)")
+        raise error(
+            StateError, N_("this step runs without a checkpoint store (no runtime set one up)")
+        )
     return found  # type: ignore[no-any-return]
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from usina.errors import StateError
+from usina.i18n import N_, error
 
 
 @dataclass(slots=True)
@@ -41,7 +42,7 @@ def current() -> StepContext:
     """The context of the step being run; raises outside a step."""
     ctx = _current.get()
     if ctx is None:
-        raise StateError("usina.current() is only available inside a running step")
+        raise error(StateError, N_("usina.current() is only available inside a running step"))
     return ctx
 
 

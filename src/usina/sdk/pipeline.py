@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from usina.errors import DefinitionError, ParameterError
+from usina.i18n import N_, error
 from usina.sdk.codedeps import Resolver, combined, project_root
 from usina.sdk.step import (
     BuildContext,
@@ -97,8 +98,12 @@ def coerce(param: Param, value: object) -> object:
                 raise ValueError
             return parsed
     except (ValueError, json.JSONDecodeError) as exc:
-        raise ParameterError(
-            f"parameter '{param.name}' expects {param.type_name}, got {value!r}"
+        raise error(
+            ParameterError,
+            N_("parameter '{name}' expects {type}, got {value}"),
+            name=param.name,
+            type=param.type_name,
+            value=repr(value),
         ) from exc
     return value
 
@@ -184,9 +189,15 @@ def _toposort(nodes: Mapping[str, Node], pipeline: str) -> list[str]:
     for node in nodes.values():
         for dep in node.upstream:
             if dep not in nodes:
-                raise DefinitionError(
-                    f"pipeline '{pipeline}': step '{node.id}' depends on '{dep}', which is not "
-                    "part of this pipeline"
+                raise error(
+                    DefinitionError,
+                    N_(
+                        "pipeline '{pipeline}': step '{step}' depends on '{dep}', which is not "
+                        "part of this pipeline"
+                    ),
+                    pipeline=pipeline,
+                    step=node.id,
+                    dep=dep,
                 )
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
@@ -196,9 +207,15 @@ def _toposort(nodes: Mapping[str, Node], pipeline: str) -> list[str]:
             return
         if state.get(node_id) == 1:
             cycle = [*path[path.index(node_id) :], node_id]
-            raise DefinitionError(
-                f"pipeline '{pipeline}' has a cycle: {' -> '.join(cycle)}; "
-                f"step '{node_id}' cannot run after itself; remove one of these dependencies"
+            raise error(
+                DefinitionError,
+                N_(
+                    "pipeline '{pipeline}' has a cycle: {cycle}; step '{step}' cannot run after "
+                    "itself; remove one of these dependencies"
+                ),
+                pipeline=pipeline,
+                cycle=" -> ".join(cycle),
+                step=node_id,
             )
         state[node_id] = 1
         for dep in sorted(nodes[node_id].upstream):
@@ -235,9 +252,13 @@ def _locate(step: Step[..., Any]) -> tuple[str, str, str | None]:
     qualname = step.fn.__qualname__
     module = sys.modules.get(module_name)
     if "<locals>" in qualname or module is None or getattr(module, qualname, None) is not step:
-        raise DefinitionError(
-            f"step '{step.name}' must be defined at the top level of a module "
-            "(a worker process imports it by name)"
+        raise error(
+            DefinitionError,
+            N_(
+                "step '{step}' must be defined at the top level of a module (a worker process "
+                "imports it by name)"
+            ),
+            step=step.name,
         )
     return module_name, qualname, getattr(module, "__file__", None)
 
@@ -254,9 +275,14 @@ class Pipeline:
         experiment: str | None = None,
     ) -> None:
         if tracking not in (None, "mlflow"):
-            raise DefinitionError(
-                f"pipeline '{name or fn.__name__}': tracking={tracking!r} is not supported; "
-                "use tracking='mlflow' or leave it out"
+            raise error(
+                DefinitionError,
+                N_(
+                    "pipeline '{pipeline}': tracking={tracking} is not supported; use "
+                    "tracking='mlflow' or leave it out"
+                ),
+                pipeline=name or fn.__name__,
+                tracking=repr(tracking),
             )
         self.fn = fn
         self.name = name or fn.__name__
@@ -273,8 +299,10 @@ class Pipeline:
         params: dict[str, Param] = {}
         for p in inspect.signature(fn).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise DefinitionError(
-                    f"pipeline '{self.name}': *args/**kwargs cannot be parameters; name each one"
+                raise error(
+                    DefinitionError,
+                    N_("pipeline '{pipeline}': *args/**kwargs cannot be parameters; name each one"),
+                    pipeline=self.name,
                 )
             required = p.default is inspect.Parameter.empty
             kind = hints.get(p.name, inspect.Parameter.empty)
@@ -290,26 +318,38 @@ class Pipeline:
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
             known = ", ".join(sorted(self.params)) or "none"
-            raise ParameterError(
-                f"pipeline '{self.name}' has no parameter {', '.join(map(repr, unknown))}; "
-                f"its parameters are: {known}"
+            raise error(
+                ParameterError,
+                N_("pipeline '{pipeline}' has no parameter {unknown}; its parameters are: {known}"),
+                pipeline=self.name,
+                unknown=", ".join(map(repr, unknown)),
+                known=known,
             )
         values: dict[str, object] = {}
         for name, param in self.params.items():
             if name in overrides:
                 values[name] = coerce(param, overrides[name])
             elif param.required:
-                raise ParameterError(
-                    f"pipeline '{self.name}' needs parameter '{name}' ({param.type_name}); "
-                    f"pass --param {name}=VALUE"
+                raise error(
+                    ParameterError,
+                    N_(
+                        "pipeline '{pipeline}' needs parameter '{name}' ({type}); pass --param "
+                        "{name}=VALUE"
+                    ),
+                    pipeline=self.name,
+                    name=name,
+                    type=param.type_name,
                 )
             else:
                 values[name] = param.default
         try:
             json.dumps(values, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ParameterError(
-                f"pipeline '{self.name}': parameters must be JSON-able values ({exc})"
+            raise error(
+                ParameterError,
+                N_("pipeline '{pipeline}': parameters must be JSON-able values ({error})"),
+                pipeline=self.name,
+                error=exc,
             ) from exc
         return values
 
@@ -324,7 +364,9 @@ class Pipeline:
             set_building(None)
             del token
         if not ctx.nodes:
-            raise DefinitionError(f"pipeline '{self.name}' calls no step")
+            raise error(
+                DefinitionError, N_("pipeline '{pipeline}' calls no step"), pipeline=self.name
+            )
         order = _toposort(ctx.nodes, self.name)
         source = getattr(sys.modules.get(self.fn.__module__), "__file__", None)
         resolver = Resolver(project_root(source) if source else os.getcwd())
@@ -371,9 +413,13 @@ class Pipeline:
         return Plan(pipeline=self.name, params=values, nodes=tuple(nodes), source=source)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise DefinitionError(
-            f"pipeline '{self.name}' is not called directly; run it with "
-            f"'usina run FILE:{self.name}' or usina.run({self.name})"
+        raise error(
+            DefinitionError,
+            N_(
+                "pipeline '{pipeline}' is not called directly; run it with 'usina run "
+                "FILE:{pipeline}' or usina.run({pipeline})"
+            ),
+            pipeline=self.name,
         )
 
     def __repr__(self) -> str:

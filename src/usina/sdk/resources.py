@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
+from usina.i18n import N_, error
+
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     "n": Decimal("1e-9"),
@@ -47,17 +49,17 @@ class QuantityError(ValueError):
 def parse_quantity(text: str | int | float) -> Decimal:
     """Parse a Kubernetes quantity ("500m", "4Gi", "1.5", "2e3") into a Decimal of base units."""
     if isinstance(text, bool):
-        raise QuantityError(f"{text!r} is not a quantity")
+        raise error(QuantityError, N_("{text!r} is not a quantity"), text=text)
     if isinstance(text, int | float):
         return Decimal(str(text))
     match = _QUANTITY.match(text.strip())
     if match is None:
-        raise QuantityError(f"{text!r} is not a Kubernetes quantity")
+        raise error(QuantityError, N_("{text!r} is not a Kubernetes quantity"), text=text)
     number, suffix = match.groups()
     try:
         value = Decimal(number)
     except InvalidOperation as exc:  # pragma: no cover - the regex already checked the form
-        raise QuantityError(f"{text!r} is not a Kubernetes quantity") from exc
+        raise error(QuantityError, N_("{text!r} is not a Kubernetes quantity"), text=text) from exc
     if suffix in _BINARY:
         return value * _BINARY[suffix]
     if suffix in _DECIMAL:
@@ -65,8 +67,20 @@ def parse_quantity(text: str | int | float) -> Decimal:
     if suffix[:1] in "eE" and len(suffix) > 1:
         return value * (Decimal(10) ** int(suffix[1:]))
     hint = _COMMON_MISTAKES.get(suffix)
-    fix = f"; did you mean {number}{hint!s}?" if hint else "; use Ki, Mi, Gi, Ti or k, M, G, m"
-    raise QuantityError(f"{text!r} has an unknown unit {suffix!r}{fix}")
+    if hint:
+        raise error(
+            QuantityError,
+            N_("{text!r} has an unknown unit {suffix!r}; did you mean {suggestion}?"),
+            text=text,
+            suffix=suffix,
+            suggestion=f"{number}{hint!s}",
+        )
+    raise error(
+        QuantityError,
+        N_("{text!r} has an unknown unit {suffix!r}; use Ki, Mi, Gi, Ti or k, M, G, m"),
+        text=text,
+        suffix=suffix,
+    )
 
 
 def memory_bytes(text: str | int) -> int:

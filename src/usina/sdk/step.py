@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from usina.errors import DefinitionError
+from usina.i18n import N_, error, error_as
 from usina.sdk.resources import QuantityError, Resources, parse_quantity
 from usina.sdk.retry import Retry
 
@@ -91,9 +92,14 @@ class BuildContext:
         ``<name>-2``, ``<name>-3``... in call order (deterministic)."""
         if name is not None:
             if name in self.nodes:
-                raise DefinitionError(
-                    f"pipeline '{self.pipeline}': two steps are named {name!r}; "
-                    "give each call its own name="
+                raise error(
+                    DefinitionError,
+                    N_(
+                        "pipeline '{pipeline}': two steps are named {name!r}; give each call its "
+                        "own name="
+                    ),
+                    pipeline=self.pipeline,
+                    name=name,
                 )
             node_id = name
         else:
@@ -135,9 +141,13 @@ class MapOutput:
         return f"MapOutput({self.step!r}, {len(self.handles)} branches)"
 
     def __bool__(self) -> bool:
-        raise DefinitionError(
-            f"the outputs of {self.step}.map(...) were used as a condition inside the pipeline "
-            "function; they only exist when the steps run, so branch inside a step instead"
+        raise error(
+            DefinitionError,
+            N_(
+                "the outputs of {step}.map(...) were used as a condition inside the pipeline "
+                "function; they only exist when the steps run, so branch inside a step instead"
+            ),
+            step=self.step,
         )
 
 
@@ -163,9 +173,13 @@ class StepOutput:
         return f"StepOutput({self.node!r}, {self.index!r})"
 
     def __bool__(self) -> bool:
-        raise DefinitionError(
-            f"the output of step {self.node!r} was used as a condition inside the pipeline "
-            "function; outputs only exist when the step runs, so branch inside a step instead"
+        raise error(
+            DefinitionError,
+            N_(
+                "the output of step {step!r} was used as a condition inside the pipeline function; "
+                "outputs only exist when the step runs, so branch inside a step instead"
+            ),
+            step=self.node,
         )
 
 
@@ -230,9 +244,15 @@ def data_hashes(step: Step[..., Any], root: str) -> dict[str, str]:
         elif os.path.isfile(path):
             paths = [path]
         else:
-            raise DefinitionError(
-                f"step '{step.name}': files= names {name!r}, which does not exist under the "
-                f"project root {root}; fix the path or create the file"
+            raise error(
+                DefinitionError,
+                N_(
+                    "step '{step}': files= names {file!r}, which does not exist under the project "
+                    "root {root}; fix the path or create the file"
+                ),
+                step=step.name,
+                file=name,
+                root=root,
             )
         digest = hashlib.sha256()
         for item in paths:
@@ -350,16 +370,25 @@ class Step(Generic[P, R]):
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
-            raise DefinitionError(f"step '{self.name}' is not valid: " + "; ".join(problems))
+            raise error(
+                DefinitionError,
+                N_("step '{step}' is not valid: {problems}"),
+                step=self.name,
+                problems="; ".join(problems),
+            )
         return seconds
 
     # Called inside a pipeline: record a node. Outside: refuse with a clear message.
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = building()
         if ctx is None:
-            raise DefinitionError(
-                f"step '{self.name}' was called outside a @pipeline; steps only run inside a "
-                f"pipeline (usina run FILE). To call the plain function, use {self.name}.fn(...)"
+            raise error(
+                DefinitionError,
+                N_(
+                    "step '{step}' was called outside a @pipeline; steps only run inside a "
+                    "pipeline (usina run FILE). To call the plain function, use {step}.fn(...)"
+                ),
+                step=self.name,
             )
         name: str | None = None
         if "name" in kwargs and "name" not in self.signature.parameters:
@@ -369,7 +398,12 @@ class Step(Generic[P, R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise DefinitionError(f"step '{self.name}' was called wrongly: {exc}") from exc
+            raise error(
+                DefinitionError,
+                N_("step '{step}' was called wrongly: {error}"),
+                step=self.name,
+                error=exc,
+            ) from exc
         bound.apply_defaults()
         inputs: dict[str, Ref | Refs | Const] = {}
         for pname, value in bound.arguments.items():
@@ -411,30 +445,50 @@ class Step(Generic[P, R]):
         """
         ctx = building()
         if ctx is None:
-            raise DefinitionError(
-                f"{self.name}.map(...) was called outside a @pipeline; call it inside one"
+            raise error(
+                DefinitionError,
+                N_("{step}.map(...) was called outside a @pipeline; call it inside one"),
+                step=self.name,
             )
         params = list(self.signature.parameters)
         target = param or (params[0] if params else None)
         if target is None or target not in self.signature.parameters:
-            raise DefinitionError(
-                f"{self.name}.map(...): param={target!r} is not a parameter of the step; "
-                f"its parameters: {', '.join(params) or 'none'}"
+            raise error(
+                DefinitionError,
+                N_(
+                    "{step}.map(...): param={target!r} is not a parameter of the step; its "
+                    "parameters: {params}"
+                ),
+                step=self.name,
+                target=target,
+                params=", ".join(params) or "none",
             )
         if self.outputs != 1:
-            raise DefinitionError(
-                f"{self.name}.map(...): a mapped step returns one value (it returns "
-                f"{self.outputs}); return a tuple as one value or a dict instead"
+            raise error(
+                DefinitionError,
+                N_(
+                    "{step}.map(...): a mapped step returns one value (it returns {outputs}); "
+                    "return a tuple as one value or a dict instead"
+                ),
+                step=self.name,
+                outputs=self.outputs,
             )
         if not isinstance(max_width, int) or isinstance(max_width, bool) or max_width < 1:
-            raise DefinitionError(f"{self.name}.map(...): max_width must be a positive integer")
+            raise error(
+                DefinitionError,
+                N_("{step}.map(...): max_width must be a positive integer"),
+                step=self.name,
+            )
         base = name or self.name
         _check_name(self.name, base)
         handles: list[StepOutput] = []
         if isinstance(over, StepOutput):
             if over.index is None:
-                raise DefinitionError(
-                    f"{self.name}.map(...) is over step '{over.node}', which returns nothing"
+                raise error(
+                    DefinitionError,
+                    N_("{step}.map(...) is over step '{source}', which returns nothing"),
+                    step=self.name,
+                    source=over.node,
                 )
             for i in range(max_width):
                 inputs = self._map_inputs(ctx, target, args, kwargs)
@@ -444,9 +498,15 @@ class Step(Generic[P, R]):
             return MapOutput(self.name, handles, optional=True)
         if isinstance(over, list | tuple):
             if len(over) > max_width:
-                raise DefinitionError(
-                    f"{self.name}.map(...) is over {len(over)} items, more than "
-                    f"max_width={max_width}; raise max_width"
+                raise error(
+                    DefinitionError,
+                    N_(
+                        "{step}.map(...) is over {count} items, more than max_width={max_width}; "
+                        "raise max_width"
+                    ),
+                    step=self.name,
+                    count=len(over),
+                    max_width=max_width,
                 )
             for i, item in enumerate(over):
                 inputs = self._map_inputs(ctx, target, args, kwargs)
@@ -454,8 +514,11 @@ class Step(Generic[P, R]):
                 node = ctx.add(self, inputs, f"{base}[{i}]")
                 handles.append(StepOutput(ctx, node.id, 0))
             return MapOutput(self.name, handles, optional=False)
-        raise DefinitionError(
-            f"{self.name}.map(...) maps over a list or a step's output, not a {type(over).__name__}"
+        raise error(
+            DefinitionError,
+            N_("{step}.map(...) maps over a list or a step's output, not a {type}"),
+            step=self.name,
+            type=type(over).__name__,
         )
 
     def _map_inputs(
@@ -465,7 +528,12 @@ class Step(Generic[P, R]):
         try:
             partial = self.signature.bind_partial(**dict(zip(others, args, strict=False)), **kwargs)
         except TypeError as exc:
-            raise DefinitionError(f"{self.name}.map(...) was called wrongly: {exc}") from exc
+            raise error(
+                DefinitionError,
+                N_("{step}.map(...) was called wrongly: {error}"),
+                step=self.name,
+                error=exc,
+            ) from exc
         inputs: dict[str, Ref | Refs | Const] = {}
         for pname, parameter in self.signature.parameters.items():
             if pname == target:
@@ -475,7 +543,12 @@ class Step(Generic[P, R]):
             elif parameter.default is not inspect.Parameter.empty:
                 inputs[pname] = self._input(ctx, pname, parameter.default)
             else:
-                raise DefinitionError(f"{self.name}.map(...) is missing argument '{pname}'")
+                raise error(
+                    DefinitionError,
+                    N_("{step}.map(...) is missing argument '{input}'"),
+                    step=self.name,
+                    input=pname,
+                )
         return inputs
 
     def _handles(self, ctx: BuildContext, node: Node) -> Any:
@@ -505,44 +578,78 @@ class Step(Generic[P, R]):
             and all(isinstance(v, StepOutput) for v in value.values())
         ):
             if not all(isinstance(k, str) for k in value):
-                raise DefinitionError(
-                    f"step '{self.name}': input '{pname}' is a dict of step outputs; its keys "
-                    "must be strings"
+                raise error(
+                    DefinitionError,
+                    N_(
+                        "step '{step}': input '{input}' is a dict of step outputs; its keys must "
+                        "be strings"
+                    ),
+                    step=self.name,
+                    input=pname,
                 )
             return Refs(tuple(self._ref(pname, v) for v in value.values()), tuple(value.keys()))
         if isinstance(value, StepOutput):
             if value.index is None:
-                raise DefinitionError(
-                    f"step '{self.name}': input '{pname}' is the result of step "
-                    f"'{value.node}', which returns nothing (-> None); use .after() to order it"
+                raise error(
+                    DefinitionError,
+                    N_(
+                        "step '{step}': input '{input}' is the result of step '{source}', which "
+                        "returns nothing (-> None); use .after() to order it"
+                    ),
+                    step=self.name,
+                    input=pname,
+                    source=value.node,
                 )
             return Ref(value.node, value.index)
         if isinstance(value, tuple) and value and all(isinstance(v, StepOutput) for v in value):
-            raise DefinitionError(
-                f"step '{self.name}': input '{pname}' got all outputs of step "
-                f"'{value[0].node}' as a tuple; unpack them (a, b = {value[0].node}(...))"
+            raise error(
+                DefinitionError,
+                N_(
+                    "step '{step}': input '{input}' got all outputs of step '{source}' as a tuple; "
+                    "unpack them (a, b = {source}(...))"
+                ),
+                step=self.name,
+                input=pname,
+                source=value[0].node,
             )
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise DefinitionError(
-                f"step '{self.name}': input '{pname}' is a {type(value).__name__}, not a step "
-                "output or a JSON-able constant; produce it in a step, or pass plain values"
+            raise error(
+                DefinitionError,
+                N_(
+                    "step '{step}': input '{input}' is a {type}, not a step output or a JSON-able "
+                    "constant; produce it in a step, or pass plain values"
+                ),
+                step=self.name,
+                input=pname,
+                type=type(value).__name__,
             ) from exc
         annotation = self.hints.get(pname, inspect.Parameter.empty)
         if not _matches(value, annotation):
             wanted = getattr(annotation, "__name__", annotation)
-            raise DefinitionError(
-                f"step '{self.name}': input '{pname}' expects {wanted}, "
-                f"got {value!r} ({type(value).__name__})"
+            raise error(
+                DefinitionError,
+                N_("step '{step}': input '{input}' expects {wanted}, got {value} ({type})"),
+                step=self.name,
+                input=pname,
+                wanted=wanted,
+                value=repr(value),
+                type=type(value).__name__,
             )
         return Const(value)
 
     def _ref(self, pname: str, value: StepOutput) -> Ref:
         if value.index is None:
-            raise DefinitionError(
-                f"step '{self.name}': input '{pname}' holds the result of step "
-                f"'{value.node}', which returns nothing (-> None); use .after() to order it"
+            raise error(
+                DefinitionError,
+                N_(
+                    "step '{step}': input '{input}' holds the result of step '{source}', which "
+                    "returns nothing (-> None); use .after() to order it"
+                ),
+                step=self.name,
+                input=pname,
+                source=value.node,
             )
         return Ref(value.node, value.index)
 
@@ -552,12 +659,20 @@ class Step(Generic[P, R]):
 
 def _check_name(step: str, name: object) -> None:
     if not isinstance(name, str) or not name or len(name) > 100:
-        raise DefinitionError(f"step '{step}': name={name!r} must be a short non-empty string")
+        raise error(
+            DefinitionError,
+            N_("step '{step}': name={name!r} must be a short non-empty string"),
+            step=step,
+            name=name,
+        )
     bad = [c for c in name if not (c.isalnum() or c in "-_.")]
     if bad:
-        raise DefinitionError(
-            f"step '{step}': name={name!r} has {''.join(sorted(set(bad)))!r}; use letters, "
-            "digits, '-', '_' and '.'"
+        raise error(
+            DefinitionError,
+            N_("step '{step}': name={name!r} has {bad!r}; use letters, digits, '-', '_' and '.'"),
+            step=step,
+            name=name,
+            bad="".join(sorted(set(bad))),
         )
 
 
@@ -630,4 +745,4 @@ def check_memory(text: str) -> int:
     try:
         return int(parse_quantity(text))
     except QuantityError as exc:
-        raise DefinitionError(str(exc)) from exc
+        raise error_as(DefinitionError, exc) from exc

@@ -5,6 +5,7 @@ advice, events and errors."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -220,3 +221,149 @@ def test_an_errors_message_id_travels_in_json_and_reads_in_the_clients_language(
     ):
         kept = i18n.from_message_json(NotFoundError("as the server said"), unusable)
         assert i18n.error_text(kept, "pt-BR") == "as the server said"
+
+
+# -- every message the CLI and the sdk show is marked -------------------------------------------
+
+#: Calls whose first argument is text a person reads (``out.print``, ``typer.echo``, ...).
+_SHOWN = {"print", "echo", "secho", "BadParameter", "add_column", "Table"}
+#: Calls that mark or carry a message (their argument is checked by the catalogue itself).
+_MARKS = {"_", "N_", "error", "translate", "error_text", "state_name", "escape"}
+#: What a literal may say without a translation: markup, placeholders, the program's name.
+_NOT_WORDS = re.compile(r"\[/?[a-z ]*\]|\{[^}]*\}|\busina:|https?://\S*|/metrics")
+
+
+def _words(node: ast.expr) -> str:
+    """The letters a person would read in ``node``'s literal parts ("" when none)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return "".join(c for c in _NOT_WORDS.sub("", node.value) if c.isalpha())
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_words(v) for v in node.values if isinstance(v, ast.Constant))
+    if isinstance(node, ast.BinOp):
+        return _words(node.left) + _words(node.right)
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "format":
+        return _words(node.func.value)  # type: ignore[attr-defined]  # "...".format(), no _()
+    return ""
+
+
+def _usina_errors() -> set[str]:
+    import usina.errors
+    from usina.sdk.resources import QuantityError
+
+    found = {
+        name
+        for name, value in vars(usina.errors).items()
+        if isinstance(value, type) and issubclass(value, usina.errors.UsinaError)
+    }
+    return found | {QuantityError.__name__}
+
+
+def unmarked_messages(path: Path) -> list[str]:
+    """Literal text in ``path`` that reaches a person without ``_()``/``N_()``: printed, echoed,
+    a table's headers, a ``typer.BadParameter``, or a usina error raised with an f-string
+    instead of ``error(Kind, N_("..."), ...)``. Programmer errors (``ValueError``) are not
+    messages of the CLI."""
+    tree = ast.parse(path.read_text())
+    kinds = _usina_errors()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            name = getattr(node.exc.func, "id", None) or getattr(node.exc.func, "attr", None)
+            if name in kinds and node.exc.args and _words(node.exc.args[0]):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node.exc)[:80]}")
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in _SHOWN and any(_words(a) for a in node.args):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:80]}")
+    return found
+
+
+def test_the_cli_and_sdk_show_no_unmarked_message() -> None:
+    import usina
+
+    root = Path(usina.__file__).parent
+    paths = sorted([*(root / "cli").glob("*.py"), *(root / "sdk").glob("*.py")])
+    assert len(paths) > 20
+    found = [line for path in paths for line in unmarked_messages(path)]
+    assert found == [], "mark these with _() or N_() (usina.i18n):\n" + "\n".join(found)
+
+
+def test_the_scan_finds_an_unmarked_message(tmp_path: Path) -> None:
+    source = tmp_path / "cmd.py"
+    source.write_text(
+        "from usina.errors import DefinitionError\n"
+        "out.print(f'deleted {name}')\n"
+        "err.print('[red]' + _('failed') + '[/]')\n"
+        "out.print(f'[bold]{run}[/]')\n"
+        "typer.echo('token revoked')\n"
+        "table = Table('project', _('name'))\n"
+        "raise DefinitionError(f'step {s!r} is wrong')\n"
+        "raise error(DefinitionError, N_('step {s!r} is wrong'), s=s)\n"
+        "raise ValueError(f'timeout={t!r} must be > 0')\n"
+        "raise typer.BadParameter(_('say what it watches'))\n"
+        "out.print(_('run {run}').format(run=r))\n"
+        "out.print('{a}  {b}'.format(a=1, b=_('x')))\n"
+    )
+    assert sorted(int(line.split(":")[1]) for line in unmarked_messages(source)) == [2, 5, 6, 7]
+
+
+def test_the_cli_says_its_errors_in_portuguese_with_lang_or_usina_lang(tmp_path: Path) -> None:
+    from tests.integration.cli_helpers import Usina
+
+    usina = Usina(tmp_path)
+    usina.env.pop("USINA_SERVER", None)
+    usina.env["USINA_LANG"] = "en"
+    schedules = usina("--lang", "pt-BR", "schedules", "ls")
+    assert schedules.code == 2
+    assert "erro: os agendamentos ficam no servidor da plataforma: passe --server URL" in (
+        " ".join(schedules.err.split())
+    )
+    kpi = usina("--lang", "pt-BR", "kpi", "--since", "0")
+    assert "--since '0': escreva um período positivo como 30m, 12h, 7d ou 2w" in kpi.err
+
+    usina.write("p.py", "from usina import pipeline\n\n@pipeline\ndef p():\n    pass\n")
+    usina.env["USINA_LANG"] = "pt-BR"
+    empty = usina("run", "p.py")
+    assert empty.code == 2
+    assert "erro: o pipeline 'p' não chama nenhuma etapa" in empty.err
+    usina.env["USINA_LANG"] = "en"
+    assert "error: pipeline 'p' calls no step" in usina("run", "p.py").err
+
+
+def test_the_servers_refusals_read_in_the_readers_language() -> None:
+    import io
+    from email.message import Message
+    from urllib.error import HTTPError
+
+    from usina.cli.remote import _error
+
+    def refused(code: int, body: bytes) -> BaseException:
+        return _error(HTTPError("http://h/api", code, "x", Message(), io.BytesIO(body)), "http://h")
+
+    denied = refused(401, b'{"detail": "unknown token"}')
+    assert str(denied) == (
+        "the server at http://h refused the token (unknown token); set USINA_TOKEN to a token "
+        "from 'usina token create'"
+    )
+    assert i18n.error_text(denied, "pt-BR") == (
+        "o servidor em http://h recusou o token (unknown token); defina USINA_TOKEN com um token "
+        "de 'usina token create'"
+    )
+    inner = {"message_id": "run {run!r} does not exist; `usina runs ls` lists the runs"}
+    body = {"detail": "run 'r9' does not exist; `usina runs ls` lists the runs", **inner}
+    forbidden = refused(403, json.dumps({**body, "params": {"run": "r9"}}).encode())
+    assert i18n.error_text(forbidden, "pt-BR") == (
+        "não permitido: a execução 'r9' não existe; `usina runs ls` lista as execuções"
+    )
+
+
+def test_an_sdk_definition_error_is_english_text_and_portuguese_where_shown() -> None:
+    from usina.errors import DefinitionError
+    from usina.sdk.step import check_memory
+
+    with pytest.raises(DefinitionError) as info:
+        check_memory("4GB")
+    assert str(info.value) == "'4GB' has an unknown unit 'GB'; did you mean 4Gi?"
+    assert i18n.error_text(info.value, "pt-BR") == (
+        "'4GB' tem uma unidade desconhecida 'GB'; você quis dizer 4Gi?"
+    )

@@ -367,3 +367,40 @@ def test_an_sdk_definition_error_is_english_text_and_portuguese_where_shown() ->
     assert i18n.error_text(info.value, "pt-BR") == (
         "'4GB' tem uma unidade desconhecida 'GB'; você quis dizer 4Gi?"
     )
+
+
+def test_the_engines_stored_reasons_are_all_matched_back_and_read_in_portuguese() -> None:
+    from usina.cli.display import STORED_TEXTS, stored_text
+    from usina.engine.failures import exit_failure
+    from usina.engine.policy import decide
+    from usina.engine.ports import EXIT_INFRA
+    from usina.sdk.resources import Resources
+    from usina.sdk.retry import Retry
+
+    advice_ids = {advice(k, "{run}") for k in FailureClass}
+    made_there = {
+        str(m.id)
+        for m in extract()
+        if any(
+            where.endswith(("engine/failures.py", "engine/policy.py")) for where, _ in m.locations
+        )
+    }
+    assert made_there - advice_ids <= set(STORED_TEXTS), made_there - advice_ids - set(STORED_TEXTS)
+
+    grown = decide(Retry(), [FailureClass.OOM], Resources(memory="1Gi"))
+    ended = exit_failure(EXIT_INFRA)
+    assert ended is not None
+    stored = f"oom: {grown.reason}"
+    message = f"{ended.message}\nTraceback (most recent call last):\nValueError: bad"
+    assert stored_text(stored) == stored  # English: as stored
+    i18n.set_language("pt-BR")
+    assert grown.reason.startswith("retry 1/")
+    said = grown.reason.removeprefix("retry ").replace(" with memory ", " com memória ")
+    assert stored_text(stored) == f"oom: nova tentativa {said}"
+    assert stored_text(message).splitlines() == [
+        "o runtime do usina não conseguiu carregar a tarefa ou as entradas dela, ou gravar as "
+        f"saídas (saída {EXIT_INFRA})",
+        "Traceback (most recent call last):",
+        "ValueError: bad",
+    ]
+    assert stored_text("user_error: something of its own") == "user_error: something of its own"

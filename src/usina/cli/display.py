@@ -19,7 +19,7 @@ from usina.engine.records import (  # noqa: F401 - also used by callers
     StepState,
     step_reasons,
 )
-from usina.i18n import N_, _, translate
+from usina.i18n import N_, _, reword, translate
 
 _STYLE = {
     StepState.PENDING: "dim",
@@ -49,6 +49,50 @@ STATE_NAMES = (
 def state_name(state: str) -> str:
     """A run's or step's state in the reader's language (as is in English)."""
     return translate(state)
+
+
+#: The texts the engine stores in English (a step's error, an attempt's message) that the CLI
+#: shows in the reader's language: the same ``N_`` messages as where they are made
+#: (engine/policy.py's retry decisions, engine/failures.py's ends of a process), matched
+#: back (``usina.i18n.reword``). tests/unit/test_i18n.py checks that none is missing.
+STORED_TEXTS = (
+    N_("cancelled by a user"),
+    N_("no node can run it as asked"),
+    N_("gave up after {count} disruptions (retry budget {budget})"),
+    N_("gave up after {count} {failure} failures (retry budget {budget})"),
+    N_("out of memory at the cap max_memory={cap}"),
+    N_("retry {count}/{budget} with memory {before} -> {after}"),
+    N_("retry {count}/{budget} after {failure}"),
+    N_("was killed by {signal} from outside"),
+    N_("killed by SIGKILL near its memory limit"),
+    N_(
+        "killed with SIGKILL (exit 137) without a disruption: most likely the memory "
+        "limit (the kernel's OOM killer), else a liveness kill"
+    ),
+    N_("killed by signal {signal}"),
+    N_(
+        "the step raised an exception (exit {code}); the traceback is in the attempt's "
+        "error record and log"
+    ),
+    N_("the step raised MemoryError (exit {code})"),
+    N_(
+        "the usina runtime could not load the task or its inputs, or write its outputs "
+        "(exit {code})"
+    ),
+    N_("a rank of the gang was killed from outside (exit {code}); the gang was stopped"),
+    N_("it ended without an exit code"),
+    N_("exited with code {code}"),
+)
+
+
+def stored_text(text: str) -> str:
+    """A text the engine stored in English, in the reader's language where it is one of
+    ``STORED_TEXTS``: a step's error is ``"<failure class>: <reason>"``, an attempt's message
+    one such text per line (a traceback's lines stay as they are)."""
+    head, sep, rest = text.partition(": ")
+    if sep and head.replace("_", "").isalpha() and head.islower():
+        return f"{head}: {reword(rest, STORED_TEXTS)}"
+    return "\n".join(reword(line, STORED_TEXTS) for line in text.split("\n"))
 
 
 def _duration(start: float | None, end: float | None) -> float | None:
@@ -106,7 +150,7 @@ def run_table(run: dict[str, Any]) -> Table:
             f"[{_step_style(s['state'])}]{label}[/]",
             str(s["attempts"] or ""),
             "" if cached else format_duration(took),
-            s["error"] or _why_note(s),
+            stored_text(s["error"]) if s["error"] else _why_note(s),
         )
     return table
 
@@ -125,7 +169,7 @@ def step_line(s: dict[str, Any]) -> str:
     extra = " " + _("attempt {n}").format(n=s["attempts"]) if s["attempts"] > 1 else ""
     took = "" if cached or s["duration"] is None else format_duration(s["duration"])
     when = f" {took}" if took else ""
-    note = f" ({s['error']})" if s["error"] else ""
+    note = f" ({stored_text(s['error'])})" if s["error"] else ""
     return f"  {s['node']}: {label}{extra}{when}{note}"
 
 
@@ -248,7 +292,7 @@ def print_why(console: Console, report: dict[str, Any]) -> None:
             f"[red]{item['failure_class']}[/] ({code}, {item['reason']})"
         )
         if item["message"]:
-            console.print(item["message"].rstrip()[-3000:], markup=False)
+            console.print(stored_text(item["message"].rstrip()[-3000:]), markup=False)
         if item["log_tail"]:
             console.print(_("last log lines:"), style="dim")
             for line in item["log_tail"]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from usina.engine.ports import EXIT_INFRA, EXIT_OK, EXIT_OOM, EXIT_RANK_LOST, EXIT_USER_ERROR
+from usina.i18n import N_
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -149,49 +150,65 @@ def exit_failure(
         name = _signal_name(signal)
         if outside_kill and signal in LOST_SIGNALS:
             return ExitFailure(
-                FailureClass.NODE_LOST, "RankLost", f"was killed by {name} from outside"
+                FailureClass.NODE_LOST,
+                "RankLost",
+                N_("was killed by {signal} from outside").format(signal=name),
             )
         if signal == _signal.SIGKILL and memory_near_limit is not False:
             if memory_near_limit:
                 return ExitFailure(
-                    FailureClass.OOM, "OOMKilled", "killed by SIGKILL near its memory limit"
+                    FailureClass.OOM, "OOMKilled", N_("killed by SIGKILL near its memory limit")
                 )
             return ExitFailure(
                 FailureClass.OOM,
                 "Killed",
-                "killed with SIGKILL (exit 137) without a disruption: most likely the memory "
-                "limit (the kernel's OOM killer), else a liveness kill",
+                N_(
+                    "killed with SIGKILL (exit 137) without a disruption: most likely the memory "
+                    "limit (the kernel's OOM killer), else a liveness kill"
+                ),
             )
-        return ExitFailure(FailureClass.USER_ERROR, "Signal", f"killed by signal {name}")
+        return ExitFailure(
+            FailureClass.USER_ERROR, "Signal", N_("killed by signal {signal}").format(signal=name)
+        )
     if code == EXIT_OK:
         return None
     if code == EXIT_USER_ERROR:
         return ExitFailure(
             FailureClass.USER_ERROR,
             "UserError",
-            f"the step raised an exception (exit {code}); the traceback is in the attempt's "
-            "error record and log",
+            N_(
+                "the step raised an exception (exit {code}); the traceback is in the attempt's "
+                "error record and log"
+            ).format(code=code),
         )
     if code == EXIT_OOM:
         return ExitFailure(
-            FailureClass.OOM, "MemoryError", f"the step raised MemoryError (exit {code})"
+            FailureClass.OOM,
+            "MemoryError",
+            N_("the step raised MemoryError (exit {code})").format(code=code),
         )
     if code == EXIT_INFRA:
         return ExitFailure(
             FailureClass.INFRA,
             "RuntimeError",
-            f"the usina runtime could not load the task or its inputs, or write its outputs "
-            f"(exit {code})",
+            N_(
+                "the usina runtime could not load the task or its inputs, or write its outputs "
+                "(exit {code})"
+            ).format(code=code),
         )
     if code == EXIT_RANK_LOST:
         return ExitFailure(
             FailureClass.NODE_LOST,
             "RankLost",
-            f"a rank of the gang was killed from outside (exit {code}); the gang was stopped",
+            N_(
+                "a rank of the gang was killed from outside (exit {code}); the gang was stopped"
+            ).format(code=code),
         )
     if code is None:
-        return ExitFailure(FailureClass.INFRA, fallback_reason, "it ended without an exit code")
-    return ExitFailure(FailureClass.USER_ERROR, fallback_reason, f"exited with code {code}")
+        return ExitFailure(FailureClass.INFRA, fallback_reason, N_("it ended without an exit code"))
+    return ExitFailure(
+        FailureClass.USER_ERROR, fallback_reason, N_("exited with code {code}").format(code=code)
+    )
 
 
 def _signal_name(number: int) -> str:

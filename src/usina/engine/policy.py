@@ -75,18 +75,25 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: Resources
         raise ValueError("decide() needs at least one failure")
     last = failures[-1]
     if last is FailureClass.CANCELLED:
-        return Decision(False, 0.0, resources, "cancelled by a user")
+        return Decision(False, 0.0, resources, N_("cancelled by a user"))
     if last is FailureClass.UNSCHEDULABLE:
-        return Decision(False, 0.0, resources, "no node can run it as asked")
+        return Decision(False, 0.0, resources, N_("no node can run it as asked"))
     if last.is_disruption:
         count = sum(1 for f in failures if f.is_disruption)
     else:
         count = sum(1 for f in failures if f is last)
     budget = policy.budget(last)
     if count > budget:
-        what = "disruptions" if last.is_disruption else f"{last.value} failures"
+        gave_up = (
+            N_("gave up after {count} disruptions (retry budget {budget})")
+            if last.is_disruption
+            else N_("gave up after {count} {failure} failures (retry budget {budget})")
+        )
         return Decision(
-            False, 0.0, resources, f"gave up after {count} {what} (retry budget {budget})"
+            False,
+            0.0,
+            resources,
+            gave_up.format(count=count, failure=last.value, budget=budget),
         )
     if last.is_disruption:
         delay = policy.backoff
@@ -103,7 +110,7 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: Resources
                     False,
                     0.0,
                     resources,
-                    f"out of memory at the cap max_memory={policy.max_memory}",
+                    N_("out of memory at the cap max_memory={cap}").format(cap=policy.max_memory),
                 )
             grown = min(grown, cap)
         bigger = current.with_memory(grown)
@@ -111,6 +118,11 @@ def decide(policy: Retry, failures: Sequence[FailureClass], resources: Resources
             True,
             delay,
             bigger,
-            f"retry {count}/{budget} with memory {current.memory} -> {bigger.memory}",
+            N_("retry {count}/{budget} with memory {before} -> {after}").format(
+                count=count, budget=budget, before=current.memory, after=bigger.memory
+            ),
         )
-    return Decision(True, delay, resources, f"retry {count}/{budget} after {last.value}")
+    reason = N_("retry {count}/{budget} after {failure}")
+    return Decision(
+        True, delay, resources, reason.format(count=count, budget=budget, failure=last.value)
+    )

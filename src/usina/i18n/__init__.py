@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import gettext as _gettext
+import re
+import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "DEFAULT",
@@ -41,6 +43,7 @@ __all__ = [
     "mark",
     "message_json",
     "normalize",
+    "reword",
     "set_language",
     "translate",
 ]
@@ -146,6 +149,40 @@ def event_name(kind: str, lang: str | None = None) -> str:
     """An event's kind as shown to people: the kind itself in English (what tools and the docs
     name), a name in the language otherwise; an unknown kind stays as it is."""
     return translate(kind, lang)
+
+
+def reword(text: str, templates: Iterable[str], lang: str | None = None) -> str:
+    """A stored English ``text`` that one of ``templates`` made (an ``N_`` message formatted
+    where it was made: an engine's reason, an attempt's message), in ``lang`` (default: the
+    current language); ``text`` itself when none of them made it. The values keep their
+    English (a signal name, a failure class)."""
+    for template in templates:
+        found = _pattern(template).fullmatch(text)
+        if found is not None:
+            return _fill(translate(template, lang), found.groupdict())
+    return text
+
+
+@functools.cache
+def _pattern(template: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    seen: set[str] = set()
+    for literal, field, _spec, _conversion in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field is not None:
+            parts.append(f"(?P={field})" if field in seen else f"(?P<{field}>.+?)")
+            seen.add(field)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each field replaced by its value as it was shown (already converted)."""
+    parts: list[str] = []
+    for literal, field, _spec, _conversion in string.Formatter().parse(template):
+        parts.append(literal)
+        if field is not None:
+            parts.append(values.get(field, "{" + field + "}"))
+    return "".join(parts)
 
 
 E = TypeVar("E", bound=BaseException)

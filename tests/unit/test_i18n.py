@@ -282,8 +282,10 @@ def test_the_cli_and_sdk_show_no_unmarked_message() -> None:
     import usina
 
     root = Path(usina.__file__).parent
-    paths = sorted([*(root / "cli").glob("*.py"), *(root / "sdk").glob("*.py")])
+    commands = [root / "llm" / "cli.py", root / "mcp" / "cli.py", root / "deploy" / "llm_cli.py"]
+    paths = sorted([*(root / "cli").glob("*.py"), *(root / "sdk").glob("*.py"), *commands])
     assert len(paths) > 20
+    assert all(p.exists() for p in commands)
     found = [line for path in paths for line in unmarked_messages(path)]
     assert found == [], "mark these with _() or N_() (usina.i18n):\n" + "\n".join(found)
 
@@ -404,3 +406,32 @@ def test_the_engines_stored_reasons_are_all_matched_back_and_read_in_portuguese(
         "ValueError: bad",
     ]
     assert stored_text("user_error: something of its own") == "user_error: something of its own"
+
+
+def test_why_a_step_ran_reads_in_portuguese_for_every_reason_the_cache_gives() -> None:
+    from usina.cli.display import why_text
+    from usina.engine.cache import miss_reason
+
+    old = {
+        "code": "a", "code_deps": {"train": "1", "data:x.csv": "1"}, "params": {"lr": 1},
+        "inputs": {"x": 1}, "env": {"A": "1"}, "environment": "e1", "cache_version": 1,
+        "outputs": 1,
+    }  # fmt: skip
+    new = {
+        "code": "b", "code_deps": {"train": "2", "data:x.csv": "2"}, "params": {"lr": 2},
+        "inputs": {"x": 2}, "env": {"A": "2"}, "environment": "e2", "cache_version": 2,
+        "outputs": 2,
+    }  # fmt: skip
+    everything = miss_reason(old, new)
+    only_code = miss_reason({**old, "code_deps": {}}, {**old, "code": "z", "code_deps": {}})
+    reasons = [everything, only_code, miss_reason(None, new), "resume: failed"]
+    assert [why_text(w) for w in reasons] == reasons  # English: as stored
+    i18n.set_language("pt-BR")
+    assert why_text(everything) == (
+        "mudou: código de train e arquivo de dados x.csv e parâmetro lr e entrada x e variável de "
+        "ambiente A e o ambiente Python (pacotes instalados) e cache_version e o número de saídas"
+    )
+    assert why_text(only_code) == "mudou: código da etapa"
+    assert why_text("resume: first run") == "retomada: primeira execução"
+    assert why_text("resume: failed") == "retomada: falhou"
+    assert why_text("something a plugin said") == "something a plugin said"

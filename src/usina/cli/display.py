@@ -82,6 +82,39 @@ STORED_TEXTS = (
     N_("a rank of the gang was killed from outside (exit {code}); the gang was stopped"),
     N_("it ended without an exit code"),
     N_("exited with code {code}"),
+    # engine.py and steps.py: a step skipped or failed before any attempt
+    N_("upstream step '{step}' failed"),
+    N_("upstream step '{step}' skipped"),
+    N_("upstream step '{step}' cancelled"),
+    N_("the map input '{input}' from step '{source}': {problem}"),
+    N_(
+        "the map input '{input}' from step '{source}' has {count} items, more than "
+        "max_width={width}; raise max_width in {step}.map()"
+    ),
+)
+
+#: Why a step ran instead of coming from the cache (its ``step_cache_miss``/``step_rerun``
+#: event, made by engine/cache.py's ``miss_reason`` and the engine's resume), as stored.
+WHY_TEXTS = (
+    N_("first run"),
+    N_("no cached result"),
+    N_("no cached result (its last run did not succeed)"),
+    N_("upstream step '{step}' runs again"),
+    N_("its input is missing or corrupt"),
+    N_("its cache key changed"),
+    N_("not run: past the end of its map's list ({reason})"),
+)
+#: The parts of ``miss_reason``'s "<part> and <part> changed".
+CHANGED_PARTS = (
+    N_("code of the step"),
+    N_("code of {names}"),
+    N_("data file {names}"),
+    N_("param {names}"),
+    N_("input {names}"),
+    N_("env var {names}"),
+    N_("the Python environment (installed packages)"),
+    N_("cache_version"),
+    N_("the number of outputs"),
 )
 
 
@@ -93,6 +126,18 @@ def stored_text(text: str) -> str:
     if sep and head.replace("_", "").isalpha() and head.islower():
         return f"{head}: {reword(rest, STORED_TEXTS)}"
     return "\n".join(reword(line, STORED_TEXTS) for line in text.split("\n"))
+
+
+def why_text(why: str) -> str:
+    """Why a step ran (``step_reasons``), in the reader's language where usina wrote it."""
+    if why.startswith("resume: "):
+        return _("resume: {why}").format(why=why_text(why.removeprefix("resume: ")))
+    if why in STATE_NAMES:  # a resume runs a failed, skipped or cancelled step again
+        return state_name(why)
+    if why.endswith(" changed") and why not in WHY_TEXTS:
+        parts = [reword(p, CHANGED_PARTS) for p in why.removesuffix(" changed").split(" and ")]
+        return _("{what} changed").format(what=" {} ".format(_("and")).join(parts))
+    return reword(why, WHY_TEXTS)
 
 
 def _duration(start: float | None, end: float | None) -> float | None:
@@ -159,7 +204,9 @@ def _why_note(s: dict[str, Any]) -> str:
     why = s.get("why")
     if not why or s.get("cached"):
         return ""
-    return why if why.startswith("not run") else _("ran: {why}").format(why=why)
+    if why.startswith("not run"):
+        return why_text(why)
+    return _("ran: {why}").format(why=why_text(why))
 
 
 def step_line(s: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from usina.deploy.llm import USINA_IMAGE, VLLM_IMAGE, VllmEndpoint, render_vllm
+from usina.i18n import _
 
 
 def deploy_llm(
@@ -56,6 +57,11 @@ def deploy_llm(
     api = _api_client(context, kubeconfig)
     try:
         for what in apply_objects(objects, api):
-            typer.echo(f"{what} applied (namespace {namespace})", err=True)
+            typer.echo(
+                _("{object} applied (namespace {namespace})").format(
+                    object=what, namespace=namespace
+                ),
+                err=True,
+            )
     finally:
         api.close()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from usina.i18n import _
 from usina.llm.settings import LLMSettings, SchedulerSettings
 
 app = typer.Typer(add_completion=False, help="Serve language models (OpenAI-compatible API).")
@@ -103,4 +104,8 @@ def fetch(
 
     found = resolve(model_uri, tracking_uri)
     shutil.copytree(found.checkpoint, destination, dirs_exist_ok=True)
-    typer.echo(f"{model_uri} (version {found.version}) -> {destination}")
+    typer.echo(
+        _("{model} (version {version}) -> {destination}").format(
+            model=model_uri, version=found.version, destination=destination
+        )
+    )

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from usina.i18n import _
+
 app = typer.Typer(add_completion=False, help="MCP server: let AI agents operate usina.")
 
 
@@ -33,7 +35,9 @@ def mcp(
     try:
         from usina.mcp.client import PlatformAPI
     except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-        raise typer.BadParameter("usina mcp needs the mcp extra: pip install 'usina[mcp]'") from exc
+        raise typer.BadParameter(
+            _("usina mcp needs the mcp extra: pip install 'usina[mcp]'")
+        ) from exc
     api = PlatformAPI(server)
     if transport == "stdio":
         from usina.mcp.tools import build_server
@@ -41,7 +45,9 @@ def mcp(
         build_server(api, lambda _ctx: token).run("stdio")
         return
     if transport != "http":
-        raise typer.BadParameter(f"--transport {transport!r}: use stdio or http")
+        raise typer.BadParameter(
+            _("--transport {transport!r}: use stdio or http").format(transport=transport)
+        )
     import contextlib
 
     import uvicorn

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from babel.messages.catalog import Catalog
-from scripts.i18n import LOCALES, check, compiled, extract, mo_path, problems, read
+from scripts.i18n import LOCALES, check, compiled, extract, mo_path, placeholders, problems, read
 
 from usina import i18n
 from usina.engine.policy import advice
@@ -273,7 +273,8 @@ def unmarked_messages(path: Path) -> list[str]:
                 found.append(f"{path.name}:{node.lineno}: {ast.unparse(node.exc)[:80]}")
         elif isinstance(node, ast.Call):
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-            if name in _SHOWN and any(_words(a) for a in node.args):
+            shown = [*node.args, *(k.value for k in node.keywords if k.arg == "title")]
+            if name in _SHOWN and any(_words(a) for a in shown):
                 found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:80]}")
     return found
 
@@ -299,6 +300,7 @@ def test_the_scan_finds_an_unmarked_message(tmp_path: Path) -> None:
         "out.print(f'[bold]{run}[/]')\n"
         "typer.echo('token revoked')\n"
         "table = Table('project', _('name'))\n"
+        "Table(title=f'{run}: running attempts')\n"
         "raise DefinitionError(f'step {s!r} is wrong')\n"
         "raise error(DefinitionError, N_('step {s!r} is wrong'), s=s)\n"
         "raise ValueError(f'timeout={t!r} must be > 0')\n"
@@ -306,7 +308,7 @@ def test_the_scan_finds_an_unmarked_message(tmp_path: Path) -> None:
         "out.print(_('run {run}').format(run=r))\n"
         "out.print('{a}  {b}'.format(a=1, b=_('x')))\n"
     )
-    assert sorted(int(line.split(":")[1]) for line in unmarked_messages(source)) == [2, 5, 6, 7]
+    assert sorted(int(line.split(":")[1]) for line in unmarked_messages(source)) == [2, 5, 6, 7, 8]
 
 
 def test_the_cli_says_its_errors_in_portuguese_with_lang_or_usina_lang(tmp_path: Path) -> None:
@@ -435,3 +437,17 @@ def test_why_a_step_ran_reads_in_portuguese_for_every_reason_the_cache_gives() -
     assert why_text("resume: first run") == "retomada: primeira execução"
     assert why_text("resume: failed") == "retomada: falhou"
     assert why_text("something a plugin said") == "something a plugin said"
+
+
+def test_each_stored_text_is_matched_back_to_its_own_message_not_a_neighbours() -> None:
+    from usina.cli.display import CHANGED_PARTS, STORED_TEXTS, WHY_TEXTS
+    from usina.cli.profile_cmds import CURVE_TEXTS
+
+    for texts in (STORED_TEXTS, WHY_TEXTS, CHANGED_PARTS, CURVE_TEXTS):
+        for template in texts:
+            values = {name: f"<{name}>" for name in placeholders(template)}
+            english = template.format(**values)
+            portuguese = i18n.translate(template, "pt-BR").format(**values)
+            assert portuguese != english or template == "cache_version", template
+            assert i18n.reword(english, texts, "pt-BR") == portuguese
+            assert i18n.reword(english, texts, "en") == english

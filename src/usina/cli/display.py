@@ -345,8 +345,14 @@ def print_why(console: Console, report: dict[str, Any]) -> None:
             for line in item["log_tail"]:
                 console.print(f"  {line}", markup=False)
         for line in item.get("memory_curve") or []:
-            console.print(f"  {line}", markup=False)
+            console.print(f"  {reword(line, _curve_texts())}", markup=False)
         console.print(_("what to do: {advice}").format(advice=why_advice(item, report["run"])))
+
+
+def _curve_texts() -> tuple[str, ...]:
+    from usina.cli.profile_cmds import CURVE_TEXTS  # it imports this module
+
+    return CURVE_TEXTS
 
 
 def why_advice(item: dict[str, Any], run_id: str) -> str:

@@ -169,6 +169,23 @@ def profile_table(artifacts: ArtifactStore, attempts: Sequence[AttemptRecord]) -
 
 _BAR = 40
 
+#: The first line of ``oom_curve_lines``, by (a limit is known, the profile is final). The lines
+#: are data of the why report (``--output json`` stays English); ``runs why`` shows this line
+#: in the reader's language (``display.print_why``, through ``CURVE_TEXTS``).
+_CURVE_HEADS = {
+    (False, True): N_("memory over the last {span} of the attempt"),
+    (True, True): N_("memory over the last {span} of the attempt, limit {limit}"),
+    (False, False): N_(
+        "memory over the last {span} of the attempt (last recorded at {time}, before it was killed)"
+    ),
+    (True, False): N_(
+        "memory over the last {span} of the attempt, limit {limit} (last recorded at {time}, "
+        "before it was killed)"
+    ),
+}
+NO_SAMPLES = N_("no memory samples were recorded for this attempt")
+CURVE_TEXTS = (NO_SAMPLES, *_CURVE_HEADS.values())
+
 
 def oom_curve_lines(profile: Profile, *, minutes: float = 3.0, rows: int = 15) -> list[str]:
     """The memory curve of the last ``minutes`` of an attempt, one line per point, with its
@@ -180,7 +197,7 @@ def oom_curve_lines(profile: Profile, *, minutes: float = 3.0, rows: int = 15) -
     cut = profile.last(minutes * 60)
     t, memory = cut.t, cut.series.get("memory", ())
     if not t or not memory:
-        return ["no memory samples were recorded for this attempt"]
+        return [NO_SAMPLES]
     step = max(1, math.ceil(len(t) / rows))
     points = [
         (t[i], max(memory[i : i + step])) for i in range(0, len(t), step)
@@ -189,11 +206,9 @@ def oom_curve_lines(profile: Profile, *, minutes: float = 3.0, rows: int = 15) -
     scale = float(limit) if limit else max(m for _, m in points) or 1.0
     end = t[-1]
     last = time.strftime("%H:%M:%S", time.localtime(profile.started_at + end))
-    lines = [
-        f"memory over the last {format_duration(end - t[0]) or '0s'} of the attempt"
-        + (f", limit {_bytes(limit)}" if limit else "")
-        + ("" if profile.final else f" (last recorded at {last}, before it was killed)")
-    ]
+    head = _CURVE_HEADS[(bool(limit), profile.final)]
+    span = format_duration(end - t[0]) or "0s"
+    lines = [head.format(span=span, limit=_bytes(limit) if limit else "", time=last)]
     for at, value in points:
         filled = min(_BAR, round(_BAR * value / scale))
         bar = "#" * filled + " " * (_BAR - filled)
@@ -232,9 +247,15 @@ def oom_curves(artifacts: ArtifactStore, attempts: Sequence[AttemptRecord]) -> d
 def advice_table(advice: Sequence[StepAdvice]) -> Table:
     from usina.monitoring.advice import format_cpu
 
-    table = Table(title="right-sizing advice", title_justify="left")
-    for name in ("step", "attempts", "memory: asked -> advised", "cpu: asked -> advised"):
-        table.add_column(name, justify="left" if name == "step" else "right")
+    table = Table(title=_("right-sizing advice"), title_justify="left")
+    names = (
+        N_("step"),
+        N_("attempts"),
+        N_("memory: asked -> advised"),
+        N_("cpu: asked -> advised"),
+    )
+    for name in names:
+        table.add_column(_(name), justify="left" if name == "step" else "right")
     for a in advice:
         table.add_row(
             a.step,
@@ -297,9 +318,14 @@ def top_table(
     run_id: str, rows: Sequence[tuple[AttemptRecord, AttemptProfile]], now: float
 ) -> Table:
     """The running attempts of a run with their latest sample."""
-    table = Table(title=f"{run_id}: running attempts", title_justify="left")
-    for name in ("step", "attempt", "running", "cpu", "memory", "of request", "gpu", "sampled"):
-        table.add_column(name, justify="left" if name == "step" else "right")
+    title = _("{run}: running attempts").format(run=run_id)
+    table = Table(title=title, title_justify="left")
+    names = (
+        N_("step"), N_("attempt"), N_("running"), N_("cpu"), N_("memory"), N_("of request"),
+        N_("gpu"), N_("sampled"),
+    )  # fmt: skip
+    for name in names:
+        table.add_column(_(name), justify="left" if name == "step" else "right")
     for a, found in rows:
         profiles: list[tuple[str, Profile | None]] = [*_rows(found)] or [("", None)]
         for label, p in profiles:

@@ -155,12 +155,19 @@ def reword(text: str, templates: Iterable[str], lang: str | None = None) -> str:
     """A stored English ``text`` that one of ``templates`` made (an ``N_`` message formatted
     where it was made: an engine's reason, an attempt's message), in ``lang`` (default: the
     current language); ``text`` itself when none of them made it. The values keep their
-    English (a signal name, a failure class)."""
+    English (a signal name, a failure class). Where several match (``"..., limit {limit}"``
+    and ``"..., limit {limit} (last recorded ...)"``), the one with the most words of its own
+    made it."""
+    best: tuple[int, str, dict[str, str]] | None = None
     for template in templates:
         found = _pattern(template).fullmatch(text)
         if found is not None:
-            return _fill(translate(template, lang), found.groupdict())
-    return text
+            own = sum(len(literal) for literal, *_rest in string.Formatter().parse(template))
+            if best is None or own > best[0]:
+                best = (own, template, found.groupdict())
+    if best is None:
+        return text
+    return _fill(translate(best[1], lang), best[2])
 
 
 @functools.cache

@@ -408,6 +408,11 @@ def test_the_engines_stored_reasons_are_all_matched_back_and_read_in_portuguese(
         "ValueError: bad",
     ]
     assert stored_text("user_error: something of its own") == "user_error: something of its own"
+    headline = "step 'b' failed (user_error: gave up after 1 user_error failures (retry budget 0))"
+    assert stored_text(headline) == (
+        "a etapa 'b' falhou (user_error: desistiu após 1 falha(s) user_error (limite de novas "
+        "tentativas 0))"
+    )
 
 
 def test_why_a_step_ran_reads_in_portuguese_for_every_reason_the_cache_gives() -> None:

@@ -82,7 +82,8 @@ STORED_TEXTS = (
     N_("a rank of the gang was killed from outside (exit {code}); the gang was stopped"),
     N_("it ended without an exit code"),
     N_("exited with code {code}"),
-    # engine.py and steps.py: a step skipped or failed before any attempt
+    # engine.py and steps.py: a run's headline; a step skipped or failed before any attempt
+    N_("step '{step}' failed ({error})"),
     N_("upstream step '{step}' failed"),
     N_("upstream step '{step}' skipped"),
     N_("upstream step '{step}' cancelled"),
@@ -122,10 +123,12 @@ def stored_text(text: str) -> str:
     """A text the engine stored in English, in the reader's language where it is one of
     ``STORED_TEXTS``: a step's error is ``"<failure class>: <reason>"``, an attempt's message
     one such text per line (a traceback's lines stay as they are)."""
+    if "\n" in text:
+        return "\n".join(stored_text(line) for line in text.split("\n"))
     head, sep, rest = text.partition(": ")
     if sep and head.replace("_", "").isalpha() and head.islower():
-        return f"{head}: {reword(rest, STORED_TEXTS)}"
-    return "\n".join(reword(line, STORED_TEXTS) for line in text.split("\n"))
+        return f"{head}: {stored_text(rest)}"
+    return reword(text, STORED_TEXTS, value=stored_text)
 
 
 def why_text(why: str) -> str:
@@ -327,7 +330,7 @@ def print_why(console: Console, report: dict[str, Any]) -> None:
     evidence and what to do (the report itself, ``--output json``, stays in English)."""
     error = report["error"]
     head = _("run {run}: {state}").format(run=report["run"], state=state_name(report["state"]))
-    console.print(head + (f" — {error}" if error else ""))
+    console.print(head + (f" — {stored_text(error)}" if error else ""))
     if not report["failed_attempts"]:
         console.print(_("no attempt failed"))
         return

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
     "DEFAULT",
@@ -151,13 +151,18 @@ def event_name(kind: str, lang: str | None = None) -> str:
     return translate(kind, lang)
 
 
-def reword(text: str, templates: Iterable[str], lang: str | None = None) -> str:
+def reword(
+    text: str,
+    templates: Iterable[str],
+    lang: str | None = None,
+    value: Callable[[str], str] | None = None,
+) -> str:
     """A stored English ``text`` that one of ``templates`` made (an ``N_`` message formatted
     where it was made: an engine's reason, an attempt's message), in ``lang`` (default: the
     current language); ``text`` itself when none of them made it. The values keep their
-    English (a signal name, a failure class). Where several match (``"..., limit {limit}"``
-    and ``"..., limit {limit} (last recorded ...)"``), the one with the most words of its own
-    made it."""
+    English (a signal name, a failure class) unless ``value`` rewords them (a stored text
+    inside another). Where several match (``"..., limit {limit}"`` and ``"..., limit {limit}
+    (last recorded ...)"``), the one with the most words of its own made it."""
     best: tuple[int, str, dict[str, str]] | None = None
     for template in templates:
         found = _pattern(template).fullmatch(text)
@@ -167,7 +172,8 @@ def reword(text: str, templates: Iterable[str], lang: str | None = None) -> str:
                 best = (own, template, found.groupdict())
     if best is None:
         return text
-    return _fill(translate(best[1], lang), best[2])
+    values = best[2] if value is None else {k: value(v) for k, v in best[2].items()}
+    return _fill(translate(best[1], lang), values)
 
 
 @functools.cache

@@ -317,13 +317,19 @@ class Pipeline:
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
-            known = ", ".join(sorted(self.params)) or "none"
+            said = (
+                N_("pipeline '{pipeline}' has no parameter {unknown}; its parameters are: {known}")
+                if self.params
+                else N_(
+                    "pipeline '{pipeline}' has no parameter {unknown}; its parameters are: none"
+                )
+            )
             raise error(
                 ParameterError,
-                N_("pipeline '{pipeline}' has no parameter {unknown}; its parameters are: {known}"),
+                said,
                 pipeline=self.name,
                 unknown=", ".join(map(repr, unknown)),
-                known=known,
+                known=", ".join(sorted(self.params)),
             )
         values: dict[str, object] = {}
         for name, param in self.params.items():

@@ -456,3 +456,52 @@ def test_each_stored_text_is_matched_back_to_its_own_message_not_a_neighbours() 
             assert portuguese != english or template == "cache_version", template
             assert i18n.reword(english, texts, "pt-BR") == portuguese
             assert i18n.reword(english, texts, "en") == english
+
+
+def test_every_problem_a_step_can_have_reads_in_portuguese() -> None:
+    from usina.sdk.distributed import Torchrun
+    from usina.sdk.resources import Resources
+    from usina.sdk.retry import Retry
+    from usina.sdk.step import PROBLEM_TEXTS, _parse_duration
+
+    found = [
+        *Resources(cpu="0", memory="4GB", shm="100", gpus=0, gpu_type="a100", mig="x").problems(),
+        *Resources(cpu="lots", memory="1Mx", gpus=-1).problems(),
+        *Resources(gpus=1, mig="1g.10gb", shared_gpu=True).problems(),
+        *Retry(user=-1, oom_grow=0.5, backoff=-1).problems(),
+        *Torchrun(nodes=0, port=80, rdzv_timeout=0, min_nodes=5, max_restarts=-1).problems(),
+        *Torchrun(port="p").problems(),  # type: ignore[arg-type]
+    ]
+    for bad in (0, "soon"):
+        with pytest.raises(ValueError, match=r"^timeout=") as info:
+            _parse_duration(bad)
+        found.append(str(info.value))
+    assert len(found) >= 20
+    for problem in found:
+        said = i18n.Said([problem], PROBLEM_TEXTS)
+        assert str(said) == problem
+        assert said.translated("en") == problem
+        assert said.translated("pt-BR") != problem, problem
+
+
+def test_a_steps_problems_are_english_text_and_portuguese_where_shown() -> None:
+    from usina.errors import DefinitionError
+    from usina.sdk.resources import Resources
+    from usina.sdk.step import step
+
+    def train():  # type: ignore[no-untyped-def]
+        return 1
+
+    with pytest.raises(DefinitionError) as info:
+        step(resources=Resources(memory="4GB"))(train)
+    assert str(info.value) == (
+        "step 'train' is not valid: it has no return annotation; annotate what it returns "
+        "(e.g. '-> pl.DataFrame', '-> dict', or '-> None'); memory: '4GB' has an unknown unit "
+        "'GB'; did you mean 4Gi?"
+    )
+    assert i18n.error_text(info.value, "pt-BR") == (
+        "a etapa 'train' não é válida: ela não tem anotação de retorno; anote o que ela retorna "
+        "(por exemplo '-> pl.DataFrame', '-> dict' ou '-> None'); memory: '4GB' tem uma "
+        "unidade desconhecida 'GB'; você quis dizer 4Gi?"
+    )
+    assert i18n.message_json(info.value)["params"]["problems"] == str(info.value).split(": ", 1)[1]

@@ -32,6 +32,7 @@ __all__ = [
     "LANGS",
     "LOCALE_DIR",
     "N_",
+    "Said",
     "_",
     "error",
     "error_as",
@@ -198,6 +199,28 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return "".join(parts)
 
 
+class Said(str):
+    """English ``parts`` (each a message of ``templates`` formatted where it was made, or any
+    text) joined by ``sep``: a param of ``error`` that is plain English in ``str()`` and the
+    API, and reads in the reader's language through ``error_text`` (a step's problems)."""
+
+    parts: tuple[str, ...]
+    templates: tuple[str, ...]
+    sep: str
+
+    def __new__(cls, parts: Iterable[str], templates: Iterable[str], sep: str = "; ") -> Said:
+        items = tuple(parts)
+        said = super().__new__(cls, sep.join(items))
+        said.parts, said.templates, said.sep = items, tuple(templates), sep
+        return said
+
+    def translated(self, lang: str | None = None) -> str:
+        def inner(value: str) -> str:
+            return reword(value, self.templates, lang)
+
+        return self.sep.join(reword(p, self.templates, lang, inner) for p in self.parts)
+
+
 E = TypeVar("E", bound=BaseException)
 _MARK = "_usina_message"
 
@@ -235,10 +258,16 @@ def error_text(exc: BaseException, lang: str | None = None) -> str:
     if marked is None:
         return str(exc)
     message, params = marked
-    values = {
-        k: error_text(v, lang) if isinstance(v, BaseException) else v for k, v in params.items()
-    }
+    values = {k: _shown(v, lang) for k, v in params.items()}
     return translate(message, lang).format(**values)
+
+
+def _shown(value: object, lang: str | None) -> object:
+    if isinstance(value, BaseException):
+        return error_text(value, lang)
+    if isinstance(value, Said):
+        return value.translated(lang)
+    return value
 
 
 def message_json(exc: BaseException) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from usina.i18n import N_
+
 KIND = "torchrun"
 
 
@@ -95,29 +97,34 @@ class Torchrun:
         for name in ("nodes", "procs_per_node"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                found.append(f"Torchrun {name}={value!r} must be a whole number >= 1")
+                said = N_("Torchrun {name}={value!r} must be a whole number >= 1")
+                found.append(said.format(name=name, value=value))
         if isinstance(self.port, bool) or not isinstance(self.port, int):
-            found.append(f"Torchrun port={self.port!r} must be a port number")
+            found.append(N_("Torchrun port={port!r} must be a port number").format(port=self.port))
         elif not 1024 <= self.port <= 65535:
-            found.append(f"Torchrun port={self.port!r} must be between 1024 and 65535")
+            said = N_("Torchrun port={port!r} must be between 1024 and 65535")
+            found.append(said.format(port=self.port))
         if not self.rdzv_timeout > 0:
-            found.append(f"Torchrun rdzv_timeout={self.rdzv_timeout!r} must be > 0 seconds")
+            said = N_("Torchrun rdzv_timeout={timeout!r} must be > 0 seconds")
+            found.append(said.format(timeout=self.rdzv_timeout))
         low = self.min_nodes
         if low is not None and (
             isinstance(low, bool)
             or not isinstance(low, int)
             or (isinstance(self.nodes, int) and not 1 <= low <= self.nodes)
         ):
-            found.append(
-                f"Torchrun min_nodes={low!r} must be a whole number from 1 to nodes={self.nodes!r}"
-                " (nodes=(MIN, MAX) for an elastic gang)"
+            said = N_(
+                "Torchrun min_nodes={low!r} must be a whole number from 1 to nodes={nodes!r} "
+                "(nodes=(MIN, MAX) for an elastic gang)"
             )
+            found.append(said.format(low=low, nodes=self.nodes))
         if (
             isinstance(self.max_restarts, bool)
             or not isinstance(self.max_restarts, int)
             or (self.max_restarts < 0)
         ):
-            found.append(f"Torchrun max_restarts={self.max_restarts!r} must be a whole number >= 0")
+            said = N_("Torchrun max_restarts={value!r} must be a whole number >= 0")
+            found.append(said.format(value=self.max_restarts))
         return found
 
     def to_json(self) -> dict[str, Any]:

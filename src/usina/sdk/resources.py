@@ -139,9 +139,10 @@ class Resources:
                 continue
             try:
                 if parse_quantity(value) <= 0:
-                    found.append(f"{name}={value!r} must be greater than zero")
+                    said = N_("{name}={value!r} must be greater than zero")
+                    found.append(said.format(name=name, value=value))
             except QuantityError as exc:
-                found.append(f"{name}: {exc}")
+                found.append(N_("{name}: {error}").format(name=name, error=exc))
         for name in ("memory", "shm", "ephemeral_storage"):
             value = getattr(self, name)
             if value is None:
@@ -149,22 +150,23 @@ class Resources:
             try:
                 amount = parse_quantity(value)
             except QuantityError as exc:
-                found.append(f"{name}: {exc}")
+                found.append(N_("{name}: {error}").format(name=name, error=exc))
                 continue
             if amount < 1024 * 1024:
-                found.append(
-                    f"{name}={value!r} is less than 1Mi; did you forget the unit (Mi, Gi)?"
-                )
+                said = N_("{name}={value!r} is less than 1Mi; did you forget the unit (Mi, Gi)?")
+                found.append(said.format(name=name, value=value))
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 0:
-            found.append(f"gpus={self.gpus!r} must be a whole number >= 0")
+            found.append(N_("gpus={gpus!r} must be a whole number >= 0").format(gpus=self.gpus))
         if self.gpu_type is not None and self.gpus == 0:
-            found.append(f"gpu_type={self.gpu_type!r} is set but gpus=0; set gpus=1 or more")
+            said = N_("gpu_type={gpu_type!r} is set but gpus=0; set gpus=1 or more")
+            found.append(said.format(gpu_type=self.gpu_type))
         if (self.mig or self.shared_gpu) and self.gpus == 0:
-            found.append("mig/shared_gpu is set but gpus=0; gpus counts the slices or shares")
+            found.append(N_("mig/shared_gpu is set but gpus=0; gpus counts the slices or shares"))
         if self.mig and self.shared_gpu:
-            found.append("set mig or shared_gpu, not both")
+            found.append(N_("set mig or shared_gpu, not both"))
         if self.mig is not None and not re.match(r"^[0-9]+g\.[0-9]+gb(\+me)?$", self.mig):
-            found.append(f"mig={self.mig!r} is not a MIG profile such as '1g.10gb' or '3g.40gb'")
+            said = N_("mig={mig!r} is not a MIG profile such as '1g.10gb' or '3g.40gb'")
+            found.append(said.format(mig=self.mig))
         return found
 
     @property

@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass
 from typing import assert_never
 
+from usina.i18n import N_
+
 
 class FailureClass(enum.StrEnum):
     """Why an attempt did not produce its step's result (see DESIGN.md, "Attempts")."""
@@ -57,11 +59,12 @@ class Retry:
         for name in ("user", "oom", "infra", "timeout", "max_disruptions"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                found.append(f"retry {name}={value!r} must be a whole number >= 0")
+                said = N_("retry {name}={value!r} must be a whole number >= 0")
+                found.append(said.format(name=name, value=value))
         if self.oom_grow < 1.0:
-            found.append(f"retry oom_grow={self.oom_grow!r} must be >= 1.0")
+            found.append(N_("retry oom_grow={value!r} must be >= 1.0").format(value=self.oom_grow))
         if self.backoff < 0 or self.backoff_factor < 1 or self.backoff_max < 0:
-            found.append("retry backoff must be >= 0 and backoff_factor >= 1")
+            found.append(N_("retry backoff must be >= 0 and backoff_factor >= 1"))
         return found
 
     def budget(self, failure: FailureClass) -> int:

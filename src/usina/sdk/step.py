@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from usina.errors import DefinitionError
-from usina.i18n import N_, error, error_as
+from usina.i18n import N_, Said, error, error_as
 from usina.sdk.resources import QuantityError, Resources, parse_quantity
 from usina.sdk.retry import Retry
 
@@ -342,22 +342,26 @@ class Step(Generic[P, R]):
         problems: list[str] = []
         if "return" not in getattr(self.fn, "__annotations__", {}):
             problems.append(
-                "it has no return annotation; annotate what it returns "
-                "(e.g. '-> pl.DataFrame', '-> dict', or '-> None')"
+                N_(
+                    "it has no return annotation; annotate what it returns "
+                    "(e.g. '-> pl.DataFrame', '-> dict', or '-> None')"
+                )
             )
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                problems.append(f"parameter '{param.name}' is *args/**kwargs; name each input")
+                said = N_("parameter '{name}' is *args/**kwargs; name each input")
+                problems.append(said.format(name=param.name))
         if not self.pickle:
             needs = _needs_pickle(self.hints.get("return"))
             if needs is not None:
-                problems.append(
-                    f"it returns {needs}, which usina can only store with pickle; return a "
+                said = N_(
+                    "it returns {type}, which usina can only store with pickle; return a "
                     "DataFrame, array, dict/list/str/number or bytes, or allow pickle with "
-                    f"@step(pickle=True) (load it only from stores you trust)"
+                    "@step(pickle=True) (load it only from stores you trust)"
                 )
+                problems.append(said.format(type=needs))
         if isinstance(self.files, str) or not all(isinstance(f, str) for f in self.files):
-            problems.append("files= must be a list of paths, e.g. files=['data/raw.csv']")
+            problems.append(N_("files= must be a list of paths, e.g. files=['data/raw.csv']"))
         problems += self.resources.problems()
         problems += self.retry.problems()
         check = getattr(self.distributed, "problems", None)
@@ -374,7 +378,7 @@ class Step(Generic[P, R]):
                 DefinitionError,
                 N_("step '{step}' is not valid: {problems}"),
                 step=self.name,
-                problems="; ".join(problems),
+                problems=Said(problems, PROBLEM_TEXTS),
             )
         return seconds
 
@@ -676,11 +680,57 @@ def _check_name(step: str, name: object) -> None:
         )
 
 
+#: What ``Step._check`` may find wrong (here, in ``Resources``, ``Retry`` and ``Torchrun``'s
+#: ``problems()``, and a quantity's unit): the same ``N_`` messages as where each is made, so
+#: a step's "is not valid" error reads in the reader's language (``usina.i18n.Said``).
+PROBLEM_TEXTS = (
+    N_(
+        "it has no return annotation; annotate what it returns "
+        "(e.g. '-> pl.DataFrame', '-> dict', or '-> None')"
+    ),
+    N_("parameter '{name}' is *args/**kwargs; name each input"),
+    N_(
+        "it returns {type}, which usina can only store with pickle; return a "
+        "DataFrame, array, dict/list/str/number or bytes, or allow pickle with "
+        "@step(pickle=True) (load it only from stores you trust)"
+    ),
+    N_("files= must be a list of paths, e.g. files=['data/raw.csv']"),
+    N_("timeout={value!r} must be greater than zero"),
+    N_("timeout={value!r} is not a duration like '90s', '15m', '2h'"),
+    N_("{name}={value!r} must be greater than zero"),
+    N_("{name}: {error}"),
+    N_("{name}={value!r} is less than 1Mi; did you forget the unit (Mi, Gi)?"),
+    N_("gpus={gpus!r} must be a whole number >= 0"),
+    N_("gpu_type={gpu_type!r} is set but gpus=0; set gpus=1 or more"),
+    N_("mig/shared_gpu is set but gpus=0; gpus counts the slices or shares"),
+    N_("set mig or shared_gpu, not both"),
+    N_("mig={mig!r} is not a MIG profile such as '1g.10gb' or '3g.40gb'"),
+    N_("{text!r} is not a quantity"),
+    N_("{text!r} is not a Kubernetes quantity"),
+    N_("{text!r} has an unknown unit {suffix!r}; did you mean {suggestion}?"),
+    N_("{text!r} has an unknown unit {suffix!r}; use Ki, Mi, Gi, Ti or k, M, G, m"),
+    N_("retry {name}={value!r} must be a whole number >= 0"),
+    N_("retry oom_grow={value!r} must be >= 1.0"),
+    N_("retry backoff must be >= 0 and backoff_factor >= 1"),
+    N_("Torchrun {name}={value!r} must be a whole number >= 1"),
+    N_("Torchrun port={port!r} must be a port number"),
+    N_("Torchrun port={port!r} must be between 1024 and 65535"),
+    N_("Torchrun rdzv_timeout={timeout!r} must be > 0 seconds"),
+    N_(
+        "Torchrun min_nodes={low!r} must be a whole number from 1 to nodes={nodes!r} "
+        "(nodes=(MIN, MAX) for an elastic gang)"
+    ),
+    N_("Torchrun max_restarts={value!r} must be a whole number >= 0"),
+)
+
+_NOT_A_DURATION = N_("timeout={value!r} is not a duration like '90s', '15m', '2h'")
+
+
 def _parse_duration(value: float | str) -> float:
     """Seconds from a number or a string like "90s", "15m", "2h", "1h30m"."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value <= 0:
-            raise ValueError(f"timeout={value!r} must be greater than zero")
+            raise ValueError(N_("timeout={value!r} must be greater than zero").format(value=value))
         return float(value)
     if isinstance(value, str):
         total = 0.0
@@ -693,12 +743,12 @@ def _parse_duration(value: float | str) -> float:
                 total += float(number) * units[char]
                 number = ""
             else:
-                raise ValueError(f"timeout={value!r} is not a duration like '90s', '15m', '2h'")
+                raise ValueError(_NOT_A_DURATION.format(value=value))
         if number:
             total += float(number)
         if total > 0:
             return total
-    raise ValueError(f"timeout={value!r} is not a duration like '90s', '15m', '2h'")
+    raise ValueError(_NOT_A_DURATION.format(value=value))
 
 
 @overload

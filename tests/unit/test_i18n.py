@@ -217,6 +217,10 @@ def test_an_errors_message_id_travels_in_json_and_reads_in_the_clients_language(
         {"message_id": "a message this client does not know {x}", "params": {"x": 1}},
         {"message_id": "{error} (store: {where})", "params": {"where": "db"}},  # a param missing
         {"message_id": "{error} (store: {where})"},
+        {  # a message inside that this client does not know
+            "message_id": "{error} (store: {where})",
+            "params": {"where": "db", "error": {"message_id": "newer {x}", "params": {"x": 1}}},
+        },
         {},
     ):
         kept = i18n.from_message_json(NotFoundError("as the server said"), unusable)

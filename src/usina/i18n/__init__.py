@@ -308,8 +308,10 @@ def _from_json(body: Mapping[str, Any]) -> tuple[str, dict[str, object]] | None:
         return None  # not one of ours: its text is not formatted here
     values: dict[str, object] = {}
     for key, value in params.items():
-        nested = _from_json(value) if isinstance(value, dict) else None
-        if nested is not None:
+        if isinstance(value, dict):  # a message inside: one of ours too, or the English stays
+            nested = _from_json(value)
+            if nested is None:
+                return None
             values[key] = mark(Exception(_format(*nested)), *nested)
         else:
             values[key] = value

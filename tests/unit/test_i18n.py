@@ -229,8 +229,9 @@ def test_an_errors_message_id_travels_in_json_and_reads_in_the_clients_language(
 
 # -- every message the CLI and the sdk show is marked -------------------------------------------
 
-#: Calls whose first argument is text a person reads (``out.print``, ``typer.echo``, ...).
-_SHOWN = {"print", "echo", "secho", "BadParameter", "add_column", "Table"}
+#: Calls whose first argument is text a person reads (``out.print``, ``typer.echo``, a
+#: ``problems()`` list's ``append``, ...).
+_SHOWN = {"print", "echo", "secho", "BadParameter", "add_column", "Table", "append"}
 #: Calls that mark or carry a message (their argument is checked by the catalogue itself).
 _MARKS = {"_", "N_", "error", "translate", "error_text", "state_name", "escape"}
 #: What a literal may say without a translation: markup, placeholders, the program's name.
@@ -311,8 +312,11 @@ def test_the_scan_finds_an_unmarked_message(tmp_path: Path) -> None:
         "raise typer.BadParameter(_('say what it watches'))\n"
         "out.print(_('run {run}').format(run=r))\n"
         "out.print('{a}  {b}'.format(a=1, b=_('x')))\n"
+        "found.append(f'gpus={gpus!r} must be >= 0')\n"
+        "found.append(N_('gpus={gpus!r} must be >= 0').format(gpus=gpus))\n"
     )
-    assert sorted(int(line.split(":")[1]) for line in unmarked_messages(source)) == [2, 5, 6, 7, 8]
+    lines = sorted(int(line.split(":")[1]) for line in unmarked_messages(source))
+    assert lines == [2, 5, 6, 7, 8, 14]
 
 
 def test_the_cli_says_its_errors_in_portuguese_with_lang_or_usina_lang(tmp_path: Path) -> None:

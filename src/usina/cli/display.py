@@ -82,7 +82,8 @@ STORED_TEXTS = (
     N_("a rank of the gang was killed from outside (exit {code}); the gang was stopped"),
     N_("it ended without an exit code"),
     N_("exited with code {code}"),
-    # engine.py and steps.py: a run's headline; a step skipped or failed before any attempt
+    # engine.py and steps.py (f-strings there, copied here: a change to one of them leaves
+    # that text in English): a run's headline; a step skipped or failed before any attempt
     N_("step '{step}' failed ({error})"),
     N_("upstream step '{step}' failed"),
     N_("upstream step '{step}' skipped"),
@@ -121,8 +122,9 @@ CHANGED_PARTS = (
 
 def stored_text(text: str) -> str:
     """A text the engine stored in English, in the reader's language where it is one of
-    ``STORED_TEXTS``: a step's error is ``"<failure class>: <reason>"``, an attempt's message
-    one such text per line (a traceback's lines stay as they are)."""
+    ``STORED_TEXTS`` (a value inside one too: a run's headline holds its step's error): a
+    step's error is ``"<failure class>: <reason>"``, an attempt's message one such text per
+    line. Anything else (a traceback, the step's own exception) stays as it is."""
     if "\n" in text:
         return "\n".join(stored_text(line) for line in text.split("\n"))
     head, sep, rest = text.partition(": ")

@@ -7,7 +7,10 @@ standard library's ``gettext`` runs here.
 
 Code marks a message with ``_("run {run} not found").format(run=...)`` (named placeholders,
 never an f-string inside ``_()``), or with ``N_()`` where the text is defined and translated
-later, at display time (advice, event names); stored records stay in English.
+later, at display time (advice, event names); stored records stay in English. A text stored
+already formatted (an engine's retry reason, how a process ended) is matched back to its
+``N_`` message where it is shown (``reword``); an error raised with ``error(Kind, N_(...))``
+keeps its English ``str()`` and reads in the reader's language through ``error_text``.
 
 The CLI's language: ``--lang``, else ``USINA_LANG``, else ``LC_ALL``/``LC_MESSAGES``/``LANG``
 (``pt_BR.UTF-8`` -> pt-BR), else English (``language_from_env``). The web UI asks for a language

@@ -22,7 +22,7 @@ from usina.cli.remote import Remote
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 from usina.i18n import _, error_text, language, language_from_env, set_language
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "build_app", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_app", "main"]  # and ``app``
 
 #: The top-level commands, in the order ``usina --help`` lists them: name -> (module, attribute,
 #: "command" or "group"). A command's module is imported only when the app is built with it:

@@ -4,10 +4,11 @@
 migrations shipped in ``usina.stores.migrations``; a brand-new database (no revision stamped,
 none of usina's tables) instead gets the tables of ``usina.stores.sql_schema`` at once and the
 newest revision stamped, without importing Alembic: the same schema (tests/integration's
-``test_sql_migrations`` compares both ways of making it), ~0.2 s sooner on every first run. It is safe to call from several processes
-at once: on PostgreSQL the upgrade holds a transaction-level advisory lock, on SQLite it runs
-in a ``BEGIN IMMEDIATE`` transaction (the database's one writer lock). A database that is
-already at the newest revision is left as it is.
+``test_sql_migrations`` compares both ways of making it), ~0.2 s sooner on every first run.
+It is safe to call from several processes at once: on PostgreSQL the upgrade holds a
+transaction-level advisory lock, on SQLite it runs in a ``BEGIN IMMEDIATE`` transaction (the
+database's one writer lock). A database that is already at the newest revision is left as it
+is.
 """
 
 from __future__ import annotations

@@ -368,7 +368,9 @@ def _dialect_insert(dialect: str) -> Any:
     """The dialect's INSERT with ON CONFLICT, imported when first needed: SQLAlchemy's
     PostgreSQL dialect costs a SQLite store ~40 ms to import."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert

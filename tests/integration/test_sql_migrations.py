@@ -96,6 +96,58 @@ def test_the_migrated_schema_matches_the_tables_the_queries_use(
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 
 
+def _schema(url: str) -> dict[str, object]:
+    """Everything the inspector sees of each table: columns (type, nullability, default),
+    primary key, foreign keys, indexes, unique and check constraints."""
+    for conn in _inspect(url):
+        found = sa.inspect(conn)
+        tables: dict[str, object] = {}
+        for table in sorted(found.get_table_names()):
+            tables[table] = {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in found.get_columns(table)
+                ],
+                "pk": found.get_pk_constraint(table)["constrained_columns"],
+                "fks": sorted(
+                    (tuple(fk["constrained_columns"]), fk["referred_table"])
+                    for fk in found.get_foreign_keys(table)
+                ),
+                "indexes": sorted(
+                    (ix["name"], tuple(ix["column_names"]), bool(ix["unique"]))
+                    for ix in found.get_indexes(table)
+                ),
+                "unique": sorted(
+                    tuple(u["column_names"]) for u in found.get_unique_constraints(table)
+                ),
+                "checks": sorted(str(c["sqltext"]) for c in found.get_check_constraints(table)),
+            }
+        return tables
+    raise AssertionError("unreachable")
+
+
+def test_a_new_database_gets_the_schema_the_migrations_make(
+    fresh_url: Callable[[], str],
+) -> None:
+    """A new store is made from the tables at once (no Alembic); it must be the very schema
+    that running every migration makes, or a later migration would meet another database."""
+    from alembic import command
+
+    migrated = fresh_url()
+    engine = sa.create_engine(normalize_url(migrated))
+    try:
+        with engine.begin() as conn:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    created = fresh_url()
+    SqlMetadataStore(created).close()
+    assert revision_and_tables(created) == (migrate.HEAD, TABLES)
+    assert _schema(created) == _schema(migrated)
+
+
 def test_many_processes_opening_a_fresh_database_at_once(fresh_url: Callable[[], str]) -> None:
     url = fresh_url()
     errors: list[BaseException] = []

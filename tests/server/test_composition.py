@@ -50,7 +50,7 @@ def third_party(monkeypatch: pytest.MonkeyPatch) -> None:
             return metadata.EntryPoints([installed])
         return real(**params)
 
-    monkeypatch.setattr(backends.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
 
 
 def test_builtin_backends_are_found_by_name() -> None:
@@ -179,3 +179,14 @@ def test_the_same_run_prints_the_same_tables_locally_and_remotely(make_server: A
     assert run_summary(local_run) == run_summary(remote_run)
     assert _text(runs_table(local_ls)) == _text(runs_table(remote_ls))
     assert "5m12s" in _text(runs_table(local_ls))
+
+
+def test_an_installed_entry_does_not_replace_a_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built-in names are usina's: ``--backend local`` never means another package's code (and
+    never scans the installed packages for it)."""
+    impostor = metadata.EntryPoint(
+        name="local", value=f"{__name__}:recording_backend", group=backends.GROUP
+    )
+    monkeypatch.setattr(metadata, "entry_points", lambda **_: metadata.EntryPoints([impostor]))
+    assert backend_factory("local") is backends.local_backend
+    assert backends.entry_points()["local"].value == backends.BUILTIN["local"]

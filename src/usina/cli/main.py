@@ -16,46 +16,91 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from usina.cli import profile_cmds
-from usina.cli.bundle_cmds import bundle_app
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
-from usina.cli.k8s import k8s_app
-from usina.cli.kpi import kpi
-from usina.cli.optional import register_optional
+from usina.cli.optional import OPTIONAL, register_optional
 from usina.cli.remote import Remote
-from usina.cli.run import run
-from usina.cli.runs import runs_app
-from usina.cli.schedules import schedules_app
-from usina.cli.tokens import tokens_app
-from usina.cli.triggers import triggers_app
-from usina.deploy.llm_cli import deploy_llm
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
 from usina.i18n import _, error_text, language, language_from_env, set_language
-from usina.llm.cli import app as llm_app
-from usina.mcp.cli import app as mcp_app
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_app", "main"]  # and ``app``
 
-app = typer.Typer(
-    name="usina",
-    help="Run ML pipelines locally or on Kubernetes, and inspect their runs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command()(run)
-app.add_typer(runs_app, name="runs")
-app.add_typer(k8s_app, name="k8s")
-app.add_typer(tokens_app, name="token")
-app.add_typer(bundle_app, name="bundle")
-app.add_typer(schedules_app, name="schedules")
-app.add_typer(triggers_app, name="triggers")
-app.command("advise")(profile_cmds.advise)
-runs_app.command("top")(profile_cmds.runs_top)
-app.add_typer(llm_app, name="llm")
-app.add_typer(mcp_app, name="mcp")
-app.command("deploy-llm")(deploy_llm)
-app.command()(kpi)
+#: The top-level commands, in the order ``usina --help`` lists them: name -> (module, attribute,
+#: "command" or "group"). A command's module is imported only when the app is built with it:
+#: ``usina run`` builds (and imports) ``run`` alone (``build_app``), not the 40 others, which
+#: cost a one-step run ~0.2 s of imports and of Typer building their parameters.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("usina.cli.run", "run", "command"),
+    "advise": ("usina.cli.profile_cmds", "advise", "command"),
+    "deploy-llm": ("usina.deploy.llm_cli", "deploy_llm", "command"),
+    "kpi": ("usina.cli.kpi", "kpi", "command"),
+    "version": ("usina.cli.main", "version", "command"),
+    "runs": ("usina.cli.runs", "runs_app", "group"),
+    "k8s": ("usina.cli.k8s", "k8s_app", "group"),
+    "token": ("usina.cli.tokens", "tokens_app", "group"),
+    "bundle": ("usina.cli.bundle_cmds", "bundle_app", "group"),
+    "schedules": ("usina.cli.schedules", "schedules_app", "group"),
+    "triggers": ("usina.cli.triggers", "triggers_app", "group"),
+    "llm": ("usina.llm.cli", "app", "group"),
+    "mcp": ("usina.mcp.cli", "app", "group"),
+}
+
+#: The root's options that take a value (``_command_in``: the word after one is not a command).
+_ROOT_VALUE_OPTIONS = frozenset({"--server", "--token", "--log-format", "--lang"})
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``usina`` app with every command, or with ``only`` that one (plus the root's options),
+    which is all one invocation parses."""
+    import importlib
+
+    built = typer.Typer(
+        name="usina",
+        help="Run ML pipelines locally or on Kubernetes, and inspect their runs.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    built.callback()(_root)
+    for name, (module, attribute, kind) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        found = getattr(importlib.import_module(module), attribute)
+        if kind == "group":
+            if name == "runs":
+                _with_runs_top(found)
+            built.add_typer(found, name=name)
+        else:
+            built.command(name)(found)
+    if only is None or only in OPTIONAL:
+        register_optional(built, only)
+    return built
+
+
+def _with_runs_top(runs_app: typer.Typer) -> None:
+    """``usina runs top`` lives with the profiles' commands; added once per process."""
+    from usina.cli import profile_cmds
+
+    if not any(c.name == "top" for c in runs_app.registered_commands):
+        runs_app.command("top")(profile_cmds.runs_top)
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The top-level command ``argv`` names, when it is one of ours (else None: the whole app
+    is built, for ``--help`` and for Click's own "No such command")."""
+    words = iter(argv)
+    for word in words:
+        if word in _ROOT_VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS or word in OPTIONAL else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``usina.cli.main.app``: the whole app (the docs' reference pages are made from it).
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
 
 
 class Lang(enum.StrEnum):
@@ -83,7 +128,6 @@ def _configure_logging(log_format: str | None) -> None:
     )
 
 
-@app.callback()
 def _root(
     server: Annotated[
         str | None,
@@ -122,7 +166,6 @@ def _root(
         _configure_logging(log_format.value)
 
 
-@app.command()
 def version() -> None:
     """Print usina's version."""
     import usina
@@ -170,9 +213,10 @@ def _main(argv: list[str] | None) -> int:
     # Logging is the CLI's to configure: MLflow would otherwise install its own INFO handler.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     _configure_logging(os.environ.get("USINA_LOG_FORMAT"))
-    register_optional(app)
+    args = sys.argv[1:] if argv is None else argv
+    app = build_app(_command_in(args))
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except SystemExit as exc:  # click usage errors

@@ -34,10 +34,11 @@ def load_command(module: str, function: str) -> Any:
     return getattr(importlib.import_module(module), function)
 
 
-def register_optional(app: typer.Typer) -> None:
+def register_optional(app: typer.Typer, only: str | None = None) -> None:
+    """Add the optional commands to ``app`` (``only``: that one alone)."""
     registered = {c.name for c in app.registered_commands}
     for name, (module, function, extra) in OPTIONAL.items():
-        if name in registered:
+        if name in registered or (only is not None and name != only):
             continue
         try:
             command = load_command(module, function)

@@ -10,20 +10,23 @@ the attempts folder, the files to preload and the backend's own options, e.g. ``
 and returns an object of the engine's ``Backend`` port. ``usina run --backend slurm`` and
 ``usina server --backend slurm`` then use it. The two built-in backends, ``local`` and
 ``kubernetes``, are declared the same way, and are also found without installed metadata (a
-source checkout on ``PYTHONPATH``).
+source checkout on ``PYTHONPATH``). Their names are usina's: an installed entry called ``local``
+or ``kubernetes`` does not replace them, so naming a built-in never scans the installed
+packages' metadata (~50 ms of every ``usina run``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from usina.errors import DefinitionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from importlib import metadata
 
     from usina.engine.ports import ArtifactStore, Backend
 
@@ -69,15 +72,15 @@ def local_backend(request: BackendRequest) -> Backend:
 
 
 def entry_points() -> dict[str, metadata.EntryPoint]:
-    """Every backend by name: the built-ins, then the installed ``usina.backends`` entries
-    (an installed entry overrides a built-in of the same name)."""
-    found = {
+    """Every backend by name: the installed ``usina.backends`` entries, and the built-ins
+    (which an installed entry of the same name does not replace)."""
+    from importlib import metadata
+
+    found = {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
+    return found | {
         name: metadata.EntryPoint(name=name, value=value, group=GROUP)
         for name, value in BUILTIN.items()
     }
-    for ep in metadata.entry_points(group=GROUP):
-        found[ep.name] = ep
-    return found
 
 
 def backend_names() -> list[str]:
@@ -87,15 +90,21 @@ def backend_names() -> list[str]:
 def backend_factory(name: str) -> BackendFactory:
     """The factory of the backend called ``name``; a ``DefinitionError`` listing the known
     names when there is none."""
-    ep = entry_points().get(name)
-    if ep is None:
-        raise DefinitionError(
-            f"unknown backend {name!r}; known backends: {', '.join(backend_names())} "
-            f"(a third-party backend is a package with a {GROUP!r} entry point)"
-        )
-    factory = ep.load()
+    if name in BUILTIN:  # without importing importlib.metadata (~70 ms) or scanning
+        module, _, attribute = BUILTIN[name].partition(":")
+        value = BUILTIN[name]
+        factory = getattr(importlib.import_module(module), attribute)
+    else:
+        ep = entry_points().get(name)
+        if ep is None:
+            raise DefinitionError(
+                f"unknown backend {name!r}; known backends: {', '.join(backend_names())} "
+                f"(a third-party backend is a package with a {GROUP!r} entry point)"
+            )
+        value = ep.value
+        factory = ep.load()
     if not callable(factory):
-        raise DefinitionError(f"backend {name!r} ({ep.value}) is not a callable factory")
+        raise DefinitionError(f"backend {name!r} ({value}) is not a callable factory")
     return factory  # type: ignore[no-any-return]
 
 

@@ -41,6 +41,10 @@ _LOST = ("ArtifactCorruptError", "ArtifactMissingError")
 _MAX_RECOVERIES = 3
 
 
+# ``_from_cache``'s reasons for not looking the key up at all.
+_NOT_LOOKED_UP = frozenset({"cache=False", "--no-cache"})
+
+
 class Steps(EngineBase):
     """The engine's part that settles steps and uses the cache."""
 
@@ -303,7 +307,13 @@ class Steps(EngineBase):
         material: dict[str, Any],
         why: str,
     ) -> None:
-        """Keep the key's material, and say (an event) why a step runs instead of its cache."""
+        """Keep the key's material, and say (an event) why a step runs instead of its cache.
+
+        A step that does not use the cache (``cache=False``, ``--no-cache``) keeps nothing: a
+        later miss is explained against the last run that could have used it."""
+        if why in _NOT_LOOKED_UP:
+            self._event(run.id, "step_cache_miss", node=node.id, message=why)
+            return
         self.artifacts.write_record(
             material_key(key), json.dumps(material, sort_keys=True, default=str).encode()
         )

@@ -1,10 +1,14 @@
 """Schema migrations of the metadata store: bring a database to the newest revision.
 
 ``upgrade(engine)`` runs Alembic's ``upgrade head`` on the engine's database with the
-migrations shipped in ``usina.stores.migrations``. It is safe to call from several processes
-at once: on PostgreSQL the upgrade holds a transaction-level advisory lock, on SQLite it runs
-in a ``BEGIN IMMEDIATE`` transaction (the database's one writer lock). A database that is
-already at the newest revision is left as it is.
+migrations shipped in ``usina.stores.migrations``; a brand-new database (no revision stamped,
+none of usina's tables) instead gets the tables of ``usina.stores.sql_schema`` at once and the
+newest revision stamped, without importing Alembic: the same schema (tests/integration's
+``test_sql_migrations`` compares both ways of making it), ~0.2 s sooner on every first run.
+It is safe to call from several processes at once: on PostgreSQL the upgrade holds a
+transaction-level advisory lock, on SQLite it runs in a ``BEGIN IMMEDIATE`` transaction (the
+database's one writer lock). A database that is already at the newest revision is left as it
+is.
 """
 
 from __future__ import annotations
@@ -112,18 +116,48 @@ def _upgrade(engine: sa.Engine, check: Callable[[sa.Connection], None] | None) -
             conn.rollback()
             return
         conn.rollback()
-    from alembic import command
-
-    head = head_revision()
-    config = alembic_config()
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         with conn.begin():
             if engine.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            if _is_new(conn):
+                create_new(conn)
+                return
+            from alembic import command
+
+            head = head_revision()
+            config = alembic_config()
             before = current_revision(conn)
             if before != head:
                 log.info("migrating the metadata store from %s to %s", before, head)
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
+
+
+def _is_new(conn: sa.Connection) -> bool:
+    """No revision stamped and none of usina's tables: a database usina has never written."""
+    from usina.stores.sql_schema import metadata
+
+    if stamped_revision(conn) is not None:
+        return False
+    present = set(sa.inspect(conn).get_table_names())
+    return not present & set(metadata.tables)
+
+
+def create_new(conn: sa.Connection) -> None:
+    """Make the newest schema in a new database, in the caller's transaction: the tables from
+    ``usina.stores.sql_schema`` and ``alembic_version`` stamped at ``HEAD`` (as Alembic's own
+    table, so later upgrades continue from there)."""
+    from usina.stores.sql_schema import metadata
+
+    metadata.create_all(conn)
+    version = sa.Table(
+        "alembic_version",
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    version.create(conn)
+    conn.execute(version.insert().values(version_num=HEAD))

@@ -396,11 +396,17 @@ class Progress:
         if self._live is not None:
             self._live.update(steps_table(run, steps))
             return
-        for step in run_json(run, steps)["steps"]:
-            key = ("cached" if step["cached"] else step["state"], step["attempts"])
-            if self._seen.get(step["node"]) == key:
-                continue
-            self._seen[step["node"]] = key
+        # Only the steps that changed since the last pass are made into lines (a pass of a
+        # long pipeline changes one or two of them).
+        changed = []
+        for record in steps:
+            key = ("cached" if record.cached else record.state.value, record.attempts)
+            if self._seen.get(record.node) != key:
+                self._seen[record.node] = key
+                changed.append(record)
+        if not changed:
+            return
+        for step in run_json(run, changed)["steps"]:
             if step["state"] != StepState.PENDING.value:
                 self.console.print(step_line(step), highlight=False)
 

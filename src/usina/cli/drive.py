@@ -8,7 +8,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from usina.cli.common import EXIT_FAILED, EXIT_OK, Output, err, out
-from usina.cli.display import Progress, print_json, run_json, steps_table, summary_line
+from usina.cli.display import Progress, print_json, run_json, summary_line
 from usina.engine.records import RunState
 from usina.i18n import _
 
@@ -75,8 +75,8 @@ def _drive_run(engine: Any, run: RunRecord, output: Output) -> int:
     if output is Output.json:
         print_json(out, run_json(final, steps))
     else:
-        if not live:
-            out.print(steps_table(final, steps))
+        # Off a terminal the progress lines have already said how each step ended: a table
+        # would repeat them (and cost a 50-step run ~60 ms to lay out).
         colour = "green" if final.state is RunState.SUCCEEDED else "red"
         out.print(f"[{colour}]{summary_line(final, steps)}[/]")
         if final.state is RunState.FAILED:

@@ -1,19 +1,27 @@
 """Serving benchmark: ``usina serve`` vs MLServer 1.7, plain FastAPI and a no-op endpoint.
 
 One invocation builds (or reuses) the same LightGBM fraud-style model, serves it with each server
-in turn on this machine, drives REST with ``wrk`` at 1, 16 and 64 connections and gRPC with a
-Python load generator, and prints requests/s, p50 and p99 for each, and the ratios the issue
-targets. MLServer runs from its own venv under ``benchmarks/.venvs/mlserver`` (created here).
+in turn on this machine, drives REST with ``wrk`` at 1, 16 and 64 connections and gRPC with
+``h2load`` (64 streams in flight over 16 HTTP/2 connections, every request the same pre-encoded
+``ModelInfer`` frame), and prints requests/s, p50, p99 and the load generator's CPU use for
+each, and the ratios the issues target. MLServer runs from its own venv under
+``benchmarks/.venvs/mlserver`` (created here).
 
     python benchmarks/serving.py                     # everything, 10 s per point
     python benchmarks/serving.py --duration 5 --servers usina,fastapi-2w
     python benchmarks/serving.py --soak 120          # + the 2-minute overload soak (RSS growth)
+    python benchmarks/serving.py --grpc-generator python   # the older Python gRPC client instead
     python benchmarks/serving.py --model strings --servers usina,mlserver,fastapi-2w
         # a scikit-learn Pipeline one-hot-encoding string columns (uf, mcc): usina vs MLServer's
         # scikit-learn runtime with its pandas codec vs FastAPI calling model.predict(DataFrame)
 
-Needs ``wrk`` (``bash scripts/install_wrk.sh``: apt) and the project's venv with the
-``serving,grpc,mlflow,fraud,dev`` extras. Results vary with what else runs on the machine.
+Needs ``wrk`` and ``h2load`` (``bash scripts/install_load_generators.sh``: apt) and the project's
+venv with the ``serving,grpc,mlflow,fraud,dev`` extras. Results vary with what else runs on the
+machine: compare the ratios of one invocation.
+
+The "gen cpu" column is the generator's CPU time over the point's duration, as a share of what its
+threads could use (wrk: 2 threads, h2load: 1, the Python generator: 2 processes): near 100% the
+generator, not the server, limits the figure.
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -381,6 +391,17 @@ class Point:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    gen_cpu: float = float("nan")  # the generator's CPU use, share of its threads' capacity
+
+
+@contextlib.contextmanager
+def children_cpu(into: list[float]) -> Any:
+    """CPU seconds (user + system) of the child processes waited for inside the block: the load
+    generator's, since the servers are still running and so not yet waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    yield
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    into.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
 
 
 def _ms(text: str) -> float:
@@ -398,25 +419,28 @@ def run_wrk(port: int, path: str, body: bytes, connections: int, duration: float
         f'wrk.method = "POST"\nwrk.body = io.open("{WORK / "body.json"}"):read("*a")\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    threads = str(min(2, connections))
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            threads,
-            "-c",
-            str(connections),
-            "-d",
-            f"{max(1, round(duration))}s",
-            "--latency",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    threads = min(2, connections)
+    seconds = max(1, round(duration))
+    cpu: list[float] = []
+    with children_cpu(cpu):
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                str(threads),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -425,7 +449,7 @@ def run_wrk(port: int, path: str, body: bytes, connections: int, duration: float
     n_err = int(non2xx.group(1)) if non2xx else 0
     if errors:
         n_err += sum(int(g) for g in errors.groups())
-    return Point(rps, p50, p99, n_err)
+    return Point(rps, p50, p99, n_err, cpu[0] / (seconds * threads))
 
 
 def _grpc_worker(port: int, payload: bytes, concurrency: int, duration: float, q: object) -> None:
@@ -480,11 +504,13 @@ def run_grpc(port: int, concurrency: int, duration: float, procs: int = 2) -> Po
         ctx.Process(target=_grpc_worker, args=(port, payload, concurrency // procs, duration, q))
         for _ in range(procs)
     ]
-    for w in workers:
-        w.start()
-    results = [q.get(timeout=duration + 120) for _ in workers]
-    for w in workers:
-        w.join()
+    cpu: list[float] = []
+    with children_cpu(cpu):
+        for w in workers:
+            w.start()
+        results = [q.get(timeout=duration + 120) for _ in workers]
+        for w in workers:
+            w.join()
     latencies = sorted(lat for _, lats, _ in results for lat in lats)
     count = sum(n for n, _, _ in results)
     errors = sum(e for _, _, e in results)
@@ -495,6 +521,68 @@ def run_grpc(port: int, concurrency: int, duration: float, procs: int = 2) -> Po
         statistics.median(latencies) * 1000,
         latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
         errors,
+        cpu[0] / (duration * procs),
+    )
+
+
+def grpc_preflight(port: int, payload: bytes) -> int:
+    """One ``ModelInfer`` through grpcio, which must succeed: the length of the answer's gRPC
+    message. h2load sees HTTP/2 only (a gRPC error is an HTTP 200 with a ``grpc-status``
+    trailer), so :func:`run_h2load` counts as answered the requests whose DATA it received."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        return len(call(payload, timeout=30))
+
+
+def run_h2load(
+    port: int, payload: bytes, in_flight: int, duration: float, connections: int
+) -> Point:
+    """gRPC load from h2load: ``connections`` HTTP/2 connections with ``in_flight /
+    connections`` streams each, every request the same pre-encoded gRPC frame (the 5-byte
+    prefix and the serialized ``ModelInferRequest``), so the generator does no protobuf work."""
+    answer = grpc_preflight(port, payload)
+    frame = WORK / "grpc-request.bin"
+    frame.write_bytes(b"\x00" + struct.pack(">I", len(payload)) + payload)
+    log = WORK / "h2load.log"
+    log.unlink(missing_ok=True)
+    seconds = max(1, round(duration))
+    cpu: list[float] = []
+    command = [
+        "h2load",
+        "-t", "1",
+        "-c", str(connections),
+        "-m", str(max(1, in_flight // connections)),
+        "-D", str(seconds),
+        "--warm-up-time", "1",
+        "-d", str(frame),
+        "-H", "content-type: application/grpc",
+        "-H", "te: trailers",
+        f"--log-file={log}",
+        f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
+    ]  # fmt: skip
+    with children_cpu(cpu):
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    data = re.search(r"traffic: .*?, \S+ \((\d+)\) data", out)
+    if done is None or data is None:
+        raise RuntimeError(f"cannot read h2load's output:\n{out}")
+    n_done, n_ok = int(done.group(1)), int(done.group(2))
+    # Every answered request brings one gRPC message of ``answer`` bytes behind its 5-byte
+    # prefix; a failed RPC brings none (only a grpc-status trailer).
+    answered = min(n_ok, int(data.group(1)) // (5 + answer))
+    latencies = sorted(
+        int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line
+    )
+    if not latencies:
+        return Point(0.0, float("nan"), float("nan"), n_done, cpu[0] / seconds)
+    return Point(
+        answered / seconds,
+        statistics.median(latencies),
+        latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        n_done - answered,
+        cpu[0] / seconds,
     )
 
 
@@ -534,7 +622,16 @@ def main() -> int:
         "--servers",
         default="usina,mlserver,mlserver-batching,fastapi-1w,fastapi-2w,noop-2w",
     )
-    parser.add_argument("--grpc-concurrency", type=int, default=64)
+    parser.add_argument("--grpc-concurrency", type=int, default=64, help="gRPC requests in flight")
+    parser.add_argument(
+        "--grpc-generator",
+        choices=["h2load", "python"],
+        default="h2load",
+        help="h2load: pre-encoded frames from C; python: grpc.aio clients in 2 processes",
+    )
+    parser.add_argument(
+        "--grpc-connections", type=int, default=16, help="h2load's HTTP/2 connections"
+    )
     parser.add_argument(
         "--model",
         choices=["lightgbm", "strings"],
@@ -545,9 +642,13 @@ def main() -> int:
     parser.add_argument("--soak-connections", type=int, default=1024)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: run  bash scripts/install_wrk.sh", file=sys.stderr)
-        return 2
+    for tool in ("wrk", "h2load") if args.grpc_generator == "h2load" else ("wrk",):
+        if shutil.which(tool) is None:
+            print(
+                f"{tool} is not installed: run  bash scripts/install_load_generators.sh",
+                file=sys.stderr,
+            )
+            return 2
     WORK.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=WORK))
     kind = args.model
@@ -560,7 +661,10 @@ def main() -> int:
         print("model: scikit-learn Pipeline, one-hot uf and mcc (strings) + 2 numbers; one row")
     else:
         print(f"model: {N_TREES}-tree LightGBM, {N_FEATURES} features; one row per request")
-    print(f"{'server':<18}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(
+        f"{'server':<23}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'gen cpu':>9}"
+    )
     for name in args.servers.split(","):
         label = "usina-2w" if name == "usina" else name
         served = start(label, model_dir, work, kind)
@@ -571,16 +675,26 @@ def main() -> int:
                 point = run_wrk(served.http_port, served.path, body, c, args.duration)
                 rest[name][c] = point
                 print(
-                    f"{name:<18}{c:>6}{point.rps:>10,.0f}{point.p50_ms:>9.2f}"
-                    f"{point.p99_ms:>9.2f}{point.errors:>8}",
+                    f"{name:<23}{c:>6}{point.rps:>10,.0f}{point.p50_ms:>9.2f}"
+                    f"{point.p99_ms:>9.2f}{point.errors:>8}{point.gen_cpu:>9.0%}",
                     flush=True,
                 )
             if served.grpc_port is not None and kind == "lightgbm":
-                point = run_grpc(served.grpc_port, args.grpc_concurrency, args.duration)
+                if args.grpc_generator == "h2load":
+                    point = run_h2load(
+                        served.grpc_port,
+                        grpc_payload(),
+                        args.grpc_concurrency,
+                        args.duration,
+                        args.grpc_connections,
+                    )
+                else:
+                    point = run_grpc(served.grpc_port, args.grpc_concurrency, args.duration)
                 grpc_points[name] = point
                 print(
-                    f"{name + ' gRPC':<18}{args.grpc_concurrency:>6}{point.rps:>10,.0f}"
-                    f"{point.p50_ms:>9.2f}{point.p99_ms:>9.2f}{point.errors:>8}",
+                    f"{name + ' gRPC':<23}{args.grpc_concurrency:>6}{point.rps:>10,.0f}"
+                    f"{point.p50_ms:>9.2f}{point.p99_ms:>9.2f}{point.errors:>8}"
+                    f"{point.gen_cpu:>9.0%}",
                     flush=True,
                 )
         finally:
@@ -591,8 +705,11 @@ def main() -> int:
     def ratio(a: str, b: str, points: dict[str, Point]) -> None:
         if a in points and b in points and points[b].rps:
             pa, pb = points[a], points[b]
+            kind = "gRPC" if points is grpc_points else "REST"
+            if b.endswith(" REST"):
+                kind = "gRPC"
             print(
-                f"  {a} / {b}: throughput x{pa.rps / pb.rps:.2f}, "
+                f"  {a} / {b} ({kind}): throughput x{pa.rps / pb.rps:.2f}, "
                 f"p99 {pa.p99_ms:.1f} ms vs {pb.p99_ms:.1f} ms"
             )
 
@@ -601,9 +718,11 @@ def main() -> int:
         ratio("usina", other, at_top)
     for other in ("mlserver", "mlserver-batching"):
         ratio("usina", other, grpc_points)
+    if "usina" in grpc_points and "usina" in at_top:
+        ratio("usina", "usina REST", {"usina": grpc_points["usina"], "usina REST": at_top["usina"]})
     print(
         "  targets: REST >= 4x MLServer and >= the best plain FastAPI, p99 no worse; "
-        "gRPC >= 3x MLServer"
+        "gRPC >= 3x MLServer's gRPC and >= 0.5x usina's REST, p99 <= MLServer's"
     )
     if args.json:
         args.json.write_text(

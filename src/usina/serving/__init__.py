@@ -6,9 +6,9 @@ sheds load with 503s past a bounded queue, drains on SIGTERM and exports Prometh
 Install with ``pip install 'usina[serving,grpc,mlflow]'``.
 
 Modules: ``cli`` (the command), ``worker`` (one process; several via SO_REUSEPORT),
-``rest`` and ``grpc_service`` (the protocols), ``codec`` (payloads and validation),
-``batching``, ``repository`` (versions and hot reload), ``loader`` (the only mlflow import),
-``model``, ``metrics``, ``settings``, ``errors``.
+``rest`` and ``grpc_service`` (the protocols), ``grpc_h2`` (gRPC's HTTP/2 transport),
+``codec`` (payloads and validation), ``batching``, ``repository`` (versions and hot reload),
+``loader`` (the only mlflow import), ``model``, ``metrics``, ``settings``, ``errors``.
 """
 
 from usina.serving.settings import BatchSettings, ServeSettings

@@ -1,10 +1,12 @@
-"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` on grpc.aio.
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``.
 
 Handlers take and return raw bytes and parse the messages themselves, so a request that is not
-a valid protobuf gets ``INVALID_ARGUMENT`` rather than grpc's own ``INTERNAL``. The inference
-response is written straight to protobuf's wire format from bytes cached per model and output
-(:func:`usina.serving.codec.encode_grpc_response`): building a message object per request and
-per output was most of the Python work of a one-row ``ModelInfer``.
+a valid protobuf gets ``INVALID_ARGUMENT`` rather than a transport's ``INTERNAL``; the transport
+is :mod:`usina.serving.grpc_h2`, which maps what a handler raises with
+:meth:`GrpcService.status`. The inference response is written straight to protobuf's wire format
+from bytes cached per model and output (:func:`usina.serving.codec.encode_grpc_response`):
+building a message object per request and per output was most of the Python work of a one-row
+``ModelInfer``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 
@@ -38,6 +39,7 @@ from usina.serving.errors import (
     ModelNotReadyError,
     OverloadedError,
 )
+from usina.serving.grpc_h2 import Status
 from usina.serving.model import V2_TO_NUMPY
 from usina.serving.proto import grpc_predict_v2_pb2 as pb
 from usina.serving.rest import EXTENSIONS, SERVER_NAME
@@ -65,14 +67,14 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-_CODES: dict[type[Exception], grpc.StatusCode] = {
-    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
-    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
-    grpc_repository.RepositoryOff: grpc.StatusCode.UNIMPLEMENTED,
+_CODES: dict[type[BaseException], Status] = {
+    InvalidInputError: Status.INVALID_ARGUMENT,
+    ModelNotFoundError: Status.NOT_FOUND,
+    OverloadedError: Status.RESOURCE_EXHAUSTED,
+    ModelNotReadyError: Status.UNAVAILABLE,
+    grpc_repository.RepositoryOff: Status.UNIMPLEMENTED,
+    PredictError: Status.INTERNAL,
 }
-_MAPPED = tuple(_CODES)
 _MAX_ELEMENTS = 1 << 31
 
 
@@ -140,7 +142,8 @@ class GrpcService:
         self.catalog = catalog
         self.metrics = metrics
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def methods(self) -> dict[str, Callable[[bytes], Awaitable[bytes]]]:
+        """Every RPC by its path (``/inference.GRPCInferenceService/ModelInfer``...)."""
         methods = {
             "ServerLive": self._server_live,
             "ServerReady": self._server_ready,
@@ -150,25 +153,17 @@ class GrpcService:
             "ModelInfer": self._model_infer,
             **grpc_repository.methods(self.catalog, _parse),
         }
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                name: grpc.unary_unary_rpc_method_handler(self._guard(fn))
-                for name, fn in methods.items()
-            },
-        )
+        return {f"/{SERVICE}/{name}": fn for name, fn in methods.items()}
 
-    def _guard(self, fn: Callable[[bytes], Awaitable[bytes]]) -> Callable[..., Awaitable[bytes]]:
-        async def call(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            try:
-                return await fn(request)
-            except _MAPPED as exc:
-                await context.abort(_CODES[type(exc)], str(exc))
-            except PredictError as exc:
-                await context.abort(grpc.StatusCode.INTERNAL, str(exc))
-            raise AssertionError("unreachable")  # abort() always raises
-
-        return call
+    @staticmethod
+    def status(exc: BaseException) -> tuple[Status, str]:
+        """The status a call ends with when its handler raised ``exc``: the serving errors'
+        own, ``UNKNOWN`` for anything else (a bug: logged with its traceback)."""
+        code = _CODES.get(type(exc))
+        if code is not None:
+            return code, str(exc)
+        log.error("a gRPC handler failed", exc_info=exc)
+        return Status.UNKNOWN, f"Exception calling application: {type(exc).__name__}"
 
     async def _server_live(self, request: bytes) -> bytes:
         _parse(pb.ServerLiveRequest, request)

@@ -61,9 +61,9 @@ def run_worker(settings: ServeSettings) -> int:
 
 
 async def _serve(settings: ServeSettings) -> int:
-    import grpc
     import uvicorn
 
+    from usina.serving.grpc_h2 import GrpcServer
     from usina.serving.grpc_service import GrpcService
     from usina.serving.metrics import ServingMetrics
     from usina.serving.rest import RestApp
@@ -98,20 +98,17 @@ async def _serve(settings: ServeSettings) -> int:
     )
     server = _Server(config)
 
-    grpc_server: Any = None
+    grpc_server: GrpcServer | None = None
     if settings.grpc_port is not None:
-        grpc_server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1 if reuse else 0),
-                ("grpc.max_receive_message_length", settings.max_body_bytes),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ]
+        service = GrpcService(catalog, metrics)
+        grpc_server = GrpcServer(
+            service.methods(),
+            service.status,
+            max_receive=settings.max_body_bytes,
+            max_send=64 * 1024 * 1024,
         )
-        grpc_server.add_generic_rpc_handlers((GrpcService(catalog, metrics).handler(),))
-        address = f"{settings.host}:{settings.grpc_port}"
-        if grpc_server.add_insecure_port(address) == 0:
-            raise ModelLoadError(f"cannot bind gRPC to {address}")
-        await grpc_server.start()
+        grpc_sock = bind_socket(settings.host, settings.grpc_port, reuse_port=reuse)
+        await grpc_server.start(grpc_sock, _BACKLOG)
 
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

@@ -7,11 +7,14 @@ from src/usina, merge them into each language's ``.po``, compile the ``.mo`` bes
     python scripts/i18n.py check      # exit 1 naming each message without a translation
 
 Messages are marked with ``_()`` and ``N_()`` (``usina.i18n``); the English text is the id.
+The ``--help`` texts of the commands and options are read from the built app instead
+(``usina.cli.help``): a command's help paragraph by paragraph, each option's ``help=``.
 tests/unit/test_i18n.py runs ``problems()``: a message without its translation fails CI.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import string
 import sys
@@ -56,7 +59,37 @@ def extract() -> Catalog:
             auto_comments=comments,
             context=context,
         )
+    seen: set[str] = set()
+    for message, filename, lineno, shown_by in help_texts():
+        template.add(
+            message,
+            locations=[(filename, lineno)],
+            auto_comments=[] if message in seen else [f"help of `{shown_by}`"],
+        )
+        seen.add(message)
     return template
+
+
+@functools.cache
+def help_texts() -> tuple[tuple[str, str, int, str], ...]:
+    """The ``--help`` texts of every command and option (``usina.cli.help``), from the whole
+    app as ``usina --help`` builds it; every extra must be installed, or the help of a command
+    that needs one would leave the catalogue."""
+    from usina.cli.help import NEEDS_EXTRA, help_texts
+    from usina.cli.main import build_app
+    from usina.i18n import reword
+
+    found: list[tuple[str, str, int, str]] = []
+    for message, filename, lineno, shown_by in help_texts(build_app()):
+        if reword(message, [NEEDS_EXTRA], "pt-BR") != message:
+            raise SystemExit(
+                f"`{shown_by}` says {message!r}: install its extra (the dev environment has "
+                "every one) so that its help texts can be extracted"
+            )
+        path = Path(filename)
+        where = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else filename
+        found.append((message, where, lineno, shown_by))
+    return tuple(found)
 
 
 def read(locale: str) -> Catalog:

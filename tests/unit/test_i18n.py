@@ -8,12 +8,16 @@ import ast
 import json
 import re
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import typer
+import typer.main
 from babel.messages.catalog import Catalog
 from scripts.i18n import LOCALES, check, compiled, extract, mo_path, placeholders, problems, read
 
 from usina import i18n
+from usina.cli import help
 from usina.engine.policy import advice
 from usina.errors import NotFoundError
 from usina.sdk.retry import FailureClass
@@ -513,3 +517,120 @@ def test_a_steps_problems_are_english_text_and_portuguese_where_shown() -> None:
         "unidade desconhecida 'GB'; você quis dizer 4Gi?"
     )
     assert i18n.message_json(info.value)["params"]["problems"] == str(info.value).split(": ", 1)[1]
+
+
+def _help_app() -> typer.Typer:
+    """A small app whose help texts are partly in the catalogue."""
+    app = typer.Typer(add_completion=False)
+
+    @app.command("ls")
+    def ls(
+        limit: Annotated[int, typer.Option(help="how many runs")] = 20,
+        odd: Annotated[int, typer.Option(help="a text\n  the catalogue\nlacks")] = 1,
+    ) -> None:
+        """List runs,
+        newest first.
+
+        A second paragraph the catalogue lacks.
+
+        \b
+        kept
+          as it is"""
+
+    @app.command("serve")
+    def serve() -> None:
+        """(needs: pip install 'usina[serving]')"""
+
+    return app
+
+
+def _helps(command: object) -> list[str | None]:
+    found: list[str | None] = []
+    for sub in getattr(command, "commands", {}).values():
+        found += [sub.help, *(p.help for p in sub.params if getattr(p, "help", None))]
+    return found
+
+
+def test_help_texts_are_in_the_language_asked_for_and_english_stays_as_built() -> None:
+    english = _helps(help.translated(_help_app(), "en"))
+    assert english == _helps(typer.main.get_command(_help_app()))
+    portuguese = _helps(help.translated(_help_app(), "pt-BR"))
+    assert portuguese == [
+        "Lista as execuções, das mais novas para as mais antigas.\n\n"
+        "A second paragraph the catalogue lacks.\n\n\b\nkept\n  as it is",
+        "quantas execuções",
+        "a text\n  the catalogue\nlacks",
+        "(requer: pip install 'usina[serving]')",
+    ]
+
+
+def test_help_texts_are_extracted_as_one_line_per_paragraph_with_what_shows_them() -> None:
+    found = {(text, shown_by) for text, _file, _line, shown_by in help.help_texts(_help_app())}
+    assert found == {
+        ("List runs, newest first.", "usina ls"),
+        ("A second paragraph the catalogue lacks.", "usina ls"),
+        ("how many runs", "usina ls --limit"),
+        ("a text the catalogue lacks", "usina ls --odd"),
+        ("(needs: pip install 'usina[serving]')", "usina serve"),
+    }
+
+
+def test_every_help_text_of_the_app_is_in_the_catalogue_and_shows_translated() -> None:
+    from usina.cli.main import build_app
+
+    ids = {m.id for m in extract()}
+    texts = {text for text, *_where in help.help_texts(build_app())}
+    assert texts <= ids
+    assert {"List runs, newest first.", "how many runs", "FILE.py[:PIPELINE]"} <= texts
+    # the second paragraph of `usina k8s render`, its line breaks made spaces
+    second = (
+        "The Jobs read and write the artifact store (USINA_ARTIFACTS_URL): it must be one the "
+        "pods can reach (s3://, gs://, ...); a local path is refused unless "
+        "--allow-local-artifacts."
+    )
+    assert second in texts
+    shown = typer.main.get_command(build_app())
+    said = help.translated(build_app(), "pt-BR")
+    english, portuguese = _all_helps(shown), _all_helps(said)
+    assert len(english) == len(portuguese) > 150
+    assert [e for e, p in zip(english, portuguese, strict=True) if e == p] == ["pods", "ISO 8601"]
+
+
+def _all_helps(command: object) -> list[str]:
+    found = [help.message_id(t) for t in (getattr(command, "help", None) or "").split("\n\n") if t]
+    for param in getattr(command, "params", []):
+        if getattr(param, "help", None):
+            found.append(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        found += _all_helps(sub)
+    return found
+
+
+def test_the_check_fails_when_a_help_text_has_no_translation() -> None:
+    catalog = read("pt_BR")
+    assert check(extract(), catalog, compiled(catalog), "x.po") == []
+    del catalog["List runs, newest first."]
+    catalog["how many runs"].string = ""
+    assert check(extract(), catalog, compiled(catalog), "x.po") == [
+        "x.po: 'List runs, newest first.' is not in the catalogue (run scripts/i18n.py)",
+        "x.po: 'how many runs' has no translation",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "lang"),
+    [
+        (["--lang", "pt-BR", "run", "--help"], "pt-BR"),
+        (["--lang=pt-BR", "runs", "ls", "--help"], "pt-BR"),
+        (["--server", "--lang", "runs", "--lang", "en"], None),  # --server's value, then a command
+        (["--token", "t", "--lang", "en", "--help"], "en"),
+        (["run", "--lang", "pt-BR"], None),  # the command's own words
+        (["--lang"], None),
+    ],
+)
+def test_the_language_of_help_is_read_from_the_root_options(
+    argv: list[str], lang: str | None
+) -> None:
+    from usina.cli.main import _ROOT_VALUE_OPTIONS
+
+    assert help.lang_in(argv, _ROOT_VALUE_OPTIONS) == lang

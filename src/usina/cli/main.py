@@ -17,10 +17,11 @@ import typer
 from rich.markup import escape
 
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
+from usina.cli.help import lang_in, translated
 from usina.cli.optional import OPTIONAL, register_optional
 from usina.cli.remote import Remote
 from usina.errors import DefinitionError, NotFoundError, StateError, UsinaError
-from usina.i18n import _, error_text, language, language_from_env, set_language
+from usina.i18n import DEFAULT, _, error_text, language, language_from_env, set_language
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_app", "main"]  # and ``app``
 
@@ -214,9 +215,15 @@ def _main(argv: list[str] | None) -> int:
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     _configure_logging(os.environ.get("USINA_LOG_FORMAT"))
     args = sys.argv[1:] if argv is None else argv
+    asked = lang_in(args, _ROOT_VALUE_OPTIONS)
+    if asked is not None:  # before Click parses: it prints --help as it goes
+        set_language(asked)
     app = build_app(_command_in(args))
     try:
-        result = app(args=args, standalone_mode=False)
+        if language() == DEFAULT:
+            result = app(args=args, standalone_mode=False)
+        else:  # the same command, its --help texts in the language
+            result = translated(app, language())(args=args, standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except SystemExit as exc:  # click usage errors

@@ -206,3 +206,59 @@ def test_a_client_that_does_not_speak_http2_is_disconnected(harness: Harness) ->
         data = conn.recv(4096)
         while data:  # our SETTINGS and the GOAWAY, then the close
             data = conn.recv(4096)
+
+
+def _read_frames(
+    sock: socket.socket, until: Any, timeout: float = 5
+) -> list[tuple[int, int, bytes]]:
+    """(type, stream, payload) of each frame the server sends, until ``until(frames)``."""
+    sock.settimeout(timeout)
+    buffer, frames = b"", []
+    while not until(frames):
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        buffer += chunk
+        while len(buffer) >= 9:
+            length = int.from_bytes(buffer[:3], "big")
+            if len(buffer) < 9 + length:
+                break
+            kind, stream = buffer[3], int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            frames.append((kind, stream, buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+    return frames
+
+
+def test_calls_past_the_concurrent_stream_limit_are_refused(harness: Harness) -> None:
+    """A peer that ignores SETTINGS_MAX_CONCURRENT_STREAMS gets the extra streams refused
+    (RST_STREAM REFUSED_STREAM), so one connection cannot hold unbounded open calls."""
+    import hpack
+
+    from usina.serving.grpc_h2 import MAX_CONCURRENT_STREAMS, PREFACE
+
+    host, port = harness.target.rsplit(":", 1)
+    block = hpack.Encoder().encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/test.Service/echo"),
+            (":authority", harness.target),
+            ("content-type", "application/grpc"),
+        ]
+    )
+
+    def headers(stream: int) -> bytes:  # END_HEADERS, no END_STREAM: the call stays open
+        return len(block).to_bytes(3, "big") + bytes((1, 0x4)) + stream.to_bytes(4, "big") + block
+
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # empty SETTINGS
+        opened = [1 + 2 * i for i in range(MAX_CONCURRENT_STREAMS + 1)]
+        sock.sendall(b"".join(headers(s) for s in opened))
+        frames = _read_frames(sock, lambda fs: any(f[0] == 3 for f in fs))
+    settings = next(f[2] for f in frames if f[0] == 4 and f[2])
+    advertised = {
+        int.from_bytes(settings[i : i + 2], "big"): int.from_bytes(settings[i + 2 : i + 6], "big")
+        for i in range(0, len(settings), 6)
+    }
+    assert advertised[0x3] == MAX_CONCURRENT_STREAMS
+    refused = [(f[1], int.from_bytes(f[2], "big")) for f in frames if f[0] == 3]
+    assert refused == [(opened[-1], 7)]  # only the one past the limit, REFUSED_STREAM

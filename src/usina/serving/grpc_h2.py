@@ -7,7 +7,8 @@ httptools. This server reads HTTP/2 frames straight off a uvloop transport, deco
 ``hpack``, calls the same bytes-in, bytes-out handlers and writes every answer that is ready in
 one loop pass to a connection with one ``write``.
 
-What it implements, and what it does not: the client's connection preface and SETTINGS, PING,
+What it implements, and what it does not: the client's connection preface and SETTINGS (ours
+cap a connection at ``MAX_CONCURRENT_STREAMS`` calls at once), PING,
 flow control both ways (the peer's windows are honoured when sending; ours are kept wide open
 and topped up, since a request's size is bounded by ``max_receive`` anyway), RST_STREAM (the
 call is cancelled), CONTINUATION, padding, GOAWAY when draining, ``grpc-timeout`` deadlines
@@ -59,6 +60,10 @@ _OUR_MAX_FRAME = 16384  # the default: clients need no SETTINGS from us to use i
 _MAX_HEADER_BLOCK = 64 * 1024
 _PROTOCOL_ERROR, _FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR, _COMPRESSION_ERROR = 1, 3, 6, 9
 _REFUSED_STREAM = 7
+# SETTINGS_MAX_CONCURRENT_STREAMS: calls one connection may have open at once. Clients queue
+# beyond it; a peer that ignores it has the extra streams refused, so one connection cannot
+# hold unbounded calls (and their request bodies) in memory.
+MAX_CONCURRENT_STREAMS = 128
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -220,7 +225,7 @@ class _Connection(asyncio.Protocol):
             return
         # Our windows wide open: 2^31-1 for every stream (SETTINGS_INITIAL_WINDOW_SIZE) and the
         # connection; requests are bounded by max_receive, not by flow control.
-        settings = struct.pack(">HI", 0x4, _MAX_WINDOW)
+        settings = struct.pack(">HIHI", 0x3, MAX_CONCURRENT_STREAMS, 0x4, _MAX_WINDOW)
         self.write(_frame(_SETTINGS, 0, 0, settings))
         self.write(_frame(_WINDOW, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
 
@@ -378,7 +383,7 @@ class _Connection(asyncio.Protocol):
         if stream_id <= self.last_stream or not stream_id & 1:
             return  # a stream that is closed already (or not the client's to open)
         self.last_stream = stream_id
-        if self.server.draining:
+        if self.server.draining or len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self.write(_frame(_RST, 0, stream_id, struct.pack(">I", _REFUSED_STREAM)))
             return
         stream = _Stream(stream_id, self.peer_initial_window)

@@ -51,7 +51,7 @@ from usina.stores.sql_rows import (
 from usina.stores.sql_schema import attempts, cache, events, runs, steps
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 #: What reading a run that does not exist says (a run the caller may not see says the same).
 RUN_NOT_FOUND = N_("run {run!r} does not exist; `usina runs ls` lists the runs")
@@ -74,6 +74,7 @@ class SqlMetadataStore:
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self._shown_url = shown_url(normalize_url(url))
         self._upserts: dict[tuple[Any, ...], Any] = {}
+        self._statements: dict[str, Any] = {}
         self._batch = threading.local()
         self._engine = open_database(url, what="the metadata store", busy_timeout=busy_timeout)
 
@@ -153,6 +154,14 @@ class SqlMetadataStore:
                 f"metadata store {self._shown_url}: {what} failed: {exc.__class__.__name__}: {exc}"
             ) from exc
 
+    def _statement(self, name: str, build: Callable[[], Any]) -> Any:
+        """A statement built once and then executed with parameters: building one and
+        computing its cache key on every call cost more than running it, every pass."""
+        stmt = self._statements.get(name)
+        if stmt is None:
+            stmt = self._statements[name] = build()
+        return stmt
+
     def _upsert(
         self,
         conn: sa.Connection,
@@ -196,8 +205,11 @@ class SqlMetadataStore:
             self._add_events(conn, events_)
 
     def get_run(self, run_id: str) -> RunRecord:
+        stmt = self._statement(
+            "get_run", lambda: sa.select(runs).where(runs.c.id == sa.bindparam("run_id"))
+        )
         with self._read(f"reading run {run_id!r}") as conn:
-            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+            row = conn.execute(stmt, {"run_id": run_id}).mappings().first()
         if row is None:
             raise error(NotFoundError, RUN_NOT_FOUND, run=run_id)
         return run_from_row(row)
@@ -270,22 +282,36 @@ class SqlMetadataStore:
         when the id exists, or an UPDATE guarded by the stored state), then, only when it
         changed a row, the step and the events. See ``MetadataStore.record_attempt``."""
         row = attempt_to_row(attempt)
+        # RETURNING, not rowcount: psycopg reports no rowcount for an INSERT that may do
+        # nothing. The statements are built once; the row travels as parameters (the SET
+        # clause is the parameters' columns).
         if expected is None:
-            insert = _dialect_insert(self.dialect)
-            stmt: Any = insert(attempts).values(row).on_conflict_do_nothing(index_elements=["id"])
-        else:
-            stmt = (
-                sa.update(attempts)
-                .where(
-                    attempts.c.id == attempt.id,
-                    attempts.c.state == AttemptState(expected).value,
-                )
-                .values({k: v for k, v in row.items() if k != "id"})
+            stmt = self._statement(
+                "claim_attempt",
+                lambda: (
+                    _dialect_insert(self.dialect)(attempts)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                    .returning(attempts.c.id)
+                ),
             )
+            params = row
+        else:
+            stmt = self._statement(
+                "advance_attempt",
+                lambda: (
+                    sa.update(attempts)
+                    .where(
+                        attempts.c.id == sa.bindparam("b_id"),
+                        attempts.c.state == sa.bindparam("b_expected"),
+                    )
+                    .returning(attempts.c.id)
+                ),
+            )
+            params = {k: v for k, v in row.items() if k != "id"}
+            params |= {"b_id": attempt.id, "b_expected": AttemptState(expected).value}
         with self._write(f"recording attempt {attempt.id!r} ({attempt.state})") as conn:
-            # RETURNING, not rowcount: psycopg reports no rowcount for an INSERT that may
-            # do nothing. Nothing written here when no row comes back, so the commit is empty.
-            if conn.execute(stmt.returning(attempts.c.id)).first() is None:
+            # Nothing written when no row comes back, so the commit is empty.
+            if conn.execute(stmt, params).first() is None:
                 return False
             if step is not None:
                 self._upsert(conn, steps, step_to_row(step), ["run_id", "node"])

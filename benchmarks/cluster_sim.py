@@ -247,7 +247,7 @@ def main() -> None:
         "--load", type=float, default=0.9, help="offered GPU load vs the full cluster"
     )
     parser.add_argument(
-        "--resync", type=float, default=120.0, help="reconciler resync interval, wall s"
+        "--resync", type=float, default=300.0, help="reconciler resync interval, wall s"
     )
     args = parser.parse_args()
     losses = LeaseLosses()

@@ -24,7 +24,7 @@ class ReconcilerSettings:
         or to later passes.
     max_parallel: attempts running at once per run (default 4).
     resync_interval: with a backend that reports which runs changed (Kubernetes), a held run
-        that nothing reported on is still reconciled about this often, in seconds (default 30):
+        that nothing reported on is still reconciled about this often, in seconds (default 60):
         the safety net for what no feed reports, e.g. a cancel written by another replica.
     max_claims_per_pass: runs newly claimed in one pass (default 500): a backlog (a restart,
         a burst of submissions) is taken in slices, so the ends of running attempts are
@@ -36,7 +36,7 @@ class ReconcilerSettings:
     poll_interval: float = 0.5
     max_runs: int = 16
     max_parallel: int = 4
-    resync_interval: float = 30.0
+    resync_interval: float = 60.0
     max_claims_per_pass: int = 500
     enabled: bool = True
 

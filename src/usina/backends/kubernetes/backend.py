@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from usina.backends.kubernetes.classify import (
+    INDEX_ANNOTATION,
     classify,
     container_started,
     pod_finished,
@@ -104,6 +106,49 @@ WORKLOAD_SCAN_SECONDS = 1.0
 MIN_RECHECK_SECONDS = 0.5
 
 
+#: The parts of a Job's spec the backend reads (classification, queues, gangs); the pod
+#: template (containers, env, volumes: most of a Job's bytes) is not kept in the cache.
+JOB_SPEC_KEPT = (
+    "suspend",
+    "activeDeadlineSeconds",
+    "completionMode",
+    "completions",
+    "parallelism",
+    "backoffLimit",
+)
+
+
+def cached(kind: str, obj: Obj) -> Obj:
+    """What the cache keeps of a watched Job or pod: its metadata (without ``managedFields``
+    and ``ownerReferences``; of the labels only the Job name and completion index, which are
+    read) and status, and of a Job's spec the fields in ``JOB_SPEC_KEPT`` (a pod's spec: only
+    its node); keys and short strings are interned, so thousands of objects share one copy of
+    each. With tens of thousands of Jobs the full objects were most of a driver's memory."""
+    meta = obj.get("metadata") or {}
+    kept = {k: v for k, v in meta.items() if k not in ("managedFields", "ownerReferences")}
+    labels = meta.get("labels") or {}
+    kept["labels"] = {k: labels[k] for k in (JOB_LABEL, INDEX_ANNOTATION) if k in labels}
+    out: Obj = {"metadata": kept}
+    spec = obj.get("spec") or {}
+    if kind == "jobs":
+        out["spec"] = {k: spec[k] for k in JOB_SPEC_KEPT if k in spec}
+    elif "nodeName" in spec:
+        out["spec"] = {"nodeName": spec["nodeName"]}
+    if "status" in obj:
+        out["status"] = obj["status"]
+    return _interned(out)  # type: ignore[no-any-return]
+
+
+def _interned(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    if isinstance(value, str) and len(value) <= 64:
+        return sys.intern(value)
+    return value
+
+
 class KubernetesBackend:
     """The ``Backend`` of the engine, on Kubernetes Jobs.
 
@@ -158,6 +203,7 @@ class KubernetesBackend:
         self._recheck_at: dict[str, float] = {}  # job -> its live entry in ``_rechecks``
         self._suspended: set[str] = set()  # Jobs suspended (queued): their Workloads are read
         self._launching: dict[str, str] = {}  # job name -> attempt id, its create queued
+        self._forgotten: dict[str, float] = {}  # job name -> when it was dropped, its end known
         self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
         self._stop = threading.Event()
         self._api = KubeApi(
@@ -480,8 +526,9 @@ class KubernetesBackend:
     def next_recheck(self) -> float | None:
         """When (epoch seconds) the soonest verdict that changes with time is due, if any."""
         with self._lock:
-            while self._rechecks and self._recheck_at.get(self._rechecks[0][1]) != (
-                self._rechecks[0][0]
+            while (
+                self._rechecks
+                and self._recheck_at.get(self._rechecks[0][1]) != (self._rechecks[0][0])
             ):
                 heapq.heappop(self._rechecks)
             return self._rechecks[0][0] if self._rechecks else None
@@ -597,8 +644,15 @@ class KubernetesBackend:
             self._bump()
 
     def _apply_locked(self, kind: str, event: str, obj: Obj) -> None:
+        obj = cached(kind, obj)
         name = obj["metadata"]["name"]
         if kind == "jobs":
+            memo = self._memo.get(name)
+            settled = (
+                memo is not None
+                and name not in self._dirty
+                and memo[0].state in (TaskState.SUCCEEDED, TaskState.FAILED)
+            )
             self._touch(name)
             self._jobs[name] = obj
             self._launched.pop(name, None)
@@ -612,6 +666,7 @@ class KubernetesBackend:
                 self._deleted_jobs[name] = time.time()
             else:
                 self._deleted_jobs.pop(name, None)
+                self._forgotten.pop(name, None)
             if (
                 event != "DELETED"
                 and (obj.get("spec") or {}).get("suspend")
@@ -620,13 +675,23 @@ class KubernetesBackend:
                 self._suspended.add(name)
             else:
                 self._suspended.discard(name)
+                # admitted or gone: its Workload is read again if it is suspended again
+                self._workloads.pop(str(obj["metadata"].get("uid")), None)
             if gang_of(obj) is not None and (event == "DELETED" or job_finished(obj)):
                 self._retire_service(name)
+            if event == "DELETED" and settled and memo is not None and attempt_id:
+                # Its outcome was reported and cannot change: keep that, not the Job and its
+                # pods (with tens of thousands of Jobs, finished ones were most of the cache).
+                self._verdicts.setdefault(attempt_id, memo[0])
+                self._forget_job(name)
+                self._forgotten[name] = time.time()
             return
+        job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
+        if job in self._forgotten:
+            return  # a pod of a Job already forgotten (its deletion cascades after)
         self._pods[name] = obj
         if (obj.get("status") or {}).get("phase") == "Failed" and name not in self._failed_seq:
             self._failed_seq[name] = len(self._failed_seq)
-        job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
         if job:
             self._touch(job)
             self._pods_of.setdefault(job, set()).add(name)
@@ -901,6 +966,9 @@ class KubernetesBackend:
                 for name, when in list(self._deleted_jobs.items()):
                     if now - when > TOMBSTONE_SECONDS:
                         self._forget_job(name)
+                for name, when in list(self._forgotten.items()):
+                    if now - when > TOMBSTONE_SECONDS:
+                        del self._forgotten[name]
                 running = (
                     []
                     if interval is None

@@ -298,7 +298,7 @@ def main() -> None:
         poll_interval=0.5,
         max_runs=args.jobs // args.replicas + 1,
         resync_interval=args.resync,
-        max_claims_per_pass=200,
+        max_claims_per_pass=50,
     )
     replicas: list[Any] = []
     apis = []
@@ -358,7 +358,7 @@ def main() -> None:
         for job in workload:
             due = t0 + job.arrival / args.compression
             while not stop.is_set() and time.time() < due:
-                time.sleep(min(0.2, due - time.time()))
+                time.sleep(max(0.0, min(0.2, due - time.time())))
             if stop.is_set():
                 return
             submitter.submit(

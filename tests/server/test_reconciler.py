@@ -189,3 +189,12 @@ def test_leases_are_renewed_at_half_their_ttl_not_every_pass() -> None:
     backend.changed = set()
     rec.pass_once()
     assert sorted(engine.metadata.acquired) == ["a", "b"]
+
+
+def test_a_claim_backlog_is_taken_without_waiting() -> None:
+    rec, _, _ = make(FeedBackend(), [f"r{i}" for i in range(10)], max_claims_per_pass=4)
+    rec.pass_once()
+    assert rec.wait_time() == 0.0  # more runs wait to be claimed
+    rec.pass_once()
+    rec.pass_once()
+    assert rec.wait_time() > 0.0

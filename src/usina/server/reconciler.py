@@ -118,6 +118,7 @@ class Reconciler:
         self.passes = 0
         self.errors = 0
         self.reconciled = 0  # run passes made, all passes together
+        self._backlog = False  # the last pass claimed all it could: more runs wait
 
     @property
     def held(self) -> list[str]:
@@ -159,6 +160,8 @@ class Reconciler:
     def wait_time(self) -> float:
         """How long to wait for the backend before the next pass: the poll interval, shorter
         when a timer (ours or the backend's) falls due sooner."""
+        if self._backlog:
+            return 0.0
         longest = max(0.01, min(self.settings.poll_interval, self.settings.lease_ttl / 4))
         now = time.time()
         soonest = [t for t in (self._timers.soonest(), self._renewals.soonest()) if t]
@@ -206,6 +209,7 @@ class Reconciler:
         """Take the leases of claimable runs there is room for; the runs taken."""
         room = min(self.settings.max_runs - len(self._held), self.settings.max_claims_per_pass)
         taken: list[str] = []
+        self._backlog = False
         if room <= 0:
             return taken
         for run_id in self.platform.claimable_runs(self.owner, now, room + len(self._held)):
@@ -216,6 +220,8 @@ class Reconciler:
             if self._acquire(run_id):
                 log.info("%s: now driving run %s", self.owner, run_id)
                 taken.append(run_id)
+        # A full slice taken by the per-pass cap (not by max_runs): more may wait, go on at once.
+        self._backlog = len(taken) == room == self.settings.max_claims_per_pass
         return taken
 
     def _renew_due(self, now: float) -> None:

@@ -19,6 +19,7 @@ Run: ``.venv/bin/python benchmarks/cluster_sim.py [--jobs 20000] [--wall 240]``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -68,12 +69,25 @@ class CountingStore(InMemoryMetadataStore):
 
     ``get_run`` returns the stored (frozen) record without the fake's deep copy: the engine
     reads every run it holds on every pass, and the fake's copy of the plan (~0.1-1 ms) would
-    otherwise dominate the figures; an SQL store pays a query instead."""
+    otherwise dominate the figures; an SQL store pays a query instead. ``get_attempts`` reads
+    a run's attempts through an index by run (the fake scans every attempt of every run, which
+    made each read grow with the runs in flight; SQL has the index)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: Counter[int] = Counter()
         self.recorded: dict[str, float] = {}
+        self.attempts_of: dict[str, dict[str, None]] = defaultdict(dict)
+
+    def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
+        with self._lock:
+            found = [
+                a
+                for a in (self._attempts[i] for i in self.attempts_of.get(run_id, ()))
+                if node is None or a.node == node
+            ]
+        found.sort(key=lambda a: (a.started_at, a.number, a.id))
+        return copy.deepcopy(found)  # as the fake does: callers may not share its records
 
     def get_run(self, run_id: str) -> Any:
         with self._lock:
@@ -82,6 +96,7 @@ class CountingStore(InMemoryMetadataStore):
 
     def save_attempt(self, attempt: AttemptRecord) -> None:
         super().save_attempt(attempt)
+        self.attempts_of[attempt.run_id][attempt.id] = None
         self.writes[threading.get_ident()] += 1
         if attempt.state in (AttemptState.SUCCEEDED, AttemptState.FAILED):
             self.recorded.setdefault(attempt.id, time.time())

@@ -280,9 +280,11 @@ def test_launch_is_idempotent_across_backends(make_backend, emulator: Emulator) 
     first.launch(make_task("r1-train-1"))  # known to this backend: no request
     second = make_backend()  # another engine, before it has synced: 409 -> launched
     second.launch(make_task("r1-train-1"))
+    # Jobs are created off the caller's thread: look once both backends saw the outcome.
+    assert settle(second, ["r1-train-1"])["r1-train-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
+    assert settle(first, ["r1-train-1"])["r1-train-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
     assert emulator.count("create jobs") <= 2
     assert len(emulator.list("jobs")) == 1
-    assert settle(second, ["r1-train-1"])["r1-train-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
 
 
 def test_create_retries_on_429_and_500(make_backend, emulator: Emulator) -> None:  # type: ignore[no-untyped-def]

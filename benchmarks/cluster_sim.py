@@ -19,6 +19,7 @@ Run: ``.venv/bin/python benchmarks/cluster_sim.py [--jobs 20000] [--wall 240]``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -51,7 +52,6 @@ from kubernetes import client  # noqa: E402
 from tests.k8s.support import MemoryArtifacts  # noqa: E402
 from usina.backends.kubernetes import KubernetesSettings, job_name  # noqa: E402
 from usina.backends.kubernetes.backend import KubernetesBackend  # noqa: E402
-from usina.backends.kubernetes.settings import RUN_ANNOTATION  # noqa: E402
 from usina.engine.engine import Engine, EngineSettings  # noqa: E402
 from usina.engine.ports import Observation, Task, TaskState, result_key  # noqa: E402
 from usina.engine.records import AttemptRecord, AttemptState  # noqa: E402
@@ -69,12 +69,25 @@ class CountingStore(InMemoryMetadataStore):
 
     ``get_run`` returns the stored (frozen) record without the fake's deep copy: the engine
     reads every run it holds on every pass, and the fake's copy of the plan (~0.1-1 ms) would
-    otherwise dominate the figures; an SQL store pays a query instead."""
+    otherwise dominate the figures; an SQL store pays a query instead. ``get_attempts`` reads
+    a run's attempts through an index by run (the fake scans every attempt of every run, which
+    made each read grow with the runs in flight; SQL has the index)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: Counter[int] = Counter()
         self.recorded: dict[str, float] = {}
+        self.attempts_of: dict[str, dict[str, None]] = defaultdict(dict)
+
+    def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
+        with self._lock:
+            found = [
+                a
+                for a in (self._attempts[i] for i in self.attempts_of.get(run_id, ()))
+                if node is None or a.node == node
+            ]
+        found.sort(key=lambda a: (a.started_at, a.number, a.id))
+        return copy.deepcopy(found)  # as the fake does: callers may not share its records
 
     def get_run(self, run_id: str) -> Any:
         with self._lock:
@@ -83,6 +96,7 @@ class CountingStore(InMemoryMetadataStore):
 
     def save_attempt(self, attempt: AttemptRecord) -> None:
         super().save_attempt(attempt)
+        self.attempts_of[attempt.run_id][attempt.id] = None
         self.writes[threading.get_ident()] += 1
         if attempt.state in (AttemptState.SUCCEEDED, AttemptState.FAILED):
             self.recorded.setdefault(attempt.id, time.time())
@@ -139,6 +153,12 @@ class ResultBackend:
     def wait(self, timeout: float) -> None:
         self.inner.wait(timeout)
 
+    def changed_runs(self) -> set[str]:
+        return self.inner.changed_runs()
+
+    def next_recheck(self) -> float | None:
+        return self.inner.next_recheck()
+
     def close(self) -> None:
         self.inner.close()
 
@@ -178,94 +198,12 @@ class Claims:
             return len(self.unfinished)
 
 
-class WatchingBackend(KubernetesBackend):
-    """The real backend, noting which runs its watch saw change (``--driver changes``)."""
-
-    def __init__(self, *args: Any) -> None:
-        self.changed_runs: set[str] = set()
-        super().__init__(*args)
-
-    def _apply_locked(self, kind: str, event: str, obj: dict[str, Any]) -> None:
-        super()._apply_locked(kind, event, obj)
-        meta = obj["metadata"]
-        run = (meta.get("annotations") or {}).get(RUN_ANNOTATION) or (meta.get("labels") or {}).get(
-            "usina.dev/run"
-        )
-        if run:
-            self.changed_runs.add(run)
-
-    def take_changed(self) -> set[str]:
-        with self._changed:
-            out, self.changed_runs = self.changed_runs, set()
-        return out
-
-
-class ChangeDriver:
-    """A what-if, not the server's code: a replica loop that reconciles a held run only when
-    its Jobs or pods changed (the backend's watch says which), plus new runs (at most
-    ``max_new`` a pass, so launches cannot starve the recording of ends) and a round-robin
-    slice of ``sweep`` held runs (for what changes with time alone: backoff, log copies).
-    Leases are renewed only when less than half their TTL is left."""
-
-    def __init__(
-        self, engine: Engine, backend: WatchingBackend, claims: Claims, settings: Any
-    ) -> None:
-        self.engine = engine
-        self.backend = backend
-        self.claims = claims
-        self.owner = engine.owner
-        self.ttl = float(settings.lease_ttl)
-        self.max_runs = int(settings.max_runs)
-        self._held: dict[str, float] = {}
-        self._fresh: list[str] = []
-        self._cursor = 0
-        self.max_new = 200
-        self.sweep = 300
-
-    @property
-    def held(self) -> list[str]:
-        return list(self._held)
-
-    def pass_once(self) -> int:
-        store = self.engine.metadata
-        now = time.time()
-        room = self.max_runs - len(self._held)
-        if room > 0:
-            for run_id in self.claims.claimable_runs(self.owner, now, room + len(self._held)):
-                if run_id not in self._held and store.acquire_lease(
-                    run_id, self.owner, self.ttl, now
-                ):
-                    self._held[run_id] = now + self.ttl
-                    self._fresh.append(run_id)
-        for run_id, until in list(self._held.items()):
-            if until - now < self.ttl / 2:
-                if store.acquire_lease(run_id, self.owner, self.ttl, now):
-                    self._held[run_id] = now + self.ttl
-                else:
-                    self._held.pop(run_id)
-                    self.engine.forget(run_id)
-        due = {r for r in self.backend.take_changed() if r in self._held}
-        new, self._fresh = self._fresh[: self.max_new], self._fresh[self.max_new :]
-        due.update(r for r in new if r in self._held)
-        ids = list(self._held)
-        if ids:
-            start = self._cursor % len(ids)
-            due.update(ids[start : start + self.sweep])
-            self._cursor = start + self.sweep
-        for run_id in due:
-            run = self.engine.reconcile(run_id)
-            if run.state.finished:
-                self._held.pop(run_id, None)
-                self.engine.forget(run_id)
-                store.release_lease(run_id, self.owner)
-        return len(due)
-
-
 @dataclass
 class PassSample:
     at: float
     seconds: float
     held: int
+    runs: int  # runs reconciled in the pass
     changes: int
     in_flight: int
     rss: int
@@ -324,10 +262,7 @@ def main() -> None:
         "--load", type=float, default=0.9, help="offered GPU load vs the full cluster"
     )
     parser.add_argument(
-        "--driver",
-        choices=("reconciler", "changes"),
-        default="reconciler",
-        help="the server's Reconciler, or a what-if loop that reconciles changed runs only",
+        "--resync", type=float, default=300.0, help="reconciler resync interval, wall s"
     )
     args = parser.parse_args()
     losses = LeaseLosses()
@@ -341,7 +276,7 @@ def main() -> None:
         args.arrival_rate = args.load * total_gpus / (mean_gpus * mean_runtime())
     sim_args = []
     for action in parser._actions:
-        if action.dest in ("help", "replicas", "wall", "load", "driver"):
+        if action.dest in ("help", "replicas", "wall", "load", "resync"):
             continue
         sim_args += [action.option_strings[0], str(getattr(args, action.dest))]
     workload = generate(
@@ -374,7 +309,11 @@ def main() -> None:
         poll_interval=0.5, environment="cluster-sim", use_cache=False, lease_ttl=60
     )
     rec_settings = ReconcilerSettings(
-        lease_ttl=60.0, poll_interval=0.5, max_runs=args.jobs // args.replicas + 1
+        lease_ttl=60.0,
+        poll_interval=0.5,
+        max_runs=args.jobs // args.replicas + 1,
+        resync_interval=args.resync,
+        max_claims_per_pass=50,
     )
     replicas: list[Any] = []
     apis = []
@@ -383,7 +322,7 @@ def main() -> None:
         config.host = url
         api = client.ApiClient(config)
         apis.append(api)
-        inner = WatchingBackend(settings, api, artifacts)
+        inner = KubernetesBackend(settings, api, artifacts)
         backend = ResultBackend(inner, artifacts)
         backend.inner.wait_synced()
         engine = Engine(
@@ -393,10 +332,7 @@ def main() -> None:
             settings=engine_settings,
             owner=f"replica-{i}",
         )
-        if args.driver == "changes":
-            replicas.append(ChangeDriver(engine, inner, claims, rec_settings))
-        else:
-            replicas.append(Reconciler(engine, claims, rec_settings))  # type: ignore[arg-type]
+        replicas.append(Reconciler(engine, claims, rec_settings))  # type: ignore[arg-type]
 
     stop = threading.Event()
     samples: list[list[PassSample]] = [[] for _ in replicas]
@@ -407,6 +343,7 @@ def main() -> None:
         me = threading.get_ident()
         while not stop.is_set():
             before = store.writes[me]
+            runs_before = rec.reconciled
             start = time.perf_counter()
             try:
                 rec.pass_once()
@@ -418,12 +355,13 @@ def main() -> None:
                     time.time() - t0,
                     seconds,
                     len(rec.held),
+                    rec.reconciled - runs_before,
                     store.writes[me] - before,
                     claims.in_flight(),
                     rss_bytes() if i == 0 else 0,
                 )
             )
-            rec.engine.backend.wait(0.5)
+            rec.engine.backend.wait(rec.wait_time())
 
     submitted = 0
     base = sim_job.compile().to_json()
@@ -435,7 +373,7 @@ def main() -> None:
         for job in workload:
             due = t0 + job.arrival / args.compression
             while not stop.is_set() and time.time() < due:
-                time.sleep(min(0.2, due - time.time()))
+                time.sleep(max(0.0, min(0.2, due - time.time())))
             if stop.is_set():
                 return
             submitter.submit(
@@ -534,7 +472,10 @@ def report(
         f"{percentile([s.seconds for s in flat], 0.5) * 1000:.0f} ms, p99 "
         f"{percentile([s.seconds for s in flat], 0.99) * 1000:.0f} ms"
     )
-    print("  runs held by the replica | passes | pass p50 | pass p99 | changes/pass | ms/run")
+    print(
+        "  runs held by the replica | passes | pass p50 | pass p99 | runs reconciled/pass | "
+        "store writes/pass | ms/run held"
+    )
     buckets: dict[int, list[PassSample]] = defaultdict(list)
     width = max(1, max((s.held for s in flat), default=1) // 8)
     for s in flat:
@@ -545,18 +486,20 @@ def report(
         print(
             f"  {low:>6}-{low + width - 1:<6}            | {len(group):>6} | "
             f"{p50 * 1000:6.0f} ms | {percentile([s.seconds for s in group], 0.99) * 1000:6.0f} ms"
-            f" | {statistics.fmean(s.changes for s in group):10.1f} | "
+            f" | {statistics.fmean(s.runs for s in group):20.1f}"
+            f" | {statistics.fmean(s.changes for s in group):17.1f} | "
             f"{p50 * 1000 / max(1, statistics.fmean(s.held for s in group)):.2f}"
         )
     if len(flat) >= 3:
         import numpy as np
 
-        x = np.array([[s.held, s.changes, 1.0] for s in flat])
+        x = np.array([[s.held, s.runs, s.changes, 1.0] for s in flat])
         y = np.array([s.seconds for s in flat])
-        (per_run, per_change, fixed), *_ = np.linalg.lstsq(x, y, rcond=None)
+        (per_held, per_run, per_change, fixed), *_ = np.linalg.lstsq(x, y, rcond=None)
         print(
-            f"  least squares over the passes: pass time = {per_run * 1000:.3f} ms x runs held "
-            f"+ {per_change * 1000:.2f} ms x changes + {fixed * 1000:.0f} ms"
+            f"  least squares over the passes: pass time = {per_held * 1000:.3f} ms x runs held "
+            f"+ {per_run * 1000:.2f} ms x runs reconciled + {per_change * 1000:.2f} ms x store "
+            f"writes + {fixed * 1000:.0f} ms"
         )
     mem = [s for s in samples[0] if s.rss]
     print("engine process memory (RSS: engine, backends, in-memory store) vs runs in flight:")

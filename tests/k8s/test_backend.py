@@ -280,9 +280,11 @@ def test_launch_is_idempotent_across_backends(make_backend, emulator: Emulator) 
     first.launch(make_task("r1-train-1"))  # known to this backend: no request
     second = make_backend()  # another engine, before it has synced: 409 -> launched
     second.launch(make_task("r1-train-1"))
+    # Jobs are created off the caller's thread: look once both backends saw the outcome.
+    assert settle(second, ["r1-train-1"])["r1-train-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
+    assert settle(first, ["r1-train-1"])["r1-train-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
     assert emulator.count("create jobs") <= 2
     assert len(emulator.list("jobs")) == 1
-    assert settle(second, ["r1-train-1"])["r1-train-1"].state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
 
 
 def test_create_retries_on_429_and_500(make_backend, emulator: Emulator) -> None:  # type: ignore[no-untyped-def]
@@ -424,3 +426,40 @@ def test_happy_path_api_requests_per_job(make_backend, emulator: Emulator) -> No
     assert emulator.count("log pods") == 20
     assert emulator.count("get ") == 0  # no per-Job polling
     assert total / len(ids) <= 3
+
+
+def test_launch_returns_before_the_job_exists_and_a_failed_create_is_infra(  # type: ignore[no-untyped-def]
+    make_backend, emulator: Emulator
+) -> None:
+    backend = make_backend()
+    emulator.fail(403, 1, verb="create")  # not retried: the create fails for good
+    backend.launch(make_task("r1-train-1"))
+    obs = settle(backend, ["r1-train-1"])["r1-train-1"]
+    assert obs.state is TaskState.FAILED, obs  # type: ignore[attr-defined]
+    assert obs.failure_class is FailureClass.INFRA, obs  # type: ignore[attr-defined]
+    assert obs.reason == "CreateFailed", obs  # type: ignore[attr-defined]
+    assert "403" in (obs.message or ""), obs  # type: ignore[attr-defined]
+    assert "r1" in backend.changed_runs()  # the failure is news for the run's driver
+    assert emulator.list("jobs") == []
+
+
+def test_the_change_feed_names_runs_whose_jobs_changed_and_timers_due(  # type: ignore[no-untyped-def]
+    make_backend, emulator: Emulator
+) -> None:
+    backend = make_backend()
+    emulator.script("r1-train-1", PodScript("succeed", run=0.3))
+    emulator.script("r2-train-1", PodScript("succeed", run=30))
+    backend.launch(make_task("r1-train-1"))
+    backend.launch(make_task("r2-train-1", timeout=3.0))  # counted from whole seconds
+    settle(backend, ["r1-train-1"])
+    assert backend.changed_runs() >= {"r1", "r2"}
+    obs = settle(backend, ["r2-train-1"], done=("running",))["r2-train-1"]
+    assert obs.state is TaskState.RUNNING  # type: ignore[attr-defined]
+    backend.changed_runs()
+    assert backend.next_recheck() is not None  # its timeout is a time to look again
+    deadline = time.monotonic() + 8
+    while "r2" not in backend.changed_runs():  # named once the timeout is due, no event
+        assert time.monotonic() < deadline, "the timed-out run never came back in the feed"
+        time.sleep(0.1)
+    obs = settle(backend, ["r2-train-1"])["r2-train-1"]
+    assert obs.failure_class is FailureClass.TIMEOUT, obs  # type: ignore[attr-defined]

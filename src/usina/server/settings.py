@@ -23,6 +23,14 @@ class ReconcilerSettings:
     max_runs: runs one replica drives at once (default 16); the rest are left to other replicas
         or to later passes.
     max_parallel: attempts running at once per run (default 4).
+    resync_interval: with a backend that reports which runs changed (Kubernetes), a held run
+        that nothing reported on is still reconciled about this often, in seconds (default 10):
+        the safety net for what no feed reports, e.g. a cancel written through the API (the
+        store changed, not the cluster), which waits for it. Each held run costs one pass per
+        interval: a replica driving thousands of runs wants a longer one.
+    max_claims_per_pass: runs newly claimed in one pass (default 500): a backlog (a restart,
+        a burst of submissions) is taken in slices, so the ends of running attempts are
+        recorded between them.
     enabled: False serves the API and UI without driving runs (a read-only replica).
     """
 
@@ -30,6 +38,8 @@ class ReconcilerSettings:
     poll_interval: float = 0.5
     max_runs: int = 16
     max_parallel: int = 4
+    resync_interval: float = 10.0
+    max_claims_per_pass: int = 500
     enabled: bool = True
 
 

@@ -2,6 +2,10 @@
 """``KubernetesBackend``: runs each attempt as a ``batch/v1`` Job and reports on it.
 
 Submission is idempotent (409 AlreadyExists: submitted before, e.g. by an engine that crashed).
+``launch`` renders the Job and hands its creation to a small pool of threads
+(``launch_workers``), so an engine's pass never waits on the API server; until the Job is seen
+the attempt is reported pending ("Launching"), and a create that fails for good is reported as
+an infrastructure failure, which the engine retries by its policy.
 Two informers (list+watch of usina's Jobs and of their pods) keep an in-memory cache that
 ``observe`` classifies from, so a backend started after a restart *adopts* earlier Jobs. Pod
 logs are copied into the artifact store while pods run and when they end (``logs``); an attempt
@@ -10,12 +14,19 @@ A distributed step's attempt is a gang (``distributed.py``): a headless Service,
 Job whose own condition decides the attempt; a failed gang is classified from the pod that
 caused it, whose failing rank's error record becomes the attempt's (``gang_errors``); the
 Service goes with its Job (``services``).
+
+``changed_runs`` is the change feed a driver of many runs reads between passes: the runs whose
+Jobs, pods, Workloads or log copies changed, and those whose verdict changes with time alone
+(a step timeout, the queue timeout, a log copy's hold) once that time comes; a driver reconciles
+only those (``usina.server.reconciler``).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +34,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from usina.backends.kubernetes.classify import (
+    INDEX_ANNOTATION,
     classify,
     container_started,
     pod_finished,
@@ -33,6 +45,7 @@ from usina.backends.kubernetes.settings import (
     ATTEMPT_ANNOTATION,
     CONTAINER,
     QUEUE_TIMEOUT_ANNOTATION,
+    RUN_ANNOTATION,
     SELECTOR,
     TIMEOUT_ANNOTATION,
     KubernetesSettings,
@@ -54,6 +67,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from usina.backends.kubernetes.admission import (
     AdmissionPhase,
+    PhaseTimeouts,
     admission_of,
     evicted_reason,
     pending_observation,
@@ -86,6 +100,53 @@ KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta1"
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 #: A suspended Job's Workload is read again at most this often (one GET per queued Job).
 WORKLOAD_REFRESH_SECONDS = 5.0
+#: How often the Workloads of suspended Jobs are looked at (off the engine's pass).
+WORKLOAD_SCAN_SECONDS = 1.0
+#: A verdict that changes with time is looked at again no sooner than this after the last look.
+MIN_RECHECK_SECONDS = 0.5
+
+
+#: The parts of a Job's spec the backend reads (classification, queues, gangs); the pod
+#: template (containers, env, volumes: most of a Job's bytes) is not kept in the cache.
+JOB_SPEC_KEPT = (
+    "suspend",
+    "activeDeadlineSeconds",
+    "completionMode",
+    "completions",
+    "parallelism",
+    "backoffLimit",
+)
+
+
+def cached(kind: str, obj: Obj) -> Obj:
+    """What the cache keeps of a watched Job or pod: its metadata (without ``managedFields``
+    and ``ownerReferences``; of the labels only the Job name and completion index, which are
+    read) and status, and of a Job's spec the fields in ``JOB_SPEC_KEPT`` (a pod's spec: only
+    its node); keys and short strings are interned, so thousands of objects share one copy of
+    each. With tens of thousands of Jobs the full objects were most of a driver's memory."""
+    meta = obj.get("metadata") or {}
+    kept = {k: v for k, v in meta.items() if k not in ("managedFields", "ownerReferences")}
+    labels = meta.get("labels") or {}
+    kept["labels"] = {k: labels[k] for k in (JOB_LABEL, INDEX_ANNOTATION) if k in labels}
+    out: Obj = {"metadata": kept}
+    spec = obj.get("spec") or {}
+    if kind == "jobs":
+        out["spec"] = {k: spec[k] for k in JOB_SPEC_KEPT if k in spec}
+    elif "nodeName" in spec:
+        out["spec"] = {"nodeName": spec["nodeName"]}
+    if "status" in obj:
+        out["status"] = obj["status"]
+    return _interned(out)  # type: ignore[no-any-return]
+
+
+def _interned(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k): _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    if isinstance(value, str) and len(value) <= 64:
+        return sys.intern(value)
+    return value
 
 
 class KubernetesBackend:
@@ -136,6 +197,13 @@ class KubernetesBackend:
         self._errors_done: set[str] = set()  # attempts whose gang error record was settled
         self._log_write = threading.Lock()  # one read-merge-write of a log record at a time
         self._dirty: set[str] = set()  # jobs whose Job, pods or logs changed since
+        self._touched: set[str] = set()  # jobs changed since ``changed_runs`` last answered
+        self._run_of: dict[str, str] = {}  # job name -> run id
+        self._rechecks: list[tuple[float, str]] = []  # (when, job): verdicts that change with time
+        self._recheck_at: dict[str, float] = {}  # job -> its live entry in ``_rechecks``
+        self._suspended: set[str] = set()  # Jobs suspended (queued): their Workloads are read
+        self._launching: dict[str, str] = {}  # job name -> attempt id, its create queued
+        self._forgotten: dict[str, float] = {}  # job name -> when it was dropped, its end known
         self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
         self._stop = threading.Event()
         self._api = KubeApi(
@@ -146,6 +214,13 @@ class KubernetesBackend:
             stop=self._stop,
         )
         self._logs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="usina-k8s-log")
+        self._launch_pool = (
+            ThreadPoolExecutor(
+                max_workers=settings.launch_workers, thread_name_prefix="usina-k8s-launch"
+            )
+            if settings.launch_workers
+            else None
+        )
         self._informers = [
             Informer(
                 "jobs",
@@ -167,6 +242,9 @@ class KubernetesBackend:
         self._housekeeper = threading.Thread(
             target=self._housekeep, daemon=True, name="usina-k8s-housekeeping"
         )
+        self._workload_reader = threading.Thread(
+            target=self._read_workloads, daemon=True, name="usina-k8s-workloads"
+        )
         if start:
             self.start()
 
@@ -175,6 +253,8 @@ class KubernetesBackend:
         for informer in self._informers:
             informer.start()
         self._housekeeper.start()
+        if self.settings.queue:
+            self._workload_reader.start()
 
     def close(self) -> None:
         self._stop.set()
@@ -182,9 +262,14 @@ class KubernetesBackend:
             self._changed.notify_all()
         for informer in self._informers:
             informer.close()
+        if self._launch_pool is not None:
+            # Creates not started are dropped: their attempts are recorded, so the engine that
+            # drives them next finds them unknown and launches them again under the same name.
+            self._launch_pool.shutdown(wait=True, cancel_futures=True)
         self._logs_pool.shutdown(wait=True, cancel_futures=True)
-        if self._housekeeper.is_alive():
-            self._housekeeper.join(timeout=5)
+        for thread in (self._housekeeper, self._workload_reader):
+            if thread.is_alive():
+                thread.join(timeout=5)
 
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Block until both informers have listed once (adoption is complete)."""
@@ -196,16 +281,62 @@ class KubernetesBackend:
     def launch(self, task: Task) -> None:
         objects = render_task_manifests(task, self.settings)  # a gang: [Service, Job]
         name = objects[-1]["metadata"]["name"]
+        pool = self._launch_pool
         with self._lock:
             self._names[task.attempt_id] = name
-            if name in self._jobs or name in self._launched:
+            self._run_of[name] = task.run_id
+            if name in self._jobs or name in self._launched or name in self._launching:
                 return
-        created = [self._create(obj, task.attempt_id) for obj in objects]
+            if pool is not None:
+                self._launching[name] = task.attempt_id
+        if pool is None:
+            self._create_all(name, objects, task.attempt_id)
+            return
+        try:
+            pool.submit(self._create_queued, name, objects, task.attempt_id)
+        except RuntimeError as exc:  # shut down: the backend is closing
+            with self._lock:
+                self._launching.pop(name, None)
+            raise BackendError(
+                f"could not launch attempt {task.attempt_id}: the Kubernetes backend is closing"
+            ) from exc
+
+    def _create_all(self, name: str, objects: list[Obj], attempt_id: str) -> None:
+        """Create an attempt's objects (a gang: its Service, then its Job)."""
+        created = [self._create(obj, attempt_id) for obj in objects]
         if len(objects) > 1:  # a gang: its Service belongs to its Job (garbage-collected with it)
-            self._own_services(objects[:-1], created[-1], task.attempt_id)
+            self._own_services(objects[:-1], created[-1], attempt_id)
         with self._changed:
             self._launched[name] = time.time()
+            self._launching.pop(name, None)
             self._bump()
+
+    def _create_queued(self, name: str, objects: list[Obj], attempt_id: str) -> None:
+        """``_create_all`` on a launch thread. A create that fails for good (after the client's
+        retries) becomes the attempt's verdict, an infrastructure failure: the engine sees it on
+        its next pass and retries the step by its policy, instead of the error being lost with
+        the thread."""
+        try:
+            self._create_all(name, objects, attempt_id)
+        except Exception as exc:
+            log.warning("attempt %s: could not create Job %s: %s", attempt_id, name, exc)
+            text = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+            with self._changed:
+                self._launching.pop(name, None)
+                self._verdicts.setdefault(
+                    attempt_id,
+                    Observation(
+                        TaskState.FAILED,
+                        FailureClass.INFRA,
+                        reason="CreateFailed",
+                        message=f"{text}; the attempt never started",
+                        finished_at=time.time(),
+                    ),
+                )
+                self._touch(name)
+                if len(objects) > 1:
+                    self._retire_service(name)
+                self._bump()
 
     def _create(self, obj: Obj, attempt_id: str) -> Obj | None:
         """Create one object; the object as the API server stored it (None when it existed
@@ -282,7 +413,14 @@ class KubernetesBackend:
         to_stop: list[tuple[str, str, Observation]] = []
         gangs: list[tuple[str, Obj, str | None]] = []  # failed gangs: attempt, Job, cause pod
         unknown: list[str] = []  # no Job: maybe decided by an earlier backend (a restart)
-        self._refresh_workloads(now)
+        if self.settings.queue:
+            # A Job suspended again after its pods started was evicted: its Workload says why,
+            # so read it now rather than on the reader's next scan (queued Jobs wait for that).
+            with self._lock:
+                names = [self._name(a) for a in attempt_ids]
+                evicted = [n for n in names if n in self._suspended and self._pods_of.get(n)]
+            if evicted:
+                self._refresh_workloads(now, evicted)
         with self._lock:
             self._observed_generation = self._generation
             for attempt_id in attempt_ids:
@@ -293,7 +431,9 @@ class KubernetesBackend:
                 name = self._name(attempt_id)
                 job = self._jobs.get(name)
                 if job is None:
-                    if name in self._launched:
+                    if name in self._launching:
+                        out[attempt_id] = Observation(TaskState.PENDING, reason="Launching")
+                    elif name in self._launched:
                         out[attempt_id] = Observation(TaskState.PENDING, reason="Submitted")
                     else:
                         out[attempt_id] = Observation(TaskState.UNKNOWN)
@@ -357,6 +497,42 @@ class KubernetesBackend:
         texts = [self._read_log(pod) for pod in pods]
         return "".join(t for t in texts if t)
 
+    def changed_runs(self) -> set[str]:
+        """The runs to look at again: those whose Jobs, pods, Workloads or log copies changed
+        since the last call, and those whose attempt's verdict changes with time alone once
+        that time has come. Like ``observe``, it counts as having seen every change so far
+        (``wait`` then blocks until the next one)."""
+        now = time.time()
+        with self._lock:
+            self._observed_generation = self._generation
+            names, self._touched = self._touched, set()
+            while self._rechecks and self._rechecks[0][0] <= now:
+                when, name = heapq.heappop(self._rechecks)
+                if self._recheck_at.get(name) == when:
+                    del self._recheck_at[name]
+                    names.add(name)
+            runs = set()
+            for name in names:
+                run = self._run_of.get(name)
+                if run is None:
+                    job = self._jobs.get(name)
+                    run = ((job or {}).get("metadata", {}).get("annotations") or {}).get(
+                        RUN_ANNOTATION
+                    )
+                if run:
+                    runs.add(str(run))
+            return runs
+
+    def next_recheck(self) -> float | None:
+        """When (epoch seconds) the soonest verdict that changes with time is due, if any."""
+        with self._lock:
+            while (
+                self._rechecks
+                and self._recheck_at.get(self._rechecks[0][1]) != (self._rechecks[0][0])
+            ):
+                heapq.heappop(self._rechecks)
+            return self._rechecks[0][0] if self._rechecks else None
+
     def wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -393,21 +569,31 @@ class KubernetesBackend:
         return found
 
     # ---- Kueue admission --------------------------------------------------------------------
-    def _refresh_workloads(self, now: float) -> None:
-        """Read the Workloads of suspended, queued Jobs (at most every few seconds each)."""
+    def _read_workloads(self) -> None:
+        """The Workload reader's loop: every ``WORKLOAD_SCAN_SECONDS``, the Workloads that are
+        due (``_refresh_workloads``); a change marks the Job changed, so its run is looked at."""
+        while not self._stop.wait(WORKLOAD_SCAN_SECONDS):
+            try:
+                self._refresh_workloads(time.time())
+            except Exception as exc:  # keep reading; the next scan tries again
+                log.warning("could not read the Workloads of queued Jobs: %s", exc)
+
+    def _refresh_workloads(self, now: float, names: Sequence[str] | None = None) -> None:
+        """Read the Workloads of suspended, queued Jobs (``names``, else all; at most every
+        few seconds each)."""
         if not self.settings.queue:
             return
         with self._lock:
-            due = [
-                str(job["metadata"].get("uid"))
-                for job in self._jobs.values()
-                if (job.get("spec") or {}).get("suspend")
-                and job["metadata"].get("uid")
-                and job["metadata"]["name"] not in self._deleted_jobs
-                and now - self._workloads.get(str(job["metadata"]["uid"]), (0.0, None))[0]
-                >= WORKLOAD_REFRESH_SECONDS
-            ]
+            due = []
+            for name in self._suspended if names is None else names:
+                uid = str(self._jobs[name]["metadata"].get("uid") or "")
+                if uid and now - self._workloads.get(uid, (0.0, None))[0] >= (
+                    WORKLOAD_REFRESH_SECONDS
+                ):
+                    due.append(uid)
         for uid in due:
+            if self._stop.is_set():
+                return
             workload: Obj | None = None
             try:
                 body = self._call(
@@ -429,9 +615,9 @@ class KubernetesBackend:
                 before = self._workloads.get(uid, (0.0, None))[1]
                 self._workloads[uid] = (now, workload)
                 if workload != before:
-                    for job in self._jobs.values():
-                        if job["metadata"].get("uid") == uid:
-                            self._dirty.add(job["metadata"]["name"])
+                    for name in self._suspended:
+                        if self._jobs[name]["metadata"].get("uid") == uid:
+                            self._touch(name)
                     self._bump()
 
     def _workload_of(self, job: Obj) -> Obj | None:
@@ -458,27 +644,56 @@ class KubernetesBackend:
             self._bump()
 
     def _apply_locked(self, kind: str, event: str, obj: Obj) -> None:
+        obj = cached(kind, obj)
         name = obj["metadata"]["name"]
         if kind == "jobs":
-            self._dirty.add(name)
+            memo = self._memo.get(name)
+            settled = (
+                memo is not None
+                and name not in self._dirty
+                and memo[0].state in (TaskState.SUCCEEDED, TaskState.FAILED)
+            )
+            self._touch(name)
             self._jobs[name] = obj
             self._launched.pop(name, None)
-            attempt_id = (obj["metadata"].get("annotations") or {}).get(ATTEMPT_ANNOTATION)
+            annotations = obj["metadata"].get("annotations") or {}
+            attempt_id = annotations.get(ATTEMPT_ANNOTATION)
             if attempt_id:
                 self._names[attempt_id] = name
+            if annotations.get(RUN_ANNOTATION):
+                self._run_of[name] = str(annotations[RUN_ANNOTATION])
             if event == "DELETED":
                 self._deleted_jobs[name] = time.time()
             else:
                 self._deleted_jobs.pop(name, None)
+                self._forgotten.pop(name, None)
+            if (
+                event != "DELETED"
+                and (obj.get("spec") or {}).get("suspend")
+                and obj["metadata"].get("uid")
+            ):
+                self._suspended.add(name)
+            else:
+                self._suspended.discard(name)
+                # admitted or gone: its Workload is read again if it is suspended again
+                self._workloads.pop(str(obj["metadata"].get("uid")), None)
             if gang_of(obj) is not None and (event == "DELETED" or job_finished(obj)):
                 self._retire_service(name)
+            if event == "DELETED" and settled and memo is not None and attempt_id:
+                # Its outcome was reported and cannot change: keep that, not the Job and its
+                # pods (with tens of thousands of Jobs, finished ones were most of the cache).
+                self._verdicts.setdefault(attempt_id, memo[0])
+                self._forget_job(name)
+                self._forgotten[name] = time.time()
             return
+        job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
+        if job in self._forgotten:
+            return  # a pod of a Job already forgotten (its deletion cascades after)
         self._pods[name] = obj
         if (obj.get("status") or {}).get("phase") == "Failed" and name not in self._failed_seq:
             self._failed_seq[name] = len(self._failed_seq)
-        job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
         if job:
-            self._dirty.add(job)
+            self._touch(job)
             self._pods_of.setdefault(job, set()).add(name)
         if name in self._log_tail or name in self._log_busy:
             return
@@ -492,6 +707,45 @@ class KubernetesBackend:
     def _bump(self) -> None:
         self._generation += 1
         self._changed.notify_all()
+
+    def _touch(self, job: str) -> None:
+        """Mark a Job changed: its verdict is computed again, and its run is in the change
+        feed (``changed_runs``). Caller holds the lock."""
+        self._dirty.add(job)
+        self._touched.add(job)
+
+    def _recheck(self, job: Obj, obs: Observation, now: float) -> None:
+        """Schedule another look at a verdict that changes with time alone (caller holds the
+        lock): a running step's timeout, a pod's queue timeout, a log copy's hold, a queued
+        Workload's phase timeouts. The run is in the change feed once that time comes."""
+        name = job["metadata"]["name"]
+        annotations = job["metadata"].get("annotations") or {}
+        when: float | None = None
+        try:
+            if obs.reason == "CopyingLogs":
+                when = now + LOG_HOLD_SECONDS  # the copy's end marks the Job changed sooner
+            elif obs.reason == "Unschedulable":
+                limit = float(
+                    annotations.get(QUEUE_TIMEOUT_ANNOTATION, self.settings.queue_timeout)
+                )
+                when = (obs.started_at or now) + limit  # the pod's own "since" is no earlier
+            elif obs.state is TaskState.RUNNING and annotations.get(TIMEOUT_ANNOTATION):
+                when = (obs.started_at or now) + float(annotations[TIMEOUT_ANNOTATION])
+            elif obs.state is TaskState.PENDING:
+                since = admission_of(self._workload_of(job)).since
+                t = PhaseTimeouts()
+                limits = [x for x in (t.quota, t.provisioning, t.check) if x is not None]
+                when = since + min(limits) if since is not None and limits else None
+        except ValueError:
+            when = now + 60.0  # a malformed annotation: the classifier uses its default
+        if when is None:
+            return
+        when = max(when, now + MIN_RECHECK_SECONDS)
+        current = self._recheck_at.get(name)
+        if current is not None and current <= when and current > now:
+            return
+        self._recheck_at[name] = when
+        heapq.heappush(self._rechecks, (when, name))
 
     # ---- classification ----------------------------------------------------------------------
     def _classify(self, job: Obj, now: float) -> tuple[Observation, bool, str | None]:
@@ -509,6 +763,7 @@ class KubernetesBackend:
         if timed or pending or verdict[0].reason in ("Unschedulable", "CopyingLogs"):
             # those change with time alone
             self._memo.pop(name, None)
+            self._recheck(job, verdict[0], now)
         else:
             self._memo[name] = verdict
         return verdict
@@ -620,7 +875,7 @@ class KubernetesBackend:
                 self._log_tail[pod] = tail
                 job = (obj["metadata"].get("labels") or {}).get(JOB_LABEL)
                 if job:
-                    self._dirty.add(job)
+                    self._touch(job)
             self._log_busy.discard(pod)
             self._bump()
 
@@ -711,6 +966,9 @@ class KubernetesBackend:
                 for name, when in list(self._deleted_jobs.items()):
                     if now - when > TOMBSTONE_SECONDS:
                         self._forget_job(name)
+                for name, when in list(self._forgotten.items()):
+                    if now - when > TOMBSTONE_SECONDS:
+                        del self._forgotten[name]
                 running = (
                     []
                     if interval is None
@@ -738,6 +996,10 @@ class KubernetesBackend:
         self._services_gone.discard(name)
         self._memo.pop(name, None)
         self._dirty.discard(name)
+        self._touched.discard(name)
+        self._run_of.pop(name, None)
+        self._recheck_at.pop(name, None)
+        self._suspended.discard(name)
         self._deleted_jobs.pop(name, None)
         for pod in self._pods_of.pop(name, set()):
             self._pods.pop(pod, None)

@@ -108,6 +108,9 @@ class KubernetesSettings:
     request_timeout: connect/read timeout of ordinary API calls, in seconds. Default 30.
     sync_timeout: how long ``observe`` waits for the first list to finish before it answers.
         Default 30.
+    launch_workers: threads that create the Jobs ``launch`` hands them (a create is an API round
+        trip, retried on 429/5xx; done in the engine's pass it made the pass wait on the API
+        server, ~10 ms per Job). ``0`` creates them inside ``launch``. Default 4.
     """
 
     namespace: str = "default"
@@ -146,6 +149,7 @@ class KubernetesSettings:
     backoff_max: float = 30.0
     request_timeout: float = 30.0
     sync_timeout: float = 30.0
+    launch_workers: int = 4
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, in words an operator can act on."""
@@ -159,7 +163,7 @@ class KubernetesSettings:
                 f"image_pull_policy={self.image_pull_policy!r} must be Always, IfNotPresent "
                 "or Never"
             )
-        for name in ("backoff_limit", "default_deadline", "ttl_seconds"):
+        for name in ("backoff_limit", "default_deadline", "ttl_seconds", "launch_workers"):
             if getattr(self, name) < 0:
                 found.append(f"{name} must be >= 0")
         if self.default_deadline < 1:

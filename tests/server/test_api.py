@@ -248,3 +248,21 @@ def test_metrics_endpoint_reports_pipeline_runs_and_attempts(server):
         'usina_attempts_total{failure_class="user_error",outcome="failed",pipeline="demo",'
         'team="default"} 1.0'
     ) in text
+
+
+def test_a_cancel_or_resume_wakes_this_replicas_reconciler(make_server, monkeypatch):
+    """With a backend that reports its changes (Kubernetes), a replica reconciles only changed
+    runs: a cancel or a resume written through the API must wake it, not wait for its
+    resync."""
+    srv = make_server()
+    woken: list[str] = []
+    wake = srv.ctx.reconciler.wake
+    monkeypatch.setattr(srv.ctx.reconciler, "wake", lambda run: (woken.append(run), wake(run)))
+    editor = srv.token("default", "editor")
+    h = srv.as_(editor)
+    run = srv.client.post("/api/v1/runs", json={"pipeline": "slow"}, headers=h).json()["id"]
+    assert srv.client.post(f"/api/v1/runs/{run}/cancel", headers=h).status_code == 200
+    assert woken == [run]
+    assert srv.wait_finished(editor, run)["state"] == "cancelled"
+    assert srv.client.post(f"/api/v1/runs/{run}/resume", headers=h).status_code == 200
+    assert woken == [run, run]

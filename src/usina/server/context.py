@@ -99,6 +99,13 @@ class ServerContext:
     triggers: TriggerStore = field(init=False)
     watcher: TriggerWatcher = field(init=False)
 
+    def changed(self, run_id: str) -> None:
+        """A write here changed ``run_id`` (a cancel, a resume): have this replica's reconciler
+        look at it on its next pass, not at its next resync. A run another replica holds is
+        seen there at its resync (``ReconcilerSettings.resync_interval``)."""
+        if self.reconciler is not None:
+            self.reconciler.wake(run_id)
+
     def __post_init__(self) -> None:
         # Schedules live in the platform database; every replica runs the scheduler, and the
         # run id of a tick (derived from the tick alone) makes each tick one run (see

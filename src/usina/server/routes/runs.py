@@ -188,6 +188,7 @@ def cancel_run(request: Request, principal: CurrentPrincipal, run_id: RunIdPath)
     run = visible_run(ctx, principal, run_id)
     require(ctx, principal, run.project, Role.EDITOR, action="run.cancel", target=run_id)
     run = ctx.engine.cancel(run_id)
+    ctx.changed(run_id)
     audit(ctx, principal, "run.cancel", run.project, run_id)
     return run_detail(
         run, ctx.metadata.get_steps(run_id), step_reasons(ctx.metadata.list_events(run_id))
@@ -231,6 +232,7 @@ def resume_run(
     reg = None if from_bundle else ctx.pipelines.find(run.pipeline)
     plan = reg.compile(run.params) if reg is not None else None
     run = ctx.engine.resume(run_id, plan, rerun=rerun)
+    ctx.changed(run_id)
     code = plan is not None
     audit(ctx, principal, "run.resume", run.project, run_id, current_code=code, rerun=rerun)
     return run_detail(

@@ -292,7 +292,15 @@ def test_the_cli_and_sdk_show_no_unmarked_message() -> None:
     import usina
 
     root = Path(usina.__file__).parent
-    commands = [root / "llm" / "cli.py", root / "mcp" / "cli.py", root / "deploy" / "llm_cli.py"]
+    commands = [
+        root / "llm" / "cli.py",
+        root / "mcp" / "cli.py",
+        root / "deploy" / "llm_cli.py",
+        root / "deploy" / "cli.py",
+        root / "serving" / "cli.py",
+        root / "server" / "cli.py",
+        root / "durations.py",
+    ]
     paths = sorted([*(root / "cli").glob("*.py"), *(root / "sdk").glob("*.py"), *commands])
     assert len(paths) > 20
     assert all(p.exists() for p in commands)
@@ -634,3 +642,47 @@ def test_the_language_of_help_is_read_from_the_root_options(
     from usina.cli.main import _ROOT_VALUE_OPTIONS
 
     assert help.lang_in(argv, _ROOT_VALUE_OPTIONS) == lang
+
+
+def _shadowing_functions(source: str) -> list[str]:
+    """Functions that call ``_()`` and also assign ``_`` (``a, _, b = ...``): the assignment
+    makes ``_`` local to the whole function, so the call fails with UnboundLocalError."""
+    import ast
+
+    comprehensions = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda)
+    found = []
+
+    def stores(node: ast.AST) -> bool:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (*comprehensions, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue  # a scope of its own
+            if isinstance(child, ast.Name) and child.id == "_" and isinstance(child.ctx, ast.Store):
+                return True
+            if stores(child):
+                return True
+        return False
+
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            calls = any(
+                isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_"
+                for n in ast.walk(fn)
+            )
+            if calls and stores(fn):
+                found.append(fn.name)
+    return found
+
+
+def test_no_function_hides_the_translation_function() -> None:
+    import usina
+
+    root = Path(usina.__file__).parent
+    found = [
+        f"{path.relative_to(root)}: {name}"
+        for path in sorted(root.rglob("*.py"))
+        for name in _shadowing_functions(path.read_text())
+    ]
+    assert found == []
+    # The check can fail:
+    assert _shadowing_functions("def f(x):\n    a, _, b = x\n    return _('t')\n") == ["f"]
+    assert _shadowing_functions("def f(x):\n    return [a for a, _ in x], _('t')\n") == []

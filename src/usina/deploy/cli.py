@@ -15,6 +15,7 @@ import typer
 from usina.deploy.apply import apply_objects
 from usina.deploy.chart import Endpoint, render_endpoint
 from usina.errors import DefinitionError, MissingExtraError
+from usina.i18n import N_, _, error
 
 
 def deploy(
@@ -133,7 +134,12 @@ def deploy(
     )
     problem = unreachable_model(model, chart_values)
     if problem is not None:
-        raise DefinitionError(f"cannot deploy endpoint {name!r}: {problem}")
+        raise error(
+            DefinitionError,
+            N_("cannot deploy endpoint {name!r}: {problem}"),
+            name=name,
+            problem=problem,
+        )
     plan = rollout_values(
         rollout,
         challenger=challenger,
@@ -160,7 +166,8 @@ def deploy(
     api = _api_client(context, kubeconfig)
     try:
         for what in apply_objects(objects, api):
-            typer.echo(f"{what} applied (namespace {namespace})", err=True)
+            said = _("{what} applied (namespace {namespace})")
+            typer.echo(said.format(what=what, namespace=namespace), err=True)
     finally:
         api.close()
 
@@ -181,14 +188,16 @@ def endpoint_access(
     found: dict[str, Any] = {}
     problems: list[str] = []
     if registry_secret:
-        secret, _, key = registry_secret.partition("/")
+        secret, _sep, key = registry_secret.partition("/")
         problems += v.dns1123_subdomain("--registry-secret", secret)
         found["mlflow"] = {"existingSecret": secret, **({"secretKey": key} if key else {})}
     if registry_uri:
         if "@" in registry_uri.partition("://")[2].partition("/")[0]:
             problems.append(
-                "--registry-uri carries credentials; put the URI in a Secret and pass "
-                "--registry-secret SECRET[/KEY] instead"
+                _(
+                    "--registry-uri carries credentials; put the URI in a Secret and pass "
+                    "--registry-secret SECRET[/KEY] instead"
+                )
             )
         found.setdefault("serving", {})["extraEnv"] = [
             {"name": "MLFLOW_TRACKING_URI", "value": registry_uri}
@@ -202,7 +211,9 @@ def endpoint_access(
     if image_pull_policy:
         if image_pull_policy not in ("IfNotPresent", "Always", "Never"):
             problems.append(
-                f"--image-pull-policy {image_pull_policy!r} must be IfNotPresent, Always or Never"
+                _("--image-pull-policy {policy!r} must be IfNotPresent, Always or Never").format(
+                    policy=image_pull_policy
+                )
             )
         found["images"] = {"serving": {"pullPolicy": image_pull_policy}}
     if env_from_secret:
@@ -223,18 +234,26 @@ def rollout_values(mode: str | None, **given: Any) -> dict[str, Any] | None:
     if mode is None:
         if chosen:
             flags = ", ".join(sorted(_FLAG[k] for k in chosen))
-            raise DefinitionError(f"{flags} only apply to a rollout: add --rollout shadow|canary")
+            raise error(
+                DefinitionError,
+                N_("{flags} only apply to a rollout: add --rollout shadow|canary"),
+                flags=flags,
+            )
         return None
     if mode not in ("shadow", "canary"):
-        raise DefinitionError(f"--rollout {mode!r} must be shadow or canary")
+        raise error(DefinitionError, N_("--rollout {mode!r} must be shadow or canary"), mode=mode)
     steps = chosen.pop("steps", None)
     if steps is not None:
         try:
             chosen["steps"] = [int(s) for s in steps.split(",") if s.strip()]
         except ValueError:
-            raise DefinitionError(
-                f"--rollout-steps {steps!r} must be percentages separated by commas, "
-                "e.g. 5,25,50,100"
+            raise error(
+                DefinitionError,
+                N_(
+                    "--rollout-steps {steps!r} must be percentages separated by commas, "
+                    "e.g. 5,25,50,100"
+                ),
+                steps=steps,
             ) from None
     return {"mode": mode, **chosen}
 
@@ -291,16 +310,27 @@ def _values(files: list[Path], sets: list[str]) -> dict[str, Any]:
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise DefinitionError(f"cannot read values file {path}: {exc}") from exc
+            raise error(
+                DefinitionError, N_("cannot read values file {path}: {error}"), path=path, error=exc
+            ) from exc
         if not isinstance(loaded, dict):
-            raise DefinitionError(f"values file {path} must hold a mapping of chart values")
+            raise error(
+                DefinitionError,
+                N_("values file {path} must hold a mapping of chart values"),
+                path=path,
+            )
         _merge(merged, loaded)
     helm = load_helm()
     for expression in sets:
         try:
             _merge(merged, helm.parse_set_string(expression))
         except helm.HelmError as exc:
-            raise DefinitionError(f"--set {expression!r}: {exc}") from exc
+            raise error(
+                DefinitionError,
+                N_("--set {expression!r}: {error}"),
+                expression=expression,
+                error=exc,
+            ) from exc
     return merged
 
 
@@ -316,5 +346,5 @@ def _api_client(context: str | None, kubeconfig: Path | None) -> Any:
     try:
         from usina.backends.kubernetes.client import api_client
     except ImportError as exc:
-        raise MissingExtraError("kubernetes", "deploy") from exc
+        raise MissingExtraError(exc.name or "kubernetes", "deploy") from exc
     return api_client(context, kubeconfig)

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
+from usina.i18n import _
+
 log = logging.getLogger(__name__)
 
 
@@ -189,14 +191,16 @@ def server(
         ctx.engine.owner,
         ", ".join(p.pipeline.name for p in ctx.pipelines.all()) or "none",
     )
-    typer.echo(f"usina server: http://{host}:{port}/ui  (API docs: /docs)", err=True)
+    said = _("usina server: {url}/ui  (API docs: /docs)").format(url=f"http://{host}:{port}")
+    typer.echo(said, err=True)
     app = create_app(ctx, guards=guards)
     metrics = None
     if metrics_port is not None:
         from usina.monitoring.pipeline_metrics import start_metrics_server
 
         metrics = start_metrics_server(app.state.metrics_registry, metrics_port, addr=host)
-        typer.echo(f"usina server: metrics on http://{host}:{metrics.port}/metrics", err=True)
+        url = f"http://{host}:{metrics.port}/metrics"
+        typer.echo(_("usina server: metrics on {url}").format(url=url), err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
@@ -206,9 +210,10 @@ def server(
 
 def _webhooks(values: list[str]) -> list[Any]:
     from usina.errors import DefinitionError
+    from usina.i18n import N_, error
     from usina.server.notify import Webhook
 
     try:
         return [Webhook.parse(v, i) for i, v in enumerate(values)]
     except ValueError as exc:
-        raise DefinitionError(f"--webhook: {exc}") from None
+        raise error(DefinitionError, N_("--webhook: {error}"), error=exc) from None

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from usina.i18n import _
 from usina.serving.rollout import Gates, Mode, RolloutPolicy
 from usina.serving.settings import BatchSettings, ServeSettings
 from usina.tracking.uri import default_tracking_uri
@@ -141,12 +142,14 @@ def serve(
         )  # fmt: skip
         if workers > 1:
             raise typer.BadParameter(
-                "a rollout is judged inside one process for now; use --workers 1 with --rollout"
+                _("a rollout is judged inside one process for now; use --workers 1 with --rollout")
             )
     if repository_api and workers > 1:
         raise typer.BadParameter(
-            "the repository API loads and unloads in one process for now; use --workers 1 "
-            "with --repository-api"
+            _(
+                "the repository API loads and unloads in one process for now; use --workers 1 "
+                "with --repository-api"
+            )
         )
     settings = ServeSettings(
         model_uri=model_uri[0],
@@ -201,7 +204,9 @@ def _rollout_policy(
         )
     except ValueError as exc:
         raise typer.BadParameter(
-            f"{exc} (--rollout is shadow or canary; --rollout-steps like 5,25,50,100)"
+            _("{error} (--rollout is shadow or canary; --rollout-steps like 5,25,50,100)").format(
+                error=exc
+            )
         ) from exc
 
 

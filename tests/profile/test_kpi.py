@@ -126,3 +126,13 @@ def test_the_docs_define_every_kpi():
     flat = " ".join(section.split())
     for name, text in KPI_DEFINITIONS.items():
         assert f"**{name}**: {' '.join(text.split())}" in flat, name
+
+
+def test_the_kpis_are_explained_in_portuguese_too():
+    from usina.i18n import translate
+
+    english = explain_kpis()
+    portuguese = explain_kpis(lambda text: translate(text, "pt-BR"))
+    assert english.count("\n") == portuguese.count("\n") == len(KPI_DEFINITIONS) - 1
+    assert "taxa de sucesso: bem-sucedidas / (bem-sucedidas + com falha)" in portuguese
+    assert not set(english.splitlines()) & set(portuguese.splitlines())  # every line translated

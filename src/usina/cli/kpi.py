@@ -10,7 +10,7 @@ import typer
 from usina.cli.common import Output, OutputOpt, out, settings
 from usina.cli.display import kpi_table, print_json
 from usina.errors import DefinitionError
-from usina.i18n import N_, error
+from usina.i18n import N_, _, error
 
 if TYPE_CHECKING:
     from usina.compose.settings import Settings
@@ -35,7 +35,7 @@ def kpi(
     from usina.monitoring.kpi import compute_kpis, explain_kpis, parse_period
 
     if explain:
-        out.print(explain_kpis(), markup=False)
+        out.print(explain_kpis(_), markup=False)
         return
 
     try:

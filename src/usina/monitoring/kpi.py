@@ -29,10 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from usina.engine.records import AttemptState, RunState
+from usina.i18n import N_
 from usina.monitoring.gpu_idle import GpuTime, gpu_time_of
 from usina.monitoring.pipeline_metrics import team_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from usina.engine.ports import ArtifactStore, MetadataStore
     from usina.engine.records import RunRecord
 
@@ -78,34 +81,51 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 KPI_DEFINITIONS: dict[str, str] = {
-    "runs finished": "runs submitted in the period that ended: succeeded, failed or cancelled.",
-    "success rate": "succeeded / (succeeded + failed); cancelled runs are a person's decision "
-    "and count as neither.",
-    "mean time to recovery": "per pipeline, in order of finishing: a failed run opens an "
-    "incident (consecutive failures are one incident) and the next succeeded run of the same "
-    "pipeline closes it; MTTR is the mean of (recovering run's end - first failed run's end) "
-    "over closed incidents; 'open' counts incidents not recovered yet.",
-    "GPU-hours used": "GPUs x wall time of every finished attempt (successful or not).",
-    "GPU-hours wasted": "the part of 'used' spent by failed attempts (a success is never "
-    "redone), in total and by failure class.",
-    "GPU-hours idle": "GPU-hours of finished attempts whose GPUs were below 10 % utilisation "
-    "(NVML samples in the attempts' profiles), of the GPU-hours a profile covers; attempts run "
-    "without NVML are 'allocated' but not 'profiled', and never called idle. Per team (the "
-    "run's 'team' label, else its project), pipeline and step.",
-    "queue wait p50 / p99": "attempts' time from launch to running (a pod waiting for a node, "
-    "a local process starting), numpy's linear percentile.",
-    "model versions (new)": "versions of each registered model created in the period.",
-    "promoted": "versions created in the period that became the champion: those the gate "
-    "promoted (tag gate.decision=promoted) plus the current champion when it was created in the "
-    "period and the alias was moved by a person or by plain MLflow calls. MLflow keeps no "
-    "history of aliases, so a version promoted by hand and replaced again within the period is "
-    "not counted.",
+    N_("runs finished"): N_(
+        "runs submitted in the period that ended: succeeded, failed or cancelled."
+    ),
+    N_("success rate"): N_(
+        "succeeded / (succeeded + failed); cancelled runs are a person's decision and count "
+        "as neither."
+    ),
+    N_("mean time to recovery"): N_(
+        "per pipeline, in order of finishing: a failed run opens an incident (consecutive "
+        "failures are one incident) and the next succeeded run of the same pipeline closes "
+        "it; MTTR is the mean of (recovering run's end - first failed run's end) over closed "
+        "incidents; 'open' counts incidents not recovered yet."
+    ),
+    N_("GPU-hours used"): N_("GPUs x wall time of every finished attempt (successful or not)."),
+    N_("GPU-hours wasted"): N_(
+        "the part of 'used' spent by failed attempts (a success is never redone), in total "
+        "and by failure class."
+    ),
+    N_("GPU-hours idle"): N_(
+        "GPU-hours of finished attempts whose GPUs were below 10 % utilisation (NVML samples "
+        "in the attempts' profiles), of the GPU-hours a profile covers; attempts run without "
+        "NVML are 'allocated' but not 'profiled', and never called idle. Per team (the run's "
+        "'team' label, else its project), pipeline and step."
+    ),
+    N_("queue wait p50 / p99"): N_(
+        "attempts' time from launch to running (a pod waiting for a node, a local process "
+        "starting), numpy's linear percentile."
+    ),
+    N_("model versions (new)"): N_("versions of each registered model created in the period."),
+    N_("promoted"): N_(
+        "versions created in the period that became the champion: those the gate promoted "
+        "(tag gate.decision=promoted) plus the current champion when it was created in the "
+        "period and the alias was moved by a person or by plain MLflow calls. MLflow keeps no"
+        " history of aliases, so a version promoted by hand and replaced again within the "
+        "period is not counted."
+    ),
 }
 
 
-def explain_kpis() -> str:
-    """Every KPI's definition, one paragraph each (``usina kpi --explain``)."""
-    return "\n".join(f"{name}: {text}" for name, text in KPI_DEFINITIONS.items())
+def explain_kpis(translate: Callable[[str], str] = str) -> str:
+    """Every KPI's definition, one paragraph each (``usina kpi --explain``), through
+    ``translate`` (the CLI's ``_``: the definitions are in the message catalogue)."""
+    return "\n".join(
+        f"{translate(name)}: {translate(text)}" for name, text in KPI_DEFINITIONS.items()
+    )
 
 
 def compute_kpis(

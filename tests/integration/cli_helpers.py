@@ -34,6 +34,14 @@ class Usina:
         for name in ("USINA_DATABASE_URL", "USINA_ARTIFACTS_URL", "MLFLOW_TRACKING_URI"):
             self.env.pop(name, None)  # each test says where its state lives
 
+    def in_english_by_default(self) -> Usina:
+        """No language asked for by the environment (``USINA_LANG``, ``LC_*``): the CLI speaks
+        English unless a test asks otherwise."""
+        for name in ("USINA_LANG", "LC_ALL", "LC_MESSAGES"):
+            self.env.pop(name, None)
+        self.env["LANG"] = "C.UTF-8"
+        return self
+
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "usina.cli.main", *args]
 

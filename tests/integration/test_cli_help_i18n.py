@@ -16,10 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 @pytest.fixture
 def usina(tmp_path):
-    cli = Usina(tmp_path)
-    for name in ("USINA_LANG", "LC_ALL", "LC_MESSAGES"):
-        cli.env.pop(name, None)
-    cli.env["LANG"] = "C.UTF-8"
+    cli = Usina(tmp_path).in_english_by_default()
     cli.env["PYTHONPATH"] = str(SRC)  # this checkout's usina, whatever is installed
     return cli
 

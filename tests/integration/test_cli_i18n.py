@@ -26,11 +26,7 @@ def p():
 
 @pytest.fixture
 def usina(tmp_path):
-    cli = Usina(tmp_path)
-    for name in ("USINA_LANG", "LC_ALL", "LC_MESSAGES"):
-        cli.env.pop(name, None)
-    cli.env["LANG"] = "C.UTF-8"
-    return cli
+    return Usina(tmp_path).in_english_by_default()
 
 
 def test_a_missing_run_is_reported_in_the_language_asked_for(usina):

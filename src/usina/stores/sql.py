@@ -340,8 +340,11 @@ class SqlMetadataStore:
     # -- cache -----------------------------------------------------------------------------
 
     def cache_get(self, key: str) -> tuple[ArtifactRef, ...] | None:
+        stmt = self._statement(
+            "cache_get", lambda: sa.select(cache.c.outputs).where(cache.c.key == sa.bindparam("k"))
+        )
         with self._read(f"reading cache entry {key!r}") as conn:
-            outputs = conn.execute(sa.select(cache.c.outputs).where(cache.c.key == key)).first()
+            outputs = conn.execute(stmt, {"k": key}).first()
         if outputs is None:
             return None
         return tuple(ArtifactRef.from_json(item) for item in outputs[0])

@@ -94,3 +94,8 @@ def test_run_serves_metrics_while_it_runs_and_logs_json(tmp_path):
     lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
     assert lines, text
     assert all({"ts", "level", "logger", "message"} <= set(x) for x in lines)
+    # The engine's lines about the run's attempts carry its ids.
+    launched = [x for x in lines if x["message"].startswith("launched attempt")]
+    assert launched, text
+    assert launched[0]["run_id"].startswith("slow-")
+    assert launched[0]["step"] == "train"

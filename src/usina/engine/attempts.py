@@ -152,6 +152,13 @@ class Attempts(EngineBase):
             )
         events.append(outcome)
         self._record_attempt(done, expected=AttemptState.RUNNING, events=events)
+        log.info(
+            "attempt %s %s%s",
+            done.id,
+            done.state.value,
+            f" ({done.failure_class.value})" if done.failure_class else "",
+            extra={"run_id": done.run_id, "step": done.node, "attempt_id": done.id},
+        )
         return done
 
     def _task(
@@ -215,6 +222,12 @@ class Attempts(EngineBase):
         # Raises StaleView when another engine claimed this attempt first: it launches it.
         self._record_attempt(attempt, expected=None, events=[started], step=claimed)
         self.backend.launch(task)
+        log.info(
+            "launched attempt %s on %s",
+            attempt.id,
+            self.backend.name,
+            extra={"run_id": run.id, "step": node.id, "attempt_id": attempt.id},
+        )
         return claimed
 
     def _relaunch(self, run: RunRecord, node: PlanNode, attempt: AttemptRecord) -> None:

@@ -124,6 +124,7 @@ def _upgrade(engine: sa.Engine, check: Callable[[sa.Connection], None] | None) -
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             if _is_new(conn):
                 create_new(conn)
+                log.info("created the metadata store's tables at schema revision %s", HEAD)
                 return
             from alembic import command
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -87,19 +88,39 @@ def _submitted(target: str, run_id: str) -> list[dict[str, object]]:
             )
             engine.submit(plan, run_id=run_id, labels=LABELS)
             engine.reconcile(run_id)
+            # The backend creates Jobs off the pass, on its own threads; closing it drops the
+            # creates not started yet, so wait until every step's Job is there.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _jobs(emulator.created) < len(plan.nodes):
+                time.sleep(0.02)
         finally:
             backend.close()
             api.close()
         return list(emulator.created)
 
 
+def _jobs(objects: list[dict[str, object]]) -> int:
+    return sum(o["kind"] == "Job" for o in objects)
+
+
+def _key(obj: dict[str, object]) -> tuple[str, str]:
+    return (str(obj["kind"]), str(obj["metadata"]["name"]))  # type: ignore[index]
+
+
 def test_render_equals_what_the_engine_submits(target: str) -> None:
     run_id = "render-me-0001"
     rendered = render_manifests(target, [], RENDER, labels=LABELS, run_id=run_id)
     submitted = _submitted(target, run_id)
+    # The steps' creates run concurrently (in any order); a gang's Service comes before its Job.
+    names = [_key(o) for o in submitted]
+    assert names.index(("Service", "render-me-0001-fit-1")) < names.index(
+        ("Job", "render-me-0001-fit-1")
+    )
+    rendered = sorted(rendered, key=_key)
+    submitted = sorted(submitted, key=_key)
 
-    kinds = [(o["kind"], o["metadata"]["name"]) for o in rendered]  # type: ignore[index]
-    assert kinds == [(o["kind"], o["metadata"]["name"]) for o in submitted]  # type: ignore[index]
+    kinds = [_key(o) for o in rendered]
+    assert kinds == [_key(o) for o in submitted]
     assert [k for k, _ in kinds].count("Job") == 3
     assert [k for k, _ in kinds].count("Service") == 1  # the gang's headless Service
     for mine, theirs in zip(rendered, submitted, strict=True):

@@ -502,7 +502,7 @@ class LocalBackend:
     def _end_tree(self, attempt: _Attempt) -> None:
         """Kill whatever the attempt's main process left running (see the module docstring)."""
         if attempt.pid is not None:
-            # An adopted attempt's pid comes from its pid file, maybe from before a reboot:
+            # An adopted attempt's pid comes from its lock file, maybe from before a reboot:
             # then it may name anyone's process group now, so only the environment mark counts.
             before_boot = attempt.adopted and attempt.started_at < psutil.boot_time()
             # One this zygote started: what it left is in the zygote's tree (we reap for it).
@@ -513,7 +513,8 @@ class LocalBackend:
         path = os.path.join(attempt.folder, "output.log")
         try:
             data = _tail_marked(path, _LOG_COPY_LIMIT)
-            self.artifacts.write_record(log_key(attempt.id), data)
+            if data:  # an attempt that printed nothing reads "" without a copy as with one
+                self.artifacts.write_record(log_key(attempt.id), data)
         except FileNotFoundError:
             pass
         except Exception as exc:
@@ -677,11 +678,15 @@ def _live_leftovers(
 
 
 def _read_pid(folder: str) -> int | None:
-    try:
-        with open(os.path.join(folder, "pid")) as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
+    """The pid of the process holding the attempt's lock: the lock file's content (a ``pid``
+    file beside it for attempts started by an earlier usina)."""
+    for name in ("lock", "pid"):
+        try:
+            with open(os.path.join(folder, name)) as fh:
+                return int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def read_log(work_dir: str, attempt_id: str) -> str:

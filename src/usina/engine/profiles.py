@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from usina.engine.ports import task_key
+from usina.engine.ports import result_key, task_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -295,8 +295,14 @@ def load_profile(
     ``ranks``: how many rank profiles to look for; by default read from the attempt's task
     record (a distributed step's ``nodes x procs_per_node``), else none.
     """
-    raw = store.read_record(profile_key(attempt_id))
-    whole = Profile.from_json(json.loads(raw)) if raw else None
+    whole = None
+    result = store.read_record(result_key(attempt_id))
+    if result:  # a short step's final profile is kept in its result record
+        inline = json.loads(result).get("profile")
+        whole = Profile.from_json(inline) if inline else None
+    if whole is None:
+        raw = store.read_record(profile_key(attempt_id))
+        whole = Profile.from_json(json.loads(raw)) if raw else None
     if ranks is None:
         ranks = 0
         task = store.read_record(task_key(attempt_id))

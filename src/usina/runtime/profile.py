@@ -162,6 +162,8 @@ def cgroup_working_set(root: str = "/sys/fs/cgroup") -> float | None:
 
 _TICK = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
 _KB = 1024.0
+# A final profile of at most this many points goes into the result record (see finish_inline).
+INLINE_POINTS = 64
 
 
 def _proc_reading(pid: int) -> tuple[float, float, float, float, float, float] | None:
@@ -426,6 +428,25 @@ class Sampler:
         if self.gpus is not None:
             self.gpus.close()
         return self.write(final=True)
+
+    def finish_inline(self, max_points: int = INLINE_POINTS) -> dict[str, Any] | None:
+        """Stop sampling and return the final profile as JSON for the caller to keep in the
+        attempt's result record, instead of a record of its own (one file fewer for a short
+        step); None, and nothing changed, when it has more than ``max_points`` points (then
+        ``stop()`` writes it as before)."""
+        with self._lock:
+            if len(self._series.t) > max_points:
+                return None
+        self._stop.set()
+        self._safe_sample()
+        if self.gpus is not None:
+            self.gpus.close()
+        profile = self.profile(final=True)
+        with self._write_lock:
+            if self._written_final:
+                return None
+            self._written_final = True
+        return profile.to_json()
 
     def profile(self, *, final: bool = False) -> Profile:
         """The profile so far."""

@@ -53,9 +53,9 @@ def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return LOCK_BUSY_EXIT
-    with open(os.path.join(folder, "pid.tmp"), "w") as fh:
-        fh.write(str(os.getpid()))
-    os.replace(os.path.join(folder, "pid.tmp"), os.path.join(folder, "pid"))
+    # The holder's pid is the lock file's content (one file fewer to create per attempt).
+    os.ftruncate(lock, 0)
+    os.write(lock, str(os.getpid()).encode())
     os.environ.update(env)
     try:
         # A run compiled from an uploaded bundle names it in its paths: fetch, verify and

@@ -47,6 +47,28 @@ _MIN_PART = 5 << 20  # S3's smallest multipart part
 _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 
 
+# Folders this process made or found (a bounded memo): a write into one of them skips the
+# ``mkdir`` that would only fail with EEXIST, which costs as much as a file's creation on some
+# file systems (~0.3 ms here, five times per step). A folder removed meanwhile is made again.
+_KNOWN_DIRS: set[str] = set()
+_KNOWN_DIRS_MAX = 4096
+
+
+def _temp_in(folder: str) -> tuple[int, str]:
+    """A new temporary file in ``folder`` (made when missing): its descriptor and path."""
+    if folder in _KNOWN_DIRS:
+        try:
+            return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        except FileNotFoundError:
+            _KNOWN_DIRS.discard(folder)
+    os.makedirs(folder, exist_ok=True)
+    made = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    if len(_KNOWN_DIRS) >= _KNOWN_DIRS_MAX:
+        _KNOWN_DIRS.clear()
+    _KNOWN_DIRS.add(folder)
+    return made
+
+
 def digest_of(data: bytes) -> str:
     """The artifact digest of ``data``: ``sha256:<hex>``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -163,9 +185,7 @@ class FsspecArtifactStore:
 
     @staticmethod
     def _write_local(final: str, chunks: Iterable[bytes], *, durable: bool = True) -> None:
-        folder = os.path.dirname(final)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        fd, tmp = _temp_in(os.path.dirname(final))
         try:
             with open(fd, "wb") as out:
                 for chunk in chunks:

@@ -31,21 +31,94 @@ from typing import Any
 LOCK_BUSY_EXIT = 75  # another process already holds this attempt's lock
 
 
-def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
-    from usina.bundles import ENV_WORKDIR, bootstrap_task
-    from usina.runtime.execute import execute, load_task
-
+def _detach() -> None:
+    """A forked child's first moves, before it knows its attempt: a session of its own, the
+    default signal handlers, and none of the zygote's pipes (a child holding the zygote's
+    stdout would keep the backend from seeing the zygote end)."""
     os.setsid()
     for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _spare(store: Any, assignments: int) -> int:
+    """A child forked ahead of need: it waits for its attempt on ``assignments`` (one JSON line)
+    and runs it; it ends with nothing done when the zygote goes (end of file).
+
+    The fork, and the pages an attempt's first moves copy from the zygote (copy-on-write: a
+    few hundred per attempt), are paid while the previous step still runs, not between it
+    and the next one."""
+    _detach()
+    _rehearse()
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(assignments, 1 << 16)
+        if not chunk:
+            return 0
+        data += chunk
+    os.close(assignments)
+    request = json.loads(data)
+    return _child(store, request["attempt"], request["dir"], request["env"])
+
+
+def _rehearse() -> None:
+    """Walk the code an attempt runs before it is handed one, on made-up values and without
+    writing anything: its first run in a forked process copies the pages it touches (reference
+    counts, the interpreter's inline caches), and that is better done while the previous step
+    runs. Anything that fails here simply happens for real later."""
+    import hashlib
+
+    from usina.engine.ports import Task
+    from usina.runtime.profile import ProcessTree, ProfileSettings, Sampler
+    from usina.sdk.context import StepContext, set_current
+    from usina.stores import serializers
+
+    try:
+        task = Task.from_json(
+            json.loads(
+                json.dumps(
+                    {
+                        "attempt_id": "rehearsal-1",
+                        "run_id": "rehearsal",
+                        "number": 1,
+                        "pipeline": "rehearsal",
+                        "node": {"id": "x", "step": "x", "module": __name__, "qualname": "_x"},
+                        "inputs": {},
+                        "params": {},
+                        "resources": {"cpu": 1, "memory": "1Gi"},
+                        "env": {},
+                        "artifacts_url": "file:///nonexistent",
+                    }
+                )
+            )
+        )
+        data, serializer, type_name = serializers.dump(1)
+        serializers.load(data, serializer, type_name)
+        hashlib.sha256(data).hexdigest()
+        ctx = StepContext(run_id=task.run_id, step="x", attempt=1, attempt_id="r", pipeline="r")
+        set_current(ctx)
+        set_current(None)
+        sampler = Sampler(
+            None, "rehearsal", tree=ProcessTree(os.getpid()), settings=ProfileSettings.from_env({})
+        )
+        sampler.sample()
+        json.dumps(sampler.profile(final=True).to_json())
+    except Exception:  # a rehearsal: the attempt itself reports what fails
+        pass
+
+
+def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
+    from usina.bundles import ENV_WORKDIR, bootstrap_task
+    from usina.runtime.execute import execute, load_task
+
     out = os.open(os.path.join(folder, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
-    os.close(null)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives until _exit
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     lock = os.open(os.path.join(folder, "lock"), os.O_CREAT | os.O_RDWR, 0o644)
@@ -65,6 +138,12 @@ def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
     except Exception:
         traceback.print_exc()
         return 44
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -137,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     sel.register(stdin.fileno(), selectors.EVENT_READ, "in")
     sel.register(rfd, selectors.EVENT_READ, "sig")
     children: dict[int, str] = {}
+    spare: tuple[int, int] | None = None
     pending = b""
     # Everything imported so far is shared with the children copy-on-write: freezing it keeps
     # the children's garbage collector from touching (and so copying) every page of it.
@@ -145,6 +225,42 @@ def main(argv: list[str] | None = None) -> int:
     # "subreaper": every process an attempt leaves stays in this tree, so the backend can look
     # for leftovers here alone (``usina.backends.local_procs``).
     send({"op": "ready", "pid": os.getpid(), "subreaper": reaper})
+
+    def fork_spare() -> tuple[int, int]:
+        """Fork a child that waits for its attempt (``_spare``): its pid and the pipe to it."""
+        r, w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 44
+            try:
+                os.close(w)
+                code = _spare(store, r)
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(r)
+        return pid, w
+
+    def assign(request: bytes) -> int:
+        """Hand ``request`` to the spare child (forking one if there is none, or if the one
+        there died); returns the pid that runs it."""
+        nonlocal spare
+        for _ in range(2):
+            pid, w = spare if spare is not None else fork_spare()
+            spare = None
+            try:
+                _write_all(w, request)
+                return pid
+            except BrokenPipeError:
+                continue  # it died waiting (killed by someone): the next one takes it
+            finally:
+                os.close(w)
+        raise RuntimeError("usina zygote: no child could take the attempt")
 
     def reap() -> None:
         # Every child, orphans of attempts included (we are their subreaper).
@@ -169,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
 
+    spare = fork_spare()
     while True:
         for key, _ in sel.select(timeout=1.0):
             if key.data == "sig":
@@ -193,21 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                 request = json.loads(line)
                 if request.get("op") != "spawn":
                     continue
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    code = 44
-                    try:
-                        code = _child(store, request["attempt"], request["dir"], request["env"])
-                    finally:
-                        try:
-                            sys.stdout.flush()
-                            sys.stderr.flush()
-                        finally:
-                            os._exit(code)
+                pid = assign(line + b"\n")
                 children[pid] = request["attempt"]
                 send({"op": "spawned", "attempt": request["attempt"], "pid": pid})
+                if spare is None:
+                    spare = fork_spare()  # for the next attempt, while this one runs
         reap()
 
 

@@ -1,0 +1,102 @@
+"""The zygote forks each attempt's process ahead of need (a spare waiting for its attempt), so
+the fork and the pages an attempt first copies are paid while the previous step runs. The spare
+must never outlive the zygote, and a spare that died waiting must not lose an attempt."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait(predicate: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Zygote:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "usina.runtime.zygote", "--artifacts", (tmp / "a").as_uri()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.read()["op"] == "ready"
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, "the zygote ended"
+        return dict(json.loads(line))
+
+    def spawn(self, attempt: str) -> Path:
+        folder = self.tmp / attempt
+        folder.mkdir()
+        assert self.proc.stdin is not None
+        message = {"op": "spawn", "attempt": attempt, "dir": str(folder), "env": {}}
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+        return folder
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def test_the_spare_ends_with_the_zygote(tmp_path: Path) -> None:
+    zygote = Zygote(tmp_path)
+    try:
+        [spare] = _wait(lambda: _children(zygote.proc.pid), 10, "the spare child")
+        assert _alive(spare)
+    finally:
+        zygote.close()
+    _wait(lambda: not _alive(spare), 10, "the spare to end after the zygote")
+
+
+def test_an_attempt_is_run_by_a_fresh_child_when_the_spare_died(tmp_path: Path) -> None:
+    zygote = Zygote(tmp_path)
+    try:
+        [spare] = _wait(lambda: _children(zygote.proc.pid), 10, "the spare child")
+        os.kill(spare, signal.SIGKILL)
+        _wait(lambda: not _alive(spare), 10, "the spare to die")
+        folder = zygote.spawn("a-1")  # no task record: the child runs and reports that
+        spawned = zygote.read()
+        assert spawned["op"] == "spawned" and spawned["attempt"] == "a-1"
+        assert spawned["pid"] != spare
+        ended = zygote.read()
+        assert ended == {
+            "op": "exit", "attempt": "a-1", "pid": spawned["pid"], "code": 44, "signal": None,
+        }  # fmt: skip
+        assert "no task record for attempt a-1" in (folder / "output.log").read_text()
+        # and a new spare waits for the next attempt
+        [fresh] = _wait(lambda: _children(zygote.proc.pid), 10, "a new spare")
+        assert fresh not in (spare, spawned["pid"])
+    finally:
+        zygote.close()

@@ -56,7 +56,8 @@ def test_a_short_attempt_writes_only_what_is_read(tmp_path: Path) -> None:
         result = json.loads((records / "result.json").read_text())
         assert result["profile"]["final"] is True
         profile = load_profile(store, aid)
-        assert profile.whole is not None and profile.whole.attempt_id == aid
+        assert profile.whole is not None
+        assert profile.whole.attempt_id == aid
         assert profile.whole.summary is not None
 
     assert usina("runs", "logs", run, "quiet").out == ""

@@ -88,7 +88,8 @@ def test_an_attempt_is_run_by_a_fresh_child_when_the_spare_died(tmp_path: Path) 
         _wait(lambda: not _alive(spare), 10, "the spare to die")
         folder = zygote.spawn("a-1")  # no task record: the child runs and reports that
         spawned = zygote.read()
-        assert spawned["op"] == "spawned" and spawned["attempt"] == "a-1"
+        assert spawned["op"] == "spawned"
+        assert spawned["attempt"] == "a-1"
         assert spawned["pid"] != spare
         ended = zygote.read()
         assert ended == {

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from usina.cli import k8s as k8s_flags
-from usina.cli import remote
 from usina.cli.common import (
     Output,
     OutputOpt,
@@ -22,6 +20,9 @@ from usina.cli.common import (
 )
 from usina.cli.drive import drive, tracker
 from usina.i18n import N_, _, error
+
+if TYPE_CHECKING:  # a local run imports neither (~20 ms of the CLI's start)
+    from usina.cli import remote
 
 
 def kubernetes_options(
@@ -91,6 +92,10 @@ def run(
 
     remote_server = server()
     if remote_server is not None:
+        from rich.markup import escape
+
+        from usina.cli import remote
+
         given = [flag for flag, value in _cluster_flags(locals()).items() if value]
         if given:
             said = _(
@@ -208,6 +213,7 @@ def _submit_bundle(
     from pathlib import Path
 
     from usina.bundles import find_root, human_size, pack
+    from usina.cli import remote
     from usina.errors import DefinitionError
 
     pipe, plan = compile_target(target, param)  # the file loads and the parameters fit

@@ -341,9 +341,11 @@ class Engine(Attempts, Steps):
                     self._save_step(step)
                     steps[node.id] = step
                 continue
-            self._explain_miss(run, node, step, key, material, why)
+            keep = self._explain_miss(run, node, step, key, material, why)
             steps[node.id] = self._launch(run, plan, node, step, inputs)
             in_flight += 1
+            for record, data in keep:
+                self.artifacts.write_record(record, data)
 
         # 3. Cancel what still runs, if asked.
         if run.cancel_requested:

@@ -306,22 +306,24 @@ class Steps(EngineBase):
         key: str,
         material: dict[str, Any],
         why: str,
-    ) -> None:
-        """Keep the key's material, and say (an event) why a step runs instead of its cache.
+    ) -> list[tuple[str, bytes]]:
+        """Say (an event) why a step runs instead of its cache; returns the records that keep
+        the key's material and make it the node's last key, for the caller to write once the
+        attempt is launched (two file creations off the way from one step to the next).
 
         A step that does not use the cache (``cache=False``, ``--no-cache``) keeps nothing: a
         later miss is explained against the last run that could have used it."""
         if why in _NOT_LOOKED_UP:
             self._event(run.id, "step_cache_miss", node=node.id, message=why)
-            return
-        self.artifacts.write_record(
-            material_key(key), json.dumps(material, sort_keys=True, default=str).encode()
-        )
+            return []
         pointer = last_key(run.pipeline, node.id)
-        previous = self.artifacts.read_record(pointer)
-        self.artifacts.write_record(pointer, key.encode())
+        keep = [
+            (material_key(key), json.dumps(material, sort_keys=True, default=str).encode()),
+            (pointer, key.encode()),
+        ]
         if why == "re-run":
-            return  # a retry, or a resume: the first attempt or ``step_rerun`` said why
+            return keep  # a retry, or a resume: the first attempt or ``step_rerun`` said why
+        previous = self.artifacts.read_record(pointer)
         if not why:
             old_key = previous.decode() if previous is not None else None
             if old_key == key:
@@ -329,6 +331,7 @@ class Steps(EngineBase):
             else:
                 why = miss_reason(self._old_material(old_key), material)
         self._event(run.id, "step_cache_miss", node=node.id, message=why)
+        return keep
 
     def _from_cache(
         self,

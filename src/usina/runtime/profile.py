@@ -417,6 +417,11 @@ class Sampler:
         _thread.start_new_thread(self._run, ())
         return self
 
+    @property
+    def finished(self) -> bool:
+        """Whether the final profile was written, or handed out by ``finish_inline``."""
+        return self._written_final
+
     def stop(self) -> Profile:
         """Stop sampling, take a last sample, write the final record and return it.
 
@@ -576,6 +581,6 @@ def profiled(
     try:
         yield sampler
     finally:
-        if sampler is not None:
+        if sampler is not None and not sampler.finished:
             with contextlib.suppress(Exception):
                 sampler.stop()

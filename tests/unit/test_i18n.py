@@ -686,3 +686,29 @@ def test_no_function_hides_the_translation_function() -> None:
     # The check can fail:
     assert _shadowing_functions("def f(x):\n    a, _, b = x\n    return _('t')\n") == ["f"]
     assert _shadowing_functions("def f(x):\n    return [a for a, _ in x], _('t')\n") == []
+
+
+def test_typers_own_words_come_from_the_catalogue_through_gettext(monkeypatch) -> None:
+    import gettext
+
+    from usina.cli.click_words import TYPER_WORDS
+
+    monkeypatch.setenv("LANGUAGE", "de")
+    i18n.set_language("pt-BR")
+    assert gettext.gettext("Options") == "Opções"
+    assert gettext.gettext("[default: {}]") == "[padrão: {}]"
+    assert all(gettext.gettext(word) != word for word in TYPER_WORDS)
+    i18n.set_language("en")
+    assert gettext.gettext("Options") == "Options"
+    assert gettext.textdomain() == "messages"
+
+
+def test_clicks_usage_errors_are_reworded_in_portuguese() -> None:
+    from usina.cli.click_words import CLICK_TEXTS, usage_line
+
+    for template in CLICK_TEXTS:
+        values = {name: f"<{name}>" for name in placeholders(template)}
+        english = template.format(**values)
+        assert i18n.reword(english, CLICK_TEXTS, "pt-BR") != english, template
+    assert usage_line("Usage: usina runs ls [OPTIONS]", "pt-BR") == "Uso: usina runs ls [OPTIONS]"
+    assert usage_line("Usage: usina runs ls [OPTIONS]", "en") == "Usage: usina runs ls [OPTIONS]"

@@ -712,3 +712,28 @@ def test_clicks_usage_errors_are_reworded_in_portuguese() -> None:
         assert i18n.reword(english, CLICK_TEXTS, "pt-BR") != english, template
     assert usage_line("Usage: usina runs ls [OPTIONS]", "pt-BR") == "Uso: usina runs ls [OPTIONS]"
     assert usage_line("Usage: usina runs ls [OPTIONS]", "en") == "Usage: usina runs ls [OPTIONS]"
+
+
+def test_every_chart_value_problem_usina_deploy_shows_reads_in_portuguese() -> None:
+    from usina.backends.kubernetes import validation as v
+    from usina.deploy import chart
+    from usina.deploy import cli as deploy
+
+    found = [
+        *v.dns1123_label("namespace", "Bad_NS"), *v.dns1123_label("namespace", "n" * 70),
+        *v.dns1123_subdomain("queue", "Team A"), *v.dns1123_subdomain("queue", "q" * 300),
+        *v.label_value("queue", "-x"), *v.label_key("label", "bad key"),
+        *v.env_name("env", "1BAD"), *v.image_reference("image", "usina runtime:1"),
+        v.shared_artifacts_problem("/tmp/a"),
+        *chart.Endpoint(name="Bad_Name", model=" ", replicas=0).problems("Bad_Release"),
+        deploy.unreachable_model("models:/fraud@champion", {}),
+        deploy.unreachable_model("/home/me/model", {}),
+    ]  # fmt: skip
+    templates = (*v.PROBLEM_TEXTS, *chart.PROBLEM_TEXTS, *deploy.PROBLEM_TEXTS)
+    assert len(found) == 15
+    for problem in found:
+        assert problem is not None
+        said = i18n.Said([problem], templates)
+        assert str(said) == problem
+        assert said.translated("en") == problem
+        assert said.translated("pt-BR") != problem, problem

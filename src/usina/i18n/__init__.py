@@ -12,6 +12,9 @@ already formatted (an engine's retry reason, how a process ended) is matched bac
 ``N_`` message where it is shown (``reword``); an error raised with ``error(Kind, N_(...))``
 keeps its English ``str()`` and reads in the reader's language through ``error_text``.
 
+Typer's own words ("Options", "Commands") come from this catalogue too: ``set_language``
+points the standard library's ``gettext`` at it (``serve_gettext``).
+
 The CLI's language: ``--lang``, else ``USINA_LANG``, else ``LC_ALL``/``LC_MESSAGES``/``LANG``
 (``pt_BR.UTF-8`` -> pt-BR), else English (``language_from_env``). The web UI asks for a language
 per request (``translate``).

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usina.errors import ArtifactCorruptError, ArtifactMissingError, DefinitionError, UsinaError
+from usina.i18n import N_, error
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -205,11 +206,18 @@ def find_root(
     if root is not None:
         found = Path(root).resolve()
         if not found.is_dir():
-            raise DefinitionError(f"bundle root {str(root)!r} is not a directory")
+            raise error(
+                DefinitionError, N_("bundle root {root!r} is not a directory"), root=str(root)
+            )
         if found not in path.parents:
-            raise DefinitionError(
-                f"the pipeline file {path} is not inside the bundle root {found}; "
-                "pass a root that contains it"
+            raise error(
+                DefinitionError,
+                N_(
+                    "the pipeline file {path} is not inside the bundle root {root}; "
+                    "pass a root that contains it"
+                ),
+                path=path,
+                root=found,
             )
         return found
     start = path.parent
@@ -226,7 +234,7 @@ def _spec(lines: Sequence[str]) -> Any:
     try:
         import pathspec
     except ImportError as exc:  # pragma: no cover - a core dependency
-        raise BundleError("pathspec is missing: pip install 'pathspec>=0.12.1'") from exc
+        raise error(BundleError, N_("pathspec is missing: pip install 'pathspec>=0.12.1'")) from exc
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
@@ -367,10 +375,17 @@ def _check_size(manifest: Manifest, limits: BundleLimits) -> None:
     size = manifest.size
     if size > limits.max_bytes:
         largest = ", ".join(f"{f.path} ({human_size(f.size)})" for f in manifest.largest())
-        raise BundleTooLargeError(
-            f"the code bundle of {manifest.root} would be {human_size(size)}, over the "
-            f"{human_size(limits.max_bytes)} limit; largest files: {largest}. Keep data "
-            "out of the project (use artifacts), add them to .usinaignore, or raise the limit"
+        raise error(
+            BundleTooLargeError,
+            N_(
+                "the code bundle of {root} would be {size}, over the {limit} limit; largest "
+                "files: {largest}. Keep data out of the project (use artifacts), add them to "
+                ".usinaignore, or raise the limit"
+            ),
+            root=manifest.root,
+            size=human_size(size),
+            limit=human_size(limits.max_bytes),
+            largest=largest,
         )
     if size > limits.warn_bytes:
         log.warning(
@@ -404,8 +419,10 @@ def archive(manifest: Manifest) -> bytes:
             with open(entry.source, "rb") as src:
                 data = src.read()
             if hashlib.sha256(data).hexdigest() != entry.sha256:
-                raise BundleError(
-                    f"{entry.source} changed while the bundle was being made; run again"
+                raise error(
+                    BundleError,
+                    N_("{path} changed while the bundle was being made; run again"),
+                    path=entry.source,
                 )
             tar.addfile(_tar_info(entry.path, len(data), entry.mode), io.BytesIO(data))
         listing = json.dumps(
@@ -446,7 +463,12 @@ def put_bundle(
     if uploaded:
         stored = store.put_bytes(bundle.data)
         if stored != bundle.digest:  # pragma: no cover - a store that hashes differently
-            raise BundleError(f"the store saved bundle {bundle.digest} as {stored}")
+            raise error(
+                BundleError,
+                N_("the store saved bundle {digest} as {stored}"),
+                digest=bundle.digest,
+                stored=stored,
+            )
     manifest = bundle.manifest
     return BundleRef(
         digest=bundle.digest,
@@ -510,15 +532,20 @@ def from_bundle_path(path: str, folder: str | os.PathLike[str] | None) -> str:
     if not path.startswith(BUNDLE_PATH_PREFIX):
         return path
     if folder is None:
-        raise BundleError(
-            f"{path!r} is inside the run's code bundle, but no bundle was fetched: the pod's "
-            f"{ENV_BUNDLE} is not set"
+        raise error(
+            BundleError,
+            N_(
+                "{path!r} is inside the run's code bundle, but no bundle was fetched: the "
+                "pod's {env} is not set"
+            ),
+            path=path,
+            env=ENV_BUNDLE,
         )
     rel = path[len(BUNDLE_PATH_PREFIX) :]
     if pinned_bundle(path) is not None:
         rel = rel[_DIGEST_LEN + 1 :]
     if rel.startswith("/") or ".." in rel.split("/"):
-        raise UnsafeBundleError(f"{path!r} points outside the bundle")
+        raise error(UnsafeBundleError, N_("{path!r} points outside the bundle"), path=path)
     return str(Path(folder) / rel) if rel != "." else str(Path(folder))
 
 
@@ -528,7 +555,12 @@ def task_bundle(task: Task) -> str | None:
     paths = [task.node.get("file"), task.source, *task.sys_path]
     found = {d for p in paths if isinstance(p, str) and (d := pinned_bundle(p)) is not None}
     if len(found) > 1:
-        raise BundleError(f"attempt {task.attempt_id} names two code bundles: {sorted(found)}")
+        raise error(
+            BundleError,
+            N_("attempt {attempt} names two code bundles: {bundles}"),
+            attempt=task.attempt_id,
+            bundles=sorted(found),
+        )
     return found.pop() if found else None
 
 
@@ -542,9 +574,14 @@ def check_archive(data: bytes, digest: str, limits: BundleLimits = BundleLimits(
     without inflating it all). Returns the unpacked size."""
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if actual != digest:
-        raise BundleIntegrityError(
-            f"the uploaded bytes hash to {actual}, not {digest}; the upload was cut or changed "
-            "on the way: upload again"
+        raise error(
+            BundleIntegrityError,
+            N_(
+                "the uploaded bytes hash to {actual}, not {digest}; the upload was cut or "
+                "changed on the way: upload again"
+            ),
+            actual=actual,
+            digest=digest,
         )
     total = 0
     manifest = False
@@ -555,15 +592,28 @@ def check_archive(data: bytes, digest: str, limits: BundleLimits = BundleLimits(
                 total += member.size
                 manifest = manifest or member.name == MANIFEST_PATH
                 if total > limits.max_bytes:
-                    raise BundleTooLargeError(
-                        f"bundle {digest} unpacks to over {human_size(limits.max_bytes)}, the "
-                        "server's limit; keep data out of the project (.usinaignore)"
+                    raise error(
+                        BundleTooLargeError,
+                        N_(
+                            "bundle {digest} unpacks to over {limit}, the server's limit; keep "
+                            "data out of the project (.usinaignore)"
+                        ),
+                        digest=digest,
+                        limit=human_size(limits.max_bytes),
                     )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise BundleError(f"bundle {digest} is not a readable tar.gz: {exc}") from exc
+        raise error(
+            BundleError,
+            N_("bundle {digest} is not a readable tar.gz: {error}"),
+            digest=digest,
+            error=str(exc),
+        ) from exc
     if not manifest:
-        raise BundleError(
-            f"bundle {digest} has no {MANIFEST_PATH}; make bundles with usina (usina run)"
+        raise error(
+            BundleError,
+            N_("bundle {digest} has no {manifest}; make bundles with usina (usina run)"),
+            digest=digest,
+            manifest=MANIFEST_PATH,
         )
     return total
 
@@ -582,14 +632,30 @@ def _members_of(members: Iterable[tarfile.TarInfo], digest: str) -> Iterator[tar
         name = member.name
         parts = name.split("/")
         if name.startswith("/") or os.path.isabs(name) or ".." in parts:
-            raise UnsafeBundleError(f"bundle {digest} holds an unsafe path {name!r}; refused")
+            raise error(
+                UnsafeBundleError,
+                N_("bundle {digest} holds an unsafe path {name!r}; refused"),
+                digest=digest,
+                name=name,
+            )
         if member.islnk() or member.issym():
-            raise UnsafeBundleError(
-                f"bundle {digest} holds a link {name!r} -> {member.linkname!r}; usina bundles "
-                "hold regular files only, refused"
+            raise error(
+                UnsafeBundleError,
+                N_(
+                    "bundle {digest} holds a link {name!r} -> {target!r}; usina bundles hold "
+                    "regular files only, refused"
+                ),
+                digest=digest,
+                name=name,
+                target=member.linkname,
             )
         if not (member.isfile() or member.isdir()):
-            raise UnsafeBundleError(f"bundle {digest} holds a special file {name!r}; refused")
+            raise error(
+                UnsafeBundleError,
+                N_("bundle {digest} holds a special file {name!r}; refused"),
+                digest=digest,
+                name=name,
+            )
         yield member
 
 
@@ -603,26 +669,46 @@ def fetch_bundle(store: ArtifactStore, digest: str, dest: str | os.PathLike[str]
         if marker.read_text().strip() == digest:
             return target
     if target.exists() and any(target.iterdir()):
-        raise BundleError(
-            f"cannot extract bundle {digest} into {target}: the folder is not empty; "
-            "give an empty or new folder"
+        raise error(
+            BundleError,
+            N_(
+                "cannot extract bundle {digest} into {folder}: the folder is not empty; give "
+                "an empty or new folder"
+            ),
+            digest=digest,
+            folder=target,
         )
     try:
         data = store.get_bytes(digest)
     except ArtifactCorruptError as exc:  # the store checked the hash on read, and moved it aside
-        raise BundleIntegrityError(
-            f"bundle {digest} in {store.url} is corrupt ({exc}); submit the run again so the "
-            "client uploads it again"
+        raise error(
+            BundleIntegrityError,
+            N_(
+                "bundle {digest} in {store} is corrupt ({error}); submit the run again so the "
+                "client uploads it again"
+            ),
+            digest=digest,
+            store=store.url,
+            error=exc,
         ) from exc
     except ArtifactMissingError as exc:
-        raise BundleIntegrityError(
-            f"bundle {digest} is not in {store.url}; submit the run again so the client uploads it"
+        raise error(
+            BundleIntegrityError,
+            N_("bundle {digest} is not in {store}; submit the run again so the client uploads it"),
+            digest=digest,
+            store=store.url,
         ) from exc
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if actual != digest:
-        raise BundleIntegrityError(
-            f"bundle {digest} in {store.url} is corrupt: its bytes hash to {actual}; delete it "
-            "from the store and submit the run again"
+        raise error(
+            BundleIntegrityError,
+            N_(
+                "bundle {digest} in {store} is corrupt: its bytes hash to {actual}; delete it "
+                "from the store and submit the run again"
+            ),
+            digest=digest,
+            store=store.url,
+            actual=actual,
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
@@ -636,8 +722,18 @@ def fetch_bundle(store: ArtifactStore, digest: str, dest: str | os.PathLike[str]
                     tar.extractall(tmp, members=members)
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, getattr(tarfile, "FilterError", ())):
-                raise UnsafeBundleError(f"bundle {digest}: {exc}; refused") from exc
-            raise BundleError(f"cannot extract bundle {digest}: {exc}") from exc
+                raise error(
+                    UnsafeBundleError,
+                    N_("bundle {digest}: {error}; refused"),
+                    digest=digest,
+                    error=str(exc),
+                ) from exc
+            raise error(
+                BundleError,
+                N_("cannot extract bundle {digest}: {error}"),
+                digest=digest,
+                error=str(exc),
+            ) from exc
         (tmp / _MARKER).parent.mkdir(exist_ok=True)
         (tmp / _MARKER).write_text(digest + "\n")
         try:
@@ -672,7 +768,12 @@ def bootstrap(
     if not digest:
         return None
     if not is_bundle_id(digest):
-        raise BundleError(f"{ENV_BUNDLE}={digest!r} is not a bundle id ('sha256:' + 64 hex)")
+        raise error(
+            BundleError,
+            N_("{env}={digest!r} is not a bundle id ('sha256:' + 64 hex)"),
+            env=ENV_BUNDLE,
+            digest=digest,
+        )
     workdir = env.get(ENV_WORKDIR) or tempfile.mkdtemp(prefix="usina-")
     folder = fetch_bundle(store, digest, Path(workdir) / f"bundle-{digest[7:19]}")
     entry = str(folder)

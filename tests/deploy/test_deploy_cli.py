@@ -386,3 +386,19 @@ def test_a_bad_rollout_is_refused(
     got, _, err = deploy(capsys, *args)
     assert got in (1, 2), err
     assert message in " ".join(err.split())
+
+
+def test_refusals_read_in_portuguese_with_lang(capsys: pytest.CaptureFixture[str]) -> None:
+    def refused(*args: str) -> str:
+        assert main(["--lang", "pt-BR", "deploy", *args]) == 2
+        return " ".join(capsys.readouterr().err.split())
+
+    bad_name = refused("models:/fraud@champion", "--name", "Fraud_Champion", *REGISTRY)
+    assert "não é possível implantar o endpoint 'Fraud_Champion': o nome do endpoint " in bad_name
+    assert "'Fraud_Champion' precisa ser um rótulo DNS" in bad_name
+    secret = refused("models:/fraud@champion", "--name", "fraud", "--registry-secret", "Bad_S")
+    assert "erro: --registry-secret='Bad_S' não é um subdomínio DNS-1123 (letras" in secret
+    local = refused("/home/me/model", "--name", "fraud")
+    assert "/home/me/model é um caminho nesta máquina, que os pods do endpoint" in local
+    assert "must be" not in bad_name + secret
+    assert "path on this machine" not in local

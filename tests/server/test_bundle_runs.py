@@ -20,6 +20,8 @@ import pytest
 
 from tests.server.conftest import CLI, cli_env
 from usina.bundles import MANIFEST_PATH, find_root, pack
+from usina.errors import DefinitionError
+from usina.i18n import error_text, from_message_json
 
 FLOW = """
 import os
@@ -187,6 +189,11 @@ def test_the_server_refuses_bad_uploads_and_submissions(make_server, tmp_path: P
     refused = put(f"/api/v1/bundles/{evil_id}", evil, editor)
     assert refused.status_code == 400
     assert "unsafe path" in refused.json()["detail"]
+    # The refusal's message id travels, so the CLI says it in its reader's language.
+    said = from_message_json(DefinitionError(refused.json()["detail"]), refused.json())
+    assert error_text(said, "pt-BR") == (
+        f"o bundle {evil_id} contém um caminho inseguro '../escape.py'; recusado"
+    )
     # Over 1 MiB (the other routes' body limit) is fine here: the bundle's own limit applies.
     (tmp_path / "proj" / "weights.bin").write_bytes(os.urandom(3 << 20))
     big = pack(tmp_path / "proj")

@@ -30,6 +30,7 @@ from usina.bundles import (
     to_bundle_path,
 )
 from usina.errors import ArtifactMissingError, DefinitionError
+from usina.i18n import error_text
 from usina.stores.artifacts import FsspecArtifactStore
 from usina.testing.fakes import InMemoryArtifactStore
 
@@ -167,6 +168,10 @@ def test_size_limit_names_the_largest_files(
     assert message.index("weights.bin") < message.index("table.parquet")
     assert ".usinaignore" in message
     assert isinstance(info.value, DefinitionError)
+    assert error_text(info.value, "pt-BR").startswith(
+        f"o bundle de código de {project} teria 5.0 KiB, acima do limite de 3.9 KiB; maiores "
+        "arquivos: weights.bin"
+    )
     with caplog.at_level(logging.WARNING, logger="usina.bundles"):
         pack(project, limits=BundleLimits(max_bytes=10_000, warn_bytes=1000))
     assert "weights.bin" in caplog.text
@@ -232,8 +237,12 @@ def test_tampered_bundle_is_refused(project: Path, tmp_path: Path) -> None:
     assert isinstance(info.value, ArtifactMissingError)
     assert not (tmp_path / "dest").exists()
     missing = "sha256:" + "0" * 64
-    with pytest.raises(BundleIntegrityError, match="submit the run again"):
+    with pytest.raises(BundleIntegrityError, match="submit the run again") as gone:
         fetch_bundle(store, missing, tmp_path / "dest")
+    assert error_text(gone.value, "pt-BR") == (
+        f"o bundle {missing} não está em {store.url}; envie a execução de novo para que o "
+        "cliente o envie"
+    )
 
 
 def _evil_tar(*members: tarfile.TarInfo) -> bytes:

@@ -686,3 +686,54 @@ def test_no_function_hides_the_translation_function() -> None:
     # The check can fail:
     assert _shadowing_functions("def f(x):\n    a, _, b = x\n    return _('t')\n") == ["f"]
     assert _shadowing_functions("def f(x):\n    return [a for a, _ in x], _('t')\n") == []
+
+
+def test_typers_own_words_come_from_the_catalogue_through_gettext(monkeypatch) -> None:
+    import gettext
+
+    from usina.cli.click_words import TYPER_WORDS
+
+    monkeypatch.setenv("LANGUAGE", "de")
+    i18n.set_language("pt-BR")
+    assert gettext.gettext("Options") == "Opções"
+    assert gettext.gettext("[default: {}]") == "[padrão: {}]"
+    assert all(gettext.gettext(word) != word for word in TYPER_WORDS)
+    i18n.set_language("en")
+    assert gettext.gettext("Options") == "Options"
+    assert gettext.textdomain() == "messages"
+
+
+def test_clicks_usage_errors_are_reworded_in_portuguese() -> None:
+    from usina.cli.click_words import CLICK_TEXTS, usage_line
+
+    for template in CLICK_TEXTS:
+        values = {name: f"<{name}>" for name in placeholders(template)}
+        english = template.format(**values)
+        assert i18n.reword(english, CLICK_TEXTS, "pt-BR") != english, template
+    assert usage_line("Usage: usina runs ls [OPTIONS]", "pt-BR") == "Uso: usina runs ls [OPTIONS]"
+    assert usage_line("Usage: usina runs ls [OPTIONS]", "en") == "Usage: usina runs ls [OPTIONS]"
+
+
+def test_every_chart_value_problem_usina_deploy_shows_reads_in_portuguese() -> None:
+    from usina.backends.kubernetes import validation as v
+    from usina.deploy import chart
+    from usina.deploy import cli as deploy
+
+    found = [
+        *v.dns1123_label("namespace", "Bad_NS"), *v.dns1123_label("namespace", "n" * 70),
+        *v.dns1123_subdomain("queue", "Team A"), *v.dns1123_subdomain("queue", "q" * 300),
+        *v.label_value("queue", "-x"), *v.label_key("label", "bad key"),
+        *v.env_name("env", "1BAD"), *v.image_reference("image", "usina runtime:1"),
+        v.shared_artifacts_problem("/tmp/a"),
+        *chart.Endpoint(name="Bad_Name", model=" ", replicas=0).problems("Bad_Release"),
+        deploy.unreachable_model("models:/fraud@champion", {}),
+        deploy.unreachable_model("/home/me/model", {}),
+    ]  # fmt: skip
+    templates = (*v.PROBLEM_TEXTS, *chart.PROBLEM_TEXTS, *deploy.PROBLEM_TEXTS)
+    assert len(found) == 15
+    for problem in found:
+        assert problem is not None
+        said = i18n.Said([problem], templates)
+        assert str(said) == problem
+        assert said.translated("en") == problem
+        assert said.translated("pt-BR") != problem, problem

@@ -12,6 +12,7 @@ import pytest
 
 from usina.errors import DefinitionError
 from usina.scheduling.triggers import (
+    STARTED,
     Cause,
     ObjectVersion,
     Trigger,
@@ -132,3 +133,39 @@ def test_object_listing_on_an_fsspec_url() -> None:
     found = list_objects(f"{bucket}/in")
     assert [o.path.rsplit("/in/", 1)[1] for o in found] == ["a.json", "deep/b.json"]
     assert all(o.path.startswith("memory://") for o in found)
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "said"),
+    [
+        (TriggerKind.ALIAS, {"model": "fraud", "alias": "champion"}, "o alias fraud@champion muda"),
+        (TriggerKind.RUN_SUCCEEDED, {"pipeline": "etl"}, "uma execução de etl termina com sucesso"),
+        (TriggerKind.OBJECTS, {"prefix": "s3://b/in/"}, "surgem novos objetos em s3://b/in/"),
+    ],
+)
+def test_what_a_trigger_watches_and_its_firings_read_in_portuguese_in_the_cli(
+    kind: TriggerKind, spec: dict[str, str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from usina import i18n
+    from usina.cli.common import Output
+    from usina.cli.triggers import _show
+
+    trigger = Trigger("t", "default", "train", kind, spec)
+    item = {
+        "project": "default", "name": "t", "pipeline": "train", "paused": False,
+        "watching": trigger.describe(), "created_at": "2026-01-01T00:00:00Z",
+        "cause_params": ["model_version"],
+        "firings": [{"at": "2026-01-01T00:01:00Z", "outcome": STARTED, "run_id": "r1",
+                     "cause": "c"}],
+    }  # fmt: skip
+    try:
+        i18n.set_language("pt-BR")
+        _show(item, Output.text)
+    finally:
+        i18n.set_language("en")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"default/t: executa train quando {said} (observando, desde" in shown
+    assert "iniciada r1 c" in shown
+    with pytest.raises(DefinitionError) as info:
+        validate(kind, {}, "train")
+    assert i18n.error_text(info.value, "pt-BR").startswith(f"um gatilho do tipo '{kind.value}'")

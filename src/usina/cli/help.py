@@ -84,6 +84,8 @@ def translated(app: typer.Typer, lang: str) -> Any:
     """``app``'s Click command with its help texts in ``lang`` (English: as built)."""
     import typer.main
 
+    from usina.cli.click_words import translate_command
+
     command = typer.main.get_command(app)
     chosen = normalize(lang) or DEFAULT
     if chosen == DEFAULT:
@@ -96,6 +98,7 @@ def translated(app: typer.Typer, lang: str) -> Any:
         for param in each.params:
             if getattr(param, "help", None):
                 param.help = _one(param.help, chosen)
+        translate_command(each, chosen)  # Click's own words: "Usage:", the --help option
     return command
 
 

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from usina.cli.click_words import show_usage_error
 from usina.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out, set_server
 from usina.cli.help import lang_in, translated
 from usina.cli.optional import OPTIONAL, register_optional
@@ -238,7 +239,7 @@ def _main(argv: list[str] | None) -> int:
         # Click's usage errors (typer may vendor its own copy of click): they know how to show
         # themselves and carry their exit code.
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
+            show_usage_error(exc)
             return EXIT_USAGE
         if type(exc).__name__ == "Abort":
             return 130

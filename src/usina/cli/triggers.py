@@ -14,7 +14,8 @@ from rich.table import Table
 from usina.cli.common import Output, OutputOpt, out, parse_params, server
 from usina.cli.display import print_json
 from usina.errors import DefinitionError
-from usina.i18n import N_, _, error
+from usina.i18n import N_, _, error, reword, translate
+from usina.scheduling.triggers import WATCHING
 
 triggers_app = typer.Typer(
     help="Triggers on the platform server: run a pipeline when an alias moves, a pipeline "
@@ -52,7 +53,7 @@ def _show(item: dict[str, Any], output: Output) -> None:
         ).format(
             trigger=f"{item['project']}/{item['name']}",
             pipeline=item["pipeline"],
-            watching=item["watching"],
+            watching=_watching(item["watching"]),
             state=state,
             since=item["created_at"],
             params=", ".join(item["cause_params"]),
@@ -61,9 +62,15 @@ def _show(item: dict[str, Any], output: Output) -> None:
     )
     for firing in item.get("firings") or []:
         out.print(
-            f"  {firing['at']}  {firing['outcome']:<8} {firing['run_id'] or ''}  {firing['cause']}",
+            f"  {firing['at']}  {translate(firing['outcome']):<8} {firing['run_id'] or ''}  "
+            f"{firing['cause']}",
             markup=False,
         )
+
+
+def _watching(said: str) -> str:
+    """What a trigger watches, as the server says it in English, in the reader's language."""
+    return reword(said, WATCHING.values())
 
 
 def _spec(model: str | None, alias: str | None, after: str | None, prefix: str | None) -> Any:
@@ -122,7 +129,7 @@ def ls(output: OutputOpt = Output.text) -> None:
     table = Table(_("project"), _("name"), _("pipeline"), _("when"), _("state"))
     for i in items:
         state = _("paused") if i["paused"] else _("watching")
-        table.add_row(i["project"], i["name"], i["pipeline"], i["watching"], state)
+        table.add_row(i["project"], i["name"], i["pipeline"], _watching(i["watching"]), state)
     out.print(table)
 
 

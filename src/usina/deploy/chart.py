@@ -15,11 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from usina.errors import DefinitionError, DeployError, MissingExtraError
+from usina.i18n import N_, Said, error
 
 Obj = dict[str, Any]
 #: The rendered templates of a serving endpoint, by path inside the chart.
 SERVING_TEMPLATES = "templates/serving/"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+_NAME = N_(
+    "endpoint name {name!r} must be a DNS label: at most 63 lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit"
+)
+_RELEASE = N_("release name {release!r} must be a DNS label of at most 53 characters")
+_NO_MODEL = N_("the model URI is empty (e.g. models:/fraud@champion)")
+_REPLICAS = N_("replicas must be at least 1, not {replicas}")
+#: What ``Endpoint.problems`` may find (English, read in the reader's language where shown).
+PROBLEM_TEXTS = (_NAME, _RELEASE, _NO_MODEL, _REPLICAS)
+#: The message of an endpoint that cannot be deployed (here and in ``usina.deploy.cli``).
+CANNOT_DEPLOY = N_("cannot deploy endpoint {name!r}: {problem}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +57,13 @@ class Endpoint:
     def problems(self, release: str) -> list[str]:
         found = []
         if not _DNS_LABEL.match(self.name) or len(self.name) > 63:
-            found.append(
-                f"endpoint name {self.name!r} must be a DNS label: at most 63 lower-case "
-                "letters, digits and '-', starting and ending with a letter or digit"
-            )
+            found.append(_NAME.format(name=self.name))
         if not _DNS_LABEL.match(release) or len(release) > 53:
-            found.append(f"release name {release!r} must be a DNS label of at most 53 characters")
+            found.append(_RELEASE.format(release=release))
         if not self.model.strip():
-            found.append("the model URI is empty (e.g. models:/fraud@champion)")
+            found.append(_NO_MODEL)
         if self.replicas is not None and self.replicas < 1:
-            found.append(f"replicas must be at least 1, not {self.replicas}")
+            found.append(_REPLICAS.format(replicas=self.replicas))
         return found
 
     def values(self) -> Obj:
@@ -73,9 +83,12 @@ def chart_path() -> Path:
     for candidate in (here / "helm" / "usina", here.parents[2] / "deploy" / "helm" / "usina"):
         if (candidate / "Chart.yaml").is_file():
             return candidate
-    raise DeployError(
-        "usina's Helm chart is not installed with this package; pass its folder with --chart "
-        "(deploy/helm/usina in the repository)"
+    raise error(
+        DeployError,
+        N_(
+            "usina's Helm chart is not installed with this package; pass its folder with "
+            "--chart (deploy/helm/usina in the repository)"
+        ),
     )
 
 
@@ -127,7 +140,12 @@ def render_chart(
                 merged, name=release, namespace=namespace, is_install=True
             )
     except helm.HelmError as exc:
-        raise DeployError(f"the Helm chart at {path} did not render: {exc}") from exc
+        raise error(
+            DeployError,
+            N_("the Helm chart at {path} did not render: {error}"),
+            path=path,
+            error=str(exc),
+        ) from exc
     return rendered
 
 
@@ -158,7 +176,12 @@ def render_endpoint(
     and NetworkPolicy where ``values`` turn those on)."""
     problems = endpoint.problems(release)
     if problems:
-        raise DefinitionError(f"cannot deploy endpoint {endpoint.name!r}: " + "; ".join(problems))
+        raise error(
+            DefinitionError,
+            CANNOT_DEPLOY,
+            name=endpoint.name,
+            problem=Said(problems, PROBLEM_TEXTS),
+        )
     rendered = render_chart(
         endpoint_values(endpoint, values), release=release, namespace=namespace, chart=chart
     )
@@ -167,8 +190,14 @@ def render_endpoint(
         raise DeployError(f"the chart rendered no object for endpoint {endpoint.name!r}")
     name = objects[0]["metadata"]["name"]
     if not name.endswith(f"-{endpoint.name}"):  # the chart cut it at 63 characters
-        raise DefinitionError(
-            f"endpoint {endpoint.name!r} of release {release!r} would be named {name!r} "
-            "(cut at 63 characters): choose a shorter endpoint or release name"
+        raise error(
+            DefinitionError,
+            N_(
+                "endpoint {endpoint!r} of release {release!r} would be named {name!r} (cut at "
+                "63 characters): choose a shorter endpoint or release name"
+            ),
+            endpoint=endpoint.name,
+            release=release,
+            name=name,
         )
     return objects

@@ -13,9 +13,27 @@ from typing import Annotated, Any
 import typer
 
 from usina.deploy.apply import apply_objects
-from usina.deploy.chart import Endpoint, render_endpoint
+from usina.deploy.chart import CANNOT_DEPLOY, Endpoint, render_endpoint
 from usina.errors import DefinitionError, MissingExtraError
-from usina.i18n import N_, _, error
+from usina.i18n import N_, Said, _, error
+
+_CREDENTIALS = N_(
+    "--registry-uri carries credentials; put the URI in a Secret and pass "
+    "--registry-secret SECRET[/KEY] instead"
+)
+_PULL_POLICY = N_("--image-pull-policy {policy!r} must be IfNotPresent, Always or Never")
+_NO_REGISTRY = N_(
+    "{model} is a model registry URI, but no registry is configured, so the pods could not "
+    "load it: pass --registry-uri http://MLFLOW:5000 or --registry-secret SECRET[/KEY] (a "
+    "Secret holding the URI), or --set mlflow.existingSecret=SECRET"
+)
+_LOCAL_MODEL = N_(
+    "{model} is a path on this machine, which the endpoint's pods cannot read: register the "
+    "model (models:/NAME@ALIAS) or give an s3:// URI"
+)
+#: The problems of ``endpoint_access`` and ``unreachable_model`` besides Kubernetes' naming
+#: rules: English where made, in the reader's language where shown (``usina.i18n.Said``).
+PROBLEM_TEXTS = (_CREDENTIALS, _PULL_POLICY, _NO_REGISTRY, _LOCAL_MODEL)
 
 
 def deploy(
@@ -135,10 +153,7 @@ def deploy(
     problem = unreachable_model(model, chart_values)
     if problem is not None:
         raise error(
-            DefinitionError,
-            N_("cannot deploy endpoint {name!r}: {problem}"),
-            name=name,
-            problem=problem,
+            DefinitionError, CANNOT_DEPLOY, name=name, problem=Said([problem], PROBLEM_TEXTS)
         )
     plan = rollout_values(
         rollout,
@@ -193,12 +208,7 @@ def endpoint_access(
         found["mlflow"] = {"existingSecret": secret, **({"secretKey": key} if key else {})}
     if registry_uri:
         if "@" in registry_uri.partition("://")[2].partition("/")[0]:
-            problems.append(
-                _(
-                    "--registry-uri carries credentials; put the URI in a Secret and pass "
-                    "--registry-secret SECRET[/KEY] instead"
-                )
-            )
+            problems.append(_CREDENTIALS)
         found.setdefault("serving", {})["extraEnv"] = [
             {"name": "MLFLOW_TRACKING_URI", "value": registry_uri}
         ]
@@ -210,17 +220,15 @@ def endpoint_access(
         found["imagePullSecrets"] = [{"name": n} for n in image_pull_secrets]
     if image_pull_policy:
         if image_pull_policy not in ("IfNotPresent", "Always", "Never"):
-            problems.append(
-                _("--image-pull-policy {policy!r} must be IfNotPresent, Always or Never").format(
-                    policy=image_pull_policy
-                )
-            )
+            problems.append(_PULL_POLICY.format(policy=image_pull_policy))
         found["images"] = {"serving": {"pullPolicy": image_pull_policy}}
     if env_from_secret:
         problems += v.dns1123_subdomain("--env-from-secret", env_from_secret)
         found["objectStore"] = {"existingSecret": env_from_secret}
     if problems:
-        raise DefinitionError("; ".join(problems))
+        # The problems are the whole message: "{problems}" is its id.
+        said = Said(problems, (*v.PROBLEM_TEXTS, *PROBLEM_TEXTS))
+        raise error(DefinitionError, N_("{problems}"), problems=said)
     return found
 
 
@@ -284,18 +292,10 @@ def unreachable_model(model: str, values: dict[str, Any]) -> str | None:
             not (mlflow.get("existingSecret") or mlflow.get("trackingUri"))
             and "MLFLOW_TRACKING_URI" not in env
         ):
-            return (
-                f"{model} is a model registry URI, but no registry is configured, so the "
-                "pods could not load it: pass --registry-uri http://MLFLOW:5000 or "
-                "--registry-secret SECRET[/KEY] (a Secret holding the URI), or --set "
-                "mlflow.existingSecret=SECRET"
-            )
+            return _NO_REGISTRY.format(model=model)
         return None
     if not scheme or scheme == "file" or model.startswith("/"):
-        return (
-            f"{model} is a path on this machine, which the endpoint's pods cannot read: "
-            "register the model (models:/NAME@ALIAS) or give an s3:// URI"
-        )
+        return _LOCAL_MODEL.format(model=model)
     return None
 
 

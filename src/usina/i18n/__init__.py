@@ -12,6 +12,9 @@ already formatted (an engine's retry reason, how a process ended) is matched bac
 ``N_`` message where it is shown (``reword``); an error raised with ``error(Kind, N_(...))``
 keeps its English ``str()`` and reads in the reader's language through ``error_text``.
 
+Typer's own words ("Options", "Commands") come from this catalogue too: ``set_language``
+points the standard library's ``gettext`` at it (``serve_gettext``).
+
 The CLI's language: ``--lang``, else ``USINA_LANG``, else ``LC_ALL``/``LC_MESSAGES``/``LANG``
 (``pt_BR.UTF-8`` -> pt-BR), else English (``language_from_env``). The web UI asks for a language
 per request (``translate``).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import gettext as _gettext
+import os
 import re
 import string
 from pathlib import Path
@@ -48,6 +52,7 @@ __all__ = [
     "message_json",
     "normalize",
     "reword",
+    "serve_gettext",
     "set_language",
     "translate",
 ]
@@ -60,6 +65,9 @@ LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 ENV_VARS = ("USINA_LANG", "LC_ALL", "LC_MESSAGES", "LANG")
 
 _state = {"lang": DEFAULT}
+#: The environment variable the standard library's ``gettext`` reads its language from first.
+_GETTEXT_ENV = "LANGUAGE"
+_GETTEXT_BEFORE: dict[str, str | None] = {}
 
 
 def N_(text: str) -> str:
@@ -91,8 +99,37 @@ def language_from_env(environ: Mapping[str, str]) -> str:
 
 
 def set_language(lang: str) -> None:
-    """The language of ``_()`` from now on in this process (the CLI sets it once per command)."""
+    """The language of ``_()`` from now on in this process (the CLI sets it once per command),
+    and of the words Typer says itself (``serve_gettext``)."""
     _state["lang"] = normalize(lang) or DEFAULT
+    serve_gettext(_state["lang"])
+
+
+def serve_gettext(lang: str) -> None:
+    """Make the standard library's ``gettext.gettext`` answer from usina's catalogue in
+    ``lang``: Typer says its own words ("Options", "Commands", "Arguments", "[default: {}]")
+    through it (``usina.cli.click_words`` lists them, so they are in the catalogue).
+
+    ``gettext.gettext`` looks in the default domain, in the language the environment names:
+    ``textdomain``/``bindtextdomain`` are its documented way to choose the catalogue, and
+    ``LANGUAGE``, which it reads before ``LC_ALL``/``LANG``, the language. Replacing the ``_``
+    that Typer's modules imported would reach into their internals, and miss the next module
+    that calls ``gettext``. English puts back the default domain and the ``LANGUAGE`` the
+    process started with, so an English run, and the programs it starts, are as before."""
+    if "language" not in _GETTEXT_BEFORE:
+        _GETTEXT_BEFORE["language"] = os.environ.get(_GETTEXT_ENV)
+        _GETTEXT_BEFORE["domain"] = _gettext.textdomain()
+    if lang == DEFAULT:
+        _gettext.textdomain(_GETTEXT_BEFORE["domain"])
+        before = _GETTEXT_BEFORE["language"]
+        if before is None:
+            os.environ.pop(_GETTEXT_ENV, None)
+        else:
+            os.environ[_GETTEXT_ENV] = before
+        return
+    _gettext.bindtextdomain(DOMAIN, str(LOCALE_DIR))
+    _gettext.textdomain(DOMAIN)
+    os.environ[_GETTEXT_ENV] = lang.replace("-", "_")  # gettext's folder name: pt_BR
 
 
 def language() -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from usina.errors import DefinitionError
+from usina.i18n import N_, error
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -62,6 +63,17 @@ SPEC_FIELDS: dict[TriggerKind, tuple[str, ...]] = {
 
 _ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 
+#: What a trigger watches, as the API says it (``Trigger.describe``, in English); the CLI shows
+#: it in its reader's language (``usina.i18n.reword``).
+WATCHING = {
+    TriggerKind.ALIAS: N_("alias {model}@{alias} moves"),
+    TriggerKind.RUN_SUCCEEDED: N_("a run of {pipeline} succeeds"),
+    TriggerKind.OBJECTS: N_("new objects under {prefix}"),
+}
+#: What a cause of a trigger became (a firing's ``outcome``): its run was started, it existed
+#: already (another replica, or an earlier pass, made it), or it was there at creation.
+STARTED, EXISTS, BASELINE = N_("started"), N_("exists"), N_("baseline")
+
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
@@ -88,11 +100,8 @@ class Trigger:
     revision: int = 0
 
     def describe(self) -> str:
-        if self.kind is TriggerKind.ALIAS:
-            return f"alias {self.spec['model']}@{self.spec['alias']} moves"
-        if self.kind is TriggerKind.RUN_SUCCEEDED:
-            return f"a run of {self.spec['pipeline']} succeeds"
-        return f"new objects under {self.spec['prefix']}"
+        """What it watches, in English (``WATCHING``)."""
+        return WATCHING[self.kind].format(**self.spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,22 +134,36 @@ def validate(kind: TriggerKind, spec: Mapping[str, str], pipeline: str) -> None:
     """Refuse a spec that lacks a field or names the trigger's own pipeline as upstream."""
     missing = [f for f in SPEC_FIELDS[kind] if not str(spec.get(f) or "").strip()]
     if missing:
-        raise DefinitionError(
-            f"a trigger of kind {kind.value!r} needs {', '.join(missing)} "
-            f"(fields: {', '.join(SPEC_FIELDS[kind])})"
+        raise error(
+            DefinitionError,
+            N_("a trigger of kind {kind!r} needs {missing} (fields: {fields})"),
+            kind=kind.value,
+            missing=", ".join(missing),
+            fields=", ".join(SPEC_FIELDS[kind]),
         )
     extra = sorted(set(spec) - set(SPEC_FIELDS[kind]))
     if extra:
-        raise DefinitionError(
-            f"a trigger of kind {kind.value!r} takes only {', '.join(SPEC_FIELDS[kind])}; "
-            f"not {', '.join(extra)}"
+        raise error(
+            DefinitionError,
+            N_("a trigger of kind {kind!r} takes only {fields}; not {extra}"),
+            kind=kind.value,
+            fields=", ".join(SPEC_FIELDS[kind]),
+            extra=", ".join(extra),
         )
     if kind is TriggerKind.ALIAS and not _ALIAS.match(spec["alias"]):
-        raise DefinitionError(f"{spec['alias']!r} is not a model alias (letters, digits, _.-)")
+        raise error(
+            DefinitionError,
+            N_("{alias!r} is not a model alias (letters, digits, _.-)"),
+            alias=spec["alias"],
+        )
     if kind is TriggerKind.RUN_SUCCEEDED and spec["pipeline"] == pipeline:
-        raise DefinitionError(
-            f"a trigger on the success of {pipeline!r} that runs {pipeline!r} would loop; "
-            "pick another pipeline"
+        raise error(
+            DefinitionError,
+            N_(
+                "a trigger on the success of {pipeline!r} that runs {pipeline!r} would loop; "
+                "pick another pipeline"
+            ),
+            pipeline=pipeline,
         )
 
 

@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from usina.engine.records import Event, RunId, RunState
 from usina.errors import NotFoundError, StateError, StoreError, UsinaError
+from usina.i18n import N_, error
 from usina.scheduling.triggers import (
+    EXISTS,
+    STARTED,
     Cause,
     Trigger,
     TriggerKind,
@@ -140,9 +143,12 @@ class TriggerWatcher:
 
     def _alias(self, trigger: Trigger) -> str | None:
         if self.aliases is None:
-            raise UsinaError(
-                "alias triggers need the server's model registry: start `usina server` with "
-                "--registry-uri (or MLFLOW_TRACKING_URI)"
+            raise error(
+                UsinaError,
+                N_(
+                    "alias triggers need the server's model registry: start `usina server` "
+                    "with --registry-uri (or MLFLOW_TRACKING_URI)"
+                ),
             )
         return self.aliases(trigger.spec["model"], trigger.spec["alias"])
 
@@ -201,7 +207,7 @@ class TriggerWatcher:
         run_id = triggered_run_id(trigger, cause.key)
         made = self._create(trigger, cause, run_id)
         _crash_point("trigger-after-run")
-        outcome = "started" if made else "exists"
+        outcome = STARTED if made else EXISTS
         self.store.record(
             Firing(trigger.project, trigger.name, cause.key, cause.shown, outcome, run_id,
                    self.clock())

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from usina.errors import NotFoundError, StateError
-from usina.scheduling.triggers import Trigger, TriggerKind
+from usina.i18n import N_, error
+from usina.scheduling.triggers import BASELINE, Trigger, TriggerKind
 from usina.stores.database import SqlStore
 from usina.stores.sql_schema import trigger_firings, triggers
 
@@ -104,7 +105,7 @@ class TriggerStore(SqlStore):
                 )  # fmt: skip
                 rows = [
                     {"project": made.project, "name": made.name, "cause_hash": _hash(c),
-                     "cause": c, "shown": c, "outcome": "baseline", "run_id": None, "at": now}
+                     "cause": c, "shown": c, "outcome": BASELINE, "run_id": None, "at": now}
                     for c in dict.fromkeys(baseline)
                 ]  # fmt: skip
                 if rows:
@@ -120,8 +121,11 @@ class TriggerStore(SqlStore):
         with self._conn(f"reading trigger {name!r}", write=False) as conn:
             row = conn.execute(sa.select(triggers).where(_key(project, name))).mappings().first()
         if row is None:
-            raise NotFoundError(
-                f"project {project!r} has no trigger {name!r}; `usina triggers ls` lists them"
+            raise error(
+                NotFoundError,
+                N_("project {project!r} has no trigger {name!r}; `usina triggers ls` lists them"),
+                project=project,
+                name=name,
             )
         return _from_row(row)
 
@@ -136,7 +140,12 @@ class TriggerStore(SqlStore):
         """Delete a trigger and what it remembers; its runs stay."""
         with self._conn(f"deleting trigger {name!r}") as conn:
             if conn.execute(sa.delete(triggers).where(_key(project, name))).rowcount == 0:
-                raise NotFoundError(f"project {project!r} has no trigger {name!r}")
+                raise error(
+                    NotFoundError,
+                    N_("project {project!r} has no trigger {name!r}"),
+                    project=project,
+                    name=name,
+                )
             conn.execute(
                 sa.delete(trigger_firings).where(
                     (trigger_firings.c.project == project) & (trigger_firings.c.name == name)
@@ -154,7 +163,12 @@ class TriggerStore(SqlStore):
                 sa.update(triggers).where(_key(project, name)).values(paused=paused, updated_at=now)
             )
             if done.rowcount == 0:
-                raise NotFoundError(f"project {project!r} has no trigger {name!r}")
+                raise error(
+                    NotFoundError,
+                    N_("project {project!r} has no trigger {name!r}"),
+                    project=project,
+                    name=name,
+                )
         return self.get(project, name)
 
     def advance(self, trigger: Trigger, state: Mapping[str, Any]) -> bool:

@@ -5,7 +5,9 @@ The rules are the API server's (``k8s.io/apimachinery/pkg/util/validation``): DN
 (namespaces, Service names), DNS-1123 subdomains (Secrets, ConfigMaps, service accounts,
 priority classes, Kueue LocalQueues), label keys and values, environment variable names, and
 the container image reference grammar (``[registry/]path[:tag][@digest]``). Pure functions; the
-caller turns ``problems`` into a ``DefinitionError`` (the CLI's exit 2).
+caller turns ``problems`` into a ``DefinitionError`` (the CLI's exit 2). Each problem is an
+``N_`` message of ``PROBLEM_TEXTS``, formatted in English; where it is shown it reads in the
+reader's language (``usina.i18n.Said``, as ``usina deploy`` does).
 
 The artifact store a Job is given must be one its pods can reach: ``shared_artifacts_problem``
 refuses a path on this machine's disk.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+
+from usina.i18n import N_
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -36,37 +40,71 @@ IMAGE_REFERENCE = re.compile(
 #: URL schemes whose objects every pod of a cluster can read (given credentials).
 SHARED_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "http", "https")
 
+_LABEL_LONG = N_("{field}={value!r}... is {length} characters; a DNS-1123 label has at most 63")
+_LABEL = N_(
+    "{field}={value!r} is not a DNS-1123 label (lowercase letters, digits and '-', starting "
+    "and ending with a letter or digit)"
+)
+_SUBDOMAIN_LONG = N_("{field}={value!r}... has {length} characters (DNS-1123 subdomain: 253)")
+_SUBDOMAIN = N_(
+    "{field}={value!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+    "starting and ending with a letter or digit)"
+)
+_LABEL_VALUE = N_(
+    "{field}={value!r} is not a valid label value (at most 63 characters of letters, digits, "
+    "'-', '_' and '.', starting and ending with a letter or digit)"
+)
+_LABEL_KEY = N_(
+    "{field} key {key!r} is not a valid label key ([prefix/]name, the name at most 63 "
+    "characters of letters, digits, '-', '_' and '.')"
+)
+_ENV_NAME = N_(
+    "{field} name {name!r} is not a valid environment variable name (letters, digits, '_', '-' "
+    "and '.', not starting with a digit)"
+)
+_IMAGE = N_(
+    "{field}={image!r} is not a container image reference "
+    "([registry[:port]/]name[:tag][@sha256:digest]; lowercase name, no spaces)"
+)
+_LOCAL_ARTIFACTS = N_(
+    "the artifact store {url!r} is a path on this machine, which the Jobs' pods cannot read; "
+    "set USINA_ARTIFACTS_URL=s3://BUCKET/PREFIX (credentials from AWS_ACCESS_KEY_ID/"
+    "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for a non-AWS store), or pass "
+    "--allow-local-artifacts when every node mounts this path (a one-node cluster)"
+)
+#: Every problem these rules report, for ``usina.i18n.Said`` where one is shown.
+PROBLEM_TEXTS = (
+    _LABEL_LONG,
+    _LABEL,
+    _SUBDOMAIN_LONG,
+    _SUBDOMAIN,
+    _LABEL_VALUE,
+    _LABEL_KEY,
+    _ENV_NAME,
+    _IMAGE,
+    _LOCAL_ARTIFACTS,
+)
+
 
 def dns1123_label(field: str, value: str) -> list[str]:
     if len(value) > 63:
-        return [
-            f"{field}={value[:20]!r}... is {len(value)} characters; a DNS-1123 label has at most 63"
-        ]
+        return [_LABEL_LONG.format(field=field, value=value[:20], length=len(value))]
     if not DNS1123_LABEL.fullmatch(value):
-        return [
-            f"{field}={value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit)"
-        ]
+        return [_LABEL.format(field=field, value=value)]
     return []
 
 
 def dns1123_subdomain(field: str, value: str) -> list[str]:
     if len(value) > 253:
-        return [f"{field}={value[:20]!r}... has {len(value)} characters (DNS-1123 subdomain: 253)"]
+        return [_SUBDOMAIN_LONG.format(field=field, value=value[:20], length=len(value))]
     if not DNS1123_SUBDOMAIN.fullmatch(value):
-        return [
-            f"{field}={value!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and "
-            "'.', starting and ending with a letter or digit)"
-        ]
+        return [_SUBDOMAIN.format(field=field, value=value)]
     return []
 
 
 def label_value(field: str, value: str) -> list[str]:
     if len(value) > 63 or not LABEL_VALUE.fullmatch(value):
-        return [
-            f"{field}={value!r} is not a valid label value (at most 63 characters of letters, "
-            "digits, '-', '_' and '.', starting and ending with a letter or digit)"
-        ]
+        return [_LABEL_VALUE.format(field=field, value=value)]
     return []
 
 
@@ -76,28 +114,19 @@ def label_key(field: str, key: str) -> list[str]:
     if prefix:
         found += dns1123_subdomain(f"{field} prefix", prefix)
     if len(name) > 63 or not LABEL_NAME.fullmatch(name):
-        found.append(
-            f"{field} key {key!r} is not a valid label key ([prefix/]name, the name at most 63 "
-            "characters of letters, digits, '-', '_' and '.')"
-        )
+        found.append(_LABEL_KEY.format(field=field, key=key))
     return found
 
 
 def env_name(field: str, name: str) -> list[str]:
     if not ENV_NAME.fullmatch(name):
-        return [
-            f"{field} name {name!r} is not a valid environment variable name (letters, digits, "
-            "'_', '-' and '.', not starting with a digit)"
-        ]
+        return [_ENV_NAME.format(field=field, name=name)]
     return []
 
 
 def image_reference(field: str, image: str) -> list[str]:
     if not IMAGE_REFERENCE.fullmatch(image):
-        return [
-            f"{field}={image!r} is not a container image reference "
-            "([registry[:port]/]name[:tag][@sha256:digest]; lowercase name, no spaces)"
-        ]
+        return [_IMAGE.format(field=field, image=image)]
     return []
 
 
@@ -111,9 +140,4 @@ def shared_artifacts_problem(url: str) -> str | None:
     scheme, sep, _ = url.partition("://")
     if sep and scheme.lower() in SHARED_SCHEMES:
         return None
-    return (
-        f"the artifact store {url!r} is a path on this machine, which the Jobs' pods cannot read; "
-        "set USINA_ARTIFACTS_URL=s3://BUCKET/PREFIX (credentials from AWS_ACCESS_KEY_ID/"
-        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for a non-AWS store), or pass "
-        "--allow-local-artifacts when every node mounts this path (a one-node cluster)"
-    )
+    return _LOCAL_ARTIFACTS.format(url=url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from usina.bundles import (
@@ -23,6 +24,7 @@ from usina.bundles import (
     BundleTooLargeError,
     check_archive,
 )
+from usina.i18n import message_json
 from usina.server.auth import CurrentPrincipal, require
 from usina.server.routes.common import audit, context_of, problems
 from usina.stores.platform import Role
@@ -83,7 +85,7 @@ def put_bundle(
     digest: DigestPath,
     project: ProjectQuery,
     data: Annotated[bytes, Body(media_type="application/octet-stream")] = b"",
-) -> BundleOut:
+) -> BundleOut | JSONResponse:
     """Store a code bundle (a tar.gz made by ``usina run``) under its sha256; 200 without
     storing anything when it is there already."""
     ctx = context_of(request)
@@ -97,10 +99,10 @@ def put_bundle(
         )
     try:
         unpacked = check_archive(data, digest, BUNDLE_LIMITS)
-    except BundleTooLargeError as exc:
-        raise HTTPException(413, str(exc)) from exc
     except BundleError as exc:  # not its hash, not a tar.gz, an unsafe path, no manifest
-        raise HTTPException(400, str(exc)) from exc
+        # The English text, and its message id for the client to show in its reader's language.
+        status = 413 if isinstance(exc, BundleTooLargeError) else 400
+        return JSONResponse({"detail": str(exc), **message_json(exc)}, status_code=status)
     stored = ctx.artifacts.put_bytes(data)
     if stored != digest:  # pragma: no cover - check_archive hashed the same bytes
         raise HTTPException(500, f"the store saved bundle {digest} as {stored}")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from usina.errors import NotFoundError
+from usina.i18n import N_, error
 from usina.scheduling.triggers import CAUSE_PARAMS, Trigger, TriggerKind, validate
 from usina.server.auth import CurrentPrincipal, require
 from usina.server.routes.common import NamePath, audit, context_of, problems
@@ -73,7 +74,12 @@ def _out(trigger: Trigger, firings: list[Any] | None = None) -> TriggerOut:
 def _visible(request: Request, principal: Any, project: str, name: str) -> Trigger:
     ctx = context_of(request)
     if not principal.can(project, Role.VIEWER):
-        raise NotFoundError(f"project {project!r} has no trigger {name!r}")
+        raise error(
+            NotFoundError,
+            N_("project {project!r} has no trigger {name!r}"),
+            project=project,
+            name=name,
+        )
     return ctx.triggers.get(project, name)
 
 
@@ -106,7 +112,9 @@ def create_trigger(request: Request, principal: CurrentPrincipal, body: TriggerI
         except NotFoundError:
             model_project = None  # registered later: the trigger fires once it has the alias
         if model_project is not None and not principal.can(model_project, Role.VIEWER):
-            raise NotFoundError(f"model {body.spec['model']!r} does not exist")
+            raise error(
+                NotFoundError, N_("model {model!r} does not exist"), model=body.spec["model"]
+            )
     made = ctx.watcher.create(
         Trigger(
             name=body.name, project=body.project, pipeline=body.pipeline, kind=body.kind,

@@ -53,11 +53,13 @@ class Zygote:
         assert line, "the zygote ended"
         return dict(json.loads(line))
 
-    def spawn(self, attempt: str) -> Path:
+    def spawn(self, attempt: str, task: dict[str, Any] | None = None) -> Path:
         folder = self.tmp / attempt
         folder.mkdir()
         assert self.proc.stdin is not None
-        message = {"op": "spawn", "attempt": attempt, "dir": str(folder), "env": {}}
+        message: dict[str, Any] = {"op": "spawn", "attempt": attempt, "dir": str(folder), "env": {}}
+        if task is not None:
+            message["task"] = task
         self.proc.stdin.write(json.dumps(message).encode() + b"\n")
         self.proc.stdin.flush()
         return folder
@@ -101,3 +103,38 @@ def test_an_attempt_is_run_by_a_fresh_child_when_the_spare_died(tmp_path: Path) 
         assert fresh not in (spare, spawned["pid"])
     finally:
         zygote.close()
+
+
+def test_a_task_sent_inline_runs_without_its_record(tmp_path: Path) -> None:
+    """The local backend sends the task with the spawn; the engine writes the task record
+    only after the launch, so the child must not need it."""
+    (tmp_path / "steps.py").write_text("def double(x):\n    return 2 * x\n")
+    task = {
+        "attempt_id": "r-double-1",
+        "run_id": "r",
+        "pipeline": "p",
+        "number": 1,
+        "node": {
+            "id": "double", "step": "double", "module": "steps", "qualname": "double",
+            "outputs": 1, "pickle": False,
+        },
+        "resources": {"cpu": 1, "memory": "1Gi"},
+        "inputs": {"x": {"const": 21}},
+        "params": {},
+        "artifacts_url": (tmp_path / "a").as_uri(),
+        "sys_path": [str(tmp_path)],
+    }  # fmt: skip
+    zygote = Zygote(tmp_path)
+    try:
+        zygote.spawn("r-double-1", task)
+        assert zygote.read()["op"] == "spawned"
+        assert zygote.read()["code"] == 0
+    finally:
+        zygote.close()
+    from usina.stores.artifacts import FsspecArtifactStore
+
+    store = FsspecArtifactStore((tmp_path / "a").as_uri())
+    assert store.read_record("attempts/r-double-1/task.json") is None
+    result = json.loads(store.read_record("attempts/r-double-1/result.json") or b"{}")
+    [output] = result["outputs"]
+    assert json.loads(store.get_bytes(output["digest"])) == 42

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -85,6 +85,7 @@ class _Attempt:
     peak_memory: int = 0
     gpus: list[int] = field(default_factory=list)
     recorded: ErrorRecord | None = None  # the runtime's error record, for a concluded attempt
+    task: dict[str, Any] | None = None  # what the zygote's child runs (``Task.to_json()``)
 
 
 def detect_gpus() -> list[int]:
@@ -175,6 +176,9 @@ class LocalBackend:
     """Runs attempts as local processes; see the module docstring."""
 
     name = "local"
+    # The zygote's child gets the task in the spawn message, not from the task record: the
+    # engine may write the record after the launch (one file fewer between two steps).
+    task_inline = True
 
     def __init__(
         self,
@@ -238,6 +242,7 @@ class LocalBackend:
                 memory_limit=limit,
                 deadline=now + task.timeout if task.timeout else None,
                 started_at=now,
+                task=task.to_json(),
             )
             env = dict(task.env)
             env["USINA_ATTEMPT_ID"] = task.attempt_id
@@ -262,7 +267,16 @@ class LocalBackend:
     def _spawn(self, attempt: _Attempt, env: dict[str, str]) -> None:
         if attempt.deadline is not None:  # the timeout counts from the start, not the queue
             attempt.deadline += time.time() - attempt.started_at
-        self._send({"op": "spawn", "attempt": attempt.id, "dir": attempt.folder, "env": env})
+        message: dict[str, object] = {
+            "op": "spawn",
+            "attempt": attempt.id,
+            "dir": attempt.folder,
+            "env": env,
+        }
+        if attempt.task is not None:
+            message["task"] = attempt.task
+            attempt.task = None  # sent: not kept for the attempt's lifetime
+        self._send(message)
 
     def _start_waiting(self) -> None:
         """Start queued GPU attempts, first come first served, while GPUs are free."""

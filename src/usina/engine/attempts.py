@@ -199,7 +199,13 @@ class Attempts(EngineBase):
         now = self.clock.now()
         # Order matters for crash safety: the task record, then the attempt (the claim), then
         # the launch. A crash in between leaves an attempt the next pass launches or adopts.
-        self.artifacts.write_record(task_key(task.attempt_id), json.dumps(task.to_json()).encode())
+        # A backend that hands its process the task itself (``task_inline``: the local one)
+        # gets it launched first; the record, for later readers, follows (a crash before it
+        # leaves a running attempt without one: ``_relaunch`` and readers do without).
+        record = json.dumps(task.to_json()).encode()
+        inline = bool(getattr(self.backend, "task_inline", False))
+        if not inline:
+            self.artifacts.write_record(task_key(task.attempt_id), record)
         attempt = AttemptRecord(
             id=AttemptId(task.attempt_id),
             run_id=run.id,
@@ -222,6 +228,8 @@ class Attempts(EngineBase):
         # Raises StaleView when another engine claimed this attempt first: it launches it.
         self._record_attempt(attempt, expected=None, events=[started], step=claimed)
         self.backend.launch(task)
+        if inline:
+            self.artifacts.write_record(task_key(task.attempt_id), record)
         log.info(
             "launched attempt %s on %s",
             attempt.id,

@@ -5,11 +5,15 @@ loaded, it forks one child per attempt, so each step still runs in its own proce
 an out-of-memory kill never reaches the engine) at the cost of a fork, not an interpreter start.
 
 Protocol, JSON lines: the zygote first says ``{"op": "ready", "pid": N, "subreaper": B}``;
-the backend writes ``{"op": "spawn", "attempt": ID, "dir": DIR,
-"env": {...}}`` to stdin; the zygote answers ``{"op": "spawned", "attempt": ID, "pid": N}`` and,
-when the child ends, ``{"op": "exit", "attempt": ID, "pid": N, "code": C, "signal": S}``. When
-stdin closes (the engine exited or was killed) the zygote exits; running children carry on, and
-a new engine adopts them through their lock files.
+the backend writes ``{"op": "spawn", "attempt": ID, "dir": DIR, "env": {...}, "task": {...}}``
+to stdin (``task``, the attempt's ``Task.to_json()``, may be left out: the child then reads the
+task record); the zygote answers ``{"op": "spawned", "attempt": ID, "pid": N}`` and, when the
+child ends, ``{"op": "exit", "attempt": ID, "pid": N, "code": C, "signal": S}``. When stdin
+closes (the engine exited or was killed) the zygote exits; running children carry on, and a new
+engine adopts them through their lock files.
+
+Each attempt's process is forked ahead of need (``_spare``): the fork and its first page copies
+happen while the previous attempt runs, and the spare is handed its attempt on a pipe.
 
 On Linux the zygote is a child subreaper: processes an attempt leaves orphaned re-parent to it,
 not to PID 1, so it reaps them once the backend has killed them (see ``usina.backends.local``).
@@ -62,7 +66,7 @@ def _spare(store: Any, assignments: int) -> int:
         data += chunk
     os.close(assignments)
     request = json.loads(data)
-    return _child(store, request["attempt"], request["dir"], request["env"])
+    return _child(store, request["attempt"], request["dir"], request["env"], request.get("task"))
 
 
 def _rehearse() -> None:
@@ -111,8 +115,13 @@ def _rehearse() -> None:
         pass
 
 
-def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
+def _child(
+    store: Any, attempt: str, folder: str, env: dict[str, str], inline: dict[str, Any] | None
+) -> int:
+    """Run one attempt in this process: ``inline`` is its task when the backend sent it (the
+    engine may not have written the task record yet), else the record is read."""
     from usina.bundles import ENV_WORKDIR, bootstrap_task
+    from usina.engine.ports import Task
     from usina.runtime.execute import execute, load_task
 
     out = os.open(os.path.join(folder, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -133,7 +142,8 @@ def _child(store: Any, attempt: str, folder: str, env: dict[str, str]) -> int:
     try:
         # A run compiled from an uploaded bundle names it in its paths: fetch, verify and
         # extract it into the attempt's folder (as a pod does, usina.bundles.bootstrap_task).
-        task = bootstrap_task({**os.environ, ENV_WORKDIR: folder}, store, load_task(store, attempt))
+        task = Task.from_json(inline) if inline is not None else load_task(store, attempt)
+        task = bootstrap_task({**os.environ, ENV_WORKDIR: folder}, store, task)
         return execute(store, task)
     except Exception:
         traceback.print_exc()

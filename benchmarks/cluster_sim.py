@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import logging
 import os
@@ -77,7 +78,9 @@ class CountingStore(InMemoryMetadataStore):
         super().__init__()
         self.writes: Counter[int] = Counter()
         self.recorded: dict[str, float] = {}
+        self.outcome: dict[str, str] = {}  # attempt id -> "succeeded" / "failed"
         self.attempts_of: dict[str, dict[str, None]] = defaultdict(dict)
+        self.claims: Any = None  # the ``Claims`` index, told of every lease taken or given back
 
     def get_attempts(self, run_id: str, node: str | None = None) -> list[AttemptRecord]:
         with self._lock:
@@ -94,12 +97,24 @@ class CountingStore(InMemoryMetadataStore):
             run = self._runs.get(run_id)
         return run if run is not None else super().get_run(run_id)
 
+    def acquire_lease(self, run_id: str, owner: str, ttl: float, now: float) -> bool:
+        taken = super().acquire_lease(run_id, owner, ttl, now)
+        if taken and self.claims is not None:
+            self.claims.taken(run_id)
+        return taken
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        super().release_lease(run_id, owner)
+        if self.claims is not None:
+            self.claims.released(run_id)
+
     def save_attempt(self, attempt: AttemptRecord) -> None:
         super().save_attempt(attempt)
         self.attempts_of[attempt.run_id][attempt.id] = None
         self.writes[threading.get_ident()] += 1
         if attempt.state in (AttemptState.SUCCEEDED, AttemptState.FAILED):
             self.recorded.setdefault(attempt.id, time.time())
+            self.outcome.setdefault(attempt.id, attempt.state.value)
 
     def save_step(self, step: Any, events: Any = ()) -> None:
         super().save_step(step, events)
@@ -165,29 +180,55 @@ class ResultBackend:
 
 class Claims:
     """``PlatformStore.claimable_runs`` over the in-memory store: unfinished runs, oldest first,
-    whose lease is free, expired or the caller's (SQL does this with an index)."""
+    that nobody holds or whose lease expired. SQL answers from an index without reading the
+    held runs; here the runs not leased are kept apart (the store's lease calls move them), and
+    the held ones are looked over for an expired lease every few seconds."""
+
+    EXPIRY_SCAN_SECONDS = 5.0
 
     def __init__(self, store: CountingStore) -> None:
         self.store = store
         self.unfinished: dict[str, None] = {}
+        self.free: dict[str, None] = {}  # not leased, in the order they were submitted
         self.lock = threading.Lock()
+        self._scanned = 0.0
+        store.claims = self
 
     def add(self, run_id: str) -> None:
         with self.lock:
             self.unfinished[run_id] = None
+            self.free[run_id] = None
+
+    def taken(self, run_id: str) -> None:
+        with self.lock:
+            self.free.pop(run_id, None)
+
+    def released(self, run_id: str) -> None:
+        with self.lock:
+            if run_id in self.unfinished:
+                self.free[run_id] = None
 
     def claimable_runs(self, owner: str, now: float, limit: int) -> list[str]:
+        runs = self.store._runs  # read without copying: the check is advisory, acquire decides
+        if now - self._scanned >= self.EXPIRY_SCAN_SECONDS:
+            self._scanned = now
+            with self.lock:
+                held = [r for r in self.unfinished if r not in self.free]
+            for run_id in held:
+                run = runs.get(run_id)
+                if run is not None and (run.lease_expires or 0) <= now:
+                    self.released(run_id)
         out = []
         with self.lock:
-            ids = list(self.unfinished)
-        runs = self.store._runs  # read without copying: the check is advisory, acquire decides
+            ids = list(itertools.islice(self.free, 2 * limit + 16))
         for run_id in ids:
             run = runs.get(run_id)
             if run is None or run.state.finished:
                 with self.lock:
                     self.unfinished.pop(run_id, None)
+                    self.free.pop(run_id, None)
                 continue
-            if run.lease_owner in (None, owner) or (run.lease_expires or 0) <= now:
+            if run.lease_owner is None or (run.lease_expires or 0) <= now:
                 out.append(run_id)
                 if len(out) >= limit:
                     break
@@ -441,6 +482,10 @@ def report(
         for a in store.recorded
         if job_name(a) in finished and store.recorded[a] >= finished[job_name(a)] - 1
     ]
+    by_outcome: dict[str, list[float]] = defaultdict(list)
+    for a in store.recorded:
+        if job_name(a) in finished and store.recorded[a] >= finished[job_name(a)] - 1:
+            by_outcome[store.outcome.get(a, "?")].append(store.recorded[a] - finished[job_name(a)])
     sim_hours = stats["sim_seconds"] / 3600
     most = stats["max_nodes"]
     pools_text = ", ".join(f"{f} {n}/{most[f]}" for f, n in stats["nodes"].items())
@@ -465,6 +510,14 @@ def report(
         f"{len(delays)} attempts: p50 {percentile(delays, 0.5):.2f} s, p99 "
         f"{percentile(delays, 0.99):.2f} s wall = {percentile(delays, 0.99) * args.compression:.0f}"
         " s on the simulated clock"
+    )
+    print(
+        "  by outcome (a failure's report waits for its log copy, its evidence; a success's "
+        "does not): "
+        + "; ".join(
+            f"{k} {len(v)}: p50 {percentile(v, 0.5):.2f} s, p99 {percentile(v, 0.99):.2f} s"
+            for k, v in sorted(by_outcome.items())
+        )
     )
     flat = [s for lst in samples for s in lst if s.held]
     print(

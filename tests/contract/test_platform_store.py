@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from usina.engine.records import RunState
 from usina.stores.platform import PlatformStore, Role, TokenVerdict
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PlatformStore]:
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'usina.db'}"
-    else:
-        url = request.getfixturevalue("postgres_server").create_database()
+        return f"sqlite:///{tmp_path / 'usina.db'}"
+    return str(request.getfixturevalue("postgres_server").create_database())
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[PlatformStore]:
     platform = PlatformStore(url)
     yield platform
     platform.close()
@@ -80,3 +84,28 @@ def test_a_token_cannot_be_created_already_expired(store: PlatformStore) -> None
     with pytest.raises(ValueError, match="must expire in the future"):
         store.create_token("late", {"fraud": Role.VIEWER}, expires_at=time.time() - 1)
     assert store.list_tokens() == []
+
+
+def test_claimable_runs_are_the_unleased_and_expired_ones_oldest_first(
+    store: PlatformStore, url: str
+) -> None:
+    """A replica asks every pass what it could take: the runs nobody holds (or whose holder's
+    lease expired), never the ones it holds already, thousands of them at scale."""
+    from tests.contract.test_metadata_store import make_run
+    from usina.stores.sql import SqlMetadataStore
+
+    metadata = SqlMetadataStore(url)
+    try:
+        for i in range(6):
+            metadata.create_run(make_run(f"c{i}", created_at=100.0 + i), [])
+        finished = make_run("done", created_at=50.0, state=RunState.SUCCEEDED)
+        metadata.create_run(finished, [])
+        now = 1000.0
+        assert metadata.acquire_lease("c0", "replica-a", 60, now)
+        assert metadata.acquire_lease("c2", "replica-b", 60, now)
+        assert metadata.acquire_lease("c3", "replica-b", 60, now - 100)  # expired at now
+        assert store.claimable_runs("replica-a", now, 10) == ["c1", "c3", "c4", "c5"]
+        assert store.claimable_runs("replica-a", now, 2) == ["c1", "c3"]
+        assert store.claimable_runs("replica-b", now, 10) == ["c1", "c3", "c4", "c5"]
+    finally:
+        metadata.close()

@@ -188,6 +188,7 @@ class Emulator:
         self.created: list[Obj] = []  # the bodies of create requests, as the client sent them
         self.patches: list[tuple[str, str, Obj]] = []  # (kind, name, patch) as sent
         self.scripts: dict[str, list[PodScript]] = {}
+        self.log_delay = 0.0  # seconds every pod log read takes before it answers
         self.suffix_scripts: dict[str, list[PodScript]] = {}
         self.index_scripts: dict[tuple[str, int], list[PodScript]] = {}
         #: Pods the Job controller created, per Job name (a gang restarts as a new Job, never
@@ -1128,6 +1129,8 @@ class Emulator:
         return Handler
 
     def _take_fault(self, verb: str) -> tuple[int, float | None] | None:
+        if not self._faults:  # the usual case, read without the lock (a list's length)
+            return None
         with self.lock:
             for i, (status, fverb, retry_after) in enumerate(self._faults):
                 if fverb is None or fverb == verb:
@@ -1306,6 +1309,10 @@ _ROUTES = {
 }
 
 
+def _encode(body: Obj) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     emu: Emulator
     protocol_version = "HTTP/1.1"
@@ -1336,7 +1343,16 @@ class _Handler(BaseHTTPRequestHandler):
         return resource, parts[i + 1], name, sub, query
 
     def _send_json(self, code: int, body: Obj) -> None:
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = _encode(body)
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_encoded(self, code: int, data: bytes) -> None:
+        """``_send_json`` of a body encoded while the emulator's lock was held: the socket is
+        written after it is released (a slow client must not stall every other request)."""
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -1388,16 +1404,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, self._list(kind, namespace, query))
             elif verb == "create":
                 body = json.loads(raw or b"{}")
+                as_sent = copy.deepcopy(body)
                 with self.emu.lock:
-                    self.emu.created.append(copy.deepcopy(body))
-                    created = self.emu._create(kind, namespace, body)
-                    self._send_json(201, created)
+                    self.emu.created.append(as_sent)
+                    data = _encode(self.emu._create(kind, namespace, body))
+                self._send_encoded(201, data)
             elif verb == "get":
                 with self.emu.lock:
                     obj = self.emu.objects.get((kind, namespace, name or ""))
                     if obj is None:
                         raise _HttpError(404, _not_found(kind, name))
-                    self._send_json(200, obj)
+                    data = _encode(obj)
+                self._send_encoded(200, data)
             elif verb == "delete":
                 options = json.loads(raw) if raw else {}
                 propagation = (
@@ -1409,7 +1427,8 @@ class _Handler(BaseHTTPRequestHandler):
                     obj = self.emu._delete((kind, namespace, name or ""), propagation)
                     if obj is None:
                         raise _HttpError(404, _not_found(kind, name))
-                    self._send_json(200, obj)
+                    data = _encode(obj)
+                self._send_encoded(200, data)
             elif verb == "log":
                 self._log(namespace, name or "", query)
             elif verb == "patch":
@@ -1421,7 +1440,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.emu.patches.append((kind, name or "", copy.deepcopy(patch)))
                     _merge_patch(obj, patch)
                     self.emu._update(kind, obj)
-                    self._send_json(200, obj)
+                    data = _encode(obj)
+                self._send_encoded(200, data)
         except _HttpError as exc:
             self._send_json(exc.code, exc.body)
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -1562,6 +1582,8 @@ class _Handler(BaseHTTPRequestHandler):
                     ),
                 )
             lines = list(lines)
+        if emu.log_delay:  # a slow API server's log reads (tests set it)
+            time.sleep(emu.log_delay)
         tail = query.get("tailLines")
         if tail is not None:
             lines = lines[-int(tail) :] if int(tail) else []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from usina.engine.ports import Task
 from usina.sdk.resources import Resources
 from usina.sdk.retry import Retry
+
+T = TypeVar("T")
 
 
 class MemoryArtifacts:
@@ -108,3 +112,15 @@ def settle(
         if left <= 0:
             raise AssertionError(f"attempts did not settle in {timeout} s: {obs}")
         backend.wait(min(left, 0.5))  # type: ignore[attr-defined]
+
+
+def wait_for(fn: Callable[[], T | None], seconds: float) -> T | None:
+    """``fn()`` once it is truthy, polling for up to ``seconds`` (None if it never is)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        value = fn()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(0.02)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.k8s.emulator import Emulator, PodScript
-from tests.k8s.support import MemoryArtifacts, make_task, settle
+from tests.k8s.support import MemoryArtifacts, make_task, settle, wait_for
 from usina.engine.ports import Backend, TaskState, log_key
 from usina.sdk.resources import Resources
 from usina.sdk.retry import FailureClass, Retry
@@ -148,6 +148,10 @@ SCENARIOS = [
 ]
 
 
+def _log_of(artifacts: MemoryArtifacts, attempt_id: str) -> str:
+    return (artifacts.read_record(log_key(attempt_id)) or b"").decode()
+
+
 def test_backend_satisfies_the_protocol(make_backend) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(make_backend(), Backend)
 
@@ -159,7 +163,31 @@ def test_success(make_backend, emulator: Emulator, artifacts: MemoryArtifacts) -
     assert obs.state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
     assert obs.exit_code == 0  # type: ignore[attr-defined]
     assert obs.started_at is not None  # type: ignore[attr-defined]
+    # a success is reported at once; its log copy, queued when the pod ended, follows
+    assert wait_for(lambda: artifacts.read_record(log_key("r1-train-1")), 5)
     assert b"step finished" in (artifacts.read_record(log_key("r1-train-1")) or b"")
+
+
+def test_a_success_is_not_held_for_its_log_but_a_failure_is(  # type: ignore[no-untyped-def]
+    make_backend, emulator: Emulator, artifacts: MemoryArtifacts
+) -> None:
+    """Reading a pod's log is one more API call, which waits in line on a busy API server:
+    a failed attempt's report waits for it (the log is the failure's evidence), a succeeded
+    one does not (the engine moves on; the copy lands after)."""
+    emulator.log_delay = 1.5
+    backend = make_backend()
+    emulator.script("r1-ok-1", PodScript("succeed", run=0.2))
+    emulator.script("r1-bad-1", PodScript("exit", run=0.2, logs=("auc=0.91",)))
+    backend.launch(make_task("r1-ok-1"))
+    backend.launch(make_task("r1-bad-1"))
+    ok = settle(backend, ["r1-ok-1"])["r1-ok-1"]
+    assert ok.state is TaskState.SUCCEEDED  # type: ignore[attr-defined]
+    assert artifacts.read_record(log_key("r1-ok-1")) is None  # still being read
+    bad = settle(backend, ["r1-bad-1"])["r1-bad-1"]
+    assert bad.state is TaskState.FAILED  # type: ignore[attr-defined]
+    assert "auc=0.91" in (bad.message or "")  # type: ignore[attr-defined]
+    assert b"auc=0.91" in (artifacts.read_record(log_key("r1-bad-1")) or b"")
+    assert wait_for(lambda: artifacts.read_record(log_key("r1-ok-1")), 5)
 
 
 @pytest.mark.parametrize(
@@ -239,9 +267,17 @@ def test_disruption_is_absorbed_by_the_job_with_ignore(
     job = emulator.get("jobs", "r1-train-1")
     assert job is not None
     assert job["status"].get("failed", 0) == 0
-    log = (artifacts.read_record(log_key("r1-train-1")) or b"").decode()
+    # both pods' output, the replaced one's first (the success's copy may land after it)
+    log = wait_for(
+        lambda: (
+            text
+            if "resumed from checkpoint" in (text := _log_of(artifacts, "r1-train-1"))
+            else None
+        ),
+        5,
+    )
+    assert log is not None
     assert "epoch 2" in log
-    assert "resumed from checkpoint" in log
 
 
 def test_retry_decisions_and_next_job_spec(make_backend, emulator: Emulator) -> None:  # type: ignore[no-untyped-def]
@@ -421,6 +457,8 @@ def test_happy_path_api_requests_per_job(make_backend, emulator: Emulator) -> No
     for attempt in ids:
         backend.launch(make_task(attempt))
     settle(backend, ids)
+    # the successes are reported at once, their log copies (one read each) land after
+    assert wait_for(lambda: emulator.count("log pods") >= 20, 5)
     total = sum(emulator.requests.values())
     assert emulator.count("create jobs") == 20
     assert emulator.count("log pods") == 20

@@ -180,6 +180,10 @@ def test_gang_where_every_rank_succeeds_completes(  # type: ignore[no-untyped-de
     assert [p["spec"]["hostname"] for p in pods] == [f"{attempt}-{i}" for i in range(3)]
     assert [p["metadata"]["labels"][INDEX] for p in pods] == ["0", "1", "2"]
     assert _wait_until(lambda: emulator.list("services") == [])
+    # a success is reported at once; the ranks' log copies land after it
+    assert _wait_until(
+        lambda: (artifacts.read_record(log_key(attempt)) or b"").count(b"==> pod") == 3
+    )
     log = (artifacts.read_record(log_key(attempt)) or b"").decode()
     headers = [line for line in log.splitlines() if line.startswith("==> pod")]
     assert [h.split("(")[1] for h in headers] == [

@@ -36,13 +36,16 @@ class Leases:
 
     acquired: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    holders: dict[str, str] = field(default_factory=dict)
 
     def acquire_lease(self, run_id: str, owner: str, ttl: float, now: float) -> bool:
         self.acquired.append(run_id)
+        self.holders[run_id] = owner
         return True
 
     def release_lease(self, run_id: str, owner: str) -> None:
         self.released.append(run_id)
+        self.holders.pop(run_id, None)
 
 
 class FeedBackend:
@@ -97,16 +100,19 @@ class Engine:
 
 
 class Platform:
-    def __init__(self, runs: list[str]) -> None:
+    """``PlatformStore.claimable_runs`` over the fake's leases: the runs nobody holds."""
+
+    def __init__(self, runs: list[str], leases: Leases) -> None:
         self.runs = runs
+        self.leases = leases
 
     def claimable_runs(self, owner: str, now: float, limit: int) -> list[str]:
-        return self.runs[:limit]
+        return [r for r in self.runs if r not in self.leases.holders][:limit]
 
 
 def make(backend: Any, runs: list[str], **settings: Any) -> tuple[Reconciler, Engine, Platform]:
     engine = Engine(backend)
-    platform = Platform(runs)
+    platform = Platform(runs, engine.metadata)
     values: dict[str, Any] = {"lease_ttl": 60.0, "max_runs": 100, "resync_interval": 3600.0}
     values.update(settings)
     rec = Reconciler(engine, platform, ReconcilerSettings(**values))  # type: ignore[arg-type]

@@ -64,6 +64,8 @@ RUN_LAZY = (
     "usina.deploy",
     "mlflow",
     "yaml",
+    "psutil",  # the local backend's fallbacks only (no /proc to walk, a process left behind)
+    "usina.cli.remote",
 )
 
 

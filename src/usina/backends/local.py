@@ -39,8 +39,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from usina.backends import local_procs
 from usina.engine.failures import ErrorRecord, exit_code_for, exit_failure
 from usina.engine.ports import (
@@ -59,6 +57,8 @@ from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import psutil  # loaded where used: a run that leaves nothing behind never needs it
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ def _lock_held(path: str) -> bool:
 
 def _tree_memory(pid: int) -> int:
     """Private memory (USS) of a process and its children; shared zygote pages not counted."""
+    import psutil
+
     total = 0
     for member in [pid, *local_procs.descendants(pid)]:
         with contextlib.suppress(psutil.Error):
@@ -518,7 +520,7 @@ class LocalBackend:
         if attempt.pid is not None:
             # An adopted attempt's pid comes from its lock file, maybe from before a reboot:
             # then it may name anyone's process group now, so only the environment mark counts.
-            before_boot = attempt.adopted and attempt.started_at < psutil.boot_time()
+            before_boot = attempt.adopted and attempt.started_at < _boot_time()
             # One this zygote started: what it left is in the zygote's tree (we reap for it).
             within = None if attempt.adopted else self._reaper
             end_process_tree(attempt.pid, attempt.id, by_session=not before_boot, within=within)
@@ -619,9 +621,17 @@ def _signal_group(pid: int, sig: int) -> None:
             raise
 
 
+def _boot_time() -> float:
+    import psutil
+
+    return float(psutil.boot_time())
+
+
 def _leftovers(session: int | None, attempt_id: str) -> list[psutil.Process]:
     """Processes of this user in the attempt's session (when given) or marked with its
     attempt id."""
+    import psutil
+
     me = os.getuid()
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "uids"]):
@@ -663,6 +673,8 @@ def end_process_tree(
         found = _live_leftovers(session, attempt_id, within)
         if not found:
             break
+        import psutil  # only when something is left to kill (a run's start need not load it)
+
         for proc in found:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -677,6 +689,10 @@ def _live_leftovers(
     session: int | None, attempt_id: str, within: int | None
 ) -> list[psutil.Process]:
     pids = None if within is None else local_procs.leftovers_under(within, session, attempt_id)
+    if pids is not None and not pids:
+        return []  # the usual end: nothing left (psutil is not even loaded for it)
+    import psutil
+
     if pids is not None:
         found = []
         for leftover in pids:

@@ -19,19 +19,29 @@ from __future__ import annotations
 import contextlib
 import os
 
-import psutil
-
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_WALKABLE: list[bool] = []  # computed once: whether this kernel lists children in /proc
+
+
 def walkable(pid: int) -> bool:
-    """Whether ``/proc`` lists the children of ``pid`` (Linux with ``CONFIG_PROC_CHILDREN``)."""
-    return os.path.exists(f"/proc/{pid}/task/{pid}/children")
+    """Whether ``/proc`` lists the children of processes (Linux with ``CONFIG_PROC_CHILDREN``).
+
+    Asked of this process, once: asked of ``pid``, a process that had just ended looked like a
+    kernel without the file, and sent the caller to psutil's whole-table fallback (and its
+    import). A gone ``pid`` walks as having no children and no memory."""
+    if not _WALKABLE:
+        me = os.getpid()
+        _WALKABLE.append(os.path.exists(f"/proc/{me}/task/{me}/children"))
+    return _WALKABLE[0]
 
 
 def descendants(pid: int) -> list[int]:
     """Every descendant of ``pid`` (not ``pid`` itself), parents before their children."""
     if not walkable(pid):
+        import psutil  # the fallback only: a start on Linux need not load it
+
         try:
             return [c.pid for c in psutil.Process(pid).children(recursive=True)]
         except psutil.Error:
@@ -58,6 +68,8 @@ def descendants(pid: int) -> list[int]:
 def tree_rss(pid: int) -> int:
     """Resident memory of ``pid`` and its descendants, in bytes (0 when it is gone)."""
     if not walkable(pid):
+        import psutil
+
         try:
             proc = psutil.Process(pid)
             total = proc.memory_info().rss
@@ -100,8 +112,8 @@ def leftovers_under(root: int, session: int | None, attempt_id: str) -> list[int
     """Live (not zombie) descendants of ``root`` that are in ``session`` (when given) or carry
     ``USINA_ATTEMPT_ID=<attempt_id>`` in their environment. None where ``/proc`` cannot be
     walked: the caller then searches the whole process table."""
-    if not walkable(root):
-        return None
+    if not walkable(root) or not os.path.exists(f"/proc/{root}"):
+        return None  # no /proc to walk, or the root is gone (its orphans moved elsewhere)
     mark = f"USINA_ATTEMPT_ID={attempt_id}".encode()
     found: list[int] = []
     for pid in descendants(root):

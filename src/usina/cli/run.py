@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from usina.cli import k8s as k8s_flags
 from usina.cli.common import (
@@ -21,7 +22,7 @@ from usina.cli.common import (
 from usina.cli.drive import drive, tracker
 from usina.i18n import N_, _, error
 
-if TYPE_CHECKING:  # a local run imports neither (~20 ms of the CLI's start)
+if TYPE_CHECKING:  # a local run does without the server's client
     from usina.cli import remote
 
 
@@ -92,8 +93,6 @@ def run(
 
     remote_server = server()
     if remote_server is not None:
-        from rich.markup import escape
-
         from usina.cli import remote
 
         given = [flag for flag, value in _cluster_flags(locals()).items() if value]

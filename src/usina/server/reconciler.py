@@ -212,7 +212,7 @@ class Reconciler:
         self._backlog = False
         if room <= 0:
             return taken
-        for run_id in self.platform.claimable_runs(self.owner, now, room + len(self._held)):
+        for run_id in self.platform.claimable_runs(self.owner, now, room):
             if run_id in self._held:
                 continue
             if len(taken) >= room:

@@ -494,12 +494,14 @@ class PlatformStore(SqlStore):
         ]
 
     def claimable_runs(self, owner: str, now: float, limit: int) -> list[str]:
-        """Unfinished runs, oldest first, whose lease is free, expired, or ``owner``'s."""
+        """Unfinished runs, oldest first, whose lease is free or expired: what ``owner`` could
+        take. The runs it holds are not listed (a replica holding thousands asked for them all
+        on every pass, which made its pass grow with what it held); ``owner``, a driver's
+        unique name, is kept for stores that answer differently for it."""
         free = sa.or_(
             runs.c.lease_owner.is_(None),
             runs.c.lease_expires.is_(None),
             runs.c.lease_expires <= now,
-            runs.c.lease_owner == owner,
         )
         query = (
             sa.select(runs.c.id)

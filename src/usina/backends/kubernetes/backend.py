@@ -9,7 +9,9 @@ an infrastructure failure, which the engine retries by its policy.
 Two informers (list+watch of usina's Jobs and of their pods) keep an in-memory cache that
 ``observe`` classifies from, so a backend started after a restart *adopts* earlier Jobs. Pod
 logs are copied into the artifact store while pods run and when they end (``logs``); an attempt
-is reported finished only once its log is copied. API calls retry through ``client.KubeApi``.
+that failed is reported only once its log is copied (the log is the failure's evidence: ``runs
+why``'s tail, the error's class); one that succeeded at once, its final copy already queued.
+API calls retry through ``client.KubeApi``.
 A distributed step's attempt is a gang (``distributed.py``): a headless Service, then an Indexed
 Job whose own condition decides the attempt; a failed gang is classified from the pod that
 caused it, whose failing rank's error record becomes the attempt's (``gang_errors``); the
@@ -92,7 +94,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 JOB_LABEL = "batch.kubernetes.io/job-name"
-#: How long a finished attempt's report may wait for its log copy before it is sent anyway.
+#: How long a failed attempt's report may wait for its log copy before it is sent anyway.
 LOG_HOLD_SECONDS = 30.0
 #: Deleted Jobs are remembered this long, so their outcome can still be observed.
 TOMBSTONE_SECONDS = 3600.0
@@ -214,6 +216,11 @@ class KubernetesBackend:
             stop=self._stop,
         )
         self._logs_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="usina-k8s-log")
+        # A failed pod's report waits for its log copy: those reads never queue behind the
+        # copies of pods that succeeded (reported at once) or of running ones.
+        self._failed_logs_pool = ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="usina-k8s-failed-log"
+        )
         self._launch_pool = (
             ThreadPoolExecutor(
                 max_workers=settings.launch_workers, thread_name_prefix="usina-k8s-launch"
@@ -267,6 +274,7 @@ class KubernetesBackend:
             # drives them next finds them unknown and launches them again under the same name.
             self._launch_pool.shutdown(wait=True, cancel_futures=True)
         self._logs_pool.shutdown(wait=True, cancel_futures=True)
+        self._failed_logs_pool.shutdown(wait=True, cancel_futures=True)
         for thread in (self._housekeeper, self._workload_reader):
             if thread.is_alive():
                 thread.join(timeout=5)
@@ -700,7 +708,9 @@ class KubernetesBackend:
         if pod_finished(obj) or event == "DELETED":
             if container_started(obj):
                 self._log_busy.add(name)
-                self._logs_pool.submit(self._copy_log, name, obj, True)
+                failed = (obj.get("status") or {}).get("phase") == "Failed"
+                pool = self._failed_logs_pool if failed else self._logs_pool
+                pool.submit(self._copy_log, name, obj, True)
             else:
                 self._log_tail[name] = None
 
@@ -825,8 +835,15 @@ class KubernetesBackend:
                 or int(status.get("succeeded") or 0) > phases.count("Succeeded")
             )
             finished_at = obs.finished_at or now
-            if (waiting or lagging) and now - finished_at < LOG_HOLD_SECONDS:
-                # Report the end only once the log is safe in the artifact store.
+            if (
+                (waiting or lagging)
+                and obs.state is TaskState.FAILED
+                and now - finished_at < LOG_HOLD_SECONDS
+            ):
+                # Report a failure only once its log is safe in the artifact store. A success
+                # is reported at once: its log copy was queued when the pod ended, and holding
+                # the report for it made every success wait on the API server's log reads
+                # (seconds at thousands of Jobs: benchmarks/cluster_sim.py).
                 return (
                     replace(obs, state=TaskState.RUNNING, failure_class=None, reason="CopyingLogs"),
                     False,

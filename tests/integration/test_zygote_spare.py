@@ -9,9 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.distributed.support import wait_for
 
 
 def _children(pid: int) -> list[int]:
@@ -25,16 +26,6 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def _wait(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Zygote:
@@ -75,19 +66,19 @@ class Zygote:
 def test_the_spare_ends_with_the_zygote(tmp_path: Path) -> None:
     zygote = Zygote(tmp_path)
     try:
-        [spare] = _wait(lambda: _children(zygote.proc.pid), 10, "the spare child")
+        [spare] = wait_for(lambda: _children(zygote.proc.pid), 10, "the spare child")
         assert _alive(spare)
     finally:
         zygote.close()
-    _wait(lambda: not _alive(spare), 10, "the spare to end after the zygote")
+    wait_for(lambda: not _alive(spare), 10, "the spare to end after the zygote")
 
 
 def test_an_attempt_is_run_by_a_fresh_child_when_the_spare_died(tmp_path: Path) -> None:
     zygote = Zygote(tmp_path)
     try:
-        [spare] = _wait(lambda: _children(zygote.proc.pid), 10, "the spare child")
+        [spare] = wait_for(lambda: _children(zygote.proc.pid), 10, "the spare child")
         os.kill(spare, signal.SIGKILL)
-        _wait(lambda: not _alive(spare), 10, "the spare to die")
+        wait_for(lambda: not _alive(spare), 10, "the spare to die")
         folder = zygote.spawn("a-1")  # no task record: the child runs and reports that
         spawned = zygote.read()
         assert spawned["op"] == "spawned"
@@ -99,7 +90,7 @@ def test_an_attempt_is_run_by_a_fresh_child_when_the_spare_died(tmp_path: Path) 
         }  # fmt: skip
         assert "no task record for attempt a-1" in (folder / "output.log").read_text()
         # and a new spare waits for the next attempt
-        [fresh] = _wait(lambda: _children(zygote.proc.pid), 10, "a new spare")
+        [fresh] = wait_for(lambda: _children(zygote.proc.pid), 10, "a new spare")
         assert fresh not in (spare, spawned["pid"])
     finally:
         zygote.close()

@@ -34,8 +34,8 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from usina.engine.failures import (
@@ -54,6 +54,7 @@ from usina.engine.ports import (
     error_key,
     rank_error_key,
 )
+from usina.runtime.forking import fork_and_run
 from usina.sdk.retry import FailureClass
 
 if TYPE_CHECKING:
@@ -182,21 +183,7 @@ def _start_gang(
     for rank in range(spec.world_size):
         env = rank_env(spec, rank, port, task.attempt_id, gpus)
         env["TORCHELASTIC_RESTART_COUNT"] = str(restart)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = EXIT_INFRA
-            try:
-                code = _start_rank(store, task, env, threads)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
+        pid = fork_and_run(partial(_start_rank, store, task, env, threads), failed=EXIT_INFRA)
         ranks[pid] = _Rank(rank=rank, node=rank // spec.procs_per_node, pid=pid)
     return ranks
 

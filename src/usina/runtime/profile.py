@@ -428,11 +428,15 @@ class Sampler:
         The thread is told to stop but not waited for: it wakes, sees the flag and ends on its
         own (a join would cost the step a round trip through the scheduler, ~10 ms on a busy
         machine); it writes nothing once the final record is being written."""
+        self._last_sample()
+        return self.write(final=True)
+
+    def _last_sample(self) -> None:
+        """Tell the thread to stop, take the last sample, let go of the GPUs."""
         self._stop.set()
         self._safe_sample()
         if self.gpus is not None:
             self.gpus.close()
-        return self.write(final=True)
 
     def finish_inline(self, max_points: int = INLINE_POINTS) -> dict[str, Any] | None:
         """Stop sampling and return the final profile as JSON for the caller to keep in the
@@ -442,10 +446,7 @@ class Sampler:
         with self._lock:
             if len(self._series.t) > max_points:
                 return None
-        self._stop.set()
-        self._safe_sample()
-        if self.gpus is not None:
-            self.gpus.close()
+        self._last_sample()
         profile = self.profile(final=True)
         with self._write_lock:
             if self._written_final:

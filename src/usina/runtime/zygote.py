@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # once, not in each forked child (usina.bundles alone cost each attempt ~15 ms of CPU).
     from usina import bundles as _bundles  # noqa: F401
     from usina.runtime import execute as _execute  # noqa: F401
+    from usina.runtime.forking import fork_and_run
     from usina.runtime.loader import load_file
     from usina.stores.artifacts import FsspecArtifactStore
 
@@ -239,20 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     def fork_spare() -> tuple[int, int]:
         """Fork a child that waits for its attempt (``_spare``): its pid and the pipe to it."""
         r, w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 44
-            try:
-                os.close(w)
-                code = _spare(store, r)
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
+
+        def spare() -> int:
+            os.close(w)
+            return _spare(store, r)
+
+        pid = fork_and_run(spare, failed=44)
         os.close(r)
         return pid, w
 
